@@ -1,0 +1,1 @@
+"""claim-sweeper: finds expired Mission Control task leases, alerts #ops, optionally releases."""

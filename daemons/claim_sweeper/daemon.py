@@ -1,0 +1,122 @@
+"""The claim-sweeper daemon: each cycle counts held and expired Mission Control leases, alerts
+#ops once per lease expired longer than ``alert_after_s``, and with ``auto_release`` releases
+expired leases by compare-and-set (a lease extended between read and write is never released).
+
+It must never write mission-control.db on a standby: there it opens the database read-only in
+spirit (no create, no migration) and ``auto_release`` refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import Counter, Gauge
+
+from daemons.claim_sweeper.config import ClaimSweeperSection
+from daemons.claim_sweeper.policy import alert_due, alert_message
+from shared.mission_control import MissionControl
+from shared.runtime import CycleResult, Daemon, DaemonContext
+from shared.sections import DaemonSection
+
+__all__ = ["ClaimSweeper"]
+
+
+class ClaimSweeper(Daemon):
+    name = "claim-sweeper"
+
+    def __init__(self, ctx: DaemonContext) -> None:
+        super().__init__(ctx)
+        assert isinstance(ctx.section, ClaimSweeperSection)
+        self.section: ClaimSweeperSection = ctx.section
+        self.store: MissionControl | None = None
+        self._missing_logged = False
+        registry = ctx.metrics.registry
+        self.m_held = Gauge(
+            "fleet_claims_held", "Leases currently held and live", registry=registry
+        )
+        self.m_expired = Gauge(
+            "fleet_claims_expired", "Leases held past their expiry", registry=registry
+        )
+        self.m_released = Counter(
+            "fleet_claims_released", "Expired leases released by the sweeper", registry=registry
+        )
+        self.m_oldest = Gauge(
+            "fleet_claims_oldest_expired_age_seconds",
+            "How long the oldest expired lease has been expired (0: none)",
+            registry=registry,
+        )
+
+    @classmethod
+    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
+        if role == "standby" and isinstance(section, ClaimSweeperSection) and section.auto_release:
+            return (
+                "auto_release = true writes mission-control.db, which is replicated from "
+                "the primary; on a standby set [claim_sweeper] auto_release = false, or "
+                "promote this host with `fleet role set primary`"
+            )
+        return None
+
+    @property
+    def writable(self) -> bool:
+        return self.ctx.role == "primary" and not self.ctx.dry_run
+
+    def _open_store(self) -> MissionControl | None:
+        path = self.ctx.config.mission_control.db
+        if not self.writable and not path.exists():
+            return None
+        return MissionControl(path, create=self.writable, migrate=self.writable).open()
+
+    async def cycle(self) -> CycleResult:
+        if self.store is None:
+            self.store = await asyncio.to_thread(self._open_store)
+            if self.store is None:
+                if not self._missing_logged:
+                    self._missing_logged = True
+                    self.log.warning(
+                        "mission-control.db not present; nothing to sweep",
+                        path=str(self.ctx.config.mission_control.db),
+                    )
+                for gauge in (self.m_held, self.m_expired, self.m_oldest):
+                    gauge.set(0)
+                return CycleResult(detail={"held": 0, "expired": 0})
+        store = self.store
+        try:
+            held, expired_count = await asyncio.to_thread(store.lease_counts)
+            expired = await asyncio.to_thread(store.expired_leases)
+        except Exception:
+            # Reopen next cycle: the file may have been replaced (restore, promotion).
+            await asyncio.to_thread(store.close)
+            self.store = None
+            raise
+        self.m_held.set(held)
+        self.m_expired.set(expired_count)
+        self.m_oldest.set(max((lease.expired_for_s for lease in expired), default=0.0))
+        released = 0
+        for lease in expired:
+            did_release = False
+            if self.section.auto_release and self.writable:
+                did_release = await asyncio.to_thread(store.release_expired, lease)
+                if did_release:
+                    released += 1
+                    self.m_released.inc()
+                    self.log.info(
+                        "released expired lease",
+                        task_id=lease.id,
+                        holder=lease.holder,
+                        expired_for_s=round(lease.expired_for_s),
+                    )
+            if alert_due(lease, self.section.alert_after_s):
+                await self.ctx.notify(
+                    alert_message(
+                        lease,
+                        channel=self.ctx.config.slack.ops_channel,
+                        host=self.ctx.config.fleet.host,
+                        released=did_release,
+                    )
+                )
+        return CycleResult(detail={"held": held, "expired": expired_count, "released": released})
+
+    async def close(self) -> None:
+        if self.store is not None:
+            store, self.store = self.store, None
+            await asyncio.to_thread(store.close)

@@ -1,0 +1,48 @@
+"""Alert policy for expired leases: pure functions of lease data, no I/O.
+
+One alert per lease (its dedup key names the task, holder and the exact expiry, so a lease that
+is re-claimed and expires again alerts again, while the same expiry never alerts twice).
+"""
+
+from __future__ import annotations
+
+from shared.mission_control import ExpiredLease, format_iso
+from shared.notify import Message
+
+__all__ = ["alert_due", "alert_message", "describe_age"]
+
+
+def alert_due(lease: ExpiredLease, alert_after_s: float) -> bool:
+    return lease.expired_for_s >= alert_after_s
+
+
+def describe_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
+
+
+def alert_message(lease: ExpiredLease, *, channel: str, host: str, released: bool) -> Message:
+    title = lease.title.splitlines()[0][:120] if lease.title else "(untitled)"
+    action = (
+        "released by claim-sweeper"
+        if released
+        else "still held; release with "
+        f"`fleet mc claim-release {lease.id} --force` if the holder is gone"
+    )
+    text = (
+        f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {lease.holder} expired '
+        f"{describe_age(lease.expired_for_s)} ago ({format_iso(lease.lease_until)}); {action}"
+    )
+    return Message(
+        channel=channel,
+        text=text,
+        dedup_key=f"claim-expired:{lease.id}:{lease.holder}:{lease.raw_lease_until}",
+        kind="alert",
+        daemon="claim-sweeper",
+    )

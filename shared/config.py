@@ -1,0 +1,237 @@
+"""Fleet configuration: one TOML file plus ``FLEET_<SECTION>__<KEY>`` env overrides.
+
+The pydantic models here are the single source of every default (config/fleet.example.toml is
+generated from them). Loading never echoes a secret: validation errors are re-formatted as
+``dotted.path: message`` without the raw input. This module must never start anything.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from daemons.claim_sweeper.config import ClaimSweeperSection
+from shared.sections import (
+    DaemonSection,
+    FleetSection,
+    MissionControlSection,
+    NotifySection,
+    SlackSection,
+    default_host,
+)
+
+__all__ = [
+    "EX_CONFIG",
+    "ROOT_TOKEN",
+    "ConfigError",
+    "DaemonSection",
+    "FleetConfig",
+    "FleetSection",
+    "MissionControlSection",
+    "NotifySection",
+    "SlackSection",
+    "config_search_path",
+    "default_host",
+    "find_config_file",
+    "load_config",
+]
+
+EX_CONFIG = 78
+ROOT_TOKEN = "<root>"
+
+_toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
+
+
+class ConfigError(Exception):
+    """Invalid configuration. ``errors`` holds ``(dotted_path, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str = "") -> None:
+        self.errors = errors
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"invalid configuration ({self.source})" if self.source else "invalid configuration"
+        lines = [f"{head}: {len(self.errors)} error(s)"]
+        lines += [f"  {path}: {msg}" for path, msg in self.errors]
+        return "\n".join(lines)
+
+
+class FleetConfig(BaseSettings):
+    """The whole fleet configuration. Sections mirror the TOML tables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEET_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    fleet: FleetSection = Field(default_factory=FleetSection)
+    slack: SlackSection = Field(default_factory=SlackSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
+    mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
+    claim_sweeper: ClaimSweeperSection = Field(default_factory=ClaimSweeperSection)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _toml_file.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _resolve_root_paths(self) -> FleetConfig:
+        root = self.fleet.root.expanduser()
+        self.fleet.root = root
+        for _name, section in self.sections():
+            for field_name in type(section).model_fields:
+                value = getattr(section, field_name)
+                resolved = _resolve_path_value(value, root)
+                if resolved is not value:
+                    object.__setattr__(section, field_name, resolved)
+        return self
+
+    def sections(self) -> Iterator[tuple[str, BaseModel]]:
+        for name in type(self).model_fields:
+            yield name, getattr(self, name)
+
+    def daemon_section(self, section_name: str) -> DaemonSection:
+        section = getattr(self, section_name)
+        if not isinstance(section, DaemonSection):
+            raise KeyError(section_name)
+        return section
+
+    # Paths every daemon uses.
+    @property
+    def state_dir(self) -> Path:
+        return self.fleet.root / "state"
+
+    @property
+    def heartbeat_dir(self) -> Path:
+        return self.state_dir / "heartbeats"
+
+    @property
+    def role_file(self) -> Path:
+        return self.state_dir / "role"
+
+
+def _resolve_path_value(value: Any, root: Path) -> Any:
+    if isinstance(value, Path):
+        text = str(value)
+        if text == ROOT_TOKEN or text.startswith(ROOT_TOKEN + "/"):
+            return root / text[len(ROOT_TOKEN) + 1 :] if text != ROOT_TOKEN else root
+        return value.expanduser()
+    if isinstance(value, list):
+        items = [_resolve_path_value(v, root) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def config_search_path() -> list[Path]:
+    """Where a config file is looked for when neither --config nor $FLEET_CONFIG is given."""
+    return [
+        Path("fleet.toml"),
+        Path("~/.config/alai-fleet/fleet.toml").expanduser(),
+        Path("/etc/alai-fleet/fleet.toml"),
+    ]
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to load: explicit, else $FLEET_CONFIG, else the first that exists."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("FLEET_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    for candidate in config_search_path():
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<top>"
+
+
+def _read_secret_files(cfg: FleetConfig) -> list[tuple[str, str]]:
+    """Fill every ``<name>_file`` secret into its SecretStr sibling; return errors."""
+    errors: list[tuple[str, str]] = []
+    for section_name, section in cfg.sections():
+        for field_name in type(section).model_fields:
+            if not field_name.endswith("_file"):
+                continue
+            target = field_name[: -len("_file")]
+            if target not in type(section).model_fields:
+                continue
+            if not isinstance(getattr(section, target), SecretStr):
+                continue
+            path = getattr(section, field_name)
+            if path is None:
+                continue
+            try:
+                secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                errors.append((f"{section_name}.{field_name}", f"cannot read: {exc.strerror}"))
+                continue
+            object.__setattr__(section, target, SecretStr(secret))
+    return errors
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
+    """Load and validate the configuration, raising ConfigError naming every bad key."""
+    config_file = find_config_file(path)
+    source = str(config_file) if config_file else "embedded defaults"
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as fh:
+                tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(
+                [("<file>", f"config file not found: {config_file}")], source
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                [("<file>", f"cannot read {config_file}: {exc.strerror}")], source
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([("<file>", f"not valid TOML: {exc}")], source) from None
+    token = _toml_file.set(config_file)
+    try:
+        cfg = FleetConfig()
+    except ValidationError as exc:
+        errors = [(_format_loc(err["loc"]), err["msg"]) for err in exc.errors(include_input=False)]
+        raise ConfigError(errors, source) from None
+    finally:
+        _toml_file.reset(token)
+    secret_errors = _read_secret_files(cfg)
+    if secret_errors:
+        raise ConfigError(secret_errors, source)
+    return cfg

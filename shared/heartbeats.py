@@ -1,0 +1,109 @@
+"""Heartbeat files: ``<root>/state/heartbeats/<daemon>.json``, written after every successful
+cycle, read by ``fleet status`` and the heartbeat daemon's /health.
+
+Plain data and a pure ``assess`` decision (``ok`` = last success younger than 3 expected
+intervals, or not yet due). Reading never raises on a corrupt file: it reports it as stale.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.files import atomic_write_json
+
+__all__ = [
+    "STALE_FACTOR",
+    "Heartbeat",
+    "HeartbeatStatus",
+    "assess",
+    "read_heartbeat",
+    "write_heartbeat",
+]
+
+STALE_FACTOR = 3.0
+
+
+@dataclass
+class Heartbeat:
+    daemon: str
+    host: str
+    pid: int
+    version: str
+    role: str
+    last_ok_at: float | None
+    last_duration_s: float | None
+    cycles: int
+    expected_interval_s: float
+    started_at: float
+    next_due_at: float | None = None  # cron daemons: when the first/next run is due
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HeartbeatStatus:
+    daemon: str
+    ok: bool
+    last_ok_at: float | None
+    age_s: float | None
+    expected_interval_s: float | None
+    cycles: int
+    reason: str
+
+
+def heartbeat_path(directory: Path, daemon: str) -> Path:
+    return directory / f"{daemon}.json"
+
+
+def write_heartbeat(directory: Path, beat: Heartbeat) -> None:
+    atomic_write_json(heartbeat_path(directory, beat.daemon), beat.to_json())
+
+
+def read_heartbeat(directory: Path, daemon: str) -> Heartbeat | None:
+    try:
+        raw = json.loads(heartbeat_path(directory, daemon).read_text(encoding="utf-8"))
+        fields = {k: raw[k] for k in Heartbeat.__dataclass_fields__ if k in raw}
+        return Heartbeat(**fields)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def assess(daemon: str, beat: Heartbeat | None, now: float) -> HeartbeatStatus:
+    """Is ``daemon`` healthy at ``now``? Stale after 3 expected intervals without a success;
+    a daemon that has not succeeded yet is healthy until its first run is due (cron) or for
+    3 intervals after it started."""
+    if beat is None:
+        return HeartbeatStatus(daemon, False, None, None, None, 0, "no heartbeat file")
+    limit = STALE_FACTOR * beat.expected_interval_s
+    if beat.last_ok_at is None:
+        if beat.next_due_at is not None:
+            ok = now <= beat.next_due_at + beat.expected_interval_s
+        else:
+            ok = now - beat.started_at <= limit
+        return HeartbeatStatus(
+            daemon,
+            ok,
+            None,
+            None,
+            beat.expected_interval_s,
+            beat.cycles,
+            "starting" if ok else "never succeeded",
+        )
+    age = max(0.0, now - beat.last_ok_at)
+    if beat.next_due_at is not None and now <= beat.next_due_at + beat.expected_interval_s:
+        ok = True
+    else:
+        ok = age <= limit
+    return HeartbeatStatus(
+        daemon,
+        ok,
+        beat.last_ok_at,
+        age,
+        beat.expected_interval_s,
+        beat.cycles,
+        "ok" if ok else f"no success for {age:.0f}s",
+    )
