@@ -193,6 +193,10 @@ class MissionControl:
 
     # lifecycle -------------------------------------------------------------------------------
     def open(self) -> MissionControl:
+        # Idempotent: ``with MissionControl(...).open() as mc`` must not open a second
+        # connection (and run the migration check twice) over the first.
+        if self._conn is not None:
+            return self
         if not self._create and not self.path.exists():
             raise StoreError(f"database not found: {self.path}")
 
@@ -287,11 +291,13 @@ class MissionControl:
             raise NoSuchTask(task_id)
         return row[0], row[1]
 
-    def _info(self, task_id: int, holder: str | None, until: str | None) -> LeaseInfo:
+    def _info(
+        self, task_id: int, holder: str | None, until: str | None, now: datetime | None = None
+    ) -> LeaseInfo:
         if not holder:
             return LeaseInfo(task_id, None, None, False)
         until_dt = parse_ts(until) if until else None
-        expired = until_dt is None or until_dt <= self.now()
+        expired = until_dt is None or until_dt <= (now or self.now())
         return LeaseInfo(task_id, holder, until_dt, expired)
 
     def status(self, task_id: int) -> LeaseInfo:
@@ -318,23 +324,22 @@ class MissionControl:
                 else " AND (lease_holder IS NULL OR lease_holder = '' OR lease_until IS NULL"
                 " OR datetime(lease_until) <= :now OR lease_holder = :h)"
             )
-            cur = self.conn.execute(
-                "UPDATE tasks SET lease_holder = :h, lease_until = :until, updated_at = :now"
-                " WHERE id = :id" + guard,
-                params,
-            )
-            if cur.rowcount == 1:
-                return LeaseInfo(task_id, holder, until, False)
-            self._raise_refusal(task_id)
-            raise AssertionError("unreachable")
+            # The CAS and, when it loses, the read that explains why share one transaction:
+            # read separately, the holder could release (or its lease lapse) in between and
+            # the refusal would have no holder to name.
+            with self._write() as conn:
+                cur = conn.execute(
+                    "UPDATE tasks SET lease_holder = :h, lease_until = :until, updated_at = :now"
+                    " WHERE id = :id" + guard,
+                    params,
+                )
+                if cur.rowcount == 1:
+                    return LeaseInfo(task_id, holder, until, False)
+                current_holder, current_until = self._lease_row(task_id)  # raises NoSuchTask
+            info = self._info(task_id, current_holder, current_until, now)
+            raise LeaseHeld(task_id, info.holder or "nobody", info.lease_until or now)
 
         return self._retry(_do)
-
-    def _raise_refusal(self, task_id: int) -> None:
-        current_holder, current_until = self._lease_row(task_id)  # raises NoSuchTask
-        info = self._info(task_id, current_holder, current_until)
-        if info.holder is not None:
-            raise LeaseHeld(task_id, info.holder, info.lease_until or self.now())
 
     def extend(self, task_id: int, actor: str, session: str, ttl_minutes: int = 10) -> LeaseInfo:
         """Holder only: push lease_until to now + ttl. Raises LeaseHeld or NoSuchTask."""

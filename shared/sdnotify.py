@@ -30,7 +30,9 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.setblocking(False)
+                # Bounded: a full queue must not stall the loop, but READY/STOPPING should
+                # survive a manager that is briefly slow to drain.
+                self._sock.settimeout(0.2)
             self._sock.sendto(state.encode("utf-8"), self._address)
         except OSError:
             return False

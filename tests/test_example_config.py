@@ -1,0 +1,37 @@
+"""config/fleet.example.toml is exactly what the models render, and loads to the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import FleetConfig, load_config
+from shared.example_config import render_example_toml
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "fleet.example.toml"
+
+
+def test_example_matches_models() -> None:
+    assert EXAMPLE.read_text() == render_example_toml(), (
+        "config/fleet.example.toml drifted: regenerate with "
+        "`fleet config example > config/fleet.example.toml`"
+    )
+
+
+def test_example_loads_to_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in list(__import__("os").environ):
+        if key.startswith("FLEET_"):
+            monkeypatch.delenv(key)
+    from_example = load_config(EXAMPLE).model_dump()
+    defaults = FleetConfig().model_dump()
+    assert from_example == defaults
+
+
+def test_every_key_is_documented() -> None:
+    for section in FleetConfig.model_fields.values():
+        model = section.annotation
+        assert model is not None
+        for key, field in model.model_fields.items():  # type: ignore[union-attr]
+            assert field.description, f"{model.__name__}.{key} has no description"
