@@ -239,3 +239,39 @@ def test_promtool_check_metrics(
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "_created" not in body
+
+
+def test_second_signal_exits_at_once(
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """A cycle stuck on a locked DB holds up the first SIGTERM for the grace period; a second
+    signal ends the process immediately."""
+    db = fleet_root / "databases/mission-control.db"
+    db.parent.mkdir(parents=True)
+    # A foreign DB still in rollback-journal mode: an EXCLUSIVE lock blocks even readers.
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)")
+    locker.execute("BEGIN EXCLUSIVE")
+    port = free_port()
+    proc = start_daemon(fleet_env, tmp_path, notify_socket, port,
+                        {"FLEET_FLEET__STOP_GRACE_S": "60",
+                         "FLEET_CLAIM_SWEEPER__CYCLE_TIMEOUT_S": "120"})
+    try:
+        assert notify_socket.wait_for("READY=1", timeout=10)
+        # The cycle is blocked on the lock, and the watchdog keeps pinging: a locked database
+        # must never get the daemon killed.
+        before = notify_socket.count("WATCHDOG=1")
+        assert wait_until(lambda: notify_socket.count("WATCHDOG=1") >= before + 3, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert notify_socket.wait_for("STOPPING=1", timeout=5)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)  # still waiting for the stuck cycle (grace 60 s)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert code == 128 + signal.SIGTERM
