@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import shared.files
-
 from shared.files import append_jsonl, atomic_write_json, atomic_write_text
 
 
