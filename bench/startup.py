@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 
 FLEET = Path(sys.executable).parent / "fleet"
-LIBS = "import anyio, aiosqlite, httpx, apscheduler, structlog, pydantic_settings, slack_sdk, prometheus_client, aiohttp"
+LIBS = (
+    "import anyio, aiosqlite, httpx, apscheduler, structlog, pydantic_settings, slack_sdk,"
+    " prometheus_client, aiohttp"
+)
 
 
 def free_port() -> int:
@@ -45,14 +48,21 @@ def time_to_ready(root: Path, idle_s: float) -> tuple[float, float]:
     sock.bind(path)
     sock.settimeout(0.1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update({
-        "NOTIFY_SOCKET": path, "FLEET_FLEET__ROOT": str(root),
-        "FLEET_CLAIM_SWEEPER__METRICS_PORT": str(free_port()),
-        "FLEET_SLACK__BASE_URL": "http://127.0.0.1:9/api/",
-    })
+    env.update(
+        {
+            "NOTIFY_SOCKET": path,
+            "FLEET_FLEET__ROOT": str(root),
+            "FLEET_CLAIM_SWEEPER__METRICS_PORT": str(free_port()),
+            "FLEET_SLACK__BASE_URL": "http://127.0.0.1:9/api/",
+        }
+    )
     start = time.perf_counter()
-    proc = subprocess.Popen([str(FLEET), "run", "claim-sweeper"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(FLEET), "run", "claim-sweeper"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ready = float("nan")
     deadline = time.monotonic() + 20
     try:
@@ -98,12 +108,18 @@ def main() -> None:
     med = statistics.median
     print(f"runs: {args.runs} (median), idle before RSS sample: {args.idle_s}s")
     print(f"{'figure':<44}{'value':>10}{'baseline':>10}{'ratio':>8}")
-    print(f"{'start -> READY=1 (s) vs bare python start':<44}{med(readies):>10.3f}"
-          f"{med(b[0] for b in bare):>10.3f}{med(readies) / med(b[0] for b in bare):>8.1f}")
-    print(f"{'start -> READY=1 (s) vs importing the libs':<44}{med(readies):>10.3f}"
-          f"{med(x[0] for x in libs):>10.3f}{med(readies) / med(x[0] for x in libs):>8.2f}")
-    print(f"{'idle RSS (MB) vs python + the libs':<44}{med(rsses):>10.1f}"
-          f"{med(x[1] for x in libs):>10.1f}{med(rsses) / med(x[1] for x in libs):>8.2f}")
+    print(
+        f"{'start -> READY=1 (s) vs bare python start':<44}{med(readies):>10.3f}"
+        f"{med(b[0] for b in bare):>10.3f}{med(readies) / med(b[0] for b in bare):>8.1f}"
+    )
+    print(
+        f"{'start -> READY=1 (s) vs importing the libs':<44}{med(readies):>10.3f}"
+        f"{med(x[0] for x in libs):>10.3f}{med(readies) / med(x[0] for x in libs):>8.2f}"
+    )
+    print(
+        f"{'idle RSS (MB) vs python + the libs':<44}{med(rsses):>10.1f}"
+        f"{med(x[1] for x in libs):>10.1f}{med(rsses) / med(x[1] for x in libs):>8.2f}"
+    )
     print("targets: READY < 1.5 s, RSS < 60 MB")
 
 

@@ -315,7 +315,9 @@ def _lease_store(db_path: str | None, config_path: str | None) -> MissionControl
     else:
         path = _load_config(config_path).mission_control.db
     try:
-        return MissionControl(path, create=False).open()
+        # Hooks call these verbs before every tool use: a locked database must fail in
+        # seconds (1 s busy wait x 3 tries), not stall the session for half a minute.
+        return MissionControl(path, create=False, busy_timeout_ms=1000, attempts=3).open()
     except StoreError as exc:
         _die(EX_STORE, f"error: mission control store unavailable: {exc}")
 
@@ -325,11 +327,11 @@ def _enforcing() -> bool:
 
 
 def _mc_call(fn: Callable[[], Any]) -> Any:
-    from shared.mission_control import LeaseHeld, NoSuchTask, StoreError
+    from shared.mission_control import LeaseHeld, LeaseNotHeld, NoSuchTask, StoreError
 
     try:
         return fn()
-    except LeaseHeld as exc:
+    except (LeaseHeld, LeaseNotHeld) as exc:
         _die(EX_FAIL, str(exc))
     except NoSuchTask as exc:
         _die(EX_NO_TASK, f"error: {exc}")
@@ -424,6 +426,7 @@ def mc_claim_release(
     config_path: str | None,
 ) -> None:
     """Holder only (or --force): clear the lease. Releasing a free lease succeeds."""
+    _check_actor(actor)
     force = force or not _enforcing()
     with _lease_store(db_path, config_path) as store:
         cleared = _mc_call(lambda: store.release(task_id, actor, session, force=force))

@@ -32,6 +32,7 @@ __all__ = [
     "ExpiredLease",
     "LeaseHeld",
     "LeaseInfo",
+    "LeaseNotHeld",
     "MissionControl",
     "NoSuchTask",
     "StoreError",
@@ -122,6 +123,14 @@ class LeaseHeld(Exception):
         self.holder = holder
         self.until = until
         super().__init__(f"Task {task_id} held by {holder} until {format_iso(until)}")
+
+
+class LeaseNotHeld(Exception):
+    """extend on a task nobody holds: there is no lease to extend; claim it instead."""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        super().__init__(f"Task {task_id} is not claimed; claim it first")
 
 
 @dataclass(frozen=True)
@@ -296,7 +305,10 @@ class MissionControl:
     ) -> LeaseInfo:
         if not holder:
             return LeaseInfo(task_id, None, None, False)
-        until_dt = parse_ts(until) if until else None
+        try:
+            until_dt = parse_ts(until) if until else None
+        except ValueError:
+            raise StoreError(f"task {task_id}: unreadable lease_until {until!r}") from None
         expired = until_dt is None or until_dt <= (now or self.now())
         return LeaseInfo(task_id, holder, until_dt, expired)
 
@@ -342,7 +354,8 @@ class MissionControl:
         return self._retry(_do)
 
     def extend(self, task_id: int, actor: str, session: str, ttl_minutes: int = 10) -> LeaseInfo:
-        """Holder only: push lease_until to now + ttl. Raises LeaseHeld or NoSuchTask."""
+        """Holder only: push lease_until to now + ttl. Raises LeaseHeld, LeaseNotHeld or
+        NoSuchTask."""
         holder = holder_of(actor, session)
 
         def _do() -> LeaseInfo:
@@ -358,7 +371,7 @@ class MissionControl:
             current_holder, current_until = self._lease_row(task_id)
             info = self._info(task_id, current_holder, current_until)
             if info.holder is None:
-                raise LeaseHeld(task_id, "nobody", now)  # not ours to extend
+                raise LeaseNotHeld(task_id)
             raise LeaseHeld(task_id, info.holder, info.lease_until or now)
 
         return self._retry(_do)
@@ -426,7 +439,10 @@ class MissionControl:
                 params += (limit,)
             out: list[ExpiredLease] = []
             for task_id, title, holder, until in self.conn.execute(sql, params):
-                until_dt = parse_ts(until)
+                try:
+                    until_dt = parse_ts(until)
+                except (ValueError, TypeError):
+                    continue  # foreign garbage: cannot be compared, never released by us
                 out.append(
                     ExpiredLease(
                         int(task_id),
