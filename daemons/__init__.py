@@ -28,5 +28,10 @@ def section_name(daemon_name: str) -> str:
 
 REGISTRY: dict[str, DaemonSpec] = {
     spec.name: spec
-    for spec in (DaemonSpec("claim-sweeper", "daemons.claim_sweeper.daemon", "ClaimSweeper"),)
+    for spec in (
+        DaemonSpec("ollama-health", "daemons.ollama_health.daemon", "OllamaHealth"),
+        DaemonSpec("heartbeat", "daemons.heartbeat.daemon", "Heartbeat"),
+        DaemonSpec("blueprint-watchdog", "daemons.blueprint_watchdog.daemon", "BlueprintWatchdog"),
+        DaemonSpec("claim-sweeper", "daemons.claim_sweeper.daemon", "ClaimSweeper"),
+    )
 }

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from shared.config import FleetConfig
     from shared.mission_control import MissionControl
 
-__all__ = ["cli", "main"]
+__all__ = ["LAZY_COMMANDS", "cli", "config_option", "load_config_or_exit", "main"]
 
 EX_OK, EX_FAIL, EX_NO_TASK, EX_STORE, EX_USAGE, EX_CONFIG = 0, 1, 2, 3, 64, 78
 
@@ -35,6 +35,11 @@ def _die(code: int, message: str) -> NoReturn:
     raise SystemExit(code)
 
 
+def load_config_or_exit(path: str | None) -> FleetConfig:
+    """Load the config for a command; on error print every bad key and exit 78."""
+    return _load_config(path)
+
+
 def _load_config(path: str | None) -> FleetConfig:
     from shared.config import ConfigError, load_config
 
@@ -42,6 +47,11 @@ def _load_config(path: str | None) -> FleetConfig:
         return load_config(path)
     except ConfigError as exc:
         _die(EX_CONFIG, exc.render())
+
+
+def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--config PATH`` option every command that reads the config takes."""
+    return _config_option(fn)
 
 
 def _config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,7 +65,35 @@ def _config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands named in ``LAZY_COMMANDS`` are imported only when used, so
+    ``fleet mc ...`` does not pay for every daemon's CLI."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+# Subcommand groups that live beside the code they drive: "name" -> "module:attribute".
+LAZY_COMMANDS: dict[str, str] = {
+    "ollama": "daemons.ollama_health.cli:ollama",
+    "heartbeat": "daemons.heartbeat.cli:heartbeat",
+    "blueprint": "daemons.blueprint_watchdog.cli:blueprint",
+}
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="alai-fleet", prog_name="fleet")
 def cli() -> None:
     """alai-fleet: the ALAI hosts' operations daemons."""
@@ -102,33 +140,11 @@ def check_config(config_path: str | None) -> None:
     from shared.config import find_config_file
 
     config = _load_config(config_path)
-    problems = _semantic_problems(config)
-    if problems:
-        _die(EX_CONFIG, "invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
         f"host {config.fleet.host}, role {config.fleet.role}"
     )
-
-
-def _semantic_problems(config: FleetConfig) -> list[str]:
-    """Checks that span sections (pydantic validates each key on its own)."""
-    from daemons import REGISTRY
-
-    problems = []
-    ports: dict[int, str] = {}
-    for spec in REGISTRY.values():
-        section = config.daemon_section(spec.section)
-        if not section.enabled or section.metrics_port == 0:
-            continue
-        other = ports.get(section.metrics_port)
-        if other:
-            problems.append(
-                f"{spec.section}.metrics_port: {section.metrics_port} is also used by {other}"
-            )
-        ports[section.metrics_port] = spec.section
-    return problems
 
 
 # status ------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
 from daemons.claim_sweeper.config import ClaimSweeperSection
+from daemons.heartbeat.config import HeartbeatSection
+from daemons.ollama_health.config import OllamaHealthSection
 from shared.sections import (
     DaemonSection,
     FleetSection,
@@ -43,6 +46,7 @@ __all__ = [
     "NotifySection",
     "SlackSection",
     "config_search_path",
+    "cross_section_errors",
     "default_host",
     "find_config_file",
     "load_config",
@@ -84,6 +88,9 @@ class FleetConfig(BaseSettings):
     slack: SlackSection = Field(default_factory=SlackSection)
     notify: NotifySection = Field(default_factory=NotifySection)
     mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
+    ollama_health: OllamaHealthSection = Field(default_factory=OllamaHealthSection)
+    heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
+    blueprint_watchdog: BlueprintWatchdogSection = Field(default_factory=BlueprintWatchdogSection)
     claim_sweeper: ClaimSweeperSection = Field(default_factory=ClaimSweeperSection)
 
     @classmethod
@@ -231,7 +238,33 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
         raise ConfigError(errors, source) from None
     finally:
         _toml_file.reset(token)
-    secret_errors = _read_secret_files(cfg)
-    if secret_errors:
-        raise ConfigError(secret_errors, source)
+    errors = _read_secret_files(cfg) + cross_section_errors(cfg)
+    if errors:
+        raise ConfigError(errors, source)
     return cfg
+
+
+def cross_section_errors(cfg: FleetConfig) -> list[tuple[str, str]]:
+    """Rules that span keys or sections (pydantic validates each key on its own)."""
+    errors: list[tuple[str, str]] = []
+    # A row is claimed for send_lease_s and a send may take timeout_s (+5 s): a shorter lease
+    # would let a second sender retry a send still in flight, i.e. a double post.
+    if cfg.notify.send_lease_s <= cfg.slack.timeout_s + 5:
+        errors.append(
+            (
+                "notify.send_lease_s",
+                f"must exceed slack.timeout_s + 5 ({cfg.slack.timeout_s + 5:g}),"
+                f" got {cfg.notify.send_lease_s:g}",
+            )
+        )
+    ports: dict[int, str] = {}
+    for name, section in cfg.sections():
+        if not isinstance(section, DaemonSection) or not section.enabled:
+            continue
+        if section.metrics_port == 0:
+            continue
+        other = ports.get(section.metrics_port)
+        if other is not None:
+            errors.append((f"{name}.metrics_port", f"{section.metrics_port} is also {other}'s"))
+        ports[section.metrics_port] = name
+    return errors

@@ -172,24 +172,41 @@ class SlackSink:
                 timeout=self._timeout + 5,
             )
         except SlackApiError as exc:
-            status = exc.response.status_code
-            error = str(exc.response.get("error", "") or "")
-            if status == 429:
-                retry_after = _retry_after(exc.response.headers)
-                raise SinkError("rate_limited", retry_after_s=retry_after) from None
-            if status >= 500:
-                raise SinkError("server_error", detail=f"HTTP {status}") from None
-            if error in SLACK_PERMANENT_ERRORS:
-                raise SinkError("rejected", permanent=True, detail=error) from None
-            if error in {"invalid_auth", "not_authed", "token_revoked", "account_inactive"}:
-                raise SinkError("auth", detail=error) from None
-            raise SinkError("api_error", detail=error or f"HTTP {status}") from None
+            raise _slack_api_error(exc.response) from None
+        except AttributeError as exc:
+            # slack-sdk's validate() calls .get() on whatever the body parsed to: a text/plain
+            # "OK" or a JSON list from a proxy ends here, not in SlackApiError.
+            raise SinkError("bad_response", detail=f"not a Slack JSON answer ({exc})") from None
         except (TimeoutError, aiohttp.ClientError, SlackClientError, ValueError) as exc:
-            # ValueError: a non-JSON body (a proxy's HTML error page).
+            # ValueError: a binary body slack-sdk refuses to read.
             raise SinkError("connection", detail=type(exc).__name__) from None
 
     async def close(self) -> None:
         self._client = None
+
+
+def _slack_api_error(response: Any) -> SinkError:
+    """Classify a failed Web API call. ``response`` is an AsyncSlackResponse whose data may be
+    a dict, a str (text/plain) or a list, or the raw aiohttp response when the body claimed to
+    be JSON and was not (a proxy's error page): never assume a dict."""
+    raw_status = getattr(response, "status_code", None)
+    if raw_status is None:
+        raw_status = getattr(response, "status", None)
+    status = raw_status if isinstance(raw_status, int) else 0
+    data = getattr(response, "data", None)
+    error = str(data.get("error", "") or "") if isinstance(data, dict) else ""
+    if status == 429:
+        headers = getattr(response, "headers", None) or {}
+        return SinkError("rate_limited", retry_after_s=_retry_after(headers))
+    if status >= 500:
+        return SinkError("server_error", detail=f"HTTP {status}")
+    if error in SLACK_PERMANENT_ERRORS:
+        return SinkError("rejected", permanent=True, detail=error)
+    if error in {"invalid_auth", "not_authed", "token_revoked", "account_inactive"}:
+        return SinkError("auth", detail=error)
+    if not isinstance(data, dict) or not data:
+        return SinkError("bad_response", detail=f"HTTP {status}, not a Slack JSON answer")
+    return SinkError("api_error", detail=error or f"HTTP {status}")
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -221,7 +238,7 @@ class NotifyMetrics:
         )
         self.collapsed = Counter(
             "fleet_notifications_collapsed",
-            "Alerts folded into a summary",
+            "Summaries made from collapsed alerts",
             ["sink"],
             registry=registry,
         )
@@ -409,6 +426,9 @@ class Outbox:
     async def collapse(self, stale_alert_s: float, burst: int) -> list[int]:
         """Fold held, stale or bursting pending alerts into one summary per (sink, channel).
 
+        A summary still waiting to be delivered (Slack down, rate limited) absorbs the
+        channel's new pending alerts: an outage ends with one summary per channel, not one per
+        burst plus stragglers. The merged summary keeps the earlier one's backoff.
         Runs as one IMMEDIATE transaction, so two senders never both summarize a row.
         Returns the ids of the summary rows created.
         """
@@ -427,12 +447,36 @@ class Outbox:
                 for r in raw:
                     row = _to_row(r)
                     groups.setdefault((row.sink, row.channel), []).append((row, bool(r[10])))
+                async with db.execute(
+                    "SELECT sink, channel, id, attempts, next_attempt_at FROM outbox"
+                    " WHERE status = 'pending' AND kind = 'summary' ORDER BY id"
+                ) as cur:
+                    waiting: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
+                    for s_sink, s_channel, s_id, s_attempts, s_next in await cur.fetchall():
+                        waiting.setdefault((s_sink, s_channel), []).append(
+                            (int(s_id), int(s_attempts), float(s_next))
+                        )
                 created: list[int] = []
                 for (sink, channel), members in groups.items():
                     rows = [row for row, _held in members]
                     held = [row for row, is_held in members if is_held]
                     stale = [row for row in rows if row.created_at < now - stale_alert_s]
-                    if len(rows) > burst:
+                    earlier = waiting.get((sink, channel), [])
+                    earlier_ids = [s_id for s_id, _attempts, _next in earlier]
+                    attempts, next_attempt_at = 0, 0.0
+                    if earlier:
+                        marks = ", ".join("?" * len(earlier_ids))
+                        async with db.execute(
+                            f"SELECT {_ROW_COLUMNS} FROM outbox"
+                            f" WHERE kind = 'alert' AND summary_id IN ({marks})",
+                            earlier_ids,
+                        ) as cur:
+                            folded_before = [_to_row(r) for r in await cur.fetchall()]
+                        fold = sorted(folded_before + rows, key=lambda row: row.id)
+                        why = "delayed by an outage"
+                        attempts = max(a for _id, a, _next in earlier)
+                        next_attempt_at = max(n for _id, _a, n in earlier)
+                    elif len(rows) > burst:
                         fold, why = rows, "arrived at once"
                     elif len(held) >= 2:
                         fold, why = held, "held during a silence"
@@ -445,15 +489,22 @@ class Outbox:
                             )
                         continue
                     ids = [row.id for row in fold]
+                    # Each earlier summary is absorbed once, so its id keeps the key unique.
+                    key = f"summary:{sink}:{channel}:{ids[0]}-{ids[-1]}:{len(ids)}"
+                    if earlier_ids:
+                        key += f":after{earlier_ids[-1]}"
                     cur2 = await db.execute(
                         "INSERT INTO outbox(dedup_key, sink, channel, kind, text, payload,"
-                        " daemon, created_at) VALUES (?, ?, ?, 'summary', ?, '{}', 'outbox', ?)",
+                        " daemon, created_at, attempts, next_attempt_at)"
+                        " VALUES (?, ?, ?, 'summary', ?, '{}', 'outbox', ?, ?, ?)",
                         (
-                            f"summary:{sink}:{channel}:{ids[0]}-{ids[-1]}:{len(ids)}",
+                            key,
                             sink,
                             channel,
                             summary_text(fold, why),
                             now,
+                            attempts,
+                            next_attempt_at,
                         ),
                     )
                     summary_id = int(cur2.lastrowid or 0)
@@ -462,6 +513,18 @@ class Outbox:
                         " WHERE id = ? AND status = 'pending'",
                         [(summary_id, i) for i in ids],
                     )
+                    if earlier_ids:
+                        marks = ", ".join("?" * len(earlier_ids))
+                        await db.execute(
+                            "UPDATE outbox SET summary_id = ?"
+                            f" WHERE kind = 'alert' AND summary_id IN ({marks})",
+                            (summary_id, *earlier_ids),
+                        )
+                        await db.execute(
+                            "UPDATE outbox SET status = 'collapsed', summary_id = ?"
+                            f" WHERE id IN ({marks}) AND status = 'pending'",
+                            (summary_id, *earlier_ids),
+                        )
                     created.append(summary_id)
                 await db.execute("COMMIT")
                 return created
@@ -471,12 +534,20 @@ class Outbox:
 
         return await retry_busy_async(_do)
 
-    async def ready(self, *, include_alerts: bool, limit: int) -> list[OutboxRow]:
+    async def ready(
+        self, *, include_alerts: bool, limit: int, per_channel: int | None = None
+    ) -> list[OutboxRow]:
+        """Rows due now, oldest first; at most ``per_channel`` per (sink, channel), so one
+        rate-limited channel's backlog cannot starve the others out of the batch."""
         kinds = "('alert', 'push', 'summary')" if include_alerts else "('push')"
+        cap = per_channel if per_channel is not None else limit
         rows = await self._fetchall(
-            f"SELECT {_ROW_COLUMNS} FROM outbox WHERE status = 'pending' AND kind IN {kinds}"
-            " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (self.now(), limit),
+            f"SELECT {_ROW_COLUMNS} FROM ("
+            f" SELECT {_ROW_COLUMNS}, ROW_NUMBER() OVER"
+            " (PARTITION BY sink, channel ORDER BY id) AS rn FROM outbox"
+            f" WHERE status = 'pending' AND kind IN {kinds} AND next_attempt_at <= ?"
+            ") WHERE rn <= ? ORDER BY id LIMIT ?",
+            (self.now(), cap, limit),
         )
         return [_to_row(r) for r in rows]
 
@@ -520,7 +591,10 @@ class Outbox:
     async def prune(self, older_than_s: float) -> int:
         return await self._execute(
             "DELETE FROM outbox WHERE status IN ('sent', 'collapsed', 'dead')"
-            " AND coalesce(sent_at, created_at) < ?",
+            " AND coalesce(sent_at, created_at) < ?"
+            # A collapsed alert stays while its summary is still undelivered.
+            " AND NOT (status = 'collapsed' AND summary_id IN"
+            " (SELECT id FROM outbox WHERE status IN ('pending', 'sending')))",
             (self.now() - older_than_s,),
         )
 
@@ -575,7 +649,11 @@ class OutboxSender:
         self._was_silenced = silenced
         attempted = 0
         sent_in_step: dict[tuple[str, str], int] = {}
-        for row in await ob.ready(include_alerts=not silenced, limit=self.batch):
+        for row in await ob.ready(
+            include_alerts=not silenced,
+            limit=self.batch,
+            per_channel=self.settings.rate_per_minute,
+        ):
             sink = self.sinks.get(row.sink)
             if sink is None or not sink.available:
                 if row.sink not in self._held_notice:
@@ -593,14 +671,22 @@ class OutboxSender:
             try:
                 await sink.send(row)
             except SinkError as exc:
-                self._record_failure(row, exc)
-                if exc.permanent:
-                    await ob.mark_dead(row.id, self.owner, str(exc))
+                failure: SinkError | None = exc
+            except Exception as exc:
+                # A sink bug or an answer nobody anticipated: push the row back to be retried
+                # instead of leaving it claimed and crash-looping the daemon on it.
+                failure = SinkError("unexpected", detail=f"{type(exc).__name__}: {exc}")
+            else:
+                failure = None
+            if failure is not None:
+                self._record_failure(row, failure)
+                if failure.permanent:
+                    await ob.mark_dead(row.id, self.owner, str(failure))
                 else:
                     delay = retry_delay_s(
-                        row.attempts + 1, self.settings.max_backoff_s, exc.retry_after_s
+                        row.attempts + 1, self.settings.max_backoff_s, failure.retry_after_s
                     )
-                    await ob.mark_retry(row.id, self.owner, delay, str(exc))
+                    await ob.mark_retry(row.id, self.owner, delay, str(failure))
                 continue
             await ob.mark_sent(row.id, self.owner)
             sent_in_step[key] += 1

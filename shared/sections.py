@@ -78,7 +78,7 @@ class NotifySection(_Section):
     rate_per_minute: int = Field(20, ge=1, description="messages per channel per minute")
     max_backoff_s: float = Field(600.0, gt=0, description="cap on a failing message's retry delay")
     prune_after_s: float = Field(
-        7 * 86400.0, gt=0, description="sent and collapsed rows are deleted after this"
+        7 * 86400.0, gt=0, description="sent, collapsed and dead rows are deleted after this"
     )
     send_lease_s: float = Field(
         60.0, gt=0, description="a claimed row whose sender died is retried after this"

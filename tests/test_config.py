@@ -113,3 +113,16 @@ def test_cli_exits_78_naming_both_errors(fleet_env: dict[str, str], tmp_path: Pa
     assert res.returncode == 78 and "claim_sweeper.interval_s" in res.stderr
     ok = run_fleet(["check-config"], fleet_env, tmp_path)
     assert ok.returncode == 0 and "embedded defaults" in ok.stdout
+
+
+def test_cross_section_rules(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(
+        "[notify]\nsend_lease_s = 10\n[slack]\ntimeout_s = 10\n"
+        "[claim_sweeper]\nmetrics_port = 9802\n[ollama_health]\nenabled = true\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    paths = [p for p, _ in info.value.errors]
+    assert "notify.send_lease_s" in paths
+    assert "claim_sweeper.metrics_port" in paths

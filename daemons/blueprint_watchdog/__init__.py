@@ -1,0 +1,1 @@
+"""blueprint-watchdog: nightly blueprint/ZAKON liveness scan and the ZAKON registry gate."""

@@ -1,0 +1,12 @@
+"""``fleet blueprint ...``: the blueprint-watchdog commands."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["blueprint"]
+
+
+@click.group()
+def blueprint() -> None:
+    """blueprint-watchdog commands."""
