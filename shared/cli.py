@@ -90,6 +90,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "ollama": "daemons.ollama_health.cli:ollama",
     "heartbeat": "daemons.heartbeat.cli:heartbeat",
     "blueprint": "daemons.blueprint_watchdog.cli:blueprint",
+    "zakon": "daemons.blueprint_watchdog.cli:zakon",
+    "units": "shared.units_cli:units",
+    "observability": "shared.units_cli:observability",
 }
 
 

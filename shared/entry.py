@@ -13,7 +13,10 @@ from typing import NoReturn
 __all__ = ["FAST_PATHS", "main"]
 
 # (first two argv words) -> "module:function(argv_rest) -> int", stdlib-only modules.
-FAST_PATHS: dict[tuple[str, str], str] = {}
+FAST_PATHS: dict[tuple[str, str], str] = {
+    ("zakon", "validate"): "daemons.blueprint_watchdog.gate:zakon_validate_main",
+    ("blueprint", "validate"): "daemons.blueprint_watchdog.gate:blueprint_validate_main",
+}
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from shared import __version__
@@ -39,6 +40,7 @@ __all__ = [
     "DaemonContext",
     "DaemonRunner",
     "RefusedToStart",
+    "UnitProfile",
     "backoff_delay",
     "effective_role",
     "run_daemons",
@@ -108,6 +110,18 @@ class DaemonContext:
         return await self.outbox.enqueue(msg)
 
 
+@dataclass(frozen=True)
+class UnitProfile:
+    """What a daemon needs from its service manager; the unit/plist generator reads it.
+    Paths are the directories it writes (state and logs are always included)."""
+
+    write_paths: tuple[Path, ...] = ()
+    shared_tmp: bool = False  # a configured file lives in /tmp: the unit must not PrivateTmp
+    tasks_max: int = 64
+    memory_max_mb: int = 256
+    needs_network: bool = True
+
+
 class Daemon:
     """Base class. Subclasses set ``name`` (hyphenated) and implement ``cycle``."""
 
@@ -123,6 +137,11 @@ class Daemon:
     def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
         """Why this daemon must not start with ``role`` (fencing), or None."""
         return None
+
+    @classmethod
+    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
+        """Directories written and limits, for the generated systemd unit / plist."""
+        return UnitProfile()
 
     @property
     def expected_interval_s(self) -> float:
@@ -350,6 +369,16 @@ class DaemonRunner:
             )
         return 0.0 if result.more else self.section.interval_s
 
+    def _maybe_wedge(self) -> None:
+        """Drill/test switch: FLEET_DEBUG_WEDGE_AFTER_CYCLES=N blocks the event loop for good
+        after N cycles, so the service manager's watchdog can be seen killing a hung daemon.
+        Never set it in production config."""
+        after = os.environ.get("FLEET_DEBUG_WEDGE_AFTER_CYCLES")
+        if after and after.isdigit() and self.cycles >= int(after):
+            self.log.warning("wedging the event loop on purpose (FLEET_DEBUG_WEDGE_AFTER_CYCLES)")
+            while True:  # blocks the loop: no WATCHDOG=1, no signal handling in the loop
+                time.sleep(60)
+
     def wedged(self) -> bool:
         """A cycle has outlived its timeout plus a margin: cancellation did not take."""
         started = self.cycle_started_mono
@@ -412,6 +441,7 @@ class DaemonRunner:
                 await self._abandon_on_stop(task)
                 break
             result = task.result()
+            self._maybe_wedge()
             if self._cron is not None:
                 self._cron_advance()
                 if result is not None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["blueprint"]
+__all__ = ["blueprint", "zakon"]
 
 
 @click.group()
 def blueprint() -> None:
     """blueprint-watchdog commands."""
+
+
+@click.group()
+def zakon() -> None:
+    """ZAKON registry commands."""

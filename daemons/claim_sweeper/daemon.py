@@ -14,8 +14,9 @@ from prometheus_client import Counter, Gauge
 
 from daemons.claim_sweeper.config import ClaimSweeperSection
 from daemons.claim_sweeper.policy import alert_due, alert_message
+from shared.config import FleetConfig
 from shared.mission_control import MissionControl
-from shared.runtime import CycleResult, Daemon, DaemonContext
+from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
 from shared.sections import DaemonSection
 
 __all__ = ["ClaimSweeper"]
@@ -55,6 +56,13 @@ class ClaimSweeper(Daemon):
                 "promote this host with `fleet role set primary`"
             )
         return None
+
+    @classmethod
+    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
+        # On the primary it creates/migrates mission-control.db (WAL: -wal/-shm beside it).
+        return UnitProfile(
+            write_paths=(config.mission_control.db.parent,), tasks_max=32, memory_max_mb=192
+        )
 
     @property
     def writable(self) -> bool:
