@@ -29,7 +29,9 @@ def section_name(daemon_name: str) -> str:
 REGISTRY: dict[str, DaemonSpec] = {
     spec.name: spec
     for spec in (
+        DaemonSpec("email-reactor", "daemons.email_reactor.daemon", "EmailReactor"),
         DaemonSpec("ollama-health", "daemons.ollama_health.daemon", "OllamaHealth"),
+        DaemonSpec("restore-loop", "daemons.restore_loop.daemon", "RestoreLoop"),
         DaemonSpec("heartbeat", "daemons.heartbeat.daemon", "Heartbeat"),
         DaemonSpec("blueprint-watchdog", "daemons.blueprint_watchdog.daemon", "BlueprintWatchdog"),
         DaemonSpec("claim-sweeper", "daemons.claim_sweeper.daemon", "ClaimSweeper"),

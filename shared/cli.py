@@ -87,7 +87,10 @@ class LazyGroup(click.Group):
 
 # Subcommand groups that live beside the code they drive: "name" -> "module:attribute".
 LAZY_COMMANDS: dict[str, str] = {
+    "email": "daemons.email_reactor.cli:email",
     "ollama": "daemons.ollama_health.cli:ollama",
+    "restore": "daemons.restore_loop.cli:restore",
+    "litestream": "daemons.restore_loop.cli:litestream",
     "heartbeat": "daemons.heartbeat.cli:heartbeat",
     "blueprint": "daemons.blueprint_watchdog.cli:blueprint",
     "zakon": "daemons.blueprint_watchdog.cli:zakon",

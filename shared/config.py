@@ -24,8 +24,10 @@ from pydantic_settings import (
 
 from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
 from daemons.claim_sweeper.config import ClaimSweeperSection
+from daemons.email_reactor.config import EmailReactorSection
 from daemons.heartbeat.config import HeartbeatSection
 from daemons.ollama_health.config import OllamaHealthSection
+from daemons.restore_loop.config import RestoreLoopSection
 from shared.sections import (
     DaemonSection,
     FleetSection,
@@ -88,7 +90,9 @@ class FleetConfig(BaseSettings):
     slack: SlackSection = Field(default_factory=SlackSection)
     notify: NotifySection = Field(default_factory=NotifySection)
     mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
+    email_reactor: EmailReactorSection = Field(default_factory=EmailReactorSection)
     ollama_health: OllamaHealthSection = Field(default_factory=OllamaHealthSection)
+    restore_loop: RestoreLoopSection = Field(default_factory=RestoreLoopSection)
     heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
     blueprint_watchdog: BlueprintWatchdogSection = Field(default_factory=BlueprintWatchdogSection)
     claim_sweeper: ClaimSweeperSection = Field(default_factory=ClaimSweeperSection)

@@ -29,7 +29,7 @@ from shared.config import FleetConfig
 from shared.heartbeats import Heartbeat, assess, read_heartbeat, write_heartbeat
 from shared.logging import get_logger
 from shared.metrics import DaemonMetrics, HealthReport, MetricsServer
-from shared.notify import Message, NotifyMetrics, Outbox, OutboxSender, SlackSink
+from shared.notify import Message, NotifyMetrics, Outbox, OutboxSender, Sink, SlackSink
 from shared.sdnotify import Notifier, watchdog_interval_s
 from shared.sections import DaemonSection
 
@@ -60,6 +60,13 @@ class CycleResult:
 
     more: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def build_sinks(config: FleetConfig) -> dict[str, Sink]:
+    """Every delivery channel an outbox row can name (``Message.sink``)."""
+    from shared.hivemind import HiveMindSink
+
+    return {"slack": SlackSink(config.slack), "hivemind": HiveMindSink.from_config(config)}
 
 
 def effective_role(config: FleetConfig) -> str:
@@ -205,7 +212,7 @@ class DaemonRunner:
             self.outbox = await Outbox(self.config.notify.outbox_db, clock=self.clock).open()
             self.sender = OutboxSender(
                 self.outbox,
-                {"slack": SlackSink(self.config.slack)},
+                build_sinks(self.config),
                 self.config.notify,
                 log=self.log,
                 metrics=NotifyMetrics(self.metrics.registry),

@@ -1,0 +1,17 @@
+"""The ``[email_reactor]`` config section. Pure data; defaults documented once, here."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from shared.sections import DaemonSection
+
+__all__ = ["EmailReactorSection"]
+
+
+class EmailReactorSection(DaemonSection):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = Field(False, description="run this daemon on this host (not built yet)")
+    interval_s: float = Field(300.0, gt=0, description="seconds between cycles")
+    metrics_port: int = Field(9801, ge=0, le=65535, description="Prometheus /metrics port")

@@ -1,0 +1,1 @@
+"""restore-loop: keeps the standby's SQLite copies fresh from Litestream replicas."""
