@@ -42,13 +42,27 @@ def _toml_value(value: Any) -> str | None:
     if isinstance(value, list | tuple):
         inner = [_toml_value(v) for v in value]
         return "[" + ", ".join(v for v in inner if v is not None) + "]"
+    if isinstance(value, dict):
+        items = [f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
     raise TypeError(f"no TOML rendering for {type(value).__name__}")
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
 def _render_section(name: str, model: type[BaseModel]) -> list[str]:
     lines = [f"[{name}]"]
+    nested: list[tuple[str, type[BaseModel]]] = []
     for key, field in model.model_fields.items():
         doc = field.description or ""
+        sub = _nested_model(field.annotation)
+        if sub is not None:
+            nested.append((f"{name}.{key}", sub))
+            continue
         if field.default is PydanticUndefined and field.default_factory is not None:
             lines.append(f"# {key} = ...  # {doc} (default: computed at start)")
             continue
@@ -57,6 +71,11 @@ def _render_section(name: str, model: type[BaseModel]) -> list[str]:
             lines.append(f'# {key} = ""  # {doc} (default: unset)')
         else:
             lines.append(f"{key} = {rendered}  # {doc}")
+    for sub_name, sub_model in nested:
+        lines.append("")
+        if sub_model.__doc__:
+            lines.append(f"# {sub_model.__doc__.strip().splitlines()[0]}")
+        lines.extend(_render_section(sub_name, sub_model))
     return lines
 
 

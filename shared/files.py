@@ -9,10 +9,17 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_jsonl", "atomic_write_json", "atomic_write_text", "ensure_private_dir"]
+__all__ = [
+    "append_jsonl",
+    "append_jsonl_many",
+    "atomic_write_json",
+    "atomic_write_text",
+    "ensure_private_dir",
+]
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -47,23 +54,43 @@ def atomic_write_json(path: Path, data: Any, *, mode: int = 0o600) -> None:
 
 
 def append_jsonl(path: Path, record: Any, *, max_bytes: int, keep: int) -> None:
-    """Append one JSON line; first rotate ``path`` -> ``path.1`` ... ``path.<keep>`` when the
-    file has reached ``max_bytes``."""
+    """Append one JSON line (fsynced); first rotate ``path`` -> ``path.1`` ... ``path.<keep>``
+    when the file has reached ``max_bytes``."""
+    append_jsonl_many(path, [record], max_bytes=max_bytes, keep=keep)
+
+
+def append_jsonl_many(path: Path, records: Iterable[Any], *, max_bytes: int, keep: int) -> int:
+    """Append JSON lines with one fsync at the end, rotating by size between lines."""
     ensure_private_dir(path.parent)
-    line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         size = 0
-    if size and size + len(line) > max_bytes:
-        for index in range(keep - 1, 0, -1):
-            older = path.with_name(f"{path.name}.{index}")
-            if older.exists():
-                os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
-        os.replace(path, path.with_name(f"{path.name}.1"))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    written = 0
     try:
-        os.write(fd, line.encode("utf-8"))
+        for record in records:
+            line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+            if size and size + len(line) > max_bytes:
+                os.fsync(fd)
+                os.close(fd)
+                fd = -1
+                _rotate(path, keep)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                size = 0
+            os.write(fd, line)
+            size += len(line)
+            written += 1
         os.fsync(fd)
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+    return written
+
+
+def _rotate(path: Path, keep: int) -> None:
+    for index in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))

@@ -581,6 +581,20 @@ class Outbox:
             (error[:500], row_id, owner),
         )
 
+    async def sent_at(self, dedup_keys: Sequence[str]) -> dict[str, float]:
+        """When each of these keys was delivered (keys not yet sent are absent)."""
+        out: dict[str, float] = {}
+        for start in range(0, len(dedup_keys), 500):
+            chunk = list(dedup_keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT dedup_key, sent_at FROM outbox WHERE status = 'sent'"
+                f" AND dedup_key IN ({marks})",
+                chunk,
+            )
+            out.update({str(k): float(t) for k, t in rows})
+        return out
+
     async def sent_recently(self, sink: str, channel: str, window_s: float = 60.0) -> int:
         rows = await self._fetchall(
             "SELECT count(*) FROM outbox WHERE channel = ? AND sink = ? AND sent_at > ?",

@@ -62,10 +62,15 @@ def connect_sync(
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     create: bool = True,
     wal: bool = True,
+    readonly: bool = False,
 ) -> sqlite3.Connection:
-    """Open ``path`` in autocommit mode with WAL and busy_timeout set."""
+    """Open ``path`` in autocommit mode with WAL and busy_timeout set. ``readonly`` opens it
+    without any write (no WAL switch), for --dry-run and inspection."""
     p = Path(path)
-    if create:
+    if readonly:
+        create = wal = False
+        uri = f"file:{p}?mode=ro"
+    elif create:
         _prepare_parent(p)
         uri = f"file:{p}?mode=rwc"
     else:
@@ -101,22 +106,26 @@ async def connect(
     *,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     create: bool = True,
+    readonly: bool = False,
 ) -> aiosqlite.Connection:
     """aiosqlite connection with the same pragmas as ``connect_sync`` (autocommit mode)."""
     p = Path(path)
+    if readonly:
+        create = False
     if create:
         _prepare_parent(p)
-    uri = f"file:{p}?mode={'rwc' if create else 'rw'}"
+    uri = f"file:{p}?mode={'ro' if readonly else 'rwc' if create else 'rw'}"
     conn = await aiosqlite.connect(
         uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None
     )
     try:
         await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        async with conn.execute("PRAGMA journal_mode") as cur:
-            row = await cur.fetchone()
-        if row is None or str(row[0]).lower() != "wal":
-            await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        if not readonly:
+            async with conn.execute("PRAGMA journal_mode") as cur:
+                row = await cur.fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
     except BaseException:
         await conn.close()
         raise

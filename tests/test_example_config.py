@@ -30,8 +30,16 @@ def test_example_loads_to_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_every_key_is_documented() -> None:
-    for section in FleetConfig.model_fields.values():
-        model = section.annotation
-        assert model is not None
-        for key, field in model.model_fields.items():  # type: ignore[union-attr]
+    from pydantic import BaseModel
+
+    def check(model: type[BaseModel]) -> None:
+        for key, field in model.model_fields.items():
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                check(sub)
+                continue
             assert field.description, f"{model.__name__}.{key} has no description"
+
+    for section in FleetConfig.model_fields.values():
+        assert isinstance(section.annotation, type)
+        check(section.annotation)

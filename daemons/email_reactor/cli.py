@@ -1,12 +1,249 @@
-"""``fleet email ...``: the email-reactor commands."""
+"""``fleet email ...``: process (alias of ``fleet run email-reactor``), digest, explain,
+partners, cutover."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
 import click
 
+from shared.cli import config_option, load_config_or_exit
+
 __all__ = ["email"]
+
+T = TypeVar("T")
 
 
 @click.group()
 def email() -> None:
-    """email-reactor commands."""
+    """email-reactor: strategic-inbox triage."""
+
+
+@email.command()
+@click.option("--once", is_flag=True, help="run exactly one cycle")
+@click.option("--dry-run", is_flag=True, help="decide and audit to audit.dry-run.jsonl only")
+@config_option
+@click.pass_context
+def process(ctx: click.Context, once: bool, dry_run: bool, config_path: str | None) -> None:
+    """Alias of `fleet run email-reactor`."""
+    from shared.cli import run
+
+    ctx.invoke(
+        run,
+        name="email-reactor",
+        run_all=False,
+        once=once,
+        dry_run=dry_run,
+        config_path=config_path,
+    )
+
+
+def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from daemons.email_reactor.daemon import EmailReactor
+    from shared import __version__
+    from shared.logging import configure_logging, get_logger
+    from shared.metrics import DaemonMetrics
+    from shared.notify import Outbox
+    from shared.runtime import DaemonContext, effective_role
+
+    config = load_config_or_exit(config_path)
+    configure_logging(host=config.fleet.host, level="warning", daemon="email-reactor")
+    role = effective_role(config)
+    reason = EmailReactor.refuse_reason(config.email_reactor, role)
+    if reason and not dry_run:
+        raise click.ClickException(reason)
+
+    async def _go() -> T:
+        outbox = None if dry_run else await Outbox(config.notify.outbox_db).open()
+        ctx = DaemonContext(
+            config=config,
+            section=config.email_reactor,
+            role=role,
+            log=get_logger(daemon="email-reactor"),
+            metrics=DaemonMetrics("email-reactor", config.fleet.host, __version__),
+            outbox=outbox,
+            dry_run=dry_run,
+        )
+        reactor = EmailReactor(ctx)
+        try:
+            await reactor.open()
+            return await fn(reactor)
+        finally:
+            await reactor.close()
+            if outbox is not None:
+                await outbox.close()
+
+    return asyncio.run(_go())
+
+
+@email.command()
+@click.option("--dry-run", is_flag=True, help="print the digest, send nothing")
+@click.option("--force", is_flag=True, help="send even if today's digest went out already")
+@config_option
+def digest(dry_run: bool, force: bool, config_path: str | None) -> None:
+    """Build today's #ceo digest now (normally sent by the daemon at digest_time)."""
+
+    async def _run(reactor: Any) -> str | None:
+        text: str | None = await reactor.send_digest(time.time(), force=force, dry_run=dry_run)
+        return text
+
+    text = _with_reactor(config_path, dry_run, _run)
+    if text is None:
+        click.echo("nothing pending (or already sent today; --force to resend)")
+    else:
+        click.echo(text)
+        if not dry_run:
+            click.echo("\n(queued for #ceo)")
+
+
+@email.command()
+@click.argument("email_id", type=int)
+@click.option("--ask", is_flag=True, help="also ask the LLM classifier (one real request)")
+@config_option
+def explain(email_id: int, ask: bool, config_path: str | None) -> None:
+    """Print the decision path for one email without acting."""
+    from daemons.email_reactor.pipeline import llm_decision, triage
+
+    async def _run(reactor: Any) -> list[str]:
+        store = reactor.store
+        mail = await store.email(email_id)
+        if mail is None:
+            raise click.ClickException(f"no email {email_id} in {reactor.s.inbox_db}")
+        await reactor._reload_partners()
+        inputs = await reactor._inputs()
+        result = triage(mail, inputs)
+        lines = [
+            f"email #{mail.id} ({mail.created_at}, status {mail.status}, "
+            f"classification {mail.classification or '-'})"
+        ]
+        lines += [f"  - {step}" for step in result.trace]
+        decision = result.decision
+        if decision is None and ask:
+            answer = await reactor._ask(mail, strict=False)
+            lines.append(f"  - LLM answered {answer or 'something malformed'}")
+            decision = llm_decision(mail, inputs, answer)
+        if decision is None:
+            lines.append("=> would ask the LLM (use --ask to ask it now)")
+        else:
+            effect = f"; task + push to {decision.push_channel}" if decision.creates_task else ""
+            lines.append(
+                f"=> {decision.action} (reason {decision.reason}, source {decision.source}){effect}"
+            )
+        stored = await store.stored_decision(email_id)
+        if stored is not None:
+            lines.append(
+                f"recorded decision: {stored.action} ({stored.reason}) at "
+                f"{stored.decided_at}, task {stored.mc_task_id or '-'}"
+            )
+        return lines
+
+    for line in _with_reactor(config_path, True, _run):
+        click.echo(line)
+
+
+@email.command()
+@click.option("--before", default=None, help="UTC time 'YYYY-MM-DD HH:MM:SS' (default: now)")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@config_option
+def cutover(before: str | None, yes: bool, config_path: str | None) -> None:
+    """Mark all undecided mail older than --before as decided (skipped_cutover)."""
+    from shared.mission_control import format_sql_ts, parse_ts
+
+    try:
+        cut = format_sql_ts(parse_ts(before)) if before else format_sql_ts(datetime.now(UTC))
+    except ValueError:
+        raise click.BadParameter(
+            "expected 'YYYY-MM-DD HH:MM:SS' (UTC)", param_hint="--before"
+        ) from None
+    if not yes:
+        click.confirm(
+            f"Mark every undecided email created before {cut} UTC as skipped_cutover?", abort=True
+        )
+
+    async def _run(reactor: Any) -> int:
+        count: int = await reactor.store.cutover(cut, format_sql_ts(datetime.now(UTC)))
+        await reactor.reconcile_audit()
+        return count
+
+    count = _with_reactor(config_path, False, _run)
+    click.echo(f"{count} emails marked skipped_cutover (created before {cut} UTC)")
+
+
+@email.group()
+def partners() -> None:
+    """The strategic partner allowlist (strategic-partners.json)."""
+
+
+def _partners_file(config_path: str | None) -> tuple[Any, dict[str, Any]]:
+    config = load_config_or_exit(config_path)
+    path = config.email_reactor.partners_file
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {"senders": [], "domains": []}
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{path}: cannot read ({exc}); fix it by hand first") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path}: top level is not an object; fix it by hand first")
+    data.setdefault("senders", [])
+    data.setdefault("domains", [])
+    return path, data
+
+
+@partners.command("list")
+@config_option
+def partners_list(config_path: str | None) -> None:
+    _path, data = _partners_file(config_path)
+    for s in data["senders"]:
+        click.echo(f"sender  tier {s.get('tier', 1)}  {s.get('email')}  {s.get('name', '')}")
+    for d in data["domains"]:
+        entry = d if isinstance(d, dict) else {"domain": d}
+        click.echo(
+            f"domain  tier {entry.get('tier', 1)}  {entry.get('domain')}  {entry.get('name', '')}"
+        )
+
+
+@partners.command("add")
+@click.argument("address")
+@click.option("--name", required=True)
+@click.option("--tier", type=click.IntRange(1, 9), default=1, show_default=True)
+@click.option("--reason", default="")
+@config_option
+def partners_add(address: str, name: str, tier: int, reason: str, config_path: str | None) -> None:
+    """Add (or update) a sender; the daemon picks it up next cycle."""
+    from daemons.email_reactor.rules import parse_partners
+    from shared.files import atomic_write_json
+
+    if "@" not in address:
+        raise click.BadParameter("must be an email address", param_hint="ADDRESS")
+    path, data = _partners_file(config_path)
+    senders = [
+        s for s in data["senders"] if str(s.get("email", "")).lower() != address.strip().lower()
+    ]
+    senders.append({"email": address.strip().lower(), "name": name, "tier": tier, "reason": reason})
+    data["senders"] = senders
+    parse_partners(data, [])  # never write a file the daemon would reject
+    atomic_write_json(path, data)
+    click.echo(f"added {name} (tier {tier}) to {path}")
+
+
+@partners.command("remove")
+@click.argument("address")
+@config_option
+def partners_remove(address: str, config_path: str | None) -> None:
+    from shared.files import atomic_write_json
+
+    path, data = _partners_file(config_path)
+    before = len(data["senders"])
+    data["senders"] = [
+        s for s in data["senders"] if str(s.get("email", "")).lower() != address.strip().lower()
+    ]
+    if len(data["senders"]) == before:
+        raise click.ClickException(f"{address} is not in {path}")
+    atomic_write_json(path, data)
+    click.echo(f"removed {address} from {path}")

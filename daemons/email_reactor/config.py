@@ -1,17 +1,211 @@
-"""The ``[email_reactor]`` config section. Pure data; defaults documented once, here."""
+"""The ``[email_reactor]`` config section (and its ``[email_reactor.security]`` and
+``[email_reactor.heuristics]`` tables). Pure data; defaults documented once, here."""
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from shared.sections import DaemonSection
 
-__all__ = ["EmailReactorSection"]
+__all__ = ["EmailReactorSection", "HeuristicRules", "SecurityRules"]
+
+FREE_MAIL_DOMAINS = [
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.net",
+    "mail.com",
+    "yandex.com",
+    "online.no",
+    "hotmail.no",
+]
+
+
+class SecurityRules(BaseModel):
+    """Rule-based phishing scan. Strong signals quarantine alone; weak ones only together."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: int = Field(10, ge=1, description="score at which an email is quarantined")
+    strong_weight: int = Field(10, ge=0, description="score of one strong signal")
+    weak_weight: int = Field(5, ge=0, description="score of one weak signal")
+    risky_attachment_extensions: list[str] = Field(
+        [
+            ".docm",
+            ".xlsm",
+            ".pptm",
+            ".scr",
+            ".exe",
+            ".lnk",
+            ".msi",
+            ".js",
+            ".vbs",
+            ".bat",
+            ".cmd",
+            ".iso",
+            ".hta",
+            ".jar",
+        ],
+        description="attachment extensions that are a strong signal",
+    )
+    risky_tlds: list[str] = Field(
+        [".tk", ".ml", ".ga", ".cf", ".gq", ".zip", ".mov"],
+        description="link TLDs that are a strong signal",
+    )
+    phishing_phrases: list[str] = Field(
+        [
+            "urgent password",
+            "verify account",
+            "verify your account",
+            "bitcoin transfer",
+            "lottery winner",
+            "tax refund",
+            "confirm your password",
+            "account suspended",
+            "unusual sign-in activity",
+            "gift card",
+        ],
+        description="phrases that are a weak signal (case-insensitive)",
+    )
+    brands: dict[str, list[str]] = Field(
+        {
+            "paypal": ["paypal.com"],
+            "microsoft": ["microsoft.com", "office.com"],
+            "apple": ["apple.com"],
+            "google": ["google.com"],
+            "dnb": ["dnb.no"],
+            "vipps": ["vipps.no"],
+            "docusign": ["docusign.com", "docusign.net"],
+            "amazon": ["amazon.com"],
+            "stripe": ["stripe.com"],
+        },
+        description="brand names in a display name -> the sender domains that may use them",
+    )
+    plain_http_is_weak: bool = Field(True, description="an http:// link is a weak signal")
+
+
+class HeuristicRules(BaseModel):
+    """Newsletter / transactional pre-filter before the LLM (saves tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transactional_senders: list[str] = Field(
+        [
+            r"^no-?reply",
+            r"^notifications?[-.@]",
+            r"^alerts?[-.@]",
+            r"^billing@",
+            r"^invoice@",
+            r"^receipts?@",
+            r"^kontakt@fiken",
+            r"^support@stripe",
+        ],
+        description="regexes on the sender address that mean transactional mail",
+    )
+    newsletter_senders: list[str] = Field(
+        [
+            r"^newsletter",
+            r"^digest@",
+            r"^news@",
+            r"^marketing@",
+            r"^promo",
+            r"tldr",
+            r"naeringsliv",
+            r"mail-?list",
+        ],
+        description="regexes on the sender address that mean a newsletter",
+    )
+    newsletter_subjects: list[str] = Field(
+        [
+            "this week in",
+            "your weekly digest",
+            "daily digest",
+            "unsubscribe here",
+            "view in browser",
+            "automated notification",
+        ],
+        description="subject/body phrases (case-insensitive) that mean a newsletter",
+    )
 
 
 class EmailReactorSection(DaemonSection):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    enabled: bool = Field(False, description="run this daemon on this host (not built yet)")
-    interval_s: float = Field(300.0, gt=0, description="seconds between cycles")
+    enabled: bool = Field(True, description="run this daemon on this host")
+    interval_s: float = Field(300.0, gt=0, description="seconds between inbox cycles")
     metrics_port: int = Field(9801, ge=0, le=65535, description="Prometheus /metrics port")
+    cycle_timeout_s: float = Field(600.0, gt=0, description="a cycle running longer is cancelled")
+    inbox_db: Path = Field(
+        Path("<root>/databases/email-inbox.db"), description="the ingesting agent's inbox DB"
+    )
+    partners_file: Path = Field(
+        Path("<root>/config/strategic-partners.json"),
+        description="strategic partner allowlist (senders[], domains[]), hot-reloaded",
+    )
+    state_dir: Path = Field(
+        Path("<root>/state/email-reactor"), description="audit, quarantine and digest state"
+    )
+    recency_days: int = Field(30, ge=1, description="only mail newer than this is triaged")
+    max_emails_per_cycle: int = Field(500, ge=1, description="emails decided per cycle at most")
+    pushes_per_cycle: int = Field(
+        10, ge=1, description="#ceo pushes enqueued per cycle; the rest wait for the next one"
+    )
+    free_mail_domains: list[str] = Field(
+        FREE_MAIL_DOMAINS, description="domains never matched by domain (partners, Paperless)"
+    )
+    llm_url: str = Field(
+        "http://127.0.0.1:11435/v1/chat/completions",
+        description="OpenAI-compatible chat completions endpoint (FORGE MLX on the hosts)",
+    )
+    llm_model: str = Field(
+        "mlx-community/Qwen2.5-Coder-32B-Instruct-4bit", description="classifier model"
+    )
+    llm_api_key: SecretStr = Field(SecretStr(""), description="bearer key, if the server wants one")
+    llm_api_key_file: Path | None = Field(None, description="file holding llm_api_key")
+    llm_timeout_s: float = Field(15.0, gt=0, description="per-request timeout")
+    llm_concurrency: int = Field(4, ge=1, le=64, description="LLM requests in flight at once")
+    llm_temperature: float = Field(0.3, ge=0, le=2, description="temperature of the first ask")
+    llm_retry_temperature: float = Field(
+        0.1, ge=0, le=2, description="temperature of the stricter retry after a malformed answer"
+    )
+    llm_max_tokens: int = Field(32, ge=1, description="max_tokens per answer")
+    llm_max_chars: int = Field(4000, ge=200, description="email text sent to the LLM is cut here")
+    llm_max_attempts: int = Field(
+        3, ge=1, description="cycles an unreachable LLM is retried before on_unreachable decides"
+    )
+    on_unreachable: Literal["open", "closed"] = Field(
+        "open", description="after llm_max_attempts: open = task + push, closed = llm_no"
+    )
+    paperless_url: str = Field("", description="Paperless base URL; empty: DB history only")
+    paperless_token: SecretStr = Field(SecretStr(""), description="Paperless API token")
+    paperless_token_file: Path | None = Field(None, description="file holding paperless_token")
+    cf_access_client_id: SecretStr = Field(SecretStr(""), description="Cloudflare Access id")
+    cf_access_client_id_file: Path | None = Field(None, description="file holding it")
+    cf_access_client_secret: SecretStr = Field(
+        SecretStr(""), description="Cloudflare Access secret"
+    )
+    cf_access_client_secret_file: Path | None = Field(None, description="file holding it")
+    paperless_timeout_s: float = Field(10.0, gt=0, description="Paperless request timeout")
+    digest_time: str = Field(
+        "08:00", pattern=r"^\d{2}:\d{2}$", description="local time of the daily #ceo digest"
+    )
+    timezone: str = Field("Europe/Oslo", description="timezone of digest_time and the day")
+    digest_min_age_h: float = Field(6.0, ge=0, description="unanswered longer than this: digest")
+    audit_max_bytes: int = Field(20_000_000, gt=0, description="rotate audit JSONL at this size")
+    audit_keep: int = Field(10, ge=1, description="rotated audit files kept")
+    security: SecurityRules = Field(default_factory=SecurityRules)
+    heuristics: HeuristicRules = Field(default_factory=HeuristicRules)

@@ -1,14 +1,553 @@
-"""The email-reactor daemon (skeleton: the cycle does nothing yet)."""
+"""The email-reactor daemon: each cycle triages new inbox mail into Mission Control tasks and
+#ceo pushes (through the outbox), quarantines phishing, keeps newsletters silent, and sends the
+daily digest.
+
+Order of effects per email, so a kill -9 anywhere loses nothing and doubles nothing: quarantine
+line (if any) -> Mission Control task (idempotent on source/ref) -> decision committed in
+``reactor_decisions`` (the source of truth) -> push enqueued (dedup key ``email:<id>``) ->
+audit line -> marked audited. At start, decisions whose audit line is missing are appended.
+It must never run on a standby (it writes replicated databases).
+"""
 
 from __future__ import annotations
 
-from shared.runtime import CycleResult, Daemon
+import asyncio
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from daemons.email_reactor.config import EmailReactorSection
+from daemons.email_reactor.digest import digest_due, format_digest, local_date
+from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
+from daemons.email_reactor.paperless import PaperlessClient, PaperlessError
+from daemons.email_reactor.pipeline import (
+    TriageInputs,
+    llm_decision,
+    triage,
+    unreachable_decision,
+)
+from daemons.email_reactor.rules import Email, PartnerList, domain_of, parse_partners
+from daemons.email_reactor.store import Decision, InboxStore, StoredDecision
+from shared.config import FleetConfig
+from shared.files import append_jsonl, append_jsonl_many, atomic_write_json
+from shared.logging import hash_email
+from shared.mission_control import MissionControl, format_sql_ts
+from shared.notify import Message
+from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
+from shared.sections import DaemonSection
 
 __all__ = ["EmailReactor"]
+
+
+def _sql_now(now: float) -> str:
+    return format_sql_ts(datetime.fromtimestamp(now, UTC))
 
 
 class EmailReactor(Daemon):
     name = "email-reactor"
 
+    def __init__(self, ctx: DaemonContext) -> None:
+        super().__init__(ctx)
+        assert isinstance(ctx.section, EmailReactorSection)
+        self.s: EmailReactorSection = ctx.section
+        self.store: InboxStore | None = None
+        self.mc: MissionControl | None = None
+        self.llm: LLMClient | None = None
+        self.paperless: PaperlessClient | None = None
+        self.partners = PartnerList()
+        self._partners_mtime: float | None = None
+        self._partners_bad = False
+        self._mc_lock = asyncio.Lock()
+        self._audit_lock = asyncio.Lock()
+        r = ctx.metrics.registry
+        self.m_decisions = Counter(
+            "fleet_email_decisions",
+            "Emails decided, by action and source",
+            ["action", "source"],
+            registry=r,
+        )
+        self.m_llm = Counter(
+            "fleet_email_llm_requests", "Classifier requests by outcome", ["outcome"], registry=r
+        )
+        self.m_llm_duration = Histogram(
+            "fleet_email_llm_duration_seconds",
+            "Classifier request wall time",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30),
+        )
+        self.m_backlog = Gauge(
+            "fleet_email_backlog", "Undecided new emails in the window", registry=r
+        )
+        self.m_oldest = Gauge(
+            "fleet_email_oldest_undecided_age_seconds",
+            "Age of the oldest undecided new email (0: none)",
+            registry=r,
+        )
+        self.m_paperless_errors = Counter(
+            "fleet_email_paperless_errors",
+            "Paperless lookups that failed (DB fallback used)",
+            registry=r,
+        )
+
+    # fencing and unit ----------------------------------------------------------------------
+    @classmethod
+    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
+        if role == "standby":
+            return (
+                "email-reactor writes email-inbox.db and mission-control.db, which are "
+                "replicated from the primary; it runs on the primary only (promote this "
+                "host with `fleet role set primary` or disable [email_reactor] here)"
+            )
+        return None
+
+    @classmethod
+    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
+        s = config.email_reactor
+        return UnitProfile(
+            write_paths=(s.inbox_db.parent, config.mission_control.db.parent, s.state_dir),
+            tasks_max=64,
+            memory_max_mb=384,
+        )
+
+    # paths ---------------------------------------------------------------------------------
+    @property
+    def audit_path(self) -> Path:
+        name = "audit.dry-run.jsonl" if self.ctx.dry_run else "audit.jsonl"
+        return self.s.state_dir / name
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.s.state_dir / "quarantine.jsonl"
+
+    @property
+    def digest_state_path(self) -> Path:
+        return self.s.state_dir / "digest-state.json"
+
+    # lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        dry = self.ctx.dry_run
+        if dry and not self.s.inbox_db.exists():
+            raise FileNotFoundError(f"--dry-run needs an existing inbox: {self.s.inbox_db}")
+        self.store = await InboxStore(self.s.inbox_db).open(migrate=not dry)
+        if not dry:  # --dry-run never touches Mission Control
+            self.mc = await asyncio.to_thread(
+                MissionControl(self.ctx.config.mission_control.db).open
+            )
+        self.llm = LLMClient(
+            self.s.llm_url,
+            self.s.llm_model,
+            timeout_s=self.s.llm_timeout_s,
+            max_tokens=self.s.llm_max_tokens,
+            api_key=self.s.llm_api_key.get_secret_value(),
+        )
+        if self.s.paperless_url:
+            self.paperless = PaperlessClient(
+                self.s.paperless_url,
+                token=self.s.paperless_token.get_secret_value(),
+                cf_id=self.s.cf_access_client_id.get_secret_value(),
+                cf_secret=self.s.cf_access_client_secret.get_secret_value(),
+                timeout_s=self.s.paperless_timeout_s,
+            )
+        if not self.ctx.dry_run:
+            await self.reconcile_audit()
+
+    async def close(self) -> None:
+        for closer in (self.llm, self.paperless):
+            if closer is not None:
+                await closer.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.mc is not None:
+            await asyncio.to_thread(self.mc.close)
+
+    # audit ---------------------------------------------------------------------------------
+    def _append_audit(self, record: dict[str, Any]) -> None:
+        append_jsonl(
+            self.audit_path, record, max_bytes=self.s.audit_max_bytes, keep=self.s.audit_keep
+        )
+
+    def _audited_ids_in_tail(self) -> set[int]:
+        """Email ids in the current and previous audit file (where a line written just
+        before a crash would be)."""
+        ids: set[int] = set()
+        for path in (self.audit_path, self.audit_path.with_name(self.audit_path.name + ".1")):
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue
+            for line in text.splitlines():
+                try:
+                    ids.add(int(json.loads(line)["email_id"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line from a crash: the decision is re-appended
+        return ids
+
+    async def reconcile_audit(self) -> int:
+        """Append the audit line of every committed decision that lacks one."""
+        assert self.store is not None
+        missing = await self.store.unaudited()
+        if not missing:
+            return 0
+        present = await asyncio.to_thread(self._audited_ids_in_tail)
+        records = [d.audit_record() for d in missing if d.email_id not in present]
+        appended = await asyncio.to_thread(
+            append_jsonl_many,
+            self.audit_path,
+            records,
+            max_bytes=self.s.audit_max_bytes,
+            keep=self.s.audit_keep,
+        )
+        await self.store.mark_all_audited([d.email_id for d in missing])
+        if appended:
+            self.log.info("audit lines restored from reactor_decisions", count=appended)
+        return appended
+
+    # partners --------------------------------------------------------------------------------
+    async def _reload_partners(self) -> None:
+        path = self.s.partners_file
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            if self._partners_mtime is not None:
+                self.log.warning("strategic partners file disappeared; keeping last list")
+            return
+        if mtime == self._partners_mtime:
+            return
+        self._partners_mtime = mtime
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            partners = parse_partners(data, self.s.free_mail_domains)
+        except (OSError, ValueError) as exc:
+            if not self._partners_bad:
+                self._partners_bad = True
+                self.log.error(
+                    "strategic partners file invalid; keeping last good list", error=str(exc)
+                )
+                await self.ctx.notify(
+                    Message(
+                        channel=self.ctx.config.slack.ops_channel,
+                        text=f"[email-reactor] {path.name} is invalid ({exc}); still using the "
+                        "last good partner list. Fix the file; it is re-read every cycle.",
+                        dedup_key=f"partners-invalid:{mtime}",
+                        daemon=self.name,
+                    )
+                )
+            return
+        if self._partners_bad:
+            self.log.info("strategic partners file valid again")
+        self._partners_bad = False
+        self.partners = partners
+        if partners.ignored:
+            self.log.warning(
+                "free-mail domains ignored in partners file", domains=list(partners.ignored)
+            )
+
+    # cycle ---------------------------------------------------------------------------------
+    def _since(self, now: float) -> str:
+        return _sql_now(now - self.s.recency_days * 86400)
+
+    async def _inputs(self) -> TriageInputs:
+        assert self.store is not None
+        correspondents = None
+        if self.paperless is not None:
+            try:
+                correspondents = await self.paperless.correspondents()
+            except PaperlessError as exc:
+                self.m_paperless_errors.inc()
+                self.log.warning("paperless lookup failed; using DB history only", error=str(exc))
+        return TriageInputs(
+            settings=self.s,
+            partners=self.partners,
+            own_recipients=frozenset(await self.store.own_recipients()),
+            correspondents=correspondents,
+            ceo_channel=self.ctx.config.slack.ceo_channel,
+        )
+
     async def cycle(self) -> CycleResult:
-        return CycleResult()
+        assert self.store is not None
+        now = self.ctx.clock()
+        await self._reload_partners()
+        budget = self.s.pushes_per_cycle
+        if not self.ctx.dry_run:
+            await self._confirm_delivered()
+            budget -= await self._flush_deferred(budget)
+        emails = await self.store.new_emails(self._since(now), self.s.max_emails_per_cycle)
+        inputs = await self._inputs() if emails else None
+        pushes = [budget]
+        triaged = [(email, triage(email, inputs)) for email in emails] if inputs else []
+        needs_llm = [email for email, result in triaged if result.decision is None]
+        # The LLM calls (the slow part) start at once; rule-decided mail commits meanwhile.
+        llm_work = (
+            asyncio.create_task(self._classify_all(needs_llm, inputs, pushes))
+            if needs_llm and inputs is not None
+            else None
+        )
+        try:
+            for email, result in triaged:
+                if result.decision is None:
+                    continue
+                if result.decision.action == "security_quarantine":
+                    await self._quarantine(email, result.decision, result.verdict)
+                await self._commit(email, result.decision, pushes)
+        finally:
+            if llm_work is not None:
+                await llm_work
+        if not self.ctx.dry_run:
+            await self._maybe_digest(now)
+        count, oldest = await self.store.backlog(self._since(now))
+        self.m_backlog.set(count)
+        age = (
+            now - datetime.fromisoformat(oldest).replace(tzinfo=UTC).timestamp() if oldest else 0.0
+        )
+        self.m_oldest.set(max(0.0, age))
+        return CycleResult(
+            more=len(emails) >= self.s.max_emails_per_cycle,
+            detail={"emails": len(emails), "llm": len(needs_llm)},
+        )
+
+    async def _quarantine(self, email: Email, decision: Decision, verdict: Any) -> None:
+        signals = list(verdict.signals) if verdict is not None else []
+        record = {
+            "ts": _sql_now(self.ctx.clock()),
+            "email_id": email.id,
+            "sender": hash_email(email.from_addr),
+            "sender_domain": domain_of(email.from_addr),
+            "reason": decision.reason,
+            "signals": signals,
+            "score": verdict.score if verdict is not None else None,
+        }
+        if self.ctx.dry_run:
+            return
+        await asyncio.to_thread(
+            append_jsonl,
+            self.quarantine_path,
+            record,
+            max_bytes=self.s.audit_max_bytes,
+            keep=self.s.audit_keep,
+        )
+        if decision.reason == "partner_spoof":
+            await self.ctx.notify(
+                Message(
+                    channel=self.ctx.config.slack.ops_channel,
+                    text=f"[email-reactor] possible spoof of strategic partner: email #{email.id} "
+                    f"from domain {domain_of(email.from_addr)} quarantined "
+                    f"({', '.join(signals)}). Check it before anyone replies.",
+                    dedup_key=f"partner-spoof:{email.id}",
+                    daemon=self.name,
+                )
+            )
+
+    async def _commit(self, email: Email, decision: Decision, pushes: list[int]) -> None:
+        """Apply one decision's effects in the crash-safe order (see module doc)."""
+        assert self.store is not None
+        now = self.ctx.clock()
+        sender = hash_email(email.from_addr)
+        if self.ctx.dry_run:
+            record = {
+                "ts": _sql_now(now),
+                "email_id": email.id,
+                "action": "dry_run",
+                "would_be": decision.action,
+                "reason": decision.reason,
+                "source": decision.source,
+                "mc_task_id": None,
+                "sender": sender,
+            }
+            async with self._audit_lock:
+                await asyncio.to_thread(self._append_audit, record)
+            self.m_decisions.labels("dry_run", decision.source).inc()
+            return
+        mc_task_id: int | None = None
+        action = decision.action
+        if decision.creates_task:
+            mc = self.mc
+            assert mc is not None
+            async with self._mc_lock:
+                ref = await asyncio.to_thread(
+                    mc.create_task,
+                    decision.task_title,
+                    description=decision.task_description,
+                    priority=decision.priority,
+                    source="email",
+                    source_ref=str(email.id),
+                )
+            mc_task_id = ref.id
+            if not ref.created:
+                action = "relinked_via_dedup"
+        final = replace(decision, action=action)
+        push_key = f"email:{email.id}" if decision.push_text else None
+        inserted = await self.store.record(
+            email,
+            final,
+            mc_task_id=mc_task_id,
+            decided_at=_sql_now(now),
+            sender_hash=sender,
+            push_key=push_key,
+        )
+        if not inserted:
+            return  # decided by an earlier run; its effects are already recorded
+        self.m_decisions.labels(action, decision.source).inc()
+        if push_key and decision.push_text and pushes[0] > 0:
+            await self._enqueue_push(
+                email.id, push_key, decision.push_channel or "", decision.push_text
+            )
+            pushes[0] -= 1
+        record = StoredDecision(
+            email.id, action, decision.reason, decision.source, mc_task_id, _sql_now(now), sender
+        ).audit_record()
+        async with self._audit_lock:
+            await asyncio.to_thread(self._append_audit, record)
+        await self.store.mark_audited(email.id)
+
+    async def _enqueue_push(self, email_id: int, key: str, channel: str, text: str) -> None:
+        assert self.store is not None
+        await self.ctx.notify(
+            Message(
+                channel=channel or self.ctx.config.slack.ceo_channel,
+                text=text,
+                dedup_key=key,
+                kind="push",
+                daemon=self.name,
+            )
+        )
+        await self.store.mark_push_enqueued(email_id, _sql_now(self.ctx.clock()))
+
+    async def _flush_deferred(self, budget: int) -> int:
+        """Enqueue pushes decided earlier but held back by pushes_per_cycle."""
+        assert self.store is not None
+        if budget <= 0:
+            return 0
+        sent = 0
+        for email_id, key, channel, text in await self.store.deferred_pushes(budget):
+            await self._enqueue_push(email_id, key, channel, text)
+            sent += 1
+        return sent
+
+    async def _confirm_delivered(self) -> None:
+        """Write reactor_pushed_at (the seed's DB gate) for pushes the outbox delivered."""
+        assert self.store is not None
+        outbox = self.ctx.outbox
+        if outbox is None:
+            return
+        pending = await self.store.unconfirmed_pushes()
+        if not pending:
+            return
+        delivered = await outbox.sent_at([key for _id, key in pending])
+        for email_id, key in pending:
+            if key in delivered:
+                await self.store.mark_pushed(
+                    email_id, datetime.fromtimestamp(delivered[key], UTC).isoformat()
+                )
+
+    # LLM -------------------------------------------------------------------------------------
+    async def _classify_all(
+        self, emails: list[Email], inputs: TriageInputs, pushes: list[int]
+    ) -> None:
+        gate = asyncio.Semaphore(self.s.llm_concurrency)
+
+        async def one(email: Email) -> None:
+            async with gate:
+                decision = await self._classify(email, inputs)
+            if decision is not None:
+                await self._commit(email, decision, pushes)
+
+        await asyncio.gather(*(one(e) for e in emails))
+
+    async def _ask(self, email: Email, strict: bool) -> str | None:
+        assert self.llm is not None
+        messages = build_messages(
+            sender_domain=domain_of(email.from_addr),
+            subject=email.subject,
+            body=email.body_text,
+            max_chars=self.s.llm_max_chars,
+            strict=strict,
+        )
+        temperature = self.s.llm_retry_temperature if strict else self.s.llm_temperature
+        reply = await self.llm.ask(messages, temperature)
+        self.m_llm_duration.observe(reply.duration_s)
+        self.m_llm.labels(reply.answer.lower() if reply.answer else "malformed").inc()
+        return reply.answer
+
+    async def _classify(self, email: Email, inputs: TriageInputs) -> Decision | None:
+        """The LLM step. None: undecided this cycle (transient failure, retried next)."""
+        assert self.store is not None
+        try:
+            answer = await self._ask(email, strict=False)
+            if answer is None:
+                answer = await self._ask(email, strict=True)
+            return llm_decision(email, inputs, answer)
+        except LLMError as exc:
+            self.m_llm.labels("auth" if exc.kind in ("auth", "not_found") else "transient").inc()
+            if exc.kind in ("auth", "not_found"):
+                await self._alert_llm_config(exc)
+            if self.ctx.dry_run:
+                return None
+            attempts = await self.store.llm_attempt(email.id, str(exc), _sql_now(self.ctx.clock()))
+            if attempts >= self.s.llm_max_attempts:
+                return unreachable_decision(email, inputs)
+            return None
+
+    async def _alert_llm_config(self, exc: LLMError) -> None:
+        day = datetime.fromtimestamp(self.ctx.clock(), UTC).date().isoformat()
+        await self.ctx.notify(
+            Message(
+                channel=self.ctx.config.slack.ops_channel,
+                text=f"[email-reactor] the LLM classifier answers HTTP {exc.status} at "
+                f"{self.s.llm_url} for model {self.s.llm_model}: wrong model name or key? "
+                "Unknown-sender mail waits and is retried; after llm_max_attempts cycles "
+                f"on_unreachable={self.s.on_unreachable} decides.",
+                dedup_key=f"llm-config:{exc.status}:{day}",
+                daemon=self.name,
+            )
+        )
+
+    # digest ----------------------------------------------------------------------------------
+    def _digest_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.digest_state_path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    async def _maybe_digest(self, now: float) -> None:
+        now_dt = datetime.fromtimestamp(now, UTC)
+        if digest_due(
+            now_dt, self.s.timezone, self.s.digest_time, self._digest_state().get("last_sent_date")
+        ):
+            await self.send_digest(now, force=False, dry_run=False)
+
+    async def send_digest(self, now: float, *, force: bool, dry_run: bool) -> str | None:
+        """Build today's digest; enqueue it unless dry-run. Returns the text (None: nothing)."""
+        assert self.store is not None
+        now_dt = datetime.fromtimestamp(now, UTC)
+        day = local_date(now_dt, self.s.timezone)
+        state = self._digest_state()
+        if state.get("last_sent_date") == day and not force:
+            return None
+        cutoff = format_sql_ts(now_dt - timedelta(hours=self.s.digest_min_age_h))
+        rows = await self.store.digest_candidates(self._since(now), cutoff)
+        text = format_digest(rows, day)
+        if dry_run:
+            return text
+        if text is not None:
+            suffix = f":{int(now)}" if force else ""
+            await self.ctx.notify(
+                Message(
+                    channel=self.ctx.config.slack.ceo_channel,
+                    text=text,
+                    dedup_key=f"digest:{day}{suffix}",
+                    kind="push",
+                    daemon=self.name,
+                )
+            )
+        await asyncio.to_thread(
+            atomic_write_json,
+            self.digest_state_path,
+            {"last_sent_date": day, "items": len(rows), "sent": text is not None},
+        )
+        self.log.info("digest done", day=day, items=len(rows), sent=text is not None)
+        return text

@@ -1,0 +1,210 @@
+"""The triage decision path for one email, up to (not including) the LLM call: legacy rows,
+strategic override with the security scan first, quarantine, known contact (Paperless, DB
+history), newsletter/transactional pre-filter. Pure: data in, a Decision or ``NEEDS_LLM`` out,
+with the trace of steps taken (for ``fleet email explain``). Message texts are built here so
+the daemon only performs side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemons.email_reactor.config import EmailReactorSection
+from daemons.email_reactor.rules import (
+    Email,
+    Partner,
+    PartnerList,
+    SecurityVerdict,
+    domain_of,
+    heuristic_reason,
+    match_partner,
+    paperless_match,
+    security_scan,
+)
+from daemons.email_reactor.store import Decision
+
+__all__ = [
+    "NEEDS_LLM",
+    "Triage",
+    "TriageInputs",
+    "llm_decision",
+    "slack_escape",
+    "triage",
+    "unreachable_decision",
+]
+
+NEEDS_LLM = "needs_llm"
+
+
+@dataclass(frozen=True)
+class TriageInputs:
+    settings: EmailReactorSection
+    partners: PartnerList
+    own_recipients: frozenset[str]
+    correspondents: Sequence[dict[str, Any]] | None  # None: Paperless unavailable this cycle
+    ceo_channel: str
+
+
+@dataclass
+class Triage:
+    decision: Decision | None  # None: ask the LLM
+    trace: list[str] = field(default_factory=list)
+    verdict: SecurityVerdict | None = None
+    partner: Partner | None = None
+
+
+def slack_escape(text: str, limit: int = 200) -> str:
+    """Slack mrkdwn control characters from hostile text: no mentions, no links."""
+    flat = " ".join(text.split())[:limit]
+    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _sender_label(email: Email) -> str:
+    name = email.from_name.strip() or "(no name)"
+    return f"{slack_escape(name, 80)} ({domain_of(email.from_addr) or 'unknown domain'})"
+
+
+def _task_description(email: Email, why: str) -> str:
+    return (
+        f"Email #{email.id} to {email.account}\nFrom: {email.from_name} <{email.from_addr}>\n"
+        f"Subject: {email.subject}\nReceived: {email.created_at}\nWhy: {why}\n\n"
+        f"{email.body_text[:2000]}"
+    )
+
+
+def _task_decision(
+    email: Email,
+    inputs: TriageInputs,
+    *,
+    action: str,
+    reason: str,
+    source: str,
+    push_text: str,
+    tier: int = 0,
+    priority: str = "high",
+) -> Decision:
+    return Decision(
+        action=action,
+        reason=reason,
+        source=source,
+        creates_task=True,
+        push_channel=inputs.ceo_channel,
+        push_text=push_text,
+        partner_tier=tier,
+        task_title=f"Email from {email.from_name or domain_of(email.from_addr)}: "
+        f"{' '.join(email.subject.split())[:120]}",
+        task_description=_task_description(email, f"{action} ({reason}, via {source})"),
+        priority=priority,
+    )
+
+
+def _push_text(email: Email, why: str) -> str:
+    return (
+        f"[EMAIL] {_sender_label(email)} emailed {slack_escape(email.account, 80)} — "
+        f"{slack_escape(email.subject)} ({why})"
+    )
+
+
+def triage(email: Email, inputs: TriageInputs) -> Triage:
+    s = inputs.settings
+    out = Triage(decision=None)
+    if email.mc_task_id is not None or email.reactor_pushed_at:
+        out.trace.append("already handled by the previous reactor (mc_task_id/reactor_pushed_at)")
+        out.decision = Decision("relinked_via_dedup", "handled_by_previous_reactor", "legacy")
+        return out
+    partner = match_partner(email.from_addr, inputs.partners)
+    out.partner = partner
+    out.trace.append(
+        f"strategic partner: {partner.name + f' (tier {partner.tier})' if partner else 'no'}"
+    )
+    verdict = security_scan(email, s.security, inputs.partners, partner)
+    out.verdict = verdict
+    out.trace.append(
+        f"security score {verdict.score}/{s.security.threshold}: "
+        f"{', '.join(verdict.signals) or 'no signals'}"
+    )
+    if verdict.quarantine:
+        reason = "partner_spoof" if verdict.partner_spoof else "security_scan"
+        out.decision = Decision("security_quarantine", reason, "security")
+        return out
+    if partner is not None:
+        text = (
+            f"[TIER-{partner.tier} PARTNER] {slack_escape(partner.name, 80)} emailed "
+            f"{slack_escape(email.account, 80)} — {slack_escape(email.subject)}"
+        )
+        out.decision = _task_decision(
+            email,
+            inputs,
+            action="linked",
+            reason="strategic_partner",
+            source="override",
+            push_text=text,
+            tier=partner.tier,
+            priority="critical",
+        )
+        return out
+    if inputs.correspondents is not None:
+        name = paperless_match(email, inputs.correspondents, s.free_mail_domains)
+        if name is not None:
+            out.trace.append(f"known contact via Paperless correspondent {name!r}")
+            out.decision = _task_decision(
+                email,
+                inputs,
+                action="linked",
+                reason="known_contact",
+                source="paperless",
+                push_text=_push_text(email, "known contact"),
+            )
+            return out
+    else:
+        out.trace.append("Paperless unavailable: DB history only")
+    if email.from_addr.strip().lower() in inputs.own_recipients:
+        out.trace.append("known contact: we have emailed this sender before")
+        out.decision = _task_decision(
+            email,
+            inputs,
+            action="linked",
+            reason="known_contact",
+            source="db",
+            push_text=_push_text(email, "known contact"),
+        )
+        return out
+    heuristic = heuristic_reason(email, s.heuristics)
+    if heuristic is not None:
+        out.trace.append(f"pre-filter: {heuristic}")
+        out.decision = Decision("llm_no", heuristic, "heuristic")
+        return out
+    out.trace.append("unknown sender: ask the LLM classifier")
+    return out
+
+
+def llm_decision(email: Email, inputs: TriageInputs, answer: str | None) -> Decision:
+    """The decision for an LLM answer (``None``: malformed twice)."""
+    if answer == "YES":
+        return _task_decision(
+            email,
+            inputs,
+            action="llm_yes",
+            reason="llm_yes",
+            source="llm",
+            push_text=_push_text(email, "LLM: revenue-relevant"),
+        )
+    if answer == "NO":
+        return Decision("llm_no", "llm_no", "llm")
+    return Decision("llm_no", "llm_malformed", "llm")
+
+
+def unreachable_decision(email: Email, inputs: TriageInputs) -> Decision:
+    """``on_unreachable`` once the LLM failed ``llm_max_attempts`` cycles for this email."""
+    if inputs.settings.on_unreachable == "open":
+        return _task_decision(
+            email,
+            inputs,
+            action="llm_yes",
+            reason="llm_unavailable",
+            source="llm",
+            push_text=_push_text(email, "LLM unreachable, sent to be safe"),
+        )
+    return Decision("llm_no", "llm_unavailable", "llm")

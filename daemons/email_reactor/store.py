@@ -1,0 +1,497 @@
+"""email-inbox.db adapter: reads new mail, records decisions, tracks deferred pushes.
+
+``emails`` belongs to the ingesting agent: the reactor creates it only when missing (a fresh
+machine) and otherwise adds just what it owns — columns ``partner_tier`` and
+``reactor_pushed_at``, its indexes, and the tables ``reactor_decisions`` (the source of truth:
+an email is decided once, ever) and ``reactor_llm_attempts``. Columns another version of the
+inbox lacks are read as NULL, never added. Nothing here drops or rewrites foreign data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from daemons.email_reactor.rules import Email
+from shared.sqlite import (
+    add_missing_columns,
+    apply_migrations,
+    connect,
+    connect_sync,
+    retry_busy_async,
+    table_columns,
+)
+
+__all__ = ["Decision", "DigestRow", "InboxStore", "StoredDecision"]
+
+COMPONENT = "email_reactor"
+EMAIL_COLUMNS = (
+    "id",
+    "account",
+    "from_addr",
+    "from_name",
+    "to_addr",
+    "reply_to",
+    "subject",
+    "body_text",
+    "attachments",
+    "headers",
+    "classification",
+    "status",
+    "created_at",
+    "mc_task_id",
+    "reactor_pushed_at",
+    "partner_tier",
+)
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS emails ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " account TEXT NOT NULL DEFAULT '',"
+        " from_addr TEXT NOT NULL DEFAULT '',"
+        " from_name TEXT DEFAULT '',"
+        " to_addr TEXT DEFAULT '',"
+        " reply_to TEXT DEFAULT '',"
+        " subject TEXT DEFAULT '',"
+        " body_text TEXT DEFAULT '',"
+        " attachments TEXT DEFAULT '[]',"
+        " headers TEXT DEFAULT '{}',"
+        " classification TEXT DEFAULT '',"
+        " status TEXT NOT NULL DEFAULT 'new',"
+        " created_at TEXT NOT NULL DEFAULT (datetime('now')),"
+        " mc_task_id INTEGER)"
+    )
+    add_missing_columns(
+        conn, "emails", [("partner_tier", "INTEGER DEFAULT 0"), ("reactor_pushed_at", "TEXT")]
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_emails_partner_tier ON emails(partner_tier)")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_emails_reactor_pushed ON emails(reactor_pushed_at)"
+    )
+    if not _has_index_on(conn, "emails", ("status", "created_at")):
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS idx_emails_reactor_new ON emails(status, created_at)"
+        )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS reactor_decisions ("
+        " email_id INTEGER PRIMARY KEY,"
+        " action TEXT NOT NULL,"
+        " reason TEXT NOT NULL DEFAULT '',"
+        " source TEXT NOT NULL DEFAULT '',"
+        " mc_task_id INTEGER,"
+        " decided_at TEXT NOT NULL,"
+        " sender_hash TEXT NOT NULL DEFAULT '',"
+        " push_key TEXT,"
+        " push_channel TEXT,"
+        " push_text TEXT,"
+        " push_enqueued_at TEXT,"
+        " audited INTEGER NOT NULL DEFAULT 0)"
+    )
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_reactor_decisions_push ON reactor_decisions"
+        "(push_enqueued_at) WHERE push_key IS NOT NULL"
+    )
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_reactor_decisions_unaudited ON reactor_decisions"
+        "(audited) WHERE audited = 0"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS reactor_llm_attempts ("
+        " email_id INTEGER PRIMARY KEY, attempts INTEGER NOT NULL, last_error TEXT,"
+        " updated_at TEXT NOT NULL)"
+    )
+
+
+def _has_index_on(conn: sqlite3.Connection, table: str, prefix: tuple[str, ...]) -> bool:
+    for row in conn.execute(f"PRAGMA index_list({table})"):
+        cols = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({row[1]})"))
+        if cols[: len(prefix)] == prefix and not row[4]:  # row[4]: partial index
+            return True
+    return False
+
+
+MIGRATIONS = [_migration_1]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the pipeline decided for one email (before any side effect)."""
+
+    action: str  # linked | llm_yes | llm_no | security_quarantine | relinked_via_dedup | ...
+    reason: str
+    source: str  # override | paperless | db | llm | heuristic | security | legacy | cutover
+    creates_task: bool = False
+    push_channel: str | None = None
+    push_text: str | None = None
+    partner_tier: int = 0
+    task_title: str = ""
+    task_description: str = ""
+    priority: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    email_id: int
+    action: str
+    reason: str
+    source: str
+    mc_task_id: int | None
+    decided_at: str
+    sender_hash: str
+
+    def audit_record(self) -> dict[str, Any]:
+        return {
+            "ts": self.decided_at,
+            "email_id": self.email_id,
+            "action": self.action,
+            "reason": self.reason,
+            "source": self.source,
+            "mc_task_id": self.mc_task_id,
+            "sender": self.sender_hash,
+        }
+
+
+@dataclass(frozen=True)
+class DigestRow:
+    id: int
+    account: str
+    from_name: str
+    from_domain: str
+    subject: str
+    created_at: str
+    partner_tier: int
+
+
+def _json_list(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return (str(value),)  # not JSON: one opaque name, still scanned
+    if isinstance(data, list):
+        return tuple(str(x.get("name", x)) if isinstance(x, dict) else str(x) for x in data)
+    return (str(data),)
+
+
+def _json_dict(value: Any) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class InboxStore:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._db: aiosqlite.Connection | None = None
+        self._select = ""
+        self._new_where = self._NEW_WHERE
+        self._lock = asyncio.Lock()
+
+    async def open(self, *, migrate: bool = True) -> InboxStore:
+        def _prepare() -> tuple[set[str], bool]:
+            conn = connect_sync(
+                self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=not migrate
+            )
+            try:
+                if migrate:
+                    apply_migrations(conn, COMPONENT, MIGRATIONS)
+                decided = bool(table_columns(conn, "reactor_decisions"))
+                return table_columns(conn, "emails"), decided
+            finally:
+                conn.close()
+
+        columns, has_decisions = await asyncio.to_thread(_prepare)
+        if not columns:
+            raise sqlite3.OperationalError(f"no emails table in {self.path}")
+        self._select = ", ".join(
+            f"e.{c}" if c in columns else f"NULL AS {c}" for c in EMAIL_COLUMNS
+        )
+        if not has_decisions:  # a --dry-run before the first real run: nothing decided yet
+            self._new_where = self._NEW_WHERE.split(" AND NOT EXISTS")[0]
+        self._db = await connect(
+            self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=not migrate
+        )
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("inbox store is not open")
+        return self._db
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async def _do() -> list[Any]:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+        return await retry_busy_async(_do, attempts=6)
+
+    @staticmethod
+    def _email(row: Sequence[Any]) -> Email:
+        r = dict(zip(EMAIL_COLUMNS, row, strict=True))
+        return Email(
+            id=int(r["id"]),
+            account=str(r["account"] or ""),
+            from_addr=str(r["from_addr"] or ""),
+            from_name=str(r["from_name"] or ""),
+            to_addr=str(r["to_addr"] or ""),
+            reply_to=str(r["reply_to"] or ""),
+            subject=str(r["subject"] or ""),
+            body_text=str(r["body_text"] or ""),
+            attachments=_json_list(r["attachments"]),
+            headers=_json_dict(r["headers"]),
+            classification=str(r["classification"] or ""),
+            status=str(r["status"] or ""),
+            created_at=str(r["created_at"] or ""),
+            mc_task_id=int(r["mc_task_id"]) if r["mc_task_id"] is not None else None,
+            reactor_pushed_at=r["reactor_pushed_at"],
+            partner_tier=int(r["partner_tier"] or 0),
+        )
+
+    _NEW_WHERE = (
+        " FROM emails e WHERE e.status = 'new' AND e.created_at >= ?"
+        " AND coalesce(e.classification, '') != 'OWN'"
+        " AND NOT EXISTS (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)"
+    )
+
+    async def new_emails(self, since: str, limit: int) -> list[Email]:
+        """Undecided new mail created at or after ``since`` (SQLite UTC text), oldest first."""
+        rows = await self._fetchall(
+            f"SELECT {self._select}{self._new_where} ORDER BY e.created_at, e.id LIMIT ?",
+            (since, limit),
+        )
+        return [self._email(r) for r in rows]
+
+    async def email(self, email_id: int) -> Email | None:
+        rows = await self._fetchall(
+            f"SELECT {self._select} FROM emails e WHERE e.id = ?", (email_id,)
+        )
+        return self._email(rows[0]) if rows else None
+
+    async def backlog(self, since: str) -> tuple[int, str | None]:
+        rows = await self._fetchall(
+            f"SELECT count(*), min(e.created_at){self._new_where}", (since,)
+        )
+        return int(rows[0][0]), rows[0][1]
+
+    async def own_recipients(self) -> set[str]:
+        """Every address we ever sent mail to (classification 'OWN'), lower-cased."""
+        rows = await self._fetchall(
+            "SELECT to_addr FROM emails WHERE classification = 'OWN' AND to_addr IS NOT NULL"
+        )
+        out: set[str] = set()
+        for (to_addr,) in rows:
+            for part in str(to_addr).replace(";", ",").split(","):
+                addr = part.strip()
+                if "<" in addr and ">" in addr:
+                    addr = addr[addr.index("<") + 1 : addr.index(">")]
+                if "@" in addr:
+                    out.add(addr.strip().lower())
+        return out
+
+    async def record(
+        self,
+        email: Email,
+        decision: Decision,
+        *,
+        mc_task_id: int | None,
+        decided_at: str,
+        sender_hash: str,
+        push_key: str | None,
+    ) -> bool:
+        """Commit a decision (and write the task id back to ``emails``) in one transaction.
+        False if the email was already decided (nothing changes)."""
+
+        async def _do() -> bool:
+            async with self._lock:
+                db = self.db
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = await db.execute(
+                        "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
+                        " mc_task_id, decided_at, sender_hash, push_key, push_channel, push_text)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            email.id,
+                            decision.action,
+                            decision.reason,
+                            decision.source,
+                            mc_task_id,
+                            decided_at,
+                            sender_hash,
+                            push_key,
+                            decision.push_channel,
+                            decision.push_text,
+                        ),
+                    )
+                    inserted = cur.rowcount == 1
+                    if inserted and (mc_task_id is not None or decision.partner_tier):
+                        await db.execute(
+                            "UPDATE emails SET mc_task_id = coalesce(mc_task_id, ?),"
+                            " partner_tier = max(coalesce(partner_tier, 0), ?) WHERE id = ?",
+                            (mc_task_id, decision.partner_tier, email.id),
+                        )
+                    await db.execute(
+                        "DELETE FROM reactor_llm_attempts WHERE email_id = ?", (email.id,)
+                    )
+                    await db.execute("COMMIT")
+                    return inserted
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+
+        return await retry_busy_async(_do, attempts=6)
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+        async def _do() -> int:
+            async with self._lock:
+                cur = await self.db.execute(sql, params)
+                return int(cur.rowcount)
+
+        return await retry_busy_async(_do, attempts=6)
+
+    async def mark_audited(self, email_id: int) -> None:
+        await self._write(
+            "UPDATE reactor_decisions SET audited = 1 WHERE email_id = ?", (email_id,)
+        )
+
+    async def mark_all_audited(self, email_ids: Sequence[int]) -> None:
+        async def _do() -> None:
+            async with self._lock:
+                await self.db.executemany(
+                    "UPDATE reactor_decisions SET audited = 1 WHERE email_id = ?",
+                    [(i,) for i in email_ids],
+                )
+
+        await retry_busy_async(_do, attempts=6)
+
+    async def unaudited(self) -> list[StoredDecision]:
+        rows = await self._fetchall(
+            "SELECT email_id, action, reason, source, mc_task_id, decided_at, sender_hash"
+            " FROM reactor_decisions WHERE audited = 0 ORDER BY email_id"
+        )
+        return [StoredDecision(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def stored_decision(self, email_id: int) -> StoredDecision | None:
+        if self._new_where != self._NEW_WHERE:
+            return None
+        rows = await self._fetchall(
+            "SELECT email_id, action, reason, source, mc_task_id, decided_at, sender_hash"
+            " FROM reactor_decisions WHERE email_id = ?",
+            (email_id,),
+        )
+        return StoredDecision(int(rows[0][0]), *rows[0][1:]) if rows else None
+
+    async def deferred_pushes(self, limit: int) -> list[tuple[int, str, str, str]]:
+        """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first."""
+        rows = await self._fetchall(
+            "SELECT email_id, push_key, push_channel, push_text FROM reactor_decisions"
+            " WHERE push_key IS NOT NULL AND push_enqueued_at IS NULL ORDER BY email_id LIMIT ?",
+            (limit,),
+        )
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    async def mark_push_enqueued(self, email_id: int, at: str) -> None:
+        await self._write(
+            "UPDATE reactor_decisions SET push_enqueued_at = ? WHERE email_id = ?", (at, email_id)
+        )
+
+    async def unconfirmed_pushes(self, limit: int = 500) -> list[tuple[int, str]]:
+        """Pushes enqueued whose delivery has not been written back to reactor_pushed_at."""
+        rows = await self._fetchall(
+            "SELECT d.email_id, d.push_key FROM reactor_decisions d JOIN emails e"
+            " ON e.id = d.email_id WHERE d.push_enqueued_at IS NOT NULL"
+            " AND e.reactor_pushed_at IS NULL LIMIT ?",
+            (limit,),
+        )
+        return [(int(r[0]), r[1]) for r in rows]
+
+    async def mark_pushed(self, email_id: int, at: str) -> None:
+        await self._write(
+            "UPDATE emails SET reactor_pushed_at = ? WHERE id = ? AND reactor_pushed_at IS NULL",
+            (at, email_id),
+        )
+
+    async def llm_attempt(self, email_id: int, error: str, at: str) -> int:
+        """Count one more unreachable-LLM cycle for this email; return the total."""
+        await self._write(
+            "INSERT INTO reactor_llm_attempts(email_id, attempts, last_error, updated_at)"
+            " VALUES (?, 1, ?, ?) ON CONFLICT(email_id) DO UPDATE SET"
+            " attempts = attempts + 1, last_error = excluded.last_error,"
+            " updated_at = excluded.updated_at",
+            (email_id, error[:200], at),
+        )
+        rows = await self._fetchall(
+            "SELECT attempts FROM reactor_llm_attempts WHERE email_id = ?", (email_id,)
+        )
+        return int(rows[0][0])
+
+    async def cutover(self, before: str, decided_at: str) -> int:
+        """Decide every undecided new mail created before ``before`` as skipped_cutover."""
+        return await self._write(
+            "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
+            " decided_at, audited) SELECT e.id, 'skipped_cutover', 'cutover', 'cutover', ?, 0"
+            " FROM emails e WHERE e.created_at < ? AND e.status = 'new'"
+            " AND coalesce(e.classification, '') != 'OWN' AND NOT EXISTS"
+            " (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)",
+            (decided_at, before),
+        )
+
+    async def digest_candidates(self, since: str, cutoff: str) -> list[DigestRow]:
+        """ACTION mail from partners, or mail decided linked/llm_yes, created between
+        ``since`` and ``cutoff``, with no later OWN mail to that sender."""
+        rows = await self._fetchall(
+            "SELECT e.id, e.account, e.from_name, e.from_addr, e.subject, e.created_at,"
+            " coalesce(e.partner_tier, 0), lower(e.from_addr)"
+            " FROM emails e LEFT JOIN reactor_decisions d ON d.email_id = e.id"
+            " WHERE e.created_at >= ? AND e.created_at <= ?"
+            " AND ((e.classification = 'ACTION' AND coalesce(e.partner_tier, 0) > 0)"
+            "      OR d.action IN ('linked', 'llm_yes'))"
+            " ORDER BY coalesce(e.partner_tier, 0) = 0, e.created_at",
+            (since, cutoff),
+        )
+        if not rows:
+            return []
+        replies = await self._fetchall(
+            "SELECT lower(to_addr), created_at FROM emails WHERE classification = 'OWN'"
+            " AND created_at >= ?",
+            (since,),
+        )
+        out = []
+        for r in rows:
+            sender = r[7]
+            answered = any(sender and sender in (to or "") and ts > r[5] for to, ts in replies)
+            if not answered:
+                domain = str(r[3]).rpartition("@")[2].lower()
+                out.append(
+                    DigestRow(
+                        int(r[0]),
+                        str(r[1] or ""),
+                        str(r[2] or ""),
+                        domain,
+                        str(r[4] or ""),
+                        str(r[5]),
+                        int(r[6]),
+                    )
+                )
+        return out

@@ -1,0 +1,90 @@
+"""A fake OpenAI-compatible chat completions server (the MLX classifier) on FakeHTTPServer.
+
+The answer for a request comes from ``answer_for(user_text)`` (default: YES when the email
+mentions an invoice, contract, proposal or partnership, else NO). An answer of ``None`` is a
+reasoning model's reply (``content: null``); any other string is sent verbatim, so tests can
+return garbage. ``latency_s`` delays every answer (benchmarks). Faults come from the base.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tests.fakes.http import FakeHTTPServer, Response
+
+__all__ = ["FakeLLM", "default_answer"]
+
+REVENUE_WORDS = ("invoice", "contract", "proposal", "partnership", "quote", "purchase order")
+
+
+def default_answer(user_text: str) -> str | None:
+    lowered = user_text.lower()
+    return "YES" if any(w in lowered for w in REVENUE_WORDS) else "NO"
+
+
+class FakeLLM(FakeHTTPServer):
+    def __init__(
+        self,
+        answer_for: Callable[[str], str | None] = default_answer,
+        *,
+        latency_s: float = 0.0,
+        model: str | None = None,
+        status: int = 200,
+    ) -> None:
+        super().__init__()
+        self.answer_for = answer_for
+        self.latency_s = latency_s
+        self.model = model  # when set, any other model name gets 404 (the gemma-4 incident)
+        self.status = status  # e.g. 401 for a wrong key
+        self.calls: list[dict[str, Any]] = []
+        self._calls_lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/v1/chat/completions"
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        if path != "/v1/chat/completions" or method != "POST":
+            return 404, {}, {"error": "not found"}
+        try:
+            req = json.loads(body)
+        except ValueError:
+            return 400, {}, {"error": "bad json"}
+        with self._calls_lock:
+            self.calls.append(req)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            if self.status != 200:
+                return self.status, {}, {"error": {"message": "Repository Not Found"}}
+            if self.model is not None and req.get("model") != self.model:
+                return 404, {}, {"error": {"message": "model not found"}}
+            messages = req.get("messages", [])
+            user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+            system = next((m["content"] for m in messages if m.get("role") == "system"), "")
+            if "previous answer was not valid" in system:
+                user += "\n[STRICT]"  # lets a script answer the stricter retry differently
+            answer = self.answer_for(user)
+            message: dict[str, Any] = {"role": "assistant", "content": answer}
+            if answer is None:
+                message["reasoning"] = "Let me think about whether this is revenue..."
+            return (
+                200,
+                {},
+                {
+                    "id": "cmpl-fake",
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+                },
+            )
+        finally:
+            with self._calls_lock:
+                self.in_flight -= 1

@@ -1,0 +1,35 @@
+"""A fake Paperless-ngx correspondents API on FakeHTTPServer: paginated
+``GET /api/correspondents/``, ``Authorization: Token <t>`` required (401 otherwise)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.http import FakeHTTPServer, Response
+
+__all__ = ["FakePaperless"]
+
+
+class FakePaperless(FakeHTTPServer):
+    def __init__(
+        self, correspondents: list[dict[str, Any]], *, token: str = "pl-token", page_size: int = 2
+    ) -> None:
+        super().__init__()
+        self.correspondents = correspondents
+        self.token = token
+        self.page_size = page_size
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        parts = urlsplit(path)
+        if parts.path != "/api/correspondents/":
+            return 404, {}, {"detail": "Not found."}
+        if headers.get("authorization") != f"Token {self.token}":
+            return 401, {}, {"detail": "Invalid token."}
+        page = int(parse_qs(parts.query).get("page", ["1"])[0])
+        start = (page - 1) * self.page_size
+        chunk = self.correspondents[start : start + self.page_size]
+        more = start + self.page_size < len(self.correspondents)
+        nxt = f"{self.base_url}/api/correspondents/?page={page + 1}" if more else None
+        return 200, {}, {"count": len(self.correspondents), "next": nxt, "results": chunk}
