@@ -371,9 +371,9 @@ class DaemonRunner:
 
     def next_delay(self, result: CycleResult | None) -> float:
         if result is None:
-            return backoff_delay(
-                self.failures, self.section.interval_s, self.section.backoff_max_s, self.rand
-            )
+            # A failed nightly run is retried within minutes, not at the next fire time.
+            base = min(self.section.interval_s, 60.0) if self._cron else self.section.interval_s
+            return backoff_delay(self.failures, base, self.section.backoff_max_s, self.rand)
         return 0.0 if result.more else self.section.interval_s
 
     def _maybe_wedge(self) -> None:
