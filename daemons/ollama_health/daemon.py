@@ -1,14 +1,500 @@
-"""The ollama-health daemon (skeleton: the cycle does nothing yet)."""
+"""The ollama-health daemon: each cycle probes every watched LLM server at once, folds the
+results through the thresholds, merges the manual override, decides tier routing from the
+failover rules, writes the status file the routers read, and queues one #ops alert per
+transition (host down / recovered, failover rule activated / cleared).
+
+A dead host is a reported state, never a failed cycle. A malformed tier-routing file or override
+file is reported once and worked around (last good table; no override), never fatal. It must
+never write the status file in place, send to Slack itself, or change the tier-routing file.
+"""
 
 from __future__ import annotations
 
-from shared.runtime import CycleResult, Daemon
+import asyncio
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
 
-__all__ = ["OllamaHealth"]
+from prometheus_client import Counter, Gauge, Histogram
+
+from daemons.ollama_health.config import OllamaHealthSection
+from daemons.ollama_health.policy import (
+    MAX_OVERRIDE_BYTES,
+    HostState,
+    Override,
+    OverrideError,
+    config_error_alert,
+    effective_health,
+    format_iso,
+    host_alert,
+    observe,
+    override_error_alert,
+    parse_override,
+    rule_alert,
+    rule_changes,
+)
+from daemons.ollama_health.probe import Prober, ProbeResult
+from daemons.ollama_health.routing import RoutingDecision, decide
+from daemons.ollama_health.status_file import (
+    Memory,
+    StatusFileError,
+    build_status,
+    memory_from_status,
+    read_status,
+    write_status,
+)
+from daemons.ollama_health.table import (
+    RoutingTable,
+    TableError,
+    parse_tier_routing,
+    table_from_section,
+)
+from shared.config import FleetConfig
+from shared.notify import Message
+from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
+
+__all__ = ["OllamaHealth", "TierRoutingUnusable", "uses_shared_tmp"]
+
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+MAX_TIER_ROUTING_BYTES = 1024 * 1024
+_SHARED_TMP_DIRS = (Path("/tmp"), Path("/private/tmp"), Path("/var/tmp"))
+
+
+class TierRoutingUnusable(Exception):
+    """The tier-routing file cannot be used and there is no earlier good version."""
+
+
+class StatusWriteFailed(Exception):
+    """The status file could not be written (the cycle's other work was done)."""
+
+
+def uses_shared_tmp(*paths: Path) -> bool:
+    """True when a path lives in a tmp directory other programs share (no PrivateTmp)."""
+    return any(
+        path.is_absolute() and any(path.is_relative_to(tmp) for tmp in _SHARED_TMP_DIRS)
+        for path in paths
+    )
 
 
 class OllamaHealth(Daemon):
     name = "ollama-health"
 
+    def __init__(self, ctx: DaemonContext, *, prober: Prober | None = None) -> None:
+        super().__init__(ctx)
+        assert isinstance(ctx.section, OllamaHealthSection)
+        self.section: OllamaHealthSection = ctx.section
+        self.prober = prober
+        self.memory = Memory()
+        self.table: RoutingTable | None = None
+        self._table_key: tuple[int, int] | None = None
+        self._config_error: str | None = None
+        self._override_error: str | None = None
+        self._override_state: tuple[tuple[str, bool], ...] = ()
+        self._expired_logged: set[str] = set()
+        self._known_hosts: set[str] = set()
+        self._known_rules: set[str] = set()
+        registry = ctx.metrics.registry
+        self.m_up = Gauge(
+            "fleet_ollama_up",
+            "Host healthy after thresholds, from probes alone (1) or not (0)",
+            ["host"],
+            registry=registry,
+        )
+        self.m_probe = Histogram(
+            "fleet_ollama_probe_duration_seconds",
+            "Wall time of one host's probe (url and tailscale_url together)",
+            ["host"],
+            buckets=PROBE_BUCKETS,
+            registry=registry,
+        )
+        self.m_models = Gauge(
+            "fleet_ollama_models",
+            "Models the host listed in its last probe (0 when the probe failed)",
+            ["host"],
+            registry=registry,
+        )
+        self.m_transitions = Counter(
+            "fleet_ollama_transitions",
+            "Host state changes after thresholds, by new state (down, up)",
+            ["host", "to"],
+            registry=registry,
+        )
+        self.m_failover = Gauge(
+            "fleet_ollama_failover_active",
+            "Failover rule in force (its source host unhealthy or forced down)",
+            ["rule"],
+            registry=registry,
+        )
+        self.m_override = Gauge(
+            "fleet_ollama_override_active",
+            "Hosts whose health the override file currently forces",
+            registry=registry,
+        )
+        self.m_override.set(0)
+
+    # lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
+        section = config.ollama_health
+        return UnitProfile(
+            write_paths=(section.status_file.parent,),
+            shared_tmp=uses_shared_tmp(section.status_file, section.override_file),
+            tasks_max=32,
+            memory_max_mb=192,
+        )
+
+    async def open(self) -> None:
+        if self.prober is None:
+            self.prober = Prober()
+        try:
+            previous = await asyncio.to_thread(read_status, self.section.status_file)
+        except StatusFileError as exc:
+            self.log.warning("previous status file unusable; starting fresh", error=str(exc))
+            previous = None
+        # Hosts no longer watched are dropped by the first cycle, once the table is known.
+        self.memory = memory_from_status(previous)
+        if self.memory.hosts:
+            self.log.info(
+                "restored host states from status file",
+                hosts={n: s.healthy for n, s in self.memory.hosts.items()},
+            )
+
+    async def close(self) -> None:
+        if self.prober is not None:
+            prober, self.prober = self.prober, None
+            await prober.close()
+
+    # inputs --------------------------------------------------------------------------------
+    def _load_table(self) -> RoutingTable:
+        """The table from tier_routing_file (re-read when it changes) or the inline keys."""
+        path = self.section.tier_routing_file
+        if path is None:
+            return self.table if self.table is not None else table_from_section(self.section)
+        try:
+            stat = path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+            if self.table is not None and key == self._table_key:
+                return self.table
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_TIER_ROUTING_BYTES + 1)
+            if len(raw) > MAX_TIER_ROUTING_BYTES:
+                raise TableError(f"<file>: larger than {MAX_TIER_ROUTING_BYTES} bytes")
+            try:
+                doc = json.loads(raw)
+            except ValueError as exc:
+                raise TableError(f"<file>: not valid JSON ({exc})") from None
+            table = parse_tier_routing(doc)
+            limit = self.section.cycle_timeout_s - 1
+            for host in table.hosts.values():
+                if host.timeout_s >= limit:
+                    raise TableError(
+                        f"ollamaHosts.{host.name}.health_timeout_ms: "
+                        f"{round(host.timeout_s * 1000)} must stay below "
+                        f"[ollama_health] cycle_timeout_s - 1 s ({limit:g} s)"
+                    )
+        except OSError as exc:
+            raise TierRoutingUnusable(f"cannot read {path}: {exc.strerror or exc}") from None
+        except TableError as exc:
+            raise TierRoutingUnusable(f"{path}: {exc}") from None
+        self._table_key = key
+        return table
+
+    async def _refresh_table(self) -> RoutingTable:
+        try:
+            table = await asyncio.to_thread(self._load_table)
+        except TierRoutingUnusable as exc:
+            error = str(exc)
+            if error != self._config_error:
+                self._config_error = error
+                self.log.error(
+                    "tier routing file unusable"
+                    + ("; keeping the last good version" if self.table else ""),
+                    error=error,
+                )
+                self._queue(
+                    config_error_alert(
+                        error,
+                        path=str(self.section.tier_routing_file),
+                        channel=self.ctx.config.slack.ops_channel,
+                        monitor_host=self.ctx.config.fleet.host,
+                    )
+                )
+            if self.table is None:
+                await self._flush_alerts()
+                raise
+            return self.table
+        if self._config_error is not None:
+            self.log.info("tier routing file usable again", hosts=sorted(table.hosts))
+            self._config_error = None
+        if self.table is not None and table is not self.table:
+            self.log.info(
+                "tier routing table changed", hosts=sorted(table.hosts), rules=sorted(table.rules)
+            )
+        self.table = table
+        return table
+
+    def _read_override(self, table: RoutingTable) -> Override:
+        """The override file, or an empty override (missing, or malformed: reported once)."""
+        path = self.section.override_file
+        try:
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_OVERRIDE_BYTES + 1)
+            override = parse_override(raw.decode("utf-8", errors="replace"), table.hosts)
+        except FileNotFoundError:
+            override, error = Override(), None
+        except OSError as exc:
+            override, error = Override(), f"cannot read: {exc.strerror or exc}"
+        except OverrideError as exc:
+            override, error = Override(), str(exc)
+        else:
+            error = None
+        if error != self._override_error:
+            self._override_error = error
+            if error is not None:
+                self.log.error("override file ignored", path=str(path), error=error)
+                self._queue(
+                    override_error_alert(
+                        error,
+                        path=str(path),
+                        channel=self.ctx.config.slack.ops_channel,
+                        monitor_host=self.ctx.config.fleet.host,
+                    )
+                )
+        if override.unknown_hosts:
+            self.log.debug("override names unknown hosts", hosts=list(override.unknown_hosts))
+        return override
+
+    # cycle ---------------------------------------------------------------------------------
     async def cycle(self) -> CycleResult:
-        return CycleResult()
+        assert self.prober is not None
+        table = await self._refresh_table()
+        override = await asyncio.to_thread(self._read_override, table)
+        probes = await self.prober.probe_all(table.hosts.values())
+        now = self.ctx.clock()
+        forced = override.active(now)
+        self._observe(table, probes, forced, now)
+        healthy = effective_health(
+            {name: self.memory.hosts.get(name, HostState()) for name in table.hosts}, forced
+        )
+        urls = {
+            name: table.hosts[name].endpoint(probe.via)
+            for name, probe in probes.items()
+            if probe.ok
+        }
+        decision = decide(table, healthy, urls)
+        self._rules(table, decision, forced, now)
+        self._report_override(override, forced, now)
+        override_view = {
+            "active": bool(forced),
+            "hosts": dict(forced),
+            "expires_at": _iso_or_none(override.expires_at(now)),
+            "expired": override.expired(now),
+            "unknown_hosts": list(override.unknown_hosts),
+            "error": self._override_error,
+            "file": str(self.section.override_file),
+        }
+        doc = build_status(
+            table=table,
+            memory=self.memory,
+            probes=probes,
+            forced=forced,
+            override=override_view,
+            decision=decision,
+            now=now,
+            interval_s=self.section.interval_s,
+            config_error=self._config_error,
+        )
+        # Status first (routing matters most), alerts after: a crash in between leaves them in
+        # the file's _monitor.pending_alerts, and the next start enqueues them (same keys).
+        write_error = await self._write(doc)
+        if await self._flush_alerts() and write_error is None and not self.ctx.dry_run:
+            doc["_monitor"] = self.memory.to_json()
+            write_error = await self._write(doc)
+        self._update_metrics(table, probes, decision, forced)
+        if write_error is not None:
+            raise StatusWriteFailed(write_error)
+        return CycleResult(
+            detail={
+                "healthy": sorted(n for n, ok in healthy.items() if ok),
+                "unhealthy": sorted(n for n, ok in healthy.items() if not ok),
+                "active_rules": decision.active_rules,
+            }
+        )
+
+    def _observe(
+        self,
+        table: RoutingTable,
+        probes: dict[str, ProbeResult],
+        forced: dict[str, bool],
+        now: float,
+    ) -> None:
+        for name in list(self.memory.hosts):
+            if name not in table.hosts:
+                del self.memory.hosts[name]
+        for name, probe in probes.items():
+            before = self.memory.hosts.get(name, HostState())
+            state, transition = observe(
+                before,
+                probe.ok,
+                probe.error,
+                now,
+                host=name,
+                failure_threshold=self.section.failure_threshold,
+                recovery_threshold=self.section.recovery_threshold,
+            )
+            self.memory.hosts[name] = state
+            if transition is None:
+                if not probe.ok and before.consecutive_failures == 0 and before.healthy:
+                    self.log.info(
+                        "probe failed; host still counted healthy",
+                        llm_host=name,
+                        error=probe.error,
+                        failure_threshold=self.section.failure_threshold,
+                    )
+                continue
+            self.m_transitions.labels(name, transition.to).inc()
+            if transition.to == "down":
+                self.log.warning("host down", llm_host=name, error=transition.error)
+            else:
+                self.log.info(
+                    "host recovered",
+                    llm_host=name,
+                    outage_s=round(transition.outage_s or 0),
+                    last_error=transition.error,
+                )
+            self._queue(
+                host_alert(
+                    transition,
+                    channel=self.ctx.config.slack.ops_channel,
+                    monitor_host=self.ctx.config.fleet.host,
+                    role=table.hosts[name].role,
+                    forced=forced.get(name),
+                )
+            )
+
+    def _rules(
+        self,
+        table: RoutingTable,
+        decision: RoutingDecision,
+        forced: dict[str, bool],
+        now: float,
+    ) -> None:
+        previous = {r: s for r, s in self.memory.rules_since.items() if r in table.rules}
+        current, changes = rule_changes(previous, set(decision.active_rules), now)
+        self.memory.rules_since = current
+        for change in changes:
+            rule = table.rules[change.rule]
+            self.log.warning(
+                "failover rule activated" if change.activated else "failover rule cleared",
+                rule=rule.name,
+                source=rule.source,
+                forced=rule.source in forced,
+            )
+            self._queue(
+                rule_alert(
+                    change,
+                    rule,
+                    channel=self.ctx.config.slack.ops_channel,
+                    monitor_host=self.ctx.config.fleet.host,
+                    redirects=decision.destinations(rule),
+                    forced=forced.get(rule.source) is False,
+                )
+            )
+
+    def _report_override(self, override: Override, forced: dict[str, bool], now: float) -> None:
+        state = tuple(sorted(forced.items()))
+        if forced:
+            # Logged every cycle on purpose: a forgotten override hides real outages.
+            self.log.warning(
+                "override active",
+                hosts=dict(forced),
+                expires_at=_iso_or_none(override.expires_at(now)),
+                file=str(self.section.override_file),
+            )
+        elif self._override_state:
+            self.log.info("override no longer active")
+        self._override_state = state
+        for host in override.expired(now):
+            if host not in self._expired_logged:
+                self._expired_logged.add(host)
+                self.log.info("override entry expired", llm_host=host)
+        self._expired_logged &= set(override.expired(now))
+
+    # outputs -------------------------------------------------------------------------------
+    def _queue(self, message: Message) -> None:
+        if all(m.dedup_key != message.dedup_key for m in self.memory.pending_alerts):
+            self.memory.pending_alerts.append(message)
+
+    async def _write(self, doc: dict[str, Any]) -> str | None:
+        if self.ctx.dry_run:
+            self.log.info(
+                "dry-run: would write status file",
+                path=str(self.section.status_file),
+                routing=doc["_routing"],
+                hosts={n: doc[n]["healthy"] for n in doc if not n.startswith("_")},
+            )
+            return None
+        try:
+            await asyncio.to_thread(write_status, self.section.status_file, doc)
+        except OSError as exc:
+            error = f"cannot write {self.section.status_file}: {exc.strerror or exc}"
+            self.log.error("status file not written", error=error)
+            return error
+        return None
+
+    async def _flush_alerts(self) -> bool:
+        """Enqueue pending alerts; one that fails stays pending (it is also in the status file
+        just written, so a restart re-enqueues it; the dedup key makes repeats no-ops).
+        Returns whether any left the pending list."""
+        remaining = []
+        for message in self.memory.pending_alerts:
+            try:
+                await self.ctx.notify(message)
+            except (sqlite3.Error, OSError) as exc:  # outbox locked/unwritable: keep it
+                self.log.warning(
+                    "alert not queued yet; retrying next cycle",
+                    dedup_key=message.dedup_key,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                remaining.append(message)
+        handed_over = len(remaining) < len(self.memory.pending_alerts)
+        self.memory.pending_alerts = remaining
+        return handed_over
+
+    def _update_metrics(
+        self,
+        table: RoutingTable,
+        probes: dict[str, ProbeResult],
+        decision: RoutingDecision,
+        forced: dict[str, bool],
+    ) -> None:
+        for name in self._known_hosts - set(table.hosts):
+            for metric in (self.m_up, self.m_models, self.m_probe):
+                with contextlib.suppress(KeyError):
+                    metric.remove(name)
+            for to in ("down", "up"):
+                with contextlib.suppress(KeyError):
+                    self.m_transitions.remove(name, to)
+        self._known_hosts = set(table.hosts)
+        for name in table.hosts:
+            state = self.memory.hosts.get(name, HostState())
+            self.m_up.labels(name).set(1 if state.healthy else 0)
+            probe = probes.get(name)
+            self.m_models.labels(name).set(len(probe.models) if probe and probe.ok else 0)
+            if probe is not None:
+                self.m_probe.labels(name).observe(probe.duration_s)
+            for to in ("down", "up"):
+                self.m_transitions.labels(name, to)
+        for rule in self._known_rules - set(table.rules):
+            with contextlib.suppress(KeyError):
+                self.m_failover.remove(rule)
+        self._known_rules = set(table.rules)
+        for rule in table.rules:
+            self.m_failover.labels(rule).set(1 if rule in decision.active_rules else 0)
+        self.m_override.set(len(forced))
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return format_iso(ts) if ts is not None else None
