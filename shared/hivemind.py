@@ -1,34 +1,216 @@
-"""The HiveMind notification sink (skeleton): delivers outbox rows with ``sink="hivemind"``
-as rows in hivemind.db ``messages`` or as an HTTP POST to ``hivemind_url``."""
+"""The HiveMind notification sink: delivers outbox rows with ``sink="hivemind"`` as a row in
+hivemind.db ``messages(id, ts, source, topic, severity, body)`` or, when ``hivemind_url`` is
+set, as a JSON POST to it.
+
+Settings come from ``[blueprint_watchdog]`` (``hivemind_db``, ``hivemind_url``,
+``hivemind_token``/``hivemind_token_file``, ``hivemind_timeout_s``). The table is created if
+missing (versioned in ``fleet_schema``); an existing one only gets the columns it lacks, plus
+``fleet_dedup_key`` with a partial unique index so a row re-sent after a crash is written
+once. The DB is replicated from the primary, so on a standby the DB mode reports itself
+unavailable and the outbox holds its rows. Failures raise ``SinkError``: retryable for a
+locked/corrupt DB, connection errors, timeouts, 408/429/5xx and auth errors (a rotated token
+must hold messages, not kill them); permanent for other 4xx. It must never log the token.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.notify import OutboxRow, SinkError
 
 if TYPE_CHECKING:
     from shared.config import FleetConfig
 
-__all__ = ["HiveMindSink"]
+__all__ = ["COMPONENT", "HiveMindSink"]
+
+COMPONENT = "hivemind_sink"
+MESSAGE_COLUMNS: list[tuple[str, str]] = [
+    ("ts", "TEXT"),
+    ("source", "TEXT"),
+    ("topic", "TEXT"),
+    ("severity", "TEXT"),
+    ("body", "TEXT"),
+    ("fleet_dedup_key", "TEXT"),
+]
+SEVERITIES = frozenset({"info", "warning", "critical"})
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    from shared.sqlite import add_missing_columns
+
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS messages ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " ts TEXT NOT NULL,"
+        " source TEXT NOT NULL,"
+        " topic TEXT NOT NULL,"
+        " severity TEXT NOT NULL,"
+        " body TEXT NOT NULL,"
+        " fleet_dedup_key TEXT)"
+    )
+    add_missing_columns(conn, "messages", MESSAGE_COLUMNS)
+    conn.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_messages_fleet_dedup_key"
+        " ON messages(fleet_dedup_key) WHERE fleet_dedup_key IS NOT NULL"
+    )
+
+
+MIGRATIONS = [_migration_1]
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def message_fields(row: OutboxRow) -> dict[str, str]:
+    """What a HiveMind message says: ``ts`` (when the alert was raised, ISO-8601 UTC),
+    ``source`` (the daemon), ``topic`` (the row's channel), ``severity``, ``body``."""
+    severity = str(row.payload.get("severity", "warning"))
+    return {
+        "ts": _iso(row.created_at),
+        "source": str(row.payload.get("source") or row.daemon or "alai-fleet"),
+        "topic": row.channel,
+        "severity": severity if severity in SEVERITIES else "warning",
+        "body": row.text,
+        "dedup_key": row.dedup_key,
+    }
 
 
 class HiveMindSink:
     name = "hivemind"
 
-    def __init__(self) -> None:
-        pass
+    def __init__(
+        self,
+        *,
+        db: Path | None,
+        url: str = "",
+        token: str = "",
+        timeout_s: float = 10.0,
+        writable: bool = True,
+    ) -> None:
+        self._db = db
+        self._url = url
+        self._token = token
+        self._timeout_s = timeout_s
+        self._writable = writable
+        self._migrated = False
+        self._client: Any = None
 
     @classmethod
     def from_config(cls, config: FleetConfig) -> HiveMindSink:
-        return cls()
+        from shared.runtime import effective_role
+
+        section = config.blueprint_watchdog
+        return cls(
+            db=section.hivemind_db,
+            url=section.hivemind_url,
+            token=section.hivemind_token.get_secret_value(),
+            timeout_s=section.hivemind_timeout_s,
+            # The DB is replicated from the primary: a standby must never write it.
+            writable=effective_role(config) == "primary",
+        )
+
+    @property
+    def mode(self) -> str:
+        return "http" if self._url else "db"
 
     @property
     def available(self) -> bool:
-        return False
+        if self._url:
+            return True
+        return self._db is not None and self._writable
 
     async def send(self, row: OutboxRow) -> None:
-        raise SinkError("not_configured")
+        if self._url:
+            await self._post(row)
+            return
+        if not self.available:
+            raise SinkError("not_configured", detail="HiveMind DB is not writable on a standby")
+        await asyncio.to_thread(self._insert, row)
+
+    # database ------------------------------------------------------------------------------
+    def _insert(self, row: OutboxRow) -> None:
+        from shared.sqlite import apply_migrations, connect_sync, is_busy
+
+        assert self._db is not None
+        fields = message_fields(row)
+        try:
+            conn = connect_sync(self._db, busy_timeout_ms=3000)
+        except (sqlite3.Error, OSError) as exc:
+            raise SinkError("db_error", detail=f"cannot open {self._db}: {exc}") from None
+        try:
+            if not self._migrated:
+                apply_migrations(conn, COMPONENT, MIGRATIONS)
+                self._migrated = True
+            conn.execute(
+                "INSERT OR IGNORE INTO messages(ts, source, topic, severity, body,"
+                " fleet_dedup_key) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    fields["ts"],
+                    fields["source"],
+                    fields["topic"],
+                    fields["severity"],
+                    fields["body"],
+                    fields["dedup_key"],
+                ),
+            )
+        except sqlite3.Error as exc:
+            reason = "db_busy" if is_busy(exc) else "db_error"
+            raise SinkError(reason, detail=f"{self._db}: {exc}") from None
+        finally:
+            conn.close()
+
+    # HTTP ----------------------------------------------------------------------------------
+    def _get_client(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout_s), follow_redirects=False
+            )
+        return self._client
+
+    async def _post(self, row: OutboxRow) -> None:
+        import httpx
+
+        headers = {"Content-Type": "application/json", "Idempotency-Key": row.dedup_key}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            response = await asyncio.wait_for(
+                self._get_client().post(self._url, json=message_fields(row), headers=headers),
+                timeout=self._timeout_s + 5,
+            )
+        except (TimeoutError, httpx.TimeoutException):
+            raise SinkError("timeout", detail=f"no answer within {self._timeout_s:g}s") from None
+        except httpx.HTTPError as exc:
+            raise SinkError("connection", detail=type(exc).__name__) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 429:
+            raise SinkError("rate_limited", retry_after_s=_retry_after(response.headers))
+        if status in (401, 403):
+            raise SinkError("auth", detail=f"HTTP {status}")
+        if status == 408 or status >= 500:
+            raise SinkError("server_error", detail=f"HTTP {status}")
+        raise SinkError("rejected", permanent=True, detail=f"HTTP {status}")
 
     async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
         return None

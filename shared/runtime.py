@@ -261,7 +261,8 @@ class DaemonRunner:
 
     async def _close_cron(self) -> None:
         if self._cron is not None:
-            self._cron.shutdown(wait=False)
+            if self._cron.running:  # --once never starts it; shutdown() would raise
+                self._cron.shutdown(wait=False)
             self._cron = None
 
     async def _close_daemon(self) -> None:

@@ -1,17 +1,209 @@
-"""``fleet blueprint ...``: the blueprint-watchdog commands."""
+"""``fleet blueprint ...`` and ``fleet zakon ...``: scan now, show the last report, list the
+ZAKON registry. The ``validate`` verbs are the stdlib gates in gate.py (shared/entry.py reaches
+them without click; the commands here only make them visible in ``--help``).
+
+Exit codes: 0 ok / compliant, 1 non-compliant files found, 3 registry missing or unparseable
+(or no report yet), 64 usage, 78 invalid config. Nothing here sends an alert or writes
+anything but the report (``scan --write``).
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import click
 
+from shared.cli import config_option, load_config_or_exit
+
 __all__ = ["blueprint", "zakon"]
+
+EX_OK, EX_FINDINGS, EX_REGISTRY = 0, 1, 3
+
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 
 @click.group()
 def blueprint() -> None:
-    """blueprint-watchdog commands."""
+    """Blueprint/DEPLOY-MAP/ZAKON liveness scan and the blueprint pre-write gate."""
 
 
 @click.group()
 def zakon() -> None:
-    """ZAKON registry commands."""
+    """The ZAKON registry and its fail-closed creation gate."""
+
+
+@blueprint.command("validate", context_settings=_PASSTHROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def blueprint_validate(args: tuple[str, ...]) -> None:
+    """Pre-write gate for one document: FILE [--stdin] [--type T]; exit 0/2/3 (see --help)."""
+    from daemons.blueprint_watchdog.gate import blueprint_validate_main
+
+    raise SystemExit(blueprint_validate_main(list(args)))
+
+
+@zakon.command("validate", context_settings=_PASSTHROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def zakon_validate(args: tuple[str, ...]) -> None:
+    """Registry gate for one zakon-*.md FILE; exit 0 pass, 2 blocked, 3 registry broken."""
+    from daemons.blueprint_watchdog.gate import zakon_validate_main
+
+    raise SystemExit(zakon_validate_main(list(args)))
+
+
+def _print_summary(report_json: dict[str, Any]) -> None:
+    summary = report_json["summary"]
+    files = ", ".join(f"{k} {v}" for k, v in summary["files"].items())
+    click.echo(
+        f"scan {report_json['generated_at']} on {report_json['host']}: {summary['total']} file(s)"
+        f" ({files}); {summary['noncompliant']} non-compliant; "
+        f"{report_json['duration_s']:.2f}s"
+    )
+    registry = report_json["registry"]
+    if registry["ok"]:
+        click.echo(f"registry {registry['path']}: ok, {registry['entries']} entries")
+    elif not registry.get("alarm"):
+        click.echo(f"registry {registry['path']}: {registry['problem']} (no ZAKON files yet)")
+    else:
+        click.echo(f"registry {registry['path']}: UNUSABLE (ZAKON writes are blocked)")
+        click.echo(registry["error"] or "")
+    for item in report_json["files"]:
+        if item["compliant"]:
+            continue
+        score = f" [{item['score']}]" if item["score"] and item["type"] != "zakon" else ""
+        click.echo(f"  {item['type']:<10} {item['path']}{score}")
+        for detail in item["details"]:
+            click.echo(f"      - {detail}")
+    for problem in report_json["problems"]:
+        click.echo(f"  problem   {problem['path']}: {problem['problem']} ({problem['detail']})")
+    if report_json.get("truncated"):
+        click.echo("  warning: the walk was truncated (max_walk_entries)")
+
+
+def _exit_code(report_json: dict[str, Any]) -> int:
+    if report_json["registry"].get("alarm"):
+        return EX_REGISTRY
+    return EX_FINDINGS if report_json["summary"]["noncompliant"] else EX_OK
+
+
+@blueprint.command("scan")
+@click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
+@click.option("--write", is_flag=True, help="also replace the report file with this scan")
+@config_option
+def blueprint_scan(as_json: bool, write: bool, config_path: str | None) -> None:
+    """Scan now (no alerts) and summarize; exit 1 if anything is non-compliant."""
+    from daemons.blueprint_watchdog.daemon import scan_settings
+    from daemons.blueprint_watchdog.inspection import inspect_tree
+
+    config = load_config_or_exit(config_path)
+    report = inspect_tree(scan_settings(config), now=time.time(), host=config.fleet.host)
+    data = report.to_json()
+    if write:
+        from shared.files import atomic_write_json
+
+        atomic_write_json(config.blueprint_watchdog.report_file, data)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _print_summary(data)
+    raise SystemExit(_exit_code(data))
+
+
+@blueprint.command("report")
+@click.option("--json", "as_json", is_flag=True, help="print the report file as is")
+@config_option
+def blueprint_report(as_json: bool, config_path: str | None) -> None:
+    """Show the last nightly report (<root>/state/blueprint-watchdog/report.json)."""
+    config = load_config_or_exit(config_path)
+    path = config.blueprint_watchdog.report_file
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data.get("summary"), dict):
+            raise ValueError("not a blueprint-watchdog report")
+    except FileNotFoundError:
+        click.echo(f"no report yet at {path}; run `fleet blueprint scan --write`", err=True)
+        raise SystemExit(EX_REGISTRY) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        click.echo(
+            f"report {path} unreadable ({exc}); run `fleet blueprint scan --write`", err=True
+        )
+        raise SystemExit(EX_REGISTRY) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _print_summary(data)
+    raise SystemExit(_exit_code(data))
+
+
+def _load_registry_or_exit(config_path: str | None, registry_path: str | None) -> Any:
+    from pathlib import Path
+
+    from daemons.blueprint_watchdog.registry import RegistryError, load_registry
+
+    if registry_path:
+        path = Path(registry_path).expanduser()
+    else:
+        path = load_config_or_exit(config_path).blueprint_watchdog.registry_file
+    try:
+        return load_registry(path)
+    except RegistryError as exc:
+        click.echo(exc.render(), err=True)
+        raise SystemExit(EX_REGISTRY) from None
+
+
+_registry_option = click.option(
+    "--registry", "registry_path", default=None, help="registry JSON (default: from config)"
+)
+
+
+@zakon.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_registry_option
+@config_option
+def zakon_list(as_json: bool, registry_path: str | None, config_path: str | None) -> None:
+    """Every registry entry: id, status, MC task, token, file (and whether it exists)."""
+    from pathlib import Path
+
+    from daemons.blueprint_watchdog.registry import judge_entry
+
+    registry = _load_registry_or_exit(config_path, registry_path)
+    rows = []
+    for entry in registry.entries:
+        verdict = judge_entry(entry)
+        rows.append(
+            {
+                **entry.to_json(),
+                "exists": Path(entry.path).exists(),
+                "gate": "pass" if verdict.ok else f"block: {verdict.detail}",
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{registry.path} (version {registry.version or '-'}): {len(rows)} entries")
+    for row in rows:
+        mc = f"MC #{row['mc_task']}" if row["mc_task"] else "MC -"
+        missing = "" if row["exists"] else "  (file missing)"
+        click.echo(
+            f"{row['zakon_id']:<28} {row['status']:<24} {mc:<10} "
+            f"{row['ceo_approved_token']:<30} {row['file_path']}{missing}"
+        )
+        if row["gate"] != "pass":
+            click.echo(f"    gate: {row['gate']}")
+
+
+@zakon.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@_registry_option
+@config_option
+def zakon_stats(as_json: bool, registry_path: str | None, config_path: str | None) -> None:
+    """Count of registry entries by status."""
+    registry = _load_registry_or_exit(config_path, registry_path)
+    counts = registry.by_status()
+    if as_json:
+        click.echo(json.dumps({"total": len(registry.entries), "by_status": counts}, indent=2))
+        return
+    click.echo(f"total entries: {len(registry.entries)}")
+    for status, count in counts.items():
+        click.echo(f"  {status:<26} {count}")

@@ -1,0 +1,195 @@
+"""The file-tree walk and the findings built on it: hostile trees (symlink loops, FIFOs,
+non-UTF-8, unreadable and oversized files) are findings, never crashes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from daemons.blueprint_watchdog.inspection import ScanSettings, inspect_tree
+from daemons.blueprint_watchdog.scanner import read_document, scan_tree
+from daemons.blueprint_watchdog.schema import DEFAULT_DOC_TYPES
+from tests.test_blueprint_fixture_tree import (
+    blueprint_text,
+    build_compliant_tree,
+    build_mixed_tree,
+    write,
+)
+
+EXCLUDE = (".git", "node_modules")
+
+
+def settings_for(root: Path, **overrides: object) -> ScanSettings:
+    values: dict[str, object] = {
+        "roots": (root,),
+        "doc_types": DEFAULT_DOC_TYPES,
+        "registry_file": root / "rules/zakon-registry.json",
+        "mission_control_db": root / "databases/mission-control.db",
+        "exclude_dirs": EXCLUDE,
+    }
+    values.update(overrides)
+    return ScanSettings(**values)  # type: ignore[arg-type]
+
+
+def test_mixed_tree_findings(tmp_path: Path) -> None:
+    tree = build_mixed_tree(tmp_path / "root")
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    by_path = {Path(f.path): f for f in report.findings}
+    files = tree.files
+
+    def reasons(name: str) -> list[str]:
+        return [r for r, _ in by_path[files[name]].reasons]
+
+    assert reasons("good") == [] and by_path[files["good"]].score == "5/5"
+    assert reasons("map_ok") == []
+    assert reasons("four") == ["schema"] and by_path[files["four"]].score == "4/5"
+    assert by_path[files["four"]].missing_sections == ("Rollback",)
+    assert reasons("stale") == ["stale"] and by_path[files["stale"]].age_days == 45
+    assert reasons("no_lv") == ["missing_last_verified"]
+    assert reasons("not_utf8") == ["not_utf8"]
+    assert reasons("fifo") == ["unreadable"]
+    assert reasons("legacy") == [] and by_path[files["legacy"]].registry == "legacy-pre-registry"
+    assert reasons("active") == [] and by_path[files["active"]].registry == "active, MC #101"
+    assert reasons("changed") == ["changed"]
+    assert reasons("rogue") == ["unregistered"]
+    assert files["excluded"] not in by_path
+    # The loop is reported once, and nothing was scanned twice through it.
+    loops = [p for p in report.problems if p.problem == "symlink_loop"]
+    assert [p.path for p in loops] == [files["loop"]]
+    assert len(report.findings) == len({f.path for f in report.findings}) == 11
+    assert report.files_by_type() == {"blueprint": 5, "deploy-map": 2, "zakon": 4}
+    assert report.by_type_reason()[("zakon", "unregistered")] == 1
+    assert report.registry_ok and report.needs_alert
+
+
+def test_compliant_tree_needs_no_alert(tmp_path: Path) -> None:
+    tree = build_compliant_tree(tmp_path / "root")
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    assert report.noncompliant() == []
+    assert not report.needs_alert
+    assert report.summary()["compliant"] == 3
+
+
+def test_mc_task_without_ceo_token_is_not_approved(tmp_path: Path) -> None:
+    tree = build_mixed_tree(tmp_path / "root", fifo=False)
+    text = tree.registry.read_text().replace('"mc_task": 101', '"mc_task": 102', 1)
+    tree.registry.write_text(text)
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    active = next(f for f in report.findings if f.path == str(tree.files["active"]))
+    assert [r for r, _ in active.reasons] == ["not_approved"]
+    assert "[CEO_APPROVED]" in active.reasons[0][1]
+
+
+def test_registry_missing_marks_zakon_files_and_alarms(tmp_path: Path) -> None:
+    tree = build_mixed_tree(tmp_path / "root", fifo=False)
+    tree.registry.unlink()
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    assert not report.registry_ok and report.registry_alarm
+    zakon = [f for f in report.findings if f.doc_type == "zakon"]
+    assert zakon and all([r for r, _ in f.reasons] == ["registry_error"] for f in zakon)
+    assert "FIX:" in (report.registry_error or "")
+
+
+def test_registry_missing_without_zakon_files_is_quiet(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root / "a/BUILD-BLUEPRINT.md", blueprint_text())
+    report = inspect_tree(settings_for(root), now=time.time(), host="h")
+    assert not report.registry_ok and not report.registry_alarm and not report.needs_alert
+
+
+def test_corrupt_registry_alarms_even_without_zakon_files(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root / "rules/zakon-registry.json", '{"registry": [')
+    report = inspect_tree(settings_for(root), now=time.time(), host="h")
+    assert report.registry_alarm and report.needs_alert
+
+
+def test_file_symlink_loop_and_dangling_link(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a/BUILD-BLUEPRINT.md").symlink_to("BUILD-BLUEPRINT.md")  # points at itself
+    (root / "b").mkdir()
+    (root / "b/DEPLOY-MAP.md").symlink_to(root / "nowhere.md")
+    (root / "c").mkdir()
+    (root / "c/other").symlink_to("other")  # a non-matching self loop: a scan problem
+    scan = scan_tree([root], DEFAULT_DOC_TYPES)
+    problems = {f.path.parent.name: f.problem for f in scan.files}
+    assert problems == {"a": "symlink_loop", "b": "unreadable"}
+    assert [p.problem for p in scan.problems] == ["symlink_loop"]
+
+
+def test_symlinked_directory_is_followed_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "elsewhere"
+    write(outside / "svc/BUILD-BLUEPRINT.md", blueprint_text())
+    root.mkdir()
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "linked-again").symlink_to(outside, target_is_directory=True)
+    scan = scan_tree([root, root], DEFAULT_DOC_TYPES)
+    assert len(scan.files) == 1 and scan.files[0].text is not None
+    assert scan.problems == []
+    assert scan_tree([root], DEFAULT_DOC_TYPES, follow_symlinks=False).files == []
+
+
+def test_too_large_and_max_entries(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root / "big/BUILD-BLUEPRINT.md", "x" * 5000)
+    for i in range(20):
+        write(root / f"noise/{i}.md", "x")
+    scan = scan_tree([root], DEFAULT_DOC_TYPES, max_file_bytes=1000)
+    assert [f.problem for f in scan.files] == ["too_large"]
+    truncated = scan_tree([root], DEFAULT_DOC_TYPES, max_entries=5)
+    assert truncated.truncated
+    assert [p.problem for p in truncated.problems] == ["truncated"]
+
+
+def test_missing_root_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    scan = scan_tree([tmp_path / "nope", tmp_path], DEFAULT_DOC_TYPES)
+    assert [p.problem for p in scan.problems] == ["root_unavailable"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_and_directory(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    secret = write(root / "a/BUILD-BLUEPRINT.md", blueprint_text())
+    secret.chmod(0)
+    closed = root / "closed"
+    write(closed / "BUILD-BLUEPRINT.md", blueprint_text())
+    closed.chmod(0)
+    try:
+        scan = scan_tree([root], DEFAULT_DOC_TYPES)
+    finally:
+        secret.chmod(0o600)
+        closed.chmod(0o700)
+    assert [(f.path, f.problem) for f in scan.files] == [(secret, "unreadable")]
+    assert [(p.path, p.problem) for p in scan.problems] == [(closed, "unreadable")]
+
+
+def test_read_document_strips_bom_and_hashes_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path / "BUILD-BLUEPRINT.md", "\ufeff## Purpose\n".encode())
+    doc = read_document(path, "blueprint", 1000)
+    assert doc.text == "## Purpose\n"
+    assert doc.sha256 is not None and len(doc.sha256) == 64
+
+
+def test_report_json_shape(tmp_path: Path) -> None:
+    tree = build_mixed_tree(tmp_path / "root", fifo=False)
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    data = report.to_json()
+    assert data["version"] == 1 and data["host"] == "h"
+    assert data["summary"]["noncompliant"] == 6
+    assert data["summary"]["by_reason"] == {
+        "changed": 1,
+        "missing_last_verified": 1,
+        "not_utf8": 1,
+        "schema": 1,
+        "stale": 1,
+        "unregistered": 1,
+    }
+    assert data["registry"]["by_status"] == {"active": 2, "legacy-pre-registry": 1}
+    four = next(f for f in data["files"] if f["path"] == str(tree.files["four"]))
+    assert four["score"] == "4/5" and four["missing_sections"] == ["Rollback"]
+    assert four["reasons"] == ["schema"] and "Rollback" in four["details"][0]

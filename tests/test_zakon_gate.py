@@ -1,0 +1,242 @@
+"""`fleet zakon validate FILE`: the fail-closed registry gate as hooks call it (real `fleet`
+subprocesses for the exit-code contract), its settings lookup without pydantic, and the
+promise that its import path is standard library only."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemons.blueprint_watchdog.gate import zakon_validate_main
+from daemons.blueprint_watchdog.gate_settings import (
+    DEFAULT_LOG_KEEP,
+    DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_ROOT,
+    GateConfigError,
+    resolve_gate_settings,
+)
+from shared.sections import FleetSection
+from tests.conftest import run_fleet
+from tests.test_blueprint_fixture_tree import (
+    build_mixed_tree,
+    make_mission_control,
+    registry_entry,
+    write,
+    write_registry,
+)
+
+
+def validate(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_fleet(["zakon", "validate", *args], env, cwd, timeout=30)
+
+
+@pytest.mark.system
+def test_exit_code_contract(fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path) -> None:
+    tree = build_mixed_tree(fleet_root, fifo=False)
+    f = tree.files
+    ok = validate(fleet_env, tmp_path, str(f["active"]))
+    assert ok.returncode == 0, ok.stderr
+    assert "ZAKON_REGISTRY_PASS" in ok.stdout and "MC #101" in ok.stdout
+    legacy = validate(fleet_env, tmp_path, str(f["legacy"]))
+    assert legacy.returncode == 0 and "grandfathered" in legacy.stdout
+    rogue = validate(fleet_env, tmp_path, str(f["rogue"]))
+    assert rogue.returncode == 2
+    assert "ZAKON_REGISTRY_BLOCK" in rogue.stderr and "not in the ZAKON registry" in rogue.stderr
+    # A brand-new file (not on disk yet) is judged by its path alone.
+    new = validate(fleet_env, tmp_path, str(fleet_root / "rules/zakon-new-idea.md"))
+    assert new.returncode == 2
+    # Not a ZAKON file: not gated, even with no registry at all.
+    tree.registry.unlink()
+    other = validate(fleet_env, tmp_path, str(fleet_root / "README.md"))
+    assert other.returncode == 0 and "not gated" in other.stdout
+    missing = validate(fleet_env, tmp_path, str(f["active"]))
+    assert missing.returncode == 3
+    assert "ZAKON_REGISTRY_ERROR: Registry file not found." in missing.stderr
+    assert str(tree.registry) in missing.stderr and "FIX:" in missing.stderr
+    write(tree.registry, '{"version": "1.0", "registry": [ {"zakon_id": "a",')
+    corrupt = validate(fleet_env, tmp_path, str(f["active"]))
+    assert corrupt.returncode == 3 and "not valid JSON" in corrupt.stderr
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("args", [[], ["a.md", "b.md"], ["--no-such-flag", "x.md"], ["--registry"]])
+def test_usage_errors_exit_64_never_2(
+    fleet_env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    res = validate(fleet_env, tmp_path, *args)
+    assert res.returncode == 64, (res.returncode, res.stderr)
+    assert "usage: fleet zakon validate" in res.stderr
+
+
+@pytest.mark.system
+def test_help_exits_0(fleet_env: dict[str, str], tmp_path: Path) -> None:
+    res = validate(fleet_env, tmp_path, "--help")
+    assert res.returncode == 0 and "fail closed" in res.stdout
+
+
+def run_in_process(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = zakon_validate_main(list(argv), env=env, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_mission_control_task_must_carry_the_token(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tree = build_mixed_tree(root, fifo=False)
+    env = {"HOME": str(tmp_path / "home"), "FLEET_FLEET__ROOT": str(root)}
+    target = str(tree.files["active"])
+    assert run_in_process(target, env=env)[0] == 0
+    make_mission_control(tree.mc_db, {101: "approved by nobody"})
+    code, _out, err = run_in_process(target, env=env)
+    assert code == 2 and "does not carry [CEO_APPROVED]" in err
+    # The task vanished from Mission Control: blocked.
+    make_mission_control(tree.mc_db, {})
+    import sqlite3
+
+    with sqlite3.connect(tree.mc_db) as conn:
+        conn.execute("DELETE FROM tasks")
+    code, _out, err = run_in_process(target, env=env)
+    assert code == 2 and "#101 not found" in err
+    # Mission Control unreadable: the registry decides, and says the text was not checked.
+    tree.mc_db.write_bytes(b"not a database at all" * 50)
+    code, _out, err = run_in_process(target, env=env)
+    assert code == 0 and "was not checked" in err
+
+
+def test_mc_db_is_opened_read_only(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tree = build_mixed_tree(root, fifo=False)
+    before = tree.mc_db.read_bytes()
+    code, _, _ = run_in_process(
+        str(tree.files["active"]), env={"HOME": str(tmp_path), "FLEET_FLEET__ROOT": str(root)}
+    )
+    assert code == 0
+    assert tree.mc_db.read_bytes() == before
+    assert not Path(str(tree.mc_db) + "-wal").exists()
+
+
+def test_tilde_means_the_fleet_users_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    root = home / "system"
+    write(root / "rules/zakon-x.md", "# x\n")
+    write_registry(
+        root / "rules/zakon-registry.json",
+        [registry_entry("x", "~/system/rules/zakon-x.md", status="legacy-pre-registry")],
+    )
+    env = {"HOME": str(home), "FLEET_FLEET__ROOT": "~/system"}
+    assert run_in_process("~/system/rules/zakon-x.md", env=env)[0] == 0
+    assert run_in_process(str(root / "rules/zakon-x.md"), env=env)[0] == 0
+    assert run_in_process(str(root / "rules/zakon-y.md"), env=env)[0] == 2
+
+
+def test_status_not_allowing_writes_is_blocked(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    path = root / "rules/zakon-old.md"
+    write_registry(
+        root / "rules/zakon-registry.json",
+        [registry_entry("old", str(path), status="revoked", mc_task=5)],
+    )
+    code, _, err = run_in_process(str(path), env={"FLEET_FLEET__ROOT": str(root), "HOME": "/x"})
+    assert code == 2 and "'revoked' does not allow writes" in err
+
+
+# --- settings lookup (no pydantic) ---------------------------------------------------------
+
+
+def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    home = str(tmp_path / "home")
+    toml = write(
+        tmp_path / "fleet.toml",
+        '[fleet]\nroot = "~/toml-root"\nlog_keep = 2\n'
+        '[blueprint_watchdog]\nregistry_file = "<root>/custom/reg.json"\n'
+        'blueprint_sections = ["Purpose"]\n[mission_control]\ndb = "/srv/mc.db"\n',
+    )
+    # ./fleet.toml is found like shared/config.py finds it.
+    s = resolve_gate_settings(env={"HOME": home})
+    assert s.config_file == Path("fleet.toml")
+    assert s.root == Path(home) / "toml-root"
+    assert s.registry_file == Path(home) / "toml-root/custom/reg.json"
+    assert s.mission_control_db == Path("/srv/mc.db")
+    assert s.override_log == Path(home) / "toml-root/logs/blueprint-override.jsonl"
+    assert s.doc_types[0].sections == ("Purpose",) and s.log_keep == 2
+    # env beats the file, flags beat env.
+    s = resolve_gate_settings(env={"HOME": home, "FLEET_FLEET__ROOT": "/env-root"})
+    assert s.root == Path("/env-root") and s.registry_file == Path("/env-root/custom/reg.json")
+    s = resolve_gate_settings(
+        root="/flag-root", registry="/r.json", env={"HOME": home, "FLEET_FLEET__ROOT": "/e"}
+    )
+    assert s.root == Path("/flag-root") and s.registry_file == Path("/r.json")
+    # $FLEET_CONFIG and --config name the file explicitly.
+    toml.rename(tmp_path / "other.toml")
+    s = resolve_gate_settings(env={"HOME": home})
+    assert s.config_file is None and s.root == Path(home) / ".local/share/alai-fleet"
+    s = resolve_gate_settings(env={"HOME": home, "FLEET_CONFIG": str(tmp_path / "other.toml")})
+    assert s.root == Path(home) / "toml-root"
+    s = resolve_gate_settings(config=str(tmp_path / "other.toml"), env={"HOME": home})
+    assert s.root == Path(home) / "toml-root"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[fleet\nroot=", "fleet = 3\n", "[blueprint_watchdog]\nblueprint_sections = ['(']\n"],
+)
+def test_bad_config_fails_closed(tmp_path: Path, text: str) -> None:
+    config = write(tmp_path / "fleet.toml", text)
+    with pytest.raises(GateConfigError):
+        resolve_gate_settings(config=str(config), env={"HOME": str(tmp_path)})
+    code, _, err = run_in_process(
+        "rules/zakon-x.md", "--config", str(config), env={"HOME": str(tmp_path)}
+    )
+    assert code == 3 and "ZAKON_REGISTRY_ERROR" in err
+
+
+def test_missing_explicit_config_fails_closed(tmp_path: Path) -> None:
+    code, _, err = run_in_process(
+        "zakon-x.md", env={"HOME": str(tmp_path), "FLEET_CONFIG": str(tmp_path / "nope.toml")}
+    )
+    assert code == 3 and "not found" in err
+
+
+def test_gate_defaults_mirror_the_fleet_section() -> None:
+    defaults = FleetSection()
+    assert Path(DEFAULT_ROOT) == FleetSection.model_fields["root"].default
+    assert defaults.log_max_bytes == DEFAULT_LOG_MAX_BYTES
+    assert defaults.log_keep == DEFAULT_LOG_KEEP
+
+
+def test_gate_path_imports_only_the_standard_library(tmp_path: Path) -> None:
+    """What `fleet zakon validate` / `fleet blueprint validate` load, through the real entry
+    point: nothing outside the standard library and this project."""
+    code = (
+        "import io, json, sys\n"
+        "from shared.entry import main\n"
+        "sys.stdin = io.TextIOWrapper(io.BytesIO(b'## Purpose\\n'))\n"
+        "for argv in (['zakon', 'validate', 'rules/zakon-a.md'],\n"
+        "             ['blueprint', 'validate', 'x/BUILD-BLUEPRINT.md', '--stdin']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "mods = {m.split('.')[0] for m in sys.modules}\n"
+        "print(json.dumps(sorted(m for m in mods if m not in sys.stdlib_module_names)))\n"
+    )
+    env = {"HOME": str(tmp_path), "FLEET_FLEET__ROOT": str(tmp_path / "root"), "PATH": "/bin"}
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    assert res.returncode == 0, res.stderr
+    foreign = set(json.loads(res.stdout.strip().splitlines()[-1]))
+    # "_virtualenv"/"__editable__*" are interpreter plumbing, not imports of ours.
+    foreign = {m for m in foreign if not m.startswith(("_", "__editable__"))}
+    assert foreign <= {"shared", "daemons"}, foreign
