@@ -232,6 +232,8 @@ class DaemonRunner:
         previous = read_heartbeat(self.config.heartbeat_dir, self.name)
         if previous is not None and previous.last_ok_at is not None:
             self.last_ok_at = previous.last_ok_at
+            # So "no success for N intervals" alerts see the truth right after a restart.
+            self.metrics.last_success.labels(self.name).set(previous.last_ok_at)
         if self.daemon.schedule:
             self._setup_cron(self.daemon.schedule)
         if serve_metrics:

@@ -41,6 +41,11 @@ class FleetSection(_Section):
         "primary", description="primary or standby; the file <root>/state/role overrides it"
     )
     bind: str = Field("127.0.0.1", description="address metrics and health endpoints bind")
+    service_user: str = Field(
+        "",
+        description="account system-mode systemd units run as (User=); empty: $SUDO_USER "
+        "or whoever runs fleet units",
+    )
     install_prefix: str = Field(
         "", description="venv whose bin/fleet generated units run; empty: this one"
     )
