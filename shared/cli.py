@@ -159,16 +159,23 @@ def check_config(config_path: str | None) -> None:
 @_config_option
 def status(as_json: bool, config_path: str | None) -> None:
     """One row per daemon from the heartbeat files; exit 1 if an enabled daemon is stale."""
+    import importlib
+
     from daemons import REGISTRY
-    from shared.heartbeats import assess, read_heartbeat
+    from shared.heartbeats import read_status
+    from shared.runtime import effective_role, fenced
 
     config = _load_config(config_path)
     now = time.time()
     rows = []
     all_ok = True
+    role = effective_role(config)
     for spec in REGISTRY.values():
-        enabled = config.daemon_section(spec.section).enabled
-        st = assess(spec.name, read_heartbeat(config.heartbeat_dir, spec.name), now)
+        section = config.daemon_section(spec.section)
+        # A daemon fenced off this host's role (restore-loop on a primary) is not expected.
+        cls = getattr(importlib.import_module(spec.module), spec.class_name)
+        enabled = section.enabled and not fenced(cls, section, role)
+        st = read_status(config.heartbeat_dir, spec.name, now)
         if enabled and not st.ok:
             all_ok = False
         rows.append(

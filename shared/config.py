@@ -271,4 +271,9 @@ def cross_section_errors(cfg: FleetConfig) -> list[tuple[str, str]]:
         if other is not None:
             errors.append((f"{name}.metrics_port", f"{section.metrics_port} is also {other}'s"))
         ports[section.metrics_port] = name
+    health_port = getattr(cfg.heartbeat, "health_port", 0)
+    if cfg.heartbeat.enabled and health_port and health_port in ports:
+        errors.append(
+            ("heartbeat.health_port", f"{health_port} is also {ports[health_port]}'s metrics port")
+        )
     return errors

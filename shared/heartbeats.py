@@ -20,6 +20,7 @@ __all__ = [
     "HeartbeatStatus",
     "assess",
     "read_heartbeat",
+    "read_status",
     "write_heartbeat",
 ]
 
@@ -67,9 +68,29 @@ def read_heartbeat(directory: Path, daemon: str) -> Heartbeat | None:
     try:
         raw = json.loads(heartbeat_path(directory, daemon).read_text(encoding="utf-8"))
         fields = {k: raw[k] for k in Heartbeat.__dataclass_fields__ if k in raw}
-        return Heartbeat(**fields)
+        beat = Heartbeat(**fields)
     except (OSError, ValueError, TypeError):
         return None
+    # A hand-edited or foreign file must read as "no heartbeat", never crash a reader later.
+    numbers = (beat.expected_interval_s, beat.started_at)
+    optional = (beat.last_ok_at, beat.last_duration_s, beat.next_due_at)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+        return None
+    if not all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in optional
+    ):
+        return None
+    if not isinstance(beat.cycles, int) or beat.expected_interval_s <= 0:
+        return None
+    return beat
+
+
+def read_status(directory: Path, daemon: str, now: float) -> HeartbeatStatus:
+    """``assess`` of the daemon's heartbeat file, telling a missing file from a bad one."""
+    beat = read_heartbeat(directory, daemon)
+    if beat is None and heartbeat_path(directory, daemon).exists():
+        return HeartbeatStatus(daemon, False, None, None, None, 0, "unreadable heartbeat file")
+    return assess(daemon, beat, now)
 
 
 def assess(daemon: str, beat: Heartbeat | None, now: float) -> HeartbeatStatus:

@@ -43,6 +43,7 @@ __all__ = [
     "UnitProfile",
     "backoff_delay",
     "effective_role",
+    "fenced",
     "run_daemons",
 ]
 
@@ -67,6 +68,16 @@ def build_sinks(config: FleetConfig) -> dict[str, Sink]:
     from shared.hivemind import HiveMindSink
 
     return {"slack": SlackSink(config.slack), "hivemind": HiveMindSink.from_config(config)}
+
+
+def fenced(cls: type[Daemon] | None, section: DaemonSection, role: str) -> bool:
+    """Does role fencing keep this daemon from running here (restore-loop on a primary,
+    email-reactor on a standby)? A daemon that refuses under both roles has a config problem,
+    not a fence: it stays expected, and shows as stale."""
+    if cls is None or cls.refuse_reason(section, role) is None:
+        return False
+    other = "standby" if role == "primary" else "primary"
+    return cls.refuse_reason(section, other) is None
 
 
 def effective_role(config: FleetConfig) -> str:

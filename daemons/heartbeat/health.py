@@ -1,0 +1,154 @@
+"""The host health endpoint: ``GET /health`` (200, ok or degraded) and ``GET /health/fleet``
+(503 while degraded), built from the heartbeat files of the daemons enabled on this host.
+Daemons that role fencing keeps off this host (restore-loop on a primary, email-reactor on a
+standby) are not expected here.
+
+``HealthView`` reads those files (in a worker thread, one reader at a time) and reuses one
+rendered answer for ``cache_s``, so no burst of requests can make the daemon do more than one
+read per ``cache_s``. ``HealthServer`` serves exactly those two paths and answers 404 to
+everything else; it must never read any other file, take a parameter, or wait on a probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from daemons import REGISTRY
+from daemons.heartbeat.policy import FleetReport, fleet_report
+from shared import __version__
+from shared.config import FleetConfig
+from shared.heartbeats import HeartbeatStatus, read_status
+from shared.runtime import Daemon, effective_role, fenced
+
+__all__ = [
+    "HEALTH_PATHS",
+    "HealthServer",
+    "HealthView",
+    "daemon_classes",
+    "enabled_daemons",
+    "fenced",
+]
+
+HEALTH_PATHS = ("/health", "/health/fleet")
+Clock = Callable[[], float]
+
+
+def enabled_daemons(config: FleetConfig) -> list[str]:
+    return [s.name for s in REGISTRY.values() if config.daemon_section(s.section).enabled]
+
+
+def daemon_classes(names: list[str]) -> dict[str, type[Daemon] | None]:
+    """The Daemon class of each name, or None when its module cannot be imported (the endpoint
+    must keep answering with a broken sibling; that daemon then simply counts as expected)."""
+    out: dict[str, type[Daemon] | None] = {}
+    for name in names:
+        spec = REGISTRY[name]
+        try:
+            cls = getattr(importlib.import_module(spec.module), spec.class_name)
+        except Exception:  # any import-time error of another daemon's code
+            cls = None
+        out[name] = cls if isinstance(cls, type) and issubclass(cls, Daemon) else None
+    return out
+
+
+class HealthView:
+    """The current /health answer for this host, cached for ``cache_s`` seconds."""
+
+    def __init__(self, config: FleetConfig, *, cache_s: float, clock: Clock = time.time) -> None:
+        self.config = config
+        self.cache_s = cache_s
+        self.clock = clock
+        self.classes = daemon_classes(enabled_daemons(config))
+        self._lock = asyncio.Lock()
+        self._cached: tuple[FleetReport, bytes] | None = None
+        self._cached_at = 0.0
+
+    def read(self) -> FleetReport:
+        """Read the heartbeat files now (blocking file I/O: call from a thread)."""
+        now = self.clock()
+        role = effective_role(self.config)
+        expected = [
+            name
+            for name, cls in self.classes.items()
+            if not fenced(cls, self.config.daemon_section(REGISTRY[name].section), role)
+        ]
+        statuses = {name: self._status(name, now) for name in expected}
+        return fleet_report(
+            host=self.config.fleet.host,
+            role=role,
+            version=__version__,
+            now=now,
+            statuses=statuses,
+        )
+
+    def _status(self, name: str, now: float) -> HeartbeatStatus:
+        return read_status(self.config.heartbeat_dir, name, now)
+
+    async def current(self, max_age_s: float | None = None) -> tuple[FleetReport, bytes]:
+        """The answer no older than ``max_age_s`` (default ``cache_s``) and its JSON body."""
+        limit = self.cache_s if max_age_s is None else max_age_s
+        cached = self._cached
+        if cached is not None and time.monotonic() - self._cached_at < limit:
+            return cached
+        async with self._lock:
+            # Whoever waited on the lock may find it refreshed by the holder.
+            cached = self._cached
+            if cached is not None and time.monotonic() - self._cached_at < limit:
+                return cached
+            report = await asyncio.to_thread(self.read)
+            body = json.dumps(report.body, sort_keys=True).encode("utf-8")
+            self._cached, self._cached_at = (report, body), time.monotonic()
+            return report, body
+
+
+class HealthServer:
+    """aiohttp server on ``bind``:``port``: GET /health and GET /health/fleet, nothing else."""
+
+    def __init__(self, view: HealthView, bind: str, port: int) -> None:
+        self.view = view
+        self.bind = bind
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "GET":
+            return web.Response(status=404, text="not found\n")
+        report, body = await self.view.current()
+        status = 503 if request.path == "/health/fleet" and not report.ok else 200
+        return web.Response(
+            status=status,
+            body=body,
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def start(self) -> None:
+        """Bind and serve; raises OSError when the address is unusable (port taken, Tailscale
+        address not up yet). Safe to call again after a failure."""
+        app = web.Application()
+        # Exact routes only: aiohttp answers 404 to any other path; other methods get 404 here.
+        for path in HEALTH_PATHS:
+            app.router.add_route("*", path, self._dispatch)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.bind, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

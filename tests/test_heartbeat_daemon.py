@@ -1,0 +1,288 @@
+"""The Heartbeat daemon driven in-process cycle by cycle (a test calls ``cycle()`` directly):
+alerts survive an outbox that cannot take them, --dry-run sends and writes nothing, a corrupt
+heartbeat file is reported stale instead of breaking /health; plus `--once` and a bad
+``url_file`` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from daemons import REGISTRY
+from daemons.heartbeat.config import HeartbeatSection
+from daemons.heartbeat.daemon import Heartbeat, HeartbeatUnhealthy
+from shared import __version__
+from shared.config import FleetConfig, load_config
+from shared.heartbeats import Heartbeat as Beat
+from shared.heartbeats import write_heartbeat
+from shared.logging import get_logger
+from shared.metrics import DaemonMetrics
+from shared.notify import Message
+from shared.runtime import Daemon, DaemonContext, fenced
+from shared.sections import DaemonSection
+from tests.conftest import free_port, run_fleet
+from tests.fakes.peer import FakePeer
+from tests.fakes.pings import FakePingReceiver
+from tests.test_heartbeat_support import only_enabled, write_config
+
+
+@dataclass
+class RecordingContext(DaemonContext):
+    """A DaemonContext whose outbox is a list, and can be made to fail like a locked DB."""
+
+    sent: list[Message] = field(default_factory=list)
+    broken: bool = False
+
+    async def notify(self, msg: Message) -> bool:
+        if self.broken:
+            raise sqlite3.OperationalError("database is locked")
+        if self.dry_run:
+            return False
+        self.sent.append(msg)
+        return True
+
+
+def make_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, *enabled: str
+) -> FleetConfig:
+    """Config from ``toml`` with only heartbeat and ``enabled`` daemons on."""
+    for key in list(os.environ):
+        if key.startswith("FLEET_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("FLEET_FLEET__ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("FLEET_FLEET__HOST", "testhost")
+    for spec in REGISTRY.values():
+        on = spec.name == "heartbeat" or spec.name in enabled
+        monkeypatch.setenv(f"FLEET_{spec.section.upper()}__ENABLED", "true" if on else "false")
+    path = tmp_path / "fleet.toml"
+    path.write_text(toml)
+    return load_config(path)
+
+
+class ManualClock:
+    """Wall time that moves only when told: one probe interval per cycle."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = 60.0) -> None:
+        self.now += seconds
+
+
+def context(
+    config: FleetConfig, *, dry_run: bool = False, clock: ManualClock | None = None
+) -> RecordingContext:
+    section = config.heartbeat
+    assert isinstance(section, HeartbeatSection)
+    return RecordingContext(
+        config=config,
+        section=section,
+        role="primary",
+        log=get_logger(daemon="heartbeat"),
+        metrics=DaemonMetrics("heartbeat", "testhost", __version__),
+        outbox=None,
+        dry_run=dry_run,
+        clock=clock or ManualClock(),
+    )
+
+
+@pytest.fixture
+async def dead_peer() -> AsyncIterator[FakePeer]:
+    with FakePeer(default="fail") as peer:
+        yield peer
+
+
+async def test_alerts_survive_an_outbox_that_cannot_take_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_peer: FakePeer
+) -> None:
+    config = make_config(
+        tmp_path,
+        monkeypatch,
+        f"""
+[heartbeat]
+health_port = {free_port()}
+metrics_port = 0
+[[heartbeat.peers]]
+name = "forge"
+url = "{dead_peer.health_url}"
+""",
+    )
+    clock = ManualClock()
+    ctx = context(config, clock=clock)
+    daemon = Heartbeat(ctx)
+    await daemon.open()
+    try:
+        ctx.broken = True
+        failures = 0
+        for _ in range(5):
+            clock.advance()
+            try:
+                await daemon.cycle()
+            except HeartbeatUnhealthy as exc:
+                failures += 1
+                assert "waiting for the outbox" in str(exc)
+                break
+        assert failures == 1, "the cycle reports the stuck alert"
+        assert len(dead_peer.requests) == 2, "it fails at the probe that alerts"
+        state = json.loads((tmp_path / "root/state/heartbeat-peers.json").read_text())
+        assert [p["dedup_key"].rsplit(":", 1)[1] for p in state["pending"]] == ["down"]
+    finally:
+        await daemon.close()
+    # A restart (new process) with a working outbox delivers it: nothing lost.
+    ctx2 = context(config)
+    daemon2 = Heartbeat(ctx2)
+    await daemon2.open()
+    try:
+        await daemon2.cycle()
+    finally:
+        await daemon2.close()
+    assert [m.dedup_key.rsplit(":", 1)[1] for m in ctx2.sent][:1] == ["down"]
+    state = json.loads((tmp_path / "root/state/heartbeat-peers.json").read_text())
+    assert state["pending"] == []
+
+
+async def test_dry_run_sends_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_peer: FakePeer
+) -> None:
+    with FakePingReceiver() as pings:
+        config = make_config(
+            tmp_path,
+            monkeypatch,
+            f"""
+[heartbeat]
+health_port = {free_port()}
+[[heartbeat.peers]]
+name = "forge"
+url = "{dead_peer.health_url}"
+[[heartbeat.pings]]
+url = "{pings.check_url("dry")}"
+""",
+        )
+        clock = ManualClock()
+        ctx = context(config, dry_run=True, clock=clock)
+        daemon = Heartbeat(ctx)
+        await daemon.open()
+        try:
+            for _ in range(6):
+                clock.advance()
+                await daemon.cycle()
+        finally:
+            await daemon.close()
+        assert pings.requests == [], "--dry-run must not ping"
+    assert len(dead_peer.requests) >= 2, "probes are reads: they run"
+    assert ctx.sent == [] and daemon.states["forge"].level == "escalated"
+    assert not (tmp_path / "root/state/heartbeat-peers.json").exists()
+
+
+async def test_corrupt_heartbeat_file_is_stale_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = f"[heartbeat]\nhealth_port = {free_port()}\n"
+    config = make_config(tmp_path, monkeypatch, toml, "claim-sweeper")
+    write_heartbeat(
+        config.heartbeat_dir,
+        Beat("heartbeat", "testhost", 1, "v", "primary", None, None, 0, 5.0, 1e12),
+    )
+    beats = config.heartbeat_dir
+    (beats / "claim-sweeper.json").write_text(
+        json.dumps(
+            {
+                "daemon": "claim-sweeper",
+                "host": "h",
+                "pid": 1,
+                "version": "v",
+                "role": "primary",
+                "last_ok_at": "yesterday",
+                "last_duration_s": None,
+                "cycles": 1,
+                "expected_interval_s": 60,
+                "started_at": 0,
+            }
+        )
+    )
+    daemon = Heartbeat(context(config))
+    await daemon.open()
+    try:
+        report, body = await daemon.view.current(max_age_s=0)
+    finally:
+        await daemon.close()
+    assert not report.ok and report.stale == ["claim-sweeper"]
+    assert json.loads(body)["daemons"]["claim-sweeper"]["reason"] == "unreadable heartbeat file"
+
+
+@pytest.mark.system
+def test_once_and_bad_url_file(fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path) -> None:
+    env = {
+        **only_enabled(fleet_env, "heartbeat"),
+        "FLEET_HEARTBEAT__HEALTH_PORT": str(free_port()),
+        "FLEET_HEARTBEAT__METRICS_PORT": str(free_port()),
+    }
+    with FakePeer(default="fail") as peer:
+        config = write_config(
+            tmp_path / "fleet.toml",
+            heartbeat={},
+            peers=[{"name": "forge", "url": peer.health_url}],
+        )
+        res = run_fleet(["run", "heartbeat", "--once", "--config", str(config)], env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert len(peer.requests) == 1
+    state = json.loads((fleet_root / "state/heartbeat-peers.json").read_text())
+    assert state["peers"]["forge"]["consecutive_failures"] == 1
+    config = write_config(
+        tmp_path / "bad.toml",
+        heartbeat={},
+        pings=[{"name": "hc", "url_file": str(tmp_path / "missing-secret")}],
+    )
+    res = run_fleet(["run", "heartbeat", "--config", str(config)], env, tmp_path, timeout=30)
+    assert res.returncode == 78
+    assert "heartbeat.pings[0] (hc).url_file: cannot read" in res.stdout + res.stderr
+
+
+class OnlyStandby(Daemon):
+    name = "only-standby"
+
+    @classmethod
+    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
+        return None if role == "standby" else "standby only"
+
+
+class BadConfig(Daemon):
+    name = "bad-config"
+
+    @classmethod
+    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
+        return "schedule is not usable"
+
+
+def test_role_fencing_decides_which_daemons_are_expected() -> None:
+    section = DaemonSection()
+    assert fenced(OnlyStandby, section, "primary")
+    assert not fenced(OnlyStandby, section, "standby")
+    assert not fenced(BadConfig, section, "primary"), "a config refusal must stay visible"
+    assert not fenced(None, section, "primary")
+
+
+async def test_health_expects_only_daemons_that_run_with_this_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = f"[heartbeat]\nhealth_port = {free_port()}\n"
+    config = make_config(tmp_path, monkeypatch, toml, "restore-loop", "email-reactor")
+    view = Heartbeat(context(config)).view
+    primary = view.read()
+    assert "restore-loop" not in primary.body["daemons"]  # runs only on a standby
+    assert {"email-reactor", "heartbeat"} <= set(primary.body["daemons"])
+    config.role_file.parent.mkdir(parents=True, exist_ok=True)
+    config.role_file.write_text("standby\n")
+    standby = view.read()
+    assert standby.body["role"] == "standby"
+    assert "restore-loop" in standby.body["daemons"]
+    assert "email-reactor" not in standby.body["daemons"]  # primary only
