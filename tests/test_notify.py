@@ -11,7 +11,7 @@ import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.notify import Message, NotifyMetrics, Outbox, OutboxRow, OutboxSende
 from shared.sections import NotifySection, SlackSection
 from tests.fakes import FakeHTTPServer, FakeSlack
 from tests.fakes.slack import DEFAULT_TOKEN
+from tests.recording_log import RecordingLog
 
 T0 = 1_750_000_000.0
 
@@ -36,29 +37,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
-
-
-@dataclass
-class RecordingLog:
-    records: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-    def _log(self, level: str, event: str, **kw: Any) -> None:
-        self.records.append((level, event, kw))
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._log("debug", event, **kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._log("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._log("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._log("error", event, **kw)
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        return [kw for _level, ev, kw in self.records if ev == event]
 
 
 @dataclass

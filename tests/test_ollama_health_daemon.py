@@ -9,7 +9,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from shared.notify import Message, Outbox
 from shared.runtime import DaemonContext
 from tests.conftest import free_port
 from tests.fakes.ollama import FakeOllama
+from tests.recording_log import RecordingLog
 
 T0 = 1_795_000_000.0
 TIMEOUT_MS = 400
@@ -45,29 +46,6 @@ class Clock:
 
     def advance(self, seconds: float = 15.0) -> None:
         self.t += seconds
-
-
-@dataclass
-class RecordingLog:
-    records: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-    def _log(self, level: str, event: str, **kw: Any) -> None:
-        self.records.append((level, event, kw))
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._log("debug", event, **kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._log("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._log("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._log("error", event, **kw)
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        return [kw for _lvl, ev, kw in self.records if ev == event]
 
 
 def tier_doc(anvil: FakeOllama | str, forge: FakeOllama | str, **extra: Any) -> dict[str, Any]:
