@@ -526,14 +526,24 @@ async def _watchdog(
         await _wait_any(stop, timeout=interval_s)
 
 
+# A supervisor that signals the whole process group (GNU timeout, some init scripts) delivers
+# the same SIGTERM twice within a millisecond; only a later signal means "stop now".
+SECOND_SIGNAL_AFTER_S = 0.5
+
+
 def _install_signal_handlers(stop: asyncio.Event, notifier: Notifier, log: Any) -> None:
     loop = asyncio.get_running_loop()
+    first_at: list[float] = []
 
     def _on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("second signal; exiting now", signal=signal.Signals(signum).name)
+            if first_at and time.monotonic() - first_at[0] < SECOND_SIGNAL_AFTER_S:
+                return  # the same stop request, delivered twice
+            log.warning("second signal; exiting now", signal=name)
             os._exit(128 + signum)
-        log.info("stopping", signal=signal.Signals(signum).name)
+        first_at.append(time.monotonic())
+        log.info("stopping", signal=name)
         notifier.stopping()
         stop.set()
 
