@@ -146,6 +146,16 @@ def check_config(config_path: str | None) -> None:
     from shared.config import find_config_file
 
     config = _load_config(config_path)
+    from daemons.restore_loop.conflicts import standby_dir_conflicts
+
+    conflicts = standby_dir_conflicts(config)
+    if conflicts:
+        _die(
+            EX_CONFIG,
+            "invalid configuration: "
+            + f"{len(conflicts)} error(s)\n"
+            + "\n".join(f"  {path}: {msg}" for path, msg in conflicts),
+        )
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "

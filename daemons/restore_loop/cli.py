@@ -1,17 +1,449 @@
-"""``fleet restore ...``: the restore-loop commands."""
+"""``fleet restore ...`` (status, promote) and ``fleet litestream ...`` (config, lint).
+
+Exit codes: 0 ok; 1 a DB stale, failing or refused (or lint findings); 64 usage (an unknown DB
+name); 78 invalid config, tier table or litestream config. Nothing here prints a secret: the
+generated YAML keeps ``${ENV}`` references.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
 import click
+
+from shared.cli import config_option, load_config_or_exit
+
+if TYPE_CHECKING:
+    from daemons.restore_loop.catalog import TierTable
+    from daemons.restore_loop.config import RestoreLoopSection
+    from daemons.restore_loop.plan import Plan
+    from shared.config import FleetConfig
 
 __all__ = ["litestream", "restore"]
 
+EX_FAIL, EX_USAGE, EX_CONFIG = 1, 64, 78
 
+
+def _die(code: int, message: str) -> NoReturn:
+    click.echo(message, err=True)
+    raise SystemExit(code)
+
+
+def _table(path: Path) -> TierTable:
+    from daemons.restore_loop.catalog import CatalogError, load_tier_table
+
+    try:
+        return load_tier_table(path)
+    except CatalogError as exc:
+        _die(EX_CONFIG, str(exc))
+
+
+def _plan(section: RestoreLoopSection) -> Plan:
+    from daemons.restore_loop.litestream_yaml import LitestreamConfigError, read_restore_config
+    from daemons.restore_loop.plan import build_plan
+
+    table = _table(section.databases_file)
+    try:
+        configured = read_restore_config(section.config_path)
+    except LitestreamConfigError as exc:
+        _die(EX_CONFIG, str(exc))
+    return build_plan(section, table, configured)
+
+
+def _plan_items(plan: Plan) -> list[tuple[str, str, float]]:
+    return [(t.tier, t.mode, t.follow_interval_s) for t in plan.targets]
+
+
+def _table_items(section: RestoreLoopSection, table: TierTable) -> list[tuple[str, str, float]]:
+    return [
+        (
+            db.tier,
+            db.mode or section.mode,
+            db.follow_interval_s or section.follow_interval_for(db.tier),
+        )
+        for db in table.in_tiers(section.tiers)
+    ]
+
+
+def _cost_lines(section: RestoreLoopSection, items: list[tuple[str, str, float]]) -> list[str]:
+    """Blob LIST requests a day and the monthly cost, per tier and in total, for
+    ``items`` = [(tier, mode, follow_interval_s)]."""
+    from daemons.restore_loop.policy import LISTS_PER_IDLE_POLL, monthly_cost, requests_per_day
+
+    lines = []
+    by_tier: dict[str, list[tuple[str, float]]] = {}
+    for tier, mode, interval in items:
+        by_tier.setdefault(tier, []).append((mode, interval))
+    total = 0.0
+    for tier in sorted(by_tier):
+        per_day = requests_per_day(
+            by_tier[tier],
+            check_interval_s=section.check_interval_s,
+            snapshot_interval_s=section.snapshot_interval_s,
+        )
+        total += per_day
+        intervals = sorted({iv for mode, iv in by_tier[tier] if mode == "follow"})
+        lines.append(
+            f"  {tier}: {len(by_tier[tier])} DBs, follow interval "
+            f"{', '.join(f'{iv:g}s' for iv in intervals) or '-'}: {per_day:,.0f} LIST/day, "
+            f"{monthly_cost(per_day, section.list_price_per_10k):,.2f} {section.currency}/month"
+        )
+    head = (
+        f"blob polling: {total:,.0f} LIST requests/day, about "
+        f"{monthly_cost(total, section.list_price_per_10k):,.2f} {section.currency}/month at "
+        f"{section.list_price_per_10k:g} {section.currency} per 10,000 "
+        f"(an idle follower poll is {LISTS_PER_IDLE_POLL} LISTs; checks every "
+        f"{section.check_interval_s:g}s add 1 each)"
+    )
+    return [head, *lines]
+
+
+def _fmt_ts(ts: Any) -> str:
+    if not isinstance(ts, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+# restore -------------------------------------------------------------------------------------
 @click.group()
 def restore() -> None:
-    """restore-loop commands."""
+    """restore-loop: the standby's copies of the replicated databases."""
 
 
+@restore.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@config_option
+def restore_status(as_json: bool, config_path: str | None) -> None:
+    """One row per DB from the daemon's status file; exit 1 if a DB is stale or failing."""
+    from daemons.restore_loop.policy import format_age
+    from daemons.restore_loop.state import StatePaths, pid_alive
+
+    config = load_config_or_exit(config_path)
+    section = config.restore_loop
+    paths = StatePaths.under(config.state_dir)
+    status = paths.read_status()
+    now = time.time()
+    plan = _plan(section)
+    rows: list[dict[str, Any]] = []
+    recorded = {str(r.get("db")): r for r in (status or {}).get("databases") or []}
+    for target in plan.targets:
+        row = dict(recorded.get(target.name) or {})
+        row.setdefault("db", target.name)
+        row.setdefault("tier", target.tier)
+        row.setdefault("mode", target.mode)
+        row.setdefault("state", "unknown")
+        row["stale_threshold_s"] = target.stale_threshold_s
+        rows.append(row)
+    updated = (status or {}).get("updated_at")
+    age = now - updated if isinstance(updated, int | float) else None
+    daemon_pid = (status or {}).get("pid")
+    running = isinstance(daemon_pid, int) and pid_alive(daemon_pid)
+    status_fresh = age is not None and running and age <= max(60.0, 3 * section.check_interval_s)
+    bad = []
+    for row in rows:
+        lag = row.get("lag_s")
+        problem = (
+            row.get("state") not in ("following", "snapshot")
+            or row.get("last_error")
+            or not isinstance(lag, int | float)
+            or lag > row["stale_threshold_s"]
+        )
+        row["ok"] = bool(status_fresh and not problem)
+        if not row["ok"]:
+            bad.append(row["db"])
+    cost = _cost_lines(section, _plan_items(plan))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "status_file": str(paths.status),
+                    "status_age_s": age,
+                    "daemon_running": running,
+                    "promoted": (status or {}).get("promoted", False),
+                    "databases": rows,
+                    "problems": [list(p) for p in plan.problems],
+                    "cost": cost,
+                },
+                indent=2,
+            )
+        )
+    else:
+        if status is None:
+            click.echo(f"no status yet ({paths.status}): restore-loop has not run on this host")
+        else:
+            state = "running" if running else "NOT running"
+            click.echo(
+                f"restore-loop {state} (pid {daemon_pid}), status written {format_age(age)} ago"
+                + ("; HOST PROMOTED" if status.get("promoted") else "")
+            )
+        click.echo(
+            f"{'DB':<24} {'TIER':<4} {'MODE':<8} {'LOCAL':>8} {'REPLICA':>8} {'LAG':>7} "
+            f"{'LAST OK':<20} {'RESTARTS':>8}  STATE"
+        )
+        for row in rows:
+            lag = row.get("lag_s")
+            restarts = f"{row.get('restarts_1h', 0)}/{row.get('restarts_total', 0)}"
+            click.echo(
+                f"{row['db'][:24]:<24} {row['tier']:<4} {row['mode']:<8} "
+                f"{row.get('local_txid') if row.get('local_txid') is not None else '-':>8} "
+                f"{row.get('replica_txid') if row.get('replica_txid') is not None else '-':>8} "
+                f"{format_age(lag if isinstance(lag, int | float) else None):>7} "
+                f"{_fmt_ts(row.get('last_success_at')):<20} {restarts:>8}  {row.get('state')}"
+                + (f" ({str(row['last_error'])[:80]})" if row.get("last_error") else "")
+            )
+        for db, problem in plan.problems:
+            click.echo(f"plan: {db}: {problem}")
+        for line in cost:
+            click.echo(line)
+    raise SystemExit(1 if bad or not rows else 0)
+
+
+@restore.command("promote")
+@click.argument("dbs", nargs=-1)
+@click.option("--all", "promote_all", is_flag=True, help="every DB this standby restores")
+@click.option(
+    "--catch-up-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="seconds for the last catch-up restore of one DB (default: [restore_loop] "
+    "restore_timeout_s)",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="set the role to primary even if some DB was refused",
+)
+@click.option("--no-role", is_flag=True, help="do not set this host's role (drills)")
+@click.option("--json", "as_json", is_flag=True, help="print the promotion record as JSON")
+@config_option
+def restore_promote(
+    dbs: tuple[str, ...],
+    promote_all: bool,
+    catch_up_timeout: float | None,
+    allow_partial: bool,
+    no_role: bool,
+    as_json: bool,
+    config_path: str | None,
+) -> None:
+    """Failover: make the standby copies of DBS (or --all) the primary's writable databases."""
+    from daemons.restore_loop.litestream import Litestream, LitestreamError, find_litestream
+    from daemons.restore_loop.plan import select_targets
+    from daemons.restore_loop.promote import Promoter
+    from daemons.restore_loop.state import StatePaths
+    from shared.logging import configure_logging, get_logger
+    from shared.runtime import effective_role
+
+    if bool(dbs) == promote_all:
+        _die(EX_USAGE, "give DB names or --all (not both)")
+    config = load_config_or_exit(config_path)
+    section = config.restore_loop
+    role = effective_role(config)
+    if role != "standby":
+        _die(
+            EX_FAIL,
+            f"this host's role is already {role}: nothing to promote "
+            "(`fleet role show`; a standby has role standby)",
+        )
+    plan = _plan(section)
+    if promote_all:
+        targets = list(plan.targets)
+    else:
+        targets, unknown = select_targets(plan, list(dbs))
+        if unknown:
+            _die(
+                EX_USAGE,
+                f"unknown DB(s): {', '.join(unknown)}; this standby restores: "
+                + ", ".join(t.name for t in plan.targets),
+            )
+    if not targets:
+        _die(EX_FAIL, "no DB to promote: the restore plan is empty")
+    configure_logging(host=config.fleet.host, level="warning", stream=sys.stderr)
+    log = get_logger(daemon="restore-loop")
+    ls: Litestream | None
+    try:
+        ls = Litestream(
+            find_litestream(section.litestream_bin),
+            section.config_path,
+            call_timeout_s=section.call_timeout_s,
+            log=log,
+        )
+    except LitestreamError as exc:
+        click.echo(f"warning: {exc}; promoting without a last catch-up", err=True)
+        ls = None
+    promoter = Promoter(
+        section,
+        StatePaths.under(config.state_dir),
+        config.role_file,
+        config.fleet.host,
+        ls,
+        log=log,
+    )
+    report = asyncio.run(
+        promoter.promote(
+            targets,
+            catch_up_timeout_s=catch_up_timeout or section.restore_timeout_s,
+            set_role=not no_role,
+            allow_partial=allow_partial,
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report, config)
+    raise SystemExit(EX_FAIL if report.refused else 0)
+
+
+def _print_report(report: Any, config: FleetConfig) -> None:
+    from daemons.restore_loop.policy import format_age
+
+    click.echo(
+        f"promotion {report.id} on {report.host} at {_fmt_ts(report.started_at)}: "
+        f"{len(report.dbs)} DB(s)"
+    )
+    if report.daemon_acknowledged is False:
+        click.echo("warning: the running restore-loop did not acknowledge; followers were killed")
+    click.echo(
+        f"{'DB':<24} {'TIER':<4} {'TXID':>8} {'INTEGRITY':<10} {'RPO':>7} {'RTO':>7}  "
+        "RESULT / CATCH-UP"
+    )
+    for d in report.dbs:
+        detail = d.reason if d.status != "promoted" else (d.catch_up or "-")
+        click.echo(
+            f"{d.db[:24]:<24} {d.tier:<4} "
+            f"{d.local_txid if d.local_txid is not None else '-':>8} "
+            f"{(d.integrity or '-')[:10]:<10} {format_age(d.rpo_s):>7} {format_age(d.rto_s):>7}  "
+            f"{d.status}: {detail}" + (f" [{'; '.join(d.notes)}]" if d.notes else "")
+        )
+    rpos = [d.rpo_s for d in report.dbs if d.rpo_s is not None]
+    click.echo(
+        f"RTO {report.rto_s:.2f}s (promote elapsed); worst RPO "
+        f"{format_age(max(rpos) if rpos else None)}; record: "
+        f"{config.state_dir / 'restore-loop' / 'promotions.jsonl'}"
+    )
+    if report.refused:
+        click.echo(
+            "refused: " + ", ".join(f"{d.db} ({d.reason})" for d in report.refused), err=True
+        )
+    if report.role_set:
+        click.echo(f"role set to primary ({config.role_file}); restart the fleet's daemons")
+    else:
+        click.echo("role NOT changed (still standby)")
+
+
+# litestream ----------------------------------------------------------------------------------
 @click.group()
 def litestream() -> None:
-    """Litestream config generation and lint."""
+    """Generate and lint litestream 0.5 configs from the tier table."""
+
+
+@litestream.command("config")
+@click.option(
+    "--role",
+    "for_role",
+    type=click.Choice(["primary", "standby"]),
+    required=True,
+    help="primary: one replicate config per retention class; standby: the restore config",
+)
+@click.option(
+    "--tables",
+    "tables_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="tier table (default: [restore_loop] databases_file)",
+)
+@click.option(
+    "--db-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="directory of the DBs on that host (default: [restore_loop] standby_dir)",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="write the files (and, for the primary, a unit + plist per class) into this directory",
+)
+@config_option
+def litestream_config(
+    for_role: str,
+    tables_path: str | None,
+    db_dir: str | None,
+    out_dir: str | None,
+    config_path: str | None,
+) -> None:
+    """Generate the litestream 0.5 YAML for the primary or the standby from one tier table."""
+    from daemons.restore_loop.litestream_yaml import GeneratedFile, render_primary, render_standby
+    from shared.files import atomic_write_text
+
+    config = load_config_or_exit(config_path)
+    section = config.restore_loop
+    table = _table(Path(tables_path).expanduser() if tables_path else section.databases_file)
+    directory = Path(db_dir).expanduser().absolute() if db_dir else section.standby_dir
+    files: list[GeneratedFile]
+    notes: list[str] = []
+    if for_role == "standby":
+        standby = render_standby(table, section.tiers, directory)
+        files = [standby]
+        notes = _cost_lines(section, _table_items(section, table))
+    else:
+        files = render_primary(table, directory)
+        # The replicate services themselves are generated, hardened, with the fleet's units:
+        # `fleet units generate` on the primary (RestoreLoop.companion_services).
+        notes = [f"{f.name}: {len(f.databases)} DBs" for f in files if f.name.endswith(".yml")]
+        notes.append(
+            "services: `fleet units generate` (primary) writes one"
+            " alai-fleet-litestream-<class> unit / plist per file"
+        )
+    if out_dir:
+        target = Path(out_dir).expanduser()
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            atomic_write_text(
+                target / f.name,
+                f.text,
+                mode=0o644 if f.name.endswith((".service", ".plist")) else 0o600,
+            )
+            click.echo(f"wrote {target / f.name}")
+        for line in notes:
+            click.echo(line)
+        return
+    for index, f in enumerate(files):
+        if index:
+            click.echo("---")
+        if len(files) > 1:
+            click.echo(f"# file: {f.name}")
+        click.echo(f.text, nl=False)
+    for line in notes:
+        click.echo(line, err=True)
+
+
+@litestream.command("lint")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def litestream_lint(file: str, as_json: bool) -> None:
+    """Report keys litestream 0.5 silently ignores, multi-replica entries and literal secrets."""
+    from daemons.restore_loop.litestream_yaml import lint_config
+
+    try:
+        text = Path(file).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        _die(EX_CONFIG, f"cannot read {file}: {exc.strerror}")
+    findings = lint_config(text)
+    if as_json:
+        click.echo(json.dumps([f.__dict__ for f in findings], indent=2))
+    else:
+        for f in findings:
+            click.echo(f"{f.severity}: {f.path}: {f.message}")
+        errors = sum(1 for f in findings if f.severity == "error")
+        click.echo(
+            f"{file}: {len(findings)} finding(s), {errors} error(s)"
+            if findings
+            else f"{file}: clean for litestream 0.5"
+        )
+    raise SystemExit(1 if findings else 0)

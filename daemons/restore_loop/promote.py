@@ -1,0 +1,340 @@
+"""The failover step: turn the standby copies into the primary's writable databases.
+
+Raise the fence (a running restore-loop stops the fenced followers and acknowledges), kill any
+follower left over, one last bounded catch-up from the replica (a full restore that replaces the
+copy only when newer and intact), a full integrity check, sidecars removed and WAL mode set, then
+per DB the RPO (age of the newest applied change) and the elapsed RTO. The promotion record is
+appended to ``promotions.jsonl`` and this host's role file set to primary, so no restore-loop
+touches the promoted files again. A DB that fails integrity is refused, with the reason, and left
+as it was. It must never write to a replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemons.restore_loop.config import RestoreLoopSection
+from daemons.restore_loop.litestream import Litestream, LitestreamError
+from daemons.restore_loop.policy import ReplicaView, should_replace
+from daemons.restore_loop.snapshot import snapshot_txid_path
+from daemons.restore_loop.state import (
+    Fence,
+    RestoreTarget,
+    StatePaths,
+    fsync_dir,
+    pid_alive,
+    process_cmdline,
+    read_txid_file,
+    work_dir_for,
+)
+from shared.files import atomic_write_text
+
+__all__ = ["DbPromotion", "Promoter", "PromotionReport"]
+
+
+@dataclass
+class DbPromotion:
+    db: str
+    tier: str
+    path: str
+    status: str = "pending"  # promoted | refused
+    reason: str = ""
+    local_txid: int | None = None
+    replica_txid: int | None = None
+    catch_up: str = ""
+    integrity: str = ""
+    applied_at: float | None = None
+    rpo_s: float | None = None
+    rto_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PromotionReport:
+    id: str
+    host: str
+    started_at: float
+    finished_at: float = 0.0
+    rto_s: float = 0.0
+    role_set: bool = False
+    daemon_acknowledged: bool | None = None
+    killed_followers: list[int] = field(default_factory=list)
+    dbs: list[DbPromotion] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[DbPromotion]:
+        return [d for d in self.dbs if d.status != "promoted"]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["refused"] = [d.db for d in self.refused]
+        return data
+
+
+def integrity_check(path: Path) -> str:
+    """``PRAGMA integrity_check`` (full) on ``path`` opened read-only: 'ok' or the problems."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+    text = "; ".join(str(r[0]) for r in rows[:5])
+    return "ok" if text == "ok" else text
+
+
+def make_writable(path: Path) -> str:
+    """WAL mode (as on the primary, and as `litestream replicate` needs) and one write lock
+    taken and released to prove the file is writable. Returns the journal mode."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    return mode
+
+
+class Promoter:
+    def __init__(
+        self,
+        section: RestoreLoopSection,
+        paths: StatePaths,
+        role_file: Path,
+        host: str,
+        litestream: Litestream | None,
+        *,
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.section = section
+        self.paths = paths
+        self.role_file = role_file
+        self.host = host
+        self.litestream = litestream
+        self.log = log
+        self.clock = clock
+        self.work_dir = work_dir_for(section.standby_dir)
+
+    async def promote(
+        self,
+        targets: list[RestoreTarget],
+        *,
+        catch_up_timeout_s: float,
+        ack_timeout_s: float = 10.0,
+        set_role: bool = True,
+        allow_partial: bool = False,
+    ) -> PromotionReport:
+        started = self.clock()
+        report = PromotionReport(id=uuid.uuid4().hex[:12], host=self.host, started_at=started)
+        fence = Fence(report.id, os.getpid(), tuple(t.name for t in targets), started)
+        self.paths.write_fence(fence)
+        try:
+            status = self.paths.read_status() or {}
+            report.daemon_acknowledged = await self._await_ack(status, fence, ack_timeout_s)
+            status = self.paths.read_status() or status
+            report.killed_followers = await self._kill_followers(status, targets)
+            rows = {str(r.get("db")): r for r in status.get("databases") or []}
+            slots = asyncio.Semaphore(self.section.concurrency)
+
+            async def one(target: RestoreTarget) -> DbPromotion:
+                async with slots:
+                    return await self._promote_one(
+                        target, rows.get(target.name, {}), started, catch_up_timeout_s
+                    )
+
+            report.dbs = list(await asyncio.gather(*(one(t) for t in targets)))
+            report.finished_at = self.clock()
+            report.rto_s = report.finished_at - started
+            promoted_any = any(d.status == "promoted" for d in report.dbs)
+            if set_role and promoted_any and (allow_partial or not report.refused):
+                atomic_write_text(self.role_file, "primary\n")
+                report.role_set = True
+            self.paths.append_promotion(report.to_json())
+        finally:
+            self.paths.clear_fence(fence.id)
+        return report
+
+    async def _await_ack(
+        self, status: dict[str, Any], fence: Fence, timeout_s: float
+    ) -> bool | None:
+        """None when no restore-loop runs here; else whether it stopped the fenced followers."""
+        pid = status.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid):
+            return None
+        cmdline = process_cmdline(pid) or ""
+        if cmdline and "fleet" not in cmdline and "python" not in cmdline:
+            return None  # the PID was reused by something else
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            current = self.paths.read_status() or {}
+            if current.get("fence_ack") == fence.id or current.get("promoted"):
+                return True
+            await asyncio.sleep(0.1)
+        self.log.warning(
+            "restore-loop did not acknowledge the fence; killing its followers directly",
+            pid=pid,
+        )
+        return False
+
+    async def _kill_followers(
+        self, status: dict[str, Any], targets: list[RestoreTarget]
+    ) -> list[int]:
+        names = {t.name for t in targets}
+        victims: list[int] = []
+        for row in status.get("databases") or []:
+            pid, output = row.get("follower_pid"), row.get("follower_output")
+            if row.get("db") not in names or not isinstance(pid, int) or not output:
+                continue
+            if not pid_alive(pid):
+                continue
+            cmdline = process_cmdline(pid) or ""
+            if "litestream" not in cmdline or str(output) not in cmdline:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            victims.append(pid)
+        deadline = time.monotonic() + 5.0
+        while (
+            victims
+            and time.monotonic() < deadline
+            and any(pid_alive(p) and "litestream" in (process_cmdline(p) or "") for p in victims)
+        ):
+            await asyncio.sleep(0.05)
+        return victims
+
+    def _recorded_local_txid(self, target: RestoreTarget, row: dict[str, Any]) -> int | None:
+        for key in ("sidecar", "snapshot_txid_file"):
+            value = row.get(key)
+            if isinstance(value, str):
+                txid = read_txid_file(Path(value))
+                if txid is not None:
+                    return txid
+        txid = read_txid_file(snapshot_txid_path(self.work_dir, target.name))
+        if txid is not None:
+            return txid
+        value = row.get("local_txid")
+        return value if isinstance(value, int) else None
+
+    async def _promote_one(
+        self,
+        target: RestoreTarget,
+        row: dict[str, Any],
+        started: float,
+        catch_up_timeout_s: float,
+    ) -> DbPromotion:
+        out = DbPromotion(db=target.name, tier=target.tier, path=str(target.path))
+        if not target.path.exists():
+            out.status, out.reason = "refused", f"no standby copy at {target.path}"
+            out.rto_s = self.clock() - started
+            return out
+        wal = Path(f"{target.path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            out.status = "refused"
+            out.reason = (
+                f"{wal.name} is not empty: something wrote to the standby copy; inspect it "
+                "before promoting (the copy was left as it is)"
+            )
+            out.rto_s = self.clock() - started
+            return out
+        out.local_txid = self._recorded_local_txid(target, row)
+        view = await self._list(target, out)
+        if view is not None and view.missing:
+            out.catch_up = "skipped: the replica lists no LTX files"
+        elif view is not None:
+            out.replica_txid = view.newest_txid
+            await self._catch_up(target, view, out, catch_up_timeout_s)
+        try:
+            out.integrity = await asyncio.to_thread(integrity_check, target.path)
+        except sqlite3.Error as exc:
+            out.integrity = f"{type(exc).__name__}: {exc}"
+        if out.integrity != "ok":
+            out.status = "refused"
+            out.reason = f"integrity check failed: {out.integrity[:300]}"
+            out.rto_s = self.clock() - started
+            return out
+        try:
+            mode = await asyncio.to_thread(make_writable, target.path)
+            if mode.lower() != "wal":
+                out.notes.append(f"journal_mode stayed {mode}")
+        except sqlite3.Error as exc:
+            out.status, out.reason = "refused", f"cannot open it for writing: {exc}"
+            out.rto_s = self.clock() - started
+            return out
+        self._remove_sidecars(target, row)
+        now = self.clock()
+        if view is not None and not view.missing:
+            out.applied_at = view.applied_at(out.local_txid)
+        if out.applied_at is None and isinstance(row.get("applied_at"), int | float):
+            out.applied_at = float(row["applied_at"])
+            out.notes.append("RPO from the last check (replica not listed now)")
+        if out.applied_at is None:
+            out.applied_at = target.path.stat().st_mtime
+            out.notes.append("RPO from the copy's mtime (an underestimate)")
+        out.rpo_s = max(0.0, now - out.applied_at)
+        out.status = "promoted"
+        out.rto_s = now - started
+        return out
+
+    async def _list(self, target: RestoreTarget, out: DbPromotion) -> ReplicaView | None:
+        if self.litestream is None:
+            out.catch_up = "skipped: litestream not available"
+            return None
+        try:
+            return await self.litestream.ltx(target.path)
+        except LitestreamError as exc:
+            out.catch_up = f"skipped: replica not listed ({exc.reason})"
+            return None
+
+    async def _catch_up(
+        self, target: RestoreTarget, view: ReplicaView, out: DbPromotion, timeout_s: float
+    ) -> None:
+        newest = view.newest_txid
+        if newest is None or (out.local_txid is not None and out.local_txid >= newest):
+            out.catch_up = "not needed"
+            return
+        assert self.litestream is not None
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.work_dir / f"{target.name}~promote-{int(self.clock() * 1000)}.db"
+        try:
+            txid = await self.litestream.restore(
+                target.path, tmp, integrity="full", timeout_s=timeout_s
+            )
+            if should_replace(txid, out.local_txid):
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, target.path)
+                fsync_dir(target.path.parent)
+                out.catch_up = f"applied: TXID {out.local_txid} -> {txid}"
+                out.local_txid = txid
+            else:
+                out.catch_up = f"not newer ({txid}); copy kept"
+        except LitestreamError as exc:
+            out.catch_up = f"failed ({exc.reason}); copy kept: {str(exc)[:200]}"
+        finally:
+            for leftover in (tmp, Path(f"{tmp}.tmp")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    def _remove_sidecars(self, target: RestoreTarget, row: dict[str, Any]) -> None:
+        candidates = [Path(f"{target.path}-txid"), snapshot_txid_path(self.work_dir, target.name)]
+        for key in ("sidecar",):
+            value = row.get(key)
+            if isinstance(value, str):
+                candidates.append(Path(value))
+        with contextlib.suppress(OSError):
+            candidates += [
+                p for p in self.work_dir.iterdir() if p.name.startswith(f"{target.name}~")
+            ]
+        for path in candidates:
+            with contextlib.suppress(OSError):
+                path.unlink()
