@@ -141,11 +141,22 @@ def test_cli_config_and_lint(fleet_env: dict[str, str], tmp_path: Path) -> None:
     assert primary.returncode == 0, primary.stderr
     names = sorted(p.name for p in out_dir.iterdir())
     assert "litestream-p0-financial.yml" in names
-    assert "alai-litestream-p0-financial.service" in names
-    assert "no.alai.litestream.p0-financial.plist" in names
     assert (out_dir / "litestream-p1.yml").stat().st_mode & 0o777 == 0o600
-    unit = (out_dir / "alai-litestream-p1.service").read_text()
+    # On the primary the replicate services come from `fleet units generate`, hardened like
+    # every fleet unit, one per retention class.
+    root = Path(fleet_env["FLEET_FLEET__ROOT"])
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    (root / "config/databases.toml").write_text(EXAMPLE.read_text())
+    units_dir = tmp_path / "units"
+    gen = run_fleet(["units", "generate", "--target", "all", "--mode", "system", "--out",
+                     str(units_dir)], fleet_env, tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    unit_names = sorted(p.name for p in units_dir.iterdir())
+    assert "alai-fleet-litestream-p0-financial.service" in unit_names
+    assert "no.alai.fleet.litestream-p0-financial.plist" in unit_names
+    unit = (units_dir / "alai-fleet-litestream-p1.service").read_text()
     assert "replicate -config" in unit and "EnvironmentFile=" in unit and "KEY" not in unit
+    assert "ProtectSystem=strict" in unit and "Restart=on-failure" in unit
 
     old = tmp_path / "old.yml"
     old.write_text(OLD_STYLE)
