@@ -609,8 +609,24 @@ async def run_daemons(
     wd = watchdog_interval_s()
     if wd is not None:
         tasks.append(asyncio.create_task(_watchdog(runners, notifier, wd, stop)))
+    code = 0
     try:
-        await stop.wait()
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            # A loop or sender ended on its own: a bug, not a signal. Exit non-zero so the
+            # service manager restarts us, rather than live on without cycling or sending.
+            for t in tasks:
+                if t.done() and not t.cancelled():
+                    failure = t.exception()
+                    log.error(
+                        "daemon task ended unexpectedly",
+                        task=t.get_name(),
+                        error=f"{type(failure).__name__}: {failure}" if failure else "returned",
+                    )
+            code = 1
+            notifier.stopping()
+            stop.set()
         grace = config.fleet.stop_grace_s
         _done, pending = await asyncio.wait(tasks, timeout=grace + 1.0)
         for t in pending:
@@ -619,8 +635,8 @@ async def run_daemons(
     finally:
         await asyncio.shield(_close_all(opened))
         notifier.close()
-    log.info("stopped")
-    return 0
+    log.info("stopped", exit_code=code)
+    return code
 
 
 async def _close_all(runners: Sequence[DaemonRunner]) -> None:

@@ -204,3 +204,28 @@ async def test_refusal_exit_code(tmp_path: Path) -> None:
     from daemons.claim_sweeper.daemon import ClaimSweeper
 
     assert await run_daemons([ClaimSweeper], cfg) == 78
+
+
+class BrokenLoopDaemon(Daemon):
+    """Its cycle succeeds, but the runtime's bookkeeping around it then hits a bug."""
+
+    name = "claim-sweeper"
+    cycles_run = 0
+
+    async def cycle(self) -> CycleResult:
+        BrokenLoopDaemon.cycles_run += 1
+        return CycleResult()
+
+    @property
+    def expected_interval_s(self) -> float:
+        if BrokenLoopDaemon.cycles_run:
+            raise RuntimeError("bug outside the cycle")
+        return 60.0
+
+
+async def test_a_crashed_loop_ends_the_process_nonzero(tmp_path: Path) -> None:
+    """A daemon must never live on without cycling: the service manager restarts it."""
+    cfg = make_config(tmp_path)
+    cfg.claim_sweeper.metrics_port = 0
+    code = await asyncio.wait_for(run_daemons([BrokenLoopDaemon], cfg), 10)
+    assert code == 1 and BrokenLoopDaemon.cycles_run == 1

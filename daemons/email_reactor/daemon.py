@@ -12,6 +12,7 @@ It must never run on a standby (it writes replicated databases).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -293,9 +294,15 @@ class EmailReactor(Daemon):
                 if result.decision.action == "security_quarantine":
                     await self._quarantine(email, result.decision, result.verdict)
                 await self._commit(email, result.decision, pushes)
-        finally:
+        except BaseException:
+            # Failed or cancelled (cycle timeout, shutdown): the LLM work goes with the cycle.
             if llm_work is not None:
-                await llm_work
+                llm_work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await llm_work
+            raise
+        if llm_work is not None:
+            await llm_work
         if not self.ctx.dry_run:
             await self._maybe_digest(now)
         count, oldest = await self.store.backlog(self._since(now))
@@ -455,7 +462,11 @@ class EmailReactor(Daemon):
             if decision is not None:
                 await self._commit(email, decision, pushes)
 
-        await asyncio.gather(*(one(e) for e in emails))
+        # A TaskGroup: if one commit fails, its siblings are cancelled with the cycle instead
+        # of running on unseen into the next one.
+        async with asyncio.TaskGroup() as group:
+            for e in emails:
+                group.create_task(one(e))
 
     async def _ask(self, email: Email, strict: bool) -> str | None:
         assert self.llm is not None
