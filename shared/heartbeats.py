@@ -8,6 +8,7 @@ intervals, or not yet due). Reading never raises on a corrupt file: it reports i
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 STALE_FACTOR = 3.0
+MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it datetime cannot render
 
 
 @dataclass
@@ -71,16 +73,22 @@ def read_heartbeat(directory: Path, daemon: str) -> Heartbeat | None:
         beat = Heartbeat(**fields)
     except (OSError, ValueError, TypeError):
         return None
-    # A hand-edited or foreign file must read as "no heartbeat", never crash a reader later.
-    numbers = (beat.expected_interval_s, beat.started_at)
-    optional = (beat.last_ok_at, beat.last_duration_s, beat.next_due_at)
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+
+    # A hand-edited or foreign file must read as "no heartbeat", never crash a reader later:
+    # numbers must be finite, and timestamps renderable (milliseconds are not seconds).
+    def number(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def timestamp(v: object) -> bool:
+        return number(v) and 0 <= v < MAX_TIMESTAMP  # type: ignore[operator]
+
+    if not (number(beat.expected_interval_s) and beat.expected_interval_s > 0):
         return None
-    if not all(
-        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in optional
-    ):
+    if not timestamp(beat.started_at) or not isinstance(beat.cycles, int):
         return None
-    if not isinstance(beat.cycles, int) or beat.expected_interval_s <= 0:
+    if not all(v is None or timestamp(v) for v in (beat.last_ok_at, beat.next_due_at)):
+        return None
+    if beat.last_duration_s is not None and not number(beat.last_duration_s):
         return None
     return beat
 

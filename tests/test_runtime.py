@@ -229,3 +229,31 @@ async def test_a_crashed_loop_ends_the_process_nonzero(tmp_path: Path) -> None:
     cfg.claim_sweeper.metrics_port = 0
     code = await asyncio.wait_for(run_daemons([BrokenLoopDaemon], cfg), 10)
     assert code == 1 and BrokenLoopDaemon.cycles_run == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"last_ok_at": 1735689600000 * 1000.0},  # microseconds: far past year 9999
+        {"last_ok_at": float("inf")},
+        {"last_ok_at": "yesterday"},
+        {"started_at": -5},
+        {"expected_interval_s": 0},
+        {"cycles": "many"},
+        {"last_duration_s": float("nan")},
+    ],
+)
+def test_a_bad_heartbeat_file_reads_as_unreadable_never_raises(
+    tmp_path: Path, bad: dict[str, object]
+) -> None:
+    import json
+
+    from shared.heartbeats import read_status
+
+    beat = Heartbeat("d", "h", 1, "v", "primary", 1000.0, 0.1, 3, 60.0, 900.0).to_json()
+    beat.update(bad)
+    (tmp_path / "d.json").write_text(json.dumps(beat, allow_nan=True))
+    assert read_heartbeat(tmp_path, "d") is None
+    status = read_status(tmp_path, "d", 2000.0)
+    assert not status.ok and status.reason == "unreadable heartbeat file"
+    assert read_status(tmp_path, "missing", 2000.0).reason == "no heartbeat file"
