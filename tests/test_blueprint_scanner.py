@@ -83,6 +83,20 @@ def test_mc_task_without_ceo_token_is_not_approved(tmp_path: Path) -> None:
     assert "[CEO_APPROVED]" in active.reasons[0][1]
 
 
+def test_hostile_registry_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    tree = build_mixed_tree(tmp_path / "root", fifo=False)
+    huge = '"mc_task": 100463100463100463100463'
+    tree.registry.write_text(tree.registry.read_text().replace('"mc_task": 101', huge, 1))
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    active = next(f for f in report.findings if f.path == str(tree.files["active"]))
+    assert [r for r, _ in active.reasons] == ["not_approved"]
+    assert "mc_task" in active.reasons[0][1] and report.needs_alert
+    tree.registry.write_text('{"registry": ' + "[" * 100_000)
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    assert not report.registry_ok and report.registry_alarm and report.needs_alert
+    assert "nested too deeply" in (report.registry_error or "")
+
+
 def test_registry_missing_marks_zakon_files_and_alarms(tmp_path: Path) -> None:
     tree = build_mixed_tree(tmp_path / "root", fifo=False)
     tree.registry.unlink()

@@ -12,15 +12,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from daemons import REGISTRY
-from daemons.heartbeat.config import HeartbeatSection
-from daemons.heartbeat.daemon import Heartbeat, HeartbeatUnhealthy
+from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
+from daemons.heartbeat.daemon import Heartbeat, HeartbeatUnhealthy, PingTarget
+from daemons.heartbeat.policy import PeerState, url_hash
 from shared import __version__
 from shared.config import FleetConfig, load_config
 from shared.heartbeats import Heartbeat as Beat
-from shared.heartbeats import write_heartbeat
+from shared.heartbeats import HeartbeatStatus, write_heartbeat
 from shared.logging import get_logger
 from shared.metrics import DaemonMetrics
 from shared.notify import Message
@@ -190,7 +193,7 @@ async def test_corrupt_heartbeat_file_is_stale_not_an_error(
     config = make_config(tmp_path, monkeypatch, toml, "claim-sweeper")
     write_heartbeat(
         config.heartbeat_dir,
-        Beat("heartbeat", "testhost", 1, "v", "primary", None, None, 0, 5.0, 1e12),
+        Beat("heartbeat", "testhost", 1, "v", "primary", None, None, 0, 5.0, 1_800_000_000.0),
     )
     beats = config.heartbeat_dir
     (beats / "claim-sweeper.json").write_text(
@@ -217,6 +220,124 @@ async def test_corrupt_heartbeat_file_is_stale_not_an_error(
         await daemon.close()
     assert not report.ok and report.stale == ["claim-sweeper"]
     assert json.loads(body)["daemons"]["claim-sweeper"]["reason"] == "unreadable heartbeat file"
+
+
+async def test_unrenderable_timestamp_keeps_health_and_peer_watch_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_peer: FakePeer
+) -> None:
+    config = make_config(
+        tmp_path,
+        monkeypatch,
+        f"""
+[heartbeat]
+health_port = {free_port()}
+[[heartbeat.peers]]
+name = "forge"
+url = "{dead_peer.health_url}"
+""",
+    )
+    clock = ManualClock()
+    ctx = context(config, clock=clock)
+    daemon = Heartbeat(ctx)
+    # A status whose last success is in milliseconds (or 1e20, inf, NaN) cannot be rendered.
+    monkeypatch.setattr(
+        daemon.view,
+        "_status",
+        lambda name, now: HeartbeatStatus(name, True, 1_735_689_600_000.0, 1.0, 60.0, 1, "ok"),
+    )
+    await daemon.open()
+    try:
+        for _ in range(2):
+            clock.advance()
+            await daemon.cycle()
+        assert daemon.server is not None
+        async with httpx.AsyncClient(trust_env=False) as client:
+            resp = await client.get(f"http://127.0.0.1:{daemon.server.port}/health")
+    finally:
+        await daemon.close()
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "degraded" and body["stale"] == ["heartbeat"]
+    assert body["daemons"]["heartbeat"]["reason"] == "unreadable heartbeat file"
+    assert daemon.states["forge"].level == "down" and len(dead_peer.requests) == 2
+    assert [m.dedup_key.rsplit(":", 1)[1] for m in ctx.sent] == ["down"]
+
+
+async def test_cycle_watches_peers_and_pings_when_the_health_view_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_peer: FakePeer
+) -> None:
+    with FakePingReceiver() as pings:
+        config = make_config(
+            tmp_path,
+            monkeypatch,
+            f"""
+[heartbeat]
+health_port = {free_port()}
+[[heartbeat.peers]]
+name = "forge"
+url = "{dead_peer.health_url}"
+[[heartbeat.pings]]
+url = "{pings.check_url("hv")}"
+""",
+        )
+        clock = ManualClock()
+        ctx = context(config, clock=clock)
+        daemon = Heartbeat(ctx)
+
+        def broken_read() -> None:
+            raise RuntimeError("a bug while reading the heartbeat files")
+
+        monkeypatch.setattr(daemon.view, "read", broken_read)
+        await daemon.open()
+        try:
+            for _ in range(2):
+                clock.advance()
+                await daemon.cycle()
+        finally:
+            await daemon.close()
+        assert pings.kinds("hv") == ["fail", "fail"], "degraded: the switch hears /fail"
+    registry = ctx.metrics.registry
+    assert registry.get_sample_value("fleet_heartbeat_fleet_degraded") == 1
+    assert daemon.states["forge"].level == "down" and len(dead_peer.requests) == 2
+    assert [m.dedup_key.rsplit(":", 1)[1] for m in ctx.sent] == ["down"]
+
+
+async def test_crashing_probes_count_as_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Port 80990 slips past urlsplit; the config now refuses it, so build the peer raw to
+    # get a probe that raises (ExceptionGroup[OverflowError]) instead of returning a result.
+    bad = "http://127.0.0.1:80990/health"
+    config = make_config(tmp_path, monkeypatch, f"[heartbeat]\nhealth_port = {free_port()}\n")
+    section = config.heartbeat
+    assert isinstance(section, HeartbeatSection)
+    clock = ManualClock()
+    ctx = context(config, clock=clock)
+    daemon = Heartbeat(ctx)
+    peer = PeerConfig.model_construct(
+        **{**PeerConfig(name="forge", url="http://x.org").model_dump(), "url": bad}
+    )
+    daemon.peers = {"forge": peer}
+    daemon.states = {"forge": PeerState("forge")}
+    await daemon.open()
+    key = url_hash(bad + "/ping")
+    daemon.pings = {
+        key: PingTarget(PingConfig(url=SecretStr("http://x.org/p"), retries=0), bad, key)
+    }
+    try:
+        for _ in range(2):
+            clock.advance()
+            await daemon.cycle()
+    finally:
+        await daemon.close()
+    state = daemon.states["forge"]
+    assert state.level == "down" and state.consecutive_failures == 2
+    assert [m.dedup_key.rsplit(":", 1)[1] for m in ctx.sent] == ["down"]
+    registry = ctx.metrics.registry
+    errors = registry.get_sample_value(
+        "fleet_heartbeat_pings_total", {"url_hash": key, "outcome": "error"}
+    )
+    assert errors == 2
 
 
 @pytest.mark.system

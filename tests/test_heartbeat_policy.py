@@ -23,7 +23,7 @@ from daemons.heartbeat.policy import (
     ping_target,
     url_hash,
 )
-from daemons.heartbeat.probe import MAX_BODY, probe_peer, send_ping
+from daemons.heartbeat.probe import MAX_BODY, parse_health, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
 from shared.config import ConfigError, load_config
 from shared.heartbeats import HeartbeatStatus
@@ -255,6 +255,27 @@ def test_fleet_report() -> None:
     assert ok.ok and ok.body["status"] == "ok" and ok.body["stale"] == []
 
 
+@pytest.mark.parametrize("ts", [1_735_689_600_000.0, 1e20, float("inf"), float("nan"), -1e20])
+def test_fleet_report_survives_an_unrenderable_timestamp(ts: float) -> None:
+    bad = HeartbeatStatus("claim-sweeper", True, ts, 5.0, 60.0, 3, "ok")
+    report = fleet_report(
+        host="a",
+        role="primary",
+        version="v",
+        now=1_700_000_100.0,
+        statuses={"claim-sweeper": bad, "heartbeat": status("heartbeat", True)},
+    )
+    assert not report.ok and report.stale == ["claim-sweeper"]
+    assert report.body["daemons"]["claim-sweeper"] == {
+        "ok": False,
+        "last_ok_at": None,
+        "age_s": None,
+        "expected_interval_s": 60.0,
+        "reason": "unreadable heartbeat file",
+    }
+    json.dumps(report.body, allow_nan=False)  # the /health body stays valid JSON
+
+
 @pytest.mark.parametrize(
     ("url", "fail"),
     [
@@ -344,6 +365,16 @@ url = "https://hc-ping.example.com/5b0c7f6e"
         ("[[heartbeat.pings]]\ninterval_s = 60\n", "heartbeat.pings[0]", "url or url_file"),
         ("[heartbeat]\nhealth_port = 9804\n", "heartbeat", "also metrics_port"),
         (
+            '[[heartbeat.peers]]\nname = "f"\nurl = "http://127.0.0.1:80990/health"\n',
+            "heartbeat.peers[0].url",
+            "port between 1 and 65535",
+        ),
+        (
+            '[[heartbeat.peers]]\nname = "f"\nurl = "http://127.0.0.1:x/health"\n',
+            "heartbeat.peers[0].url",
+            "port between 1 and 65535",
+        ),
+        (
             '[[heartbeat.peers]]\nname = "f"\nurl = "http://a.example.org"\ninterval_s = 0\n',
             "heartbeat.peers[0].interval_s",
             "greater than or equal",
@@ -375,6 +406,10 @@ def test_ping_url_file(tmp_path: Path) -> None:
     with pytest.raises(RefusedToStart) as info:
         resolve_pings([PingConfig(url_file=secret)])
     assert "with-secret-part" not in str(info.value)
+    secret.write_text("https://hc-ping.example.com:99999/port-secret\n")
+    with pytest.raises(RefusedToStart, match="port between") as info:
+        resolve_pings([PingConfig(url_file=secret)])
+    assert "port-secret" not in str(info.value)
     url = "https://hc-ping.example.com/x"
     with pytest.raises(RefusedToStart, match="configured twice"):
         resolve_pings([PingConfig(url=url), PingConfig(url=url)])  # type: ignore[arg-type]
@@ -444,6 +479,9 @@ async def test_probe_peer_outcomes() -> None:
             other.fail(200, body=b'{"status": "ok", "role": "' + b"x" * (2 * MAX_BODY) + b'"}')
             huge = await probe_peer(client, other.base_url + "/health", 5)
             assert not huge.ok, "an oversized answer is cut, and then not a health answer"
+            other.fail(200, body=b'{"status": "ok", "role": ' + b"[" * (MAX_BODY - 40) + b"}")
+            deep = await probe_peer(client, other.base_url + "/health", 5)
+            assert not deep.ok and deep.error == "HTTP 200, not a health answer"
             peer.stop()
             refused = await probe_peer(client, peer.health_url, 5)
             assert not refused.ok and refused.error == "connection failed"
@@ -469,6 +507,12 @@ async def test_send_ping_retries_then_gives_up() -> None:
             assert not bad.ok and bad.attempts == 3 and bad.error == "HTTP 500"
             assert "secret-uuid" not in bad.error
         assert [r.path for r in hc.requests] == ["/ping/secret-uuid"] * 6
+
+
+def test_parse_health_rejects_deep_nesting() -> None:
+    assert parse_health(b"[" * 100_000) is None
+    assert parse_health(b'{"status": "ok", "x": ' + b"{" * 100_000) is None
+    assert parse_health(b'{"status": "ok", "role": "primary"}') == ("ok", "primary")
 
 
 def test_peer_config_direct() -> None:

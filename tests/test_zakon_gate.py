@@ -145,6 +145,20 @@ def test_status_not_allowing_writes_is_blocked(tmp_path: Path) -> None:
     assert code == 2 and "'revoked' does not allow writes" in err
 
 
+def test_hostile_registry_blocks_or_errors_never_crashes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tree = build_mixed_tree(root, fifo=False)
+    env = {"HOME": str(tmp_path / "home"), "FLEET_FLEET__ROOT": str(root)}
+    target = str(tree.files["active"])
+    text = tree.registry.read_text()
+    tree.registry.write_text(text.replace('"mc_task": 101', '"mc_task": 100463100463100463100463'))
+    code, _out, err = run_in_process(target, env=env)
+    assert code == 2 and "mc_task" in err, err
+    tree.registry.write_text('{"registry": ' + "[" * 100_000)
+    code, _out, err = run_in_process(target, env=env)
+    assert code == 3 and "ZAKON_REGISTRY_ERROR" in err and "nested too deeply" in err
+
+
 # --- settings lookup (no pydantic) ---------------------------------------------------------
 
 

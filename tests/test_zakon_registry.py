@@ -86,6 +86,8 @@ def test_relative_file_path_is_relative_to_the_registry() -> None:
             ' {"zakon_id": "b", "file_path": "/home/ops/a.md"}]}',
             "lists /home/ops/a.md again",
         ),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"registry": [{"x": ' + "[" * 100_000, "nested too deeply"),
     ],
 )
 def test_malformed_registries_fail_closed(text: str, problem: str) -> None:
@@ -145,6 +147,15 @@ def test_missing_and_non_utf8_registry(tmp_path: Path) -> None:
         ),
         (registry_entry("a", "~/a.md", mc_task=[1]), "not_approved", "mc_task"),
         (registry_entry("a", "~/a.md", mc_task=True), "not_approved", "mc_task"),
+        # SQLite integers are 64-bit: a bigger id would crash the task lookup, not block it.
+        (
+            registry_entry("a", "~/a.md", mc_task=100463100463100463100463),
+            "not_approved",
+            "mc_task",
+        ),
+        (registry_entry("a", "~/a.md", mc_task=1_000_000_000_000), "not_approved", "mc_task"),
+        (registry_entry("a", "~/a.md", mc_task="0"), "not_approved", "mc_task"),
+        (registry_entry("a", "~/a.md", status="active", mc_task=999_999_999_999), "", "approved"),
         ({**registry_entry("a", "~/a.md", mc_task=7), "status": 3}, "not_approved", "status"),
     ],
 )

@@ -42,6 +42,7 @@ LEGACY_STATUS = "legacy-pre-registry"
 ALLOWED_STATUSES = frozenset({"approved-pending-author", "approved-live", "active", LEGACY_STATUS})
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MC_TASK_RE = re.compile(r"^#?\s*(\d{1,12})$")
+MAX_MC_TASK = 999_999_999_999
 
 
 class RegistryError(Exception):
@@ -135,11 +136,11 @@ def _mc_task(value: Any) -> tuple[int | None, str | None]:
         return None, None
     if isinstance(value, bool):
         return None, "mc_task is not a task id"
-    if isinstance(value, int):
-        return (value, None) if value > 0 else (None, "mc_task is not a task id")
+    if isinstance(value, int):  # bounded like the 12-digit string: SQLite takes 64 bits only
+        return (value, None) if 0 < value <= MAX_MC_TASK else (None, "mc_task is not a task id")
     if isinstance(value, str):
         m = _MC_TASK_RE.match(value.strip())
-        if m:
+        if m and int(m.group(1)) > 0:
             return int(m.group(1)), None
     return None, f"mc_task {str(value)[:40]!r} is not a task id"
 
@@ -150,6 +151,8 @@ def parse_registry(text: str, path: Path, *, home: str | None = None) -> Registr
         data = json.loads(text)
     except ValueError as exc:
         raise RegistryError("invalid", path, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RegistryError("invalid", path, "not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise RegistryError("invalid", path, "top level is not a JSON object")
     items = data.get("registry")

@@ -25,6 +25,12 @@ def check_http_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
+    try:
+        port = parts.port
+    except ValueError:  # its message may quote the URL, which can be a secret
+        port = 0
+    if port == 0:
+        raise ValueError("must have a port between 1 and 65535 (or none)")
     if any(ch.isspace() for ch in url) or "${{" in url or '"' in url or "'" in url:
         raise ValueError("must not contain whitespace, quotes or '${{'")
     return url

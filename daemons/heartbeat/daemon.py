@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge
 from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
 from daemons.heartbeat.health import HealthServer, HealthView
 from daemons.heartbeat.policy import (
+    FleetReport,
     PeerState,
     Thresholds,
     event_message,
@@ -227,7 +228,17 @@ class Heartbeat(Daemon):
 
     # cycle -----------------------------------------------------------------------------------
     async def cycle(self) -> CycleResult:
-        report, _ = await self.view.current(max_age_s=0)
+        try:
+            report, _ = await self.view.current(max_age_s=0)
+        except Exception as exc:  # any bug in reading siblings' files; peer watch must go on
+            self._problem(
+                "health-view",
+                "cannot build the health view; treating this host as degraded",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            report = FleetReport(False, {"stale": ["health view"]})
+        else:
+            self._resolved("health-view")
         degraded = not report.ok
         self.m_degraded.set(1 if degraded else 0)
         stale = tuple(report.stale)
@@ -300,10 +311,21 @@ class Heartbeat(Daemon):
             if probe.task.cancelled():
                 continue
             exc = probe.task.exception()
-            if exc is not None:  # the adapters return results; this is a bug, keep going
-                self.log.error("probe crashed", kind=probe.kind, error=type(exc).__name__)
-                continue
-            result = probe.task.result()
+            crash = f"probe:{probe.kind}:{probe.target}"
+            result: PeerProbe | PingResult
+            if exc is not None:
+                # The adapters return results, so this is a bug; but a target that crashes
+                # every probe is down to us, and must count towards its alert.
+                self._problem(crash, "probe crashed", kind=probe.kind, error=type(exc).__name__)
+                error = type(exc).__name__
+                result = (
+                    PeerProbe(False, error=error)
+                    if probe.kind == "peer"
+                    else PingResult(False, 1, error)
+                )
+            else:
+                self._resolved(crash)
+                result = probe.task.result()
             if probe.kind == "peer":
                 assert isinstance(result, PeerProbe)
                 self._apply_peer(probe.target, probe.started_at, result)

@@ -12,6 +12,7 @@ Nothing here does I/O, reads a clock or knows a URL's secret.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ __all__ = [
 Level = Literal["ok", "down", "escalated"]
 EventKind = Literal["down", "escalated", "recovered", "two_primaries", "two_primaries_resolved"]
 LEVELS: tuple[Level, ...] = ("ok", "down", "escalated")
+UNREADABLE = "unreadable heartbeat file"  # the reason shared.heartbeats gives a bad file
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,16 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _render(ts: float | None) -> str | Literal[False] | None:
+    """``iso(ts)``, None for no timestamp, False when ``ts`` cannot be rendered."""
+    if ts is None:
+        return None
+    try:
+        return iso(ts)
+    except (ValueError, OverflowError, OSError, TypeError):
+        return False
+
+
 def _key(event: PeerEvent) -> str:
     incident = int(event.incident_at * 1000)
     if event.kind in ("two_primaries", "two_primaries_resolved"):
@@ -312,11 +324,16 @@ def fleet_report(
     stale: list[str] = []
     for name in sorted(statuses):
         st = statuses[name]
+        last_ok_at = _render(st.last_ok_at)
+        if last_ok_at is False or (st.age_s is not None and not math.isfinite(st.age_s)):
+            # A foreign or hand-edited file (milliseconds, 1e20, NaN) must not break /health.
+            st = replace(st, ok=False, last_ok_at=None, age_s=None, reason=UNREADABLE)
+            last_ok_at = None
         if not st.ok:
             stale.append(name)
         daemons[name] = {
             "ok": st.ok,
-            "last_ok_at": iso(st.last_ok_at) if st.last_ok_at is not None else None,
+            "last_ok_at": last_ok_at,
             "age_s": round(st.age_s, 1) if st.age_s is not None else None,
             "expected_interval_s": st.expected_interval_s,
             "reason": st.reason,

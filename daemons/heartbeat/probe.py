@@ -67,7 +67,7 @@ def parse_health(body: bytes) -> tuple[str, str | None] | None:
     from a proxy is not a live host)."""
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: hostile
         return None
     if not isinstance(data, dict):
         return None
