@@ -337,6 +337,10 @@ async def test_both_hosts_down(make_rig: Callable[..., Any]) -> None:
         hanging.hang(times=10)
         rig = await make_rig(tier_doc(dead_a, hanging))
         status = await rig.cycle()
+        # No history: routed as down at once, alerted only at the threshold.
+        assert status["_routing"]["active_rules"] == ["anvil-down", "forge-down"]
+        assert rig.alerts() == []
+        status = await rig.cycle()
     assert status["anvil"]["healthy"] is False and status["forge"]["healthy"] is False
     assert status["forge"]["error"] == f"no answer within {TIMEOUT_MS} ms"
     routing = status["_routing"]
@@ -402,12 +406,13 @@ async def test_restart_keeps_thresholds_and_does_not_realert(
     rig = await make_rig(tier_doc(anvil, forge))
     forge.stop()
     await rig.cycle()
+    await rig.cycle()
     assert len(rig.alerts()) == 2
     await rig.daemon.close()
     again = await make_rig(tier_doc(anvil, forge))
     again.clock.t = rig.clock.t
     status = await again.cycle()
-    assert status["forge"]["healthy"] is False and status["forge"]["consecutive_failures"] == 2
+    assert status["forge"]["healthy"] is False and status["forge"]["consecutive_failures"] == 3
     assert len(again.alerts()) == 2
     forge.start()
     await again.cycle()
@@ -421,6 +426,7 @@ async def test_alerts_survive_an_unwritable_outbox(
 ) -> None:
     rig = await make_rig(tier_doc(anvil, forge))
     forge.stop()
+    await rig.cycle()
     real_notify = rig.daemon.ctx.notify
     calls: list[str] = []
 
@@ -444,8 +450,10 @@ async def test_status_write_failure_fails_the_cycle_but_alerts(
     blocker.write_text("a file where the status directory should be")
     rig = await make_rig(tier_doc(anvil, forge), status_file=str(blocker / "status.json"))
     forge.stop()
-    with pytest.raises(StatusWriteFailed, match="cannot write"):
-        await rig.daemon.cycle()
+    for _ in range(2):
+        with pytest.raises(StatusWriteFailed, match="cannot write"):
+            await rig.daemon.cycle()
+        rig.clock.advance()
     assert len(rig.alerts()) == 2
 
 
@@ -454,6 +462,8 @@ async def test_default_single_host_dead_is_a_reported_state(
 ) -> None:
     port = free_port()
     rig = await make_rig(None, hosts={"anvil": {"url": f"http://127.0.0.1:{port}"}})
+    status = await rig.cycle()
+    assert status["anvil"]["healthy"] is False and rig.alerts() == []
     status = await rig.cycle()
     assert status["anvil"]["healthy"] is False
     assert status["anvil"]["error"] == "connection refused"
@@ -523,3 +533,142 @@ def test_reader_never_sees_a_half_written_status_file(tmp_path: Path) -> None:
     assert len(set(reads)) > 10, "the reader must have seen many versions"
     assert reads == sorted(reads), "a reader never sees an older version after a newer one"
     assert json.loads(path.read_text())["_n"] == 499
+
+
+# review fixes ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "expires_at", ["1795000900000", "1e400", "1" + "0" * 400, '"9999-12-31T23:59:59-05:00"']
+)
+async def test_unrepresentable_expires_at_is_reported_not_fatal(
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama, expires_at: str
+) -> None:
+    """Milliseconds (or inf) in expires_at: the override is ignored and reported; the cycle
+    still writes the status file."""
+    rig = await make_rig(tier_doc(anvil, forge))
+    rig.override_path.parent.mkdir(parents=True, exist_ok=True)
+    rig.override_path.write_text(f'{{"forge": {{"healthy": false}}, "expires_at": {expires_at}}}')
+    for _ in range(2):
+        status = await rig.cycle()
+        assert status["_generated_at"] == format_iso(rig.clock.t)
+        assert status["forge"]["healthy"] is True and status["forge"]["override"] is False
+        assert "expires_at" in status["_override"]["error"]
+    alerts = rig.alerts()
+    assert len(alerts) == 1 and "override file" in alerts[0] and "expires_at" in alerts[0]
+
+
+async def test_one_bad_host_does_not_fail_the_cycle_for_the_others(
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama
+) -> None:
+    rig = await make_rig(tier_doc(anvil, forge))
+    forge.garbage(content_type="application/json", body=b"[" * 200_000)
+    status = await rig.cycle()
+    assert status["anvil"]["healthy"] is True
+    assert status["forge"]["consecutive_failures"] == 1
+    assert "invalid JSON" in status["forge"]["error"]
+    # A port out of range is a table error naming the key; the last good table keeps working.
+    doc = tier_doc(anvil, forge)
+    doc["ollamaHosts"]["forge"]["url"] = "http://127.0.0.1:114340"
+    rig.tier_file.write_text(json.dumps(doc))
+    status = await rig.cycle()
+    assert "ollamaHosts.forge.url" in status["_config_error"]
+    assert status["anvil"]["healthy"] is True and status["forge"]["healthy"] is True
+
+
+async def test_reboot_clearing_tmp_keeps_the_incident(
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama
+) -> None:
+    """The status file lives in /tmp on the hosts; a reboot mid-outage deletes it. The memory
+    file under the state dir keeps the outage: no second DOWN alert, and the recovery comes."""
+    rig = await make_rig(tier_doc(anvil, forge))
+    forge.stop()
+    await rig.cycle()
+    await rig.cycle()
+    assert len(rig.alerts()) == 2
+    memory_path = rig.daemon.memory_path
+    assert memory_path.parent == rig.daemon.ctx.config.state_dir
+    assert memory_path.stat().st_mode & 0o777 == 0o600
+    await rig.daemon.close()
+    rig.status_path.unlink()  # reboot: /tmp cleared
+    again = await make_rig(tier_doc(anvil, forge))
+    again.clock.t = rig.clock.t
+    status = await again.cycle()
+    assert status["forge"]["healthy"] is False and status["forge"]["consecutive_failures"] == 3
+    assert len(again.alerts()) == 2
+    forge.start()
+    await again.cycle()
+    await again.cycle()
+    alerts = again.alerts()
+    assert len(alerts) == 4
+    assert "forge (compute) recovered" in alerts[2] and "forge-down cleared" in alerts[3]
+
+
+async def test_memory_falls_back_to_the_status_file(
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama
+) -> None:
+    """First start after the upgrade: no memory file yet, the status file's _monitor is used."""
+    rig = await make_rig(tier_doc(anvil, forge))
+    forge.stop()
+    await rig.cycle()
+    await rig.cycle()
+    await rig.daemon.close()
+    rig.daemon.memory_path.unlink()
+    again = await make_rig(tier_doc(anvil, forge))
+    again.clock.t = rig.clock.t
+    status = await again.cycle()
+    assert status["forge"]["consecutive_failures"] == 3 and len(again.alerts()) == 2
+    assert again.daemon.memory_path.exists()
+
+
+async def test_file_error_alerts_once_per_episode(
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama
+) -> None:
+    """The same error coming back after a fix is a new incident (the outbox would otherwise
+    drop it as a duplicate for days); a restart mid-episode does not repeat it."""
+    rig = await make_rig(tier_doc(anvil, forge))
+    rig.override_path.parent.mkdir(parents=True, exist_ok=True)
+    good_table = rig.tier_file.read_text()
+    await rig.cycle()  # a good table first (without one a broken file fails the cycle)
+    for _ in range(2):
+        rig.override_path.write_text('{"forge": {"healthy": fals')
+        rig.tier_file.write_text('{"ollamaHosts": {"anvil": ')
+        await rig.cycle()
+        await rig.cycle()
+        rig.override_path.unlink()
+        rig.tier_file.write_text(good_table)
+        status = await rig.cycle()
+        assert status["_config_error"] is None and status["_override"]["error"] is None
+    alerts = rig.alerts()
+    assert sum("override file" in a for a in alerts) == 2
+    assert sum("tier routing file" in a for a in alerts) == 2
+    rig.override_path.write_text('{"forge": {"healthy": fals')
+    await rig.cycle()
+    await rig.daemon.close()
+    again = await make_rig(tier_doc(anvil, forge))
+    again.clock.t = rig.clock.t
+    await again.cycle()
+    assert sum("override file" in a for a in again.alerts()) == 3
+
+
+async def test_override_others_could_write_is_ignored(
+    make_rig: Callable[..., Any],
+    anvil: FakeOllama,
+    forge: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = await make_rig(tier_doc(anvil, forge))
+    rig.override_path.parent.mkdir(parents=True, exist_ok=True)
+    rig.override_path.write_text('{"forge": {"healthy": false}}')
+    rig.override_path.chmod(0o666)
+    status = await rig.cycle()
+    assert status["forge"]["healthy"] is True and status["forge"]["override"] is False
+    assert "writable by group or others" in status["_override"]["error"]
+    rig.override_path.chmod(0o644)
+    status = await rig.cycle()
+    assert status["forge"]["healthy"] is False and status["_override"]["error"] is None
+    monkeypatch.setattr("daemons.ollama_health.daemon.os.geteuid", lambda: 4242)
+    status = await rig.cycle()
+    assert status["forge"]["healthy"] is True
+    assert "not this daemon's uid 4242" in status["_override"]["error"]
+    monkeypatch.delattr("daemons.ollama_health.daemon.os.geteuid")
+    status = await rig.cycle()
+    assert status["forge"]["healthy"] is False and status["_override"]["error"] is None

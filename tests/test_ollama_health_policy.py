@@ -120,6 +120,9 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
         (_broken("ollamaHosts", KeyError), "ollamaHosts: missing"),
         (_broken("ollamaHosts/forge", "http://x"), "ollamaHosts.forge: must be an object"),
         (_broken("ollamaHosts/forge/url", "ftp://x"), "ollamaHosts.forge.url"),
+        # A port out of range passes a prefix check but would fail every probe at connect.
+        (_broken("ollamaHosts/forge/url", "http://127.0.0.1:114340"), "ollamaHosts.forge.url"),
+        (_broken("ollamaHosts/forge/tailscale_url", "http://h:x1"), "forge.tailscale_url"),
         (_broken("ollamaHosts/forge/health_timeout_ms", -5), "health_timeout_ms"),
         (_broken("ollamaHosts/forge/health_path", "api/tags"), "health_path"),
         (_broken("ollamaHosts/claude", {"url": "http://127.0.0.1:1"}), "reserved"),
@@ -211,8 +214,11 @@ DOWN = HostState(healthy=False, since=T0 - 100, last_error="old")
         (HEALTHY, "xxxx", [(True, None), (False, "down"), (False, None), (False, None)]),
         # One good probe does not bring a down host back.
         (DOWN, "oxoo", [(False, None), (False, None), (False, None), (True, "up")]),
-        # No history: the first probe decides.
-        (None, "x", [(False, "down")]),
+        # No history: a good probe decides; failed ones stay unknown (routed as down) and
+        # alert only at the threshold, so a restart without memory cannot page.
+        (None, "x", [(None, None)]),
+        (None, "xx", [(None, None), (False, "down")]),
+        (None, "xo", [(None, None), (True, None)]),
         (None, "o", [(True, None)]),
     ],
 )
@@ -251,6 +257,9 @@ def test_recovery_reports_outage_and_last_error() -> None:
 def test_state_round_trips_and_rejects_junk() -> None:
     state = HostState(True, 1, 0, T0, "timed out")
     assert HostState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    # A host with failures below the threshold and no history yet is remembered too.
+    pending = HostState(None, 1, 0, None, "connection refused")
+    assert HostState.from_json(json.loads(json.dumps(pending.to_json()))) == pending
     for junk in (None, [], {"healthy": "yes"}, {"healthy": True, "consecutive_failures": "1"}):
         assert HostState.from_json(junk) is None
 
@@ -295,6 +304,12 @@ def test_override_expiry_and_opt_out() -> None:
         ('{"forge": {"override": true}}', "forge.healthy"),
         ('{"forge": {"healthy": false, "override": "yes"}}', "forge.override"),
         ('{"expires_at": "tomorrow", "forge": {"healthy": false}}', "expires_at"),
+        # Milliseconds, or values no datetime can show, are refused rather than crashing later.
+        ('{"expires_at": 1795000900000, "forge": {"healthy": false}}', "expires_at: 1795000900000"),
+        ('{"forge": {"healthy": false, "expires_at": 1e400}}', "forge.expires_at: inf"),
+        ('{"expires_at": NaN, "forge": {"healthy": false}}', "out of range"),
+        ('{"expires_at": 1' + "0" * 400 + ', "forge": {"healthy": false}}', "out of range"),
+        ('{"expires_at": "9999-12-31T23:59:59-05:00", "forge": {"healthy": false}}', "range"),
         ("{" + " " * 70_000 + "}", "larger than"),
     ],
 )

@@ -70,6 +70,8 @@ async def test_openai_kind_mlx_server(prober: Prober) -> None:
             "invalid JSON",
         ),
         (lambda f: f.garbage(), "invalid JSON"),
+        # Nested too deep for the JSON decoder (RecursionError): a bad answer, not a crash.
+        (lambda f: f.garbage(content_type="application/json", body=b"[" * 200_000), "invalid"),
         (lambda f: f.fail(200, body={"error": "loading"}), "no 'models' list"),
         (lambda f: f.fail(200, body=[1, 2]), "no 'models' list"),
         (lambda f: f.slow(TIMEOUT_S * 5), "no answer within 400 ms"),
@@ -95,6 +97,13 @@ async def test_connection_refused(fake: FakeOllama, prober: Prober) -> None:
     assert not result.ok and result.error == "connection refused"
     fake.start()  # same port
     assert (await prober.probe_host(spec("forge", fake.base_url))).ok
+
+
+async def test_unexpected_error_is_a_failed_probe_not_a_raise(prober: Prober) -> None:
+    """A URL the table should have refused (port out of range) fails inside httpx with an
+    error that is not an HTTPError; the probe reports it instead of failing the cycle."""
+    result = await prober.probe_host(spec("forge", "http://127.0.0.1:114340"))
+    assert not result.ok and result.error is not None and "probe error" in result.error
 
 
 async def test_oversized_answer_is_cut_off(fake: FakeOllama, prober: Prober) -> None:
@@ -153,5 +162,7 @@ def test_parse_models_shapes() -> None:
     assert parse_models("openai", b'{"data": [{"id": "m"}]}') == ("m",)
     with pytest.raises(ValueError, match="invalid JSON"):
         parse_models("ollama", b"\xff")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        parse_models("ollama", b"[" * 200_000 + b"]" * 200_000)
     with pytest.raises(ValueError, match="no 'data' list"):
         parse_models("openai", b'{"models": []}')

@@ -86,6 +86,10 @@ def test_once_on_a_fresh_machine(
     assert isinstance(status["anvil"]["healthy"], bool)
     assert status["_config"]["ollamaHosts"]["anvil"]["url"] == "http://127.0.0.1:11434"
     if not status["anvil"]["healthy"]:
+        # No history: the alert waits for failure_threshold (2), counted across runs.
+        assert outbox_rows(fleet_root) == []
+        res = run_fleet(["run", "ollama-health", "--once"], fleet_env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
         rows = outbox_rows(fleet_root)
         assert len(rows) == 1 and rows[0][0] == "#ops" and "anvil" in rows[0][2]
     assert (fleet_root / "state" / "heartbeats" / "ollama-health.json").exists()
@@ -98,12 +102,18 @@ def test_once_with_tier_routing_file_and_dry_run(
         write_tier_file(tmp_path / "tier-routing.json", anvil.base_url, "http://127.0.0.1:9")
         env = env_for(fleet_env, tmp_path)
         status_path = tmp_path / "tmp" / "ollama-health.json"
-        dry = run_fleet(["run", "ollama-health", "--once", "--dry-run"], env, tmp_path)
+        dry_env = env | {"FLEET_OLLAMA_HEALTH__FAILURE_THRESHOLD": "1"}
+        dry = run_fleet(["run", "ollama-health", "--once", "--dry-run"], dry_env, tmp_path)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert "would write status file" in dry.stdout and "would notify" in dry.stdout
         assert not status_path.exists() and outbox_rows(fleet_root) == []
-        res = run_fleet(["run", "ollama-health", "--once"], env, tmp_path)
-        assert res.returncode == 0, res.stdout + res.stderr
+        memory_path = fleet_root / "state" / "ollama-health-memory.json"
+        assert not memory_path.exists()
+        # Two runs: the memory file carries forge's first failure to the second, which alerts.
+        for _ in range(2):
+            res = run_fleet(["run", "ollama-health", "--once"], env, tmp_path)
+            assert res.returncode == 0, res.stdout + res.stderr
+    assert memory_path.stat().st_mode & 0o777 == 0o600
     status = json.loads(status_path.read_text())
     assert status_path.stat().st_mode & 0o777 == 0o600
     assert status["anvil"]["healthy"] is True and status["anvil"]["models"] == anvil.models

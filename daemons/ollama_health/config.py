@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +25,10 @@ def _check_base_url(value: str, key: str) -> str:
     text = value.strip()
     if not text.startswith(("http://", "https://")) or len(text) <= len("https://"):
         raise ValueError(f"{key} must be an http:// or https:// URL, got {value!r}")
+    try:
+        urlsplit(text).port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"{key} {value!r}: {exc}") from None
     return text.rstrip("/")
 
 

@@ -4,8 +4,10 @@ failover rules, writes the status file the routers read, and queues one #ops ale
 transition (host down / recovered, failover rule activated / cleared).
 
 A dead host is a reported state, never a failed cycle. A malformed tier-routing file or override
-file is reported once and worked around (last good table; no override), never fatal. It must
-never write the status file in place, send to Slack itself, or change the tier-routing file.
+file is reported once and worked around (last good table; no override), never fatal. Its memory
+(thresholds, incidents, unsent alerts) lives in its own file under the state dir, not in the
+status file the hosts keep in /tmp. It must never write the status file in place, send to Slack
+itself, or change the tier-routing file, and never trust an override file others could write.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from daemons.ollama_health.status_file import (
     Memory,
     StatusFileError,
     build_status,
+    memory_from_json,
     memory_from_status,
     read_status,
     write_status,
@@ -52,6 +56,7 @@ from daemons.ollama_health.table import (
     table_from_section,
 )
 from shared.config import FleetConfig
+from shared.files import atomic_write_json
 from shared.notify import Message
 from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
 
@@ -60,6 +65,7 @@ __all__ = ["OllamaHealth", "TierRoutingUnusable", "uses_shared_tmp"]
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 MAX_TIER_ROUTING_BYTES = 1024 * 1024
 _SHARED_TMP_DIRS = (Path("/tmp"), Path("/private/tmp"), Path("/var/tmp"))
+MEMORY_FILE_NAME = "ollama-health-memory.json"
 
 
 class TierRoutingUnusable(Exception):
@@ -67,7 +73,21 @@ class TierRoutingUnusable(Exception):
 
 
 class StatusWriteFailed(Exception):
-    """The status file could not be written (the cycle's other work was done)."""
+    """The status or memory file could not be written (the cycle's other work was done)."""
+
+
+def untrusted_override(st: os.stat_result) -> str | None:
+    """Why an override file must not steer routing (someone else could have written it), or
+    None. Without ``os.geteuid`` (Windows) there is no owner to compare, so it is trusted."""
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:
+        return None
+    uid = geteuid()
+    if st.st_uid != uid:
+        return f"owned by uid {st.st_uid}, not this daemon's uid {uid}"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {st.st_mode & 0o777:o}; chmod go-w)"
+    return None
 
 
 def uses_shared_tmp(*paths: Path) -> bool:
@@ -87,6 +107,7 @@ class OllamaHealth(Daemon):
         self.section: OllamaHealthSection = ctx.section
         self.prober = prober
         self.memory = Memory()
+        self.memory_path = ctx.config.state_dir / MEMORY_FILE_NAME
         self.table: RoutingTable | None = None
         self._table_key: tuple[int, int] | None = None
         self._config_error: str | None = None
@@ -148,18 +169,33 @@ class OllamaHealth(Daemon):
     async def open(self) -> None:
         if self.prober is None:
             self.prober = Prober()
-        try:
-            previous = await asyncio.to_thread(read_status, self.section.status_file)
-        except StatusFileError as exc:
-            self.log.warning("previous status file unusable; starting fresh", error=str(exc))
-            previous = None
         # Hosts no longer watched are dropped by the first cycle, once the table is known.
-        self.memory = memory_from_status(previous)
-        if self.memory.hosts:
+        self.memory = await asyncio.to_thread(self._restore_memory)
+
+    def _restore_memory(self) -> Memory:
+        """The memory file; without one (first start after an upgrade, or it is corrupt), the
+        ``_monitor`` copy in the previous status file."""
+        try:
+            saved = read_status(self.memory_path)
+        except StatusFileError as exc:
+            self.log.warning("memory file unusable; trying the status file", error=str(exc))
+            saved = None
+        if saved is not None:
+            memory, source = memory_from_json(saved), self.memory_path
+        else:
+            try:
+                previous = read_status(self.section.status_file)
+            except StatusFileError as exc:
+                self.log.warning("previous status file unusable; starting fresh", error=str(exc))
+                previous = None
+            memory, source = memory_from_status(previous), self.section.status_file
+        if memory.hosts:
             self.log.info(
-                "restored host states from status file",
-                hosts={n: s.healthy for n, s in self.memory.hosts.items()},
+                "restored host states",
+                source=str(source),
+                hosts={n: s.healthy for n, s in memory.hosts.items()},
             )
+        return memory
 
     async def close(self) -> None:
         if self.prober is not None:
@@ -206,6 +242,7 @@ class OllamaHealth(Daemon):
             table = await asyncio.to_thread(self._load_table)
         except TierRoutingUnusable as exc:
             error = str(exc)
+            since = self.memory.errors_since.setdefault("config", self.ctx.clock())
             if error != self._config_error:
                 self._config_error = error
                 self.log.error(
@@ -219,15 +256,18 @@ class OllamaHealth(Daemon):
                         path=str(self.section.tier_routing_file),
                         channel=self.ctx.config.slack.ops_channel,
                         monitor_host=self.ctx.config.fleet.host,
+                        since=since,
                     )
                 )
             if self.table is None:
                 await self._flush_alerts()
+                await self._save_memory()
                 raise
             return self.table
         if self._config_error is not None:
             self.log.info("tier routing file usable again", hosts=sorted(table.hosts))
             self._config_error = None
+        self.memory.errors_since.pop("config", None)
         if self.table is not None and table is not self.table:
             self.log.info(
                 "tier routing table changed", hosts=sorted(table.hosts), rules=sorted(table.rules)
@@ -241,6 +281,9 @@ class OllamaHealth(Daemon):
         try:
             with path.open("rb") as fh:
                 raw = fh.read(MAX_OVERRIDE_BYTES + 1)
+                distrust = untrusted_override(os.fstat(fh.fileno()))
+            if distrust is not None:
+                raise OverrideError(distrust)
             override = parse_override(raw.decode("utf-8", errors="replace"), table.hosts)
         except FileNotFoundError:
             override, error = Override(), None
@@ -250,6 +293,10 @@ class OllamaHealth(Daemon):
             override, error = Override(), str(exc)
         else:
             error = None
+        if error is None:
+            self.memory.errors_since.pop("override", None)
+        else:
+            since = self.memory.errors_since.setdefault("override", self.ctx.clock())
         if error != self._override_error:
             self._override_error = error
             if error is not None:
@@ -260,6 +307,7 @@ class OllamaHealth(Daemon):
                         path=str(path),
                         channel=self.ctx.config.slack.ops_channel,
                         monitor_host=self.ctx.config.fleet.host,
+                        since=since,
                     )
                 )
         if override.unknown_hosts:
@@ -306,15 +354,20 @@ class OllamaHealth(Daemon):
             interval_s=self.section.interval_s,
             config_error=self._config_error,
         )
-        # Status first (routing matters most), alerts after: a crash in between leaves them in
-        # the file's _monitor.pending_alerts, and the next start enqueues them (same keys).
+        # Status and memory first (routing matters most), alerts after: a crash in between
+        # leaves them in the memory file's pending_alerts, and the next start enqueues them
+        # (same keys).
         write_error = await self._write(doc)
-        if await self._flush_alerts() and write_error is None and not self.ctx.dry_run:
-            doc["_monitor"] = self.memory.to_json()
-            write_error = await self._write(doc)
+        memory_error = await self._save_memory()
+        if await self._flush_alerts() and not self.ctx.dry_run:
+            memory_error = await self._save_memory()
+            if write_error is None:
+                doc["_monitor"] = self.memory.to_json()
+                write_error = await self._write(doc)
         self._update_metrics(table, probes, decision, forced)
-        if write_error is not None:
-            raise StatusWriteFailed(write_error)
+        errors = [e for e in (write_error, memory_error) if e is not None]
+        if errors:
+            raise StatusWriteFailed("; ".join(errors))
         return CycleResult(
             detail={
                 "healthy": sorted(n for n, ok in healthy.items() if ok),
@@ -382,7 +435,15 @@ class OllamaHealth(Daemon):
         now: float,
     ) -> None:
         previous = {r: s for r, s in self.memory.rules_since.items() if r in table.rules}
-        current, changes = rule_changes(previous, set(decision.active_rules), now)
+        # Routing already fails over from a host with no history whose probes fail, but like
+        # its host alert, the rule's alert waits until the host crosses the threshold.
+        settled = {
+            r
+            for r in decision.active_rules
+            if table.rules[r].source in forced
+            or self.memory.hosts.get(table.rules[r].source, HostState()).healthy is not None
+        }
+        current, changes = rule_changes(previous, settled, now)
         self.memory.rules_since = current
         for change in changes:
             rule = table.rules[change.rule]
@@ -444,8 +505,19 @@ class OllamaHealth(Daemon):
             return error
         return None
 
+    async def _save_memory(self) -> str | None:
+        if self.ctx.dry_run:
+            return None
+        try:
+            await asyncio.to_thread(atomic_write_json, self.memory_path, self.memory.to_json())
+        except OSError as exc:
+            error = f"cannot write {self.memory_path}: {exc.strerror or exc}"
+            self.log.error("memory file not written", error=error)
+            return error
+        return None
+
     async def _flush_alerts(self) -> bool:
-        """Enqueue pending alerts; one that fails stays pending (it is also in the status file
+        """Enqueue pending alerts; one that fails stays pending (it is also in the memory file
         just written, so a restart re-enqueues it; the dedup key makes repeats no-ops).
         Returns whether any left the pending list."""
         remaining = []

@@ -3,7 +3,8 @@ on top, failover-rule activation, and the #ops alert for each transition.
 
 Pure functions of data and ``now`` (no I/O, no clock reads). A host changes state only after
 ``failure_threshold`` failed or ``recovery_threshold`` good probes in a row, so one lost probe
-never flips routing; the first probe after start (no history) decides directly. This module
+never flips routing; with no history a good probe decides directly, while failed ones leave it
+unknown (routed as down) and alert only once ``failure_threshold`` is met. This module
 must never send or write anything: it returns what changed and the messages to enqueue.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -81,7 +83,7 @@ def describe_duration(seconds: float) -> str:
 class HostState:
     """What the monitor remembers about one host between cycles (probes only, no override)."""
 
-    healthy: bool | None = None  # None: never probed
+    healthy: bool | None = None  # None: never probed, or only failed below the threshold
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     since: float | None = None  # when ``healthy`` last changed
@@ -98,7 +100,7 @@ class HostState:
 
     @classmethod
     def from_json(cls, raw: Any) -> HostState | None:
-        """A remembered state from the status file, or None when it is not one."""
+        """A remembered state from the memory file, or None when it is not one."""
         if not isinstance(raw, Mapping):
             return None
         healthy = raw.get("healthy")
@@ -107,7 +109,7 @@ class HostState:
         since = raw.get("since")
         error = raw.get("last_error")
         if (
-            not isinstance(healthy, bool)
+            not (healthy is None or isinstance(healthy, bool))
             or not isinstance(fails, int)
             or not isinstance(oks, int)
             or not (since is None or isinstance(since, int | float))
@@ -169,7 +171,9 @@ def observe(
         consecutive_successes=0,
         last_error=error,
     )
-    if state.healthy is None or (state.healthy and state.consecutive_failures >= failure_threshold):
+    # No history: routing already treats the host as down (effective_health), but the alert
+    # waits for the threshold like any other outage, so a restart without memory cannot page.
+    if state.healthy is not False and state.consecutive_failures >= failure_threshold:
         return replace(state, healthy=False, since=now), Transition(
             host=host, to="down", at=now, error=error, failures=state.consecutive_failures
         )
@@ -219,9 +223,16 @@ class Override:
 def _expiry(raw: Any, path: str) -> float | None:
     if raw is None:
         return None
-    parsed = parse_iso(raw)
+    try:
+        parsed = parse_iso(raw)
+        if parsed is not None and math.isfinite(parsed):
+            format_iso(parsed)  # the status file shows it; must be a representable time
+    except (ValueError, OverflowError, OSError):
+        parsed = math.inf
     if parsed is None:
         raise OverrideError(f"{path}: not an ISO-8601 time or epoch seconds: {raw!r}")
+    if not math.isfinite(parsed):
+        raise OverrideError(f"{path}: {raw!r} is out of range (epoch seconds, not milliseconds)")
     return parsed
 
 
@@ -367,7 +378,10 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def config_error_alert(error: str, *, path: str, channel: str, monitor_host: str) -> Message:
+def config_error_alert(
+    error: str, *, path: str, channel: str, monitor_host: str, since: float
+) -> Message:
+    """``since``: when this error episode began (the file last turned unusable)."""
     text = (
         f"[ollama-health@{monitor_host}] tier routing file {path} is unusable: {error}. "
         "Probing and routing continue with the last good version; fix the file."
@@ -375,13 +389,16 @@ def config_error_alert(error: str, *, path: str, channel: str, monitor_host: str
     return Message(
         channel=channel,
         text=text,
-        dedup_key=f"ollama-config-error:{_digest(path + error)}",
+        dedup_key=f"ollama-config-error:{_digest(path + error)}:{int(since)}",
         kind="alert",
         daemon=DAEMON,
     )
 
 
-def override_error_alert(error: str, *, path: str, channel: str, monitor_host: str) -> Message:
+def override_error_alert(
+    error: str, *, path: str, channel: str, monitor_host: str, since: float
+) -> Message:
+    """``since``: when this error episode began (the file last turned unusable)."""
     text = (
         f"[ollama-health@{monitor_host}] override file {path} ignored: {error}. "
         "No manual failover is in effect until it is fixed or removed."
@@ -389,7 +406,7 @@ def override_error_alert(error: str, *, path: str, channel: str, monitor_host: s
     return Message(
         channel=channel,
         text=text,
-        dedup_key=f"ollama-override-error:{_digest(path + error)}",
+        dedup_key=f"ollama-override-error:{_digest(path + error)}:{int(since)}",
         kind="alert",
         daemon=DAEMON,
     )

@@ -3,8 +3,9 @@
 Every host is probed concurrently, and a host's ``url`` and ``tailscale_url`` concurrently too,
 each bounded by the host's ``health_timeout_ms`` as a hard deadline: a cycle lasts about one
 timeout however many hosts are down or hanging. Healthy means HTTP 200 whose JSON body has a
-``models`` list (ollama) or a ``data`` list (openai). A probe never raises for a remote fault: it
-returns a result carrying a short error. This module must never follow redirects, use proxy
+``models`` list (ollama) or a ``data`` list (openai). A probe never raises: a remote fault (or an
+unexpected error, so one bad host cannot fail the cycle for all) is a result carrying a short
+error. This module must never follow redirects, use proxy
 settings from the environment, or read more than ``MAX_BODY_BYTES`` of an answer.
 """
 
@@ -49,7 +50,7 @@ def parse_models(kind: str, body: bytes) -> tuple[str, ...]:
     """Model names from a health answer; raises ValueError saying what is wrong."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to decode
         raise ValueError("invalid JSON in answer") from None
     key = "data" if kind == "openai" else "models"
     items = doc.get(key) if isinstance(doc, dict) else None
@@ -182,6 +183,8 @@ class Prober:
             return failed(_describe(exc))
         except OSError as exc:
             return failed(f"{type(exc).__name__}: {exc.strerror or exc}")
+        except Exception as exc:  # a probe never raises: one bad host must not fail the cycle
+            return failed(f"probe error: {type(exc).__name__} ({str(exc)[:120]})")
         if body is None:
             return failed(f"answer larger than {MAX_BODY_BYTES} bytes")
         if status != 200:

@@ -4,8 +4,9 @@ One top-level key per host ``{"healthy", "last_check", "latency_ms", "models",
 "consecutive_failures", "via", "error", "override"}`` (so tier-router.js keeps reading
 ``status.anvil.healthy``), plus keys starting with ``_`` that are never host names:
 ``_generated_at``, ``_interval_s``, ``_routing``, ``_override``, ``_config`` (the table in
-tier-routing.json's shape, for ``route()``), ``_config_error`` and ``_monitor`` (the daemon's
-own memory: thresholds, rule start times and alerts not yet enqueued, restored at start).
+tier-routing.json's shape, for ``route()``), ``_config_error`` and ``_monitor`` (a copy of the
+daemon's memory for people reading it; the daemon keeps and restores it from its own memory
+file under the state dir, because the hosts put the status file in /tmp, which a reboot clears).
 Writes go through ``shared.files.atomic_write_json`` (temp + fsync + rename, 0600), so a reader
 sees the old file or the new one, never a mix. This module must never write in place.
 """
@@ -13,6 +14,7 @@ sees the old file or the new one, never a mix. This module must never write in p
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "StatusFileError",
     "build_status",
     "host_entry",
+    "memory_from_json",
     "memory_from_status",
     "read_status",
     "write_status",
@@ -50,11 +53,14 @@ class Memory:
     hosts: dict[str, HostState] = field(default_factory=dict)
     rules_since: dict[str, float] = field(default_factory=dict)
     pending_alerts: list[Message] = field(default_factory=list)
+    # "config" / "override" -> when that file last turned unusable (the error alert's identity)
+    errors_since: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "hosts": {name: state.to_json() for name, state in self.hosts.items()},
             "rules": dict(self.rules_since),
+            "errors": dict(self.errors_since),
             "pending_alerts": [
                 {
                     "channel": m.channel,
@@ -155,13 +161,28 @@ def _message(raw: Any) -> Message | None:
     )
 
 
+def _times(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
 def memory_from_status(
     doc: Mapping[str, Any] | None, hosts: Mapping[str, Any] | None = None
 ) -> Memory:
-    """Restore the daemon's memory from a previous status file (entries that do not parse,
-    or name hosts not in ``hosts`` when given, are dropped)."""
-    memory = Memory()
+    """Restore the daemon's memory from a previous status file's ``_monitor``."""
     raw = doc.get("_monitor") if doc is not None else None
+    return memory_from_json(raw, hosts)
+
+
+def memory_from_json(raw: Any, hosts: Mapping[str, Any] | None = None) -> Memory:
+    """Restore the daemon's memory from its JSON form (the memory file, or ``_monitor``);
+    entries that do not parse, or name hosts not in ``hosts`` when given, are dropped."""
+    memory = Memory()
     if not isinstance(raw, Mapping):
         return memory
     raw_hosts = raw.get("hosts")
@@ -170,13 +191,8 @@ def memory_from_status(
             state = HostState.from_json(value)
             if state is not None and (hosts is None or name in hosts):
                 memory.hosts[name] = state
-    raw_rules = raw.get("rules")
-    if isinstance(raw_rules, Mapping):
-        memory.rules_since = {
-            str(k): float(v)
-            for k, v in raw_rules.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+    memory.rules_since = _times(raw.get("rules"))
+    memory.errors_since = _times(raw.get("errors"))
     raw_pending = raw.get("pending_alerts")
     if isinstance(raw_pending, list):
         memory.pending_alerts = [m for m in map(_message, raw_pending) if m is not None]
