@@ -113,6 +113,7 @@ DAEMON_METRICS: dict[str, tuple[ExportedMetric, ...]] = {
         _m("fleet_restore_last_success_timestamp_seconds", "gauge", "last good restore", "db"),
         _m("fleet_restore_failures_total", "counter", "restore failures", "db", "reason"),
         _m("fleet_restore_rpo_target_seconds", "gauge", "RPO target of a tier", "tier"),
+        _m("fleet_restore_promoted", "gauge", "host promoted, followers stopped for good"),
         _m("fleet_restore_followers", "gauge", "follower children running"),
         _m(
             "fleet_restore_blob_list_requests_per_day",

@@ -148,8 +148,11 @@ def test_cli_config_and_lint(fleet_env: dict[str, str], tmp_path: Path) -> None:
     (root / "config").mkdir(parents=True, exist_ok=True)
     (root / "config/databases.toml").write_text(EXAMPLE.read_text())
     units_dir = tmp_path / "units"
-    gen = run_fleet(["units", "generate", "--target", "all", "--mode", "system", "--out",
-                     str(units_dir)], fleet_env, tmp_path)
+    gen = run_fleet(
+        ["units", "generate", "--target", "all", "--mode", "system", "--out", str(units_dir)],
+        fleet_env,
+        tmp_path,
+    )
     assert gen.returncode == 0, gen.stderr
     unit_names = sorted(p.name for p in units_dir.iterdir())
     assert "alai-fleet-litestream-p0-financial.service" in unit_names

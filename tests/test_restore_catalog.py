@@ -12,6 +12,7 @@ from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.conflicts import standby_dir_conflicts
 from daemons.restore_loop.litestream_yaml import parse_restore_config, render_standby
 from daemons.restore_loop.plan import build_plan, select_targets
+from daemons.restore_loop.state import RestoreTarget
 from shared.config import ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "databases.example.toml"
@@ -166,3 +167,33 @@ def test_conflicts_off_when_disabled_or_dirs_apart(
     cfg.restore_loop.enabled = False
     cfg.notify.outbox_db = cfg.restore_loop.standby_dir / "outbox.db"
     assert standby_dir_conflicts(cfg) == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_follow_intervals_must_be_finite(bad: float) -> None:
+    # A nan interval used to reach the follower and kill its supervisor with a ValueError.
+    with pytest.raises(ValueError, match="finite"):
+        RestoreLoopSection(follow_interval={"P0": bad})
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["databases"][0]["follow_interval_s"] = bad
+    with pytest.raises(CatalogError) as info:
+        parse_tier_table(data, "t.toml")
+    assert "databases[0].follow_interval_s" in {p for p, _ in info.value.errors}
+
+
+def test_a_new_replica_url_is_a_new_target(tmp_path: Path) -> None:
+    """The replica is part of a target's identity: the daemon restarts a follower whose target
+    changed, so a new replica URL is followed from a fresh restore, not from the old copy."""
+    table = load_tier_table(EXAMPLE)
+    standby = tmp_path / "databases"
+    section = RestoreLoopSection(standby_dir=standby)
+
+    def target(replica_path: str) -> RestoreTarget:
+        configured = parse_restore_config(
+            f"dbs:\n  - path: {standby}/hivemind.db\n"
+            f"    replica: {{type: file, path: {replica_path}}}\n"
+        )
+        return build_plan(section, table, configured).by_name()["hivemind"]
+
+    assert target("/r/one") == target("/r/one")
+    assert target("/r/one") != target("/r/two")

@@ -14,6 +14,7 @@ from daemons.restore_loop.policy import (
     ReplicaView,
     RestartLog,
     StallWatch,
+    diverged,
     format_age,
     lag_seconds,
     monthly_cost,
@@ -223,3 +224,21 @@ def test_check_round_gives_up_after_a_batch_of_timeouts() -> None:
     for _ in range(5):
         up.record(timed_out=True)
     assert not up.unreachable  # one listing answered: the endpoint is not down for all
+
+
+@pytest.mark.parametrize(
+    ("local", "replica", "expected"),
+    [(5, 3, True), (5, 5, False), (3, 5, False), (None, 3, False), (5, None, False)],
+)
+def test_a_replica_behind_the_copy_is_divergence(
+    local: int | None, replica: int | None, expected: bool
+) -> None:
+    assert diverged(local, replica) is expected
+
+
+def test_stall_watch_restarts_a_copy_ahead_of_its_replica() -> None:
+    # Replica reset/recreated: its newest TXID (2) is behind the copy's (9). That is not
+    # "caught up": the follower must restart fresh, at once.
+    watch = StallWatch()
+    assert watch.observe(9, 2, 0.0, T0, 60.0) == "diverged"
+    assert watch.observe(9, 9, 0.0, T0 + 1, 60.0) is None

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from daemons.restore_loop.config import RestoreLoopSection
+from daemons.restore_loop.litestream import Litestream, find_litestream
+from daemons.restore_loop.promote import Promoter
+from daemons.restore_loop.state import RestoreTarget, StatePaths
+from shared.logging import get_logger
 from tests.conftest import NotifySocket, free_port, run_fleet, wait_until
 from tests.fakes.litestream_primary import Primary, Standby, count_rows, process_exists, read_rows
 
@@ -37,6 +42,8 @@ def test_promote_all_while_following(
         assert "RPO" in res.stdout and "RTO" in res.stdout
         assert res.stdout.count("promoted:") == 2
         assert "role set to primary" in res.stdout
+        # The primary's units are generated per role: the next step is named.
+        assert "fleet units install --now" in res.stdout
         assert (fleet_root / "state" / "role").read_text().strip() == "primary"
         # The running daemon acknowledged the fence and stopped its followers for good.
         assert "did not acknowledge" not in res.stdout
@@ -129,3 +136,35 @@ def test_promote_refuses_a_corrupt_copy_and_keeps_the_role(
     assert not (fleet_root / "state/restore-loop/fence.json").exists()
     rows = read_rows(standby.copy("alpha"))
     assert rows == primary.rows("alpha")[: len(rows)]
+
+
+async def test_promote_refuses_a_copy_ahead_of_its_replica(tmp_path: Path) -> None:
+    """The replica was reset or recreated (its newest TXID is behind the copy's): the copy's
+    age is unknown and no catch-up is possible, so promote refuses unless --allow-partial."""
+    primary = Primary(tmp_path / "anvil", ["alpha"]).create()
+    primary.start_replicate()
+    try:
+        assert wait_until(lambda: any(primary.replica_dir.glob("alpha/ltx/0/*.ltx")), timeout=15)
+        standby_dir = tmp_path / "forge" / "databases"
+        standby_dir.mkdir(parents=True)
+        config = tmp_path / "forge" / "restore.yml"
+        primary.write_standby_config(config, standby_dir, ["P0"])
+        section = RestoreLoopSection(standby_dir=standby_dir, config_path=config)
+        ls = Litestream(find_litestream(""), config, call_timeout_s=10, log=get_logger())
+        target = RestoreTarget("alpha", "P0", standby_dir / "alpha.db", "follow", 1.0, 60, 60)
+        await ls.restore(target.path, target.path, integrity="quick", timeout_s=20)
+        paths = StatePaths(tmp_path / "state")
+        # The daemon's last status: the copy held TXID 10000, far past the replica's newest.
+        paths.write_status({"databases": [{"db": "alpha", "local_txid": 10_000}]})
+        promoter = Promoter(section, paths, tmp_path / "role", "testhost", ls, log=get_logger())
+        refused = await promoter.promote([target], catch_up_timeout_s=10, set_role=False)
+        assert [d.status for d in refused.dbs] == ["refused"]
+        assert "behind the copy" in refused.dbs[0].reason
+        assert "--allow-partial" in refused.dbs[0].reason
+        forced = await promoter.promote(
+            [target], catch_up_timeout_s=10, set_role=False, allow_partial=True
+        )
+        assert [d.status for d in forced.dbs] == ["promoted"]
+        assert any("RPO unknown" in n for n in forced.dbs[0].notes)
+    finally:
+        primary.close()

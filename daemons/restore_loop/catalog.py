@@ -5,6 +5,7 @@ adds the file read. Errors name their dotted path. This module must never touch 
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -225,7 +226,10 @@ def parse_tier_table(data: dict[str, Any], source: str = "") -> TierTable:
         )
         follow = body.get("follow_interval_s")
         if follow is not None and (
-            not isinstance(follow, int | float) or isinstance(follow, bool) or follow <= 0
+            not isinstance(follow, int | float)
+            or isinstance(follow, bool)
+            or not math.isfinite(follow)
+            or follow <= 0
         ):
             errors.append((f"{path}.follow_interval_s", "must be a number > 0"))
             follow = None

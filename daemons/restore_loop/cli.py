@@ -331,6 +331,11 @@ def _print_report(report: Any, config: FleetConfig) -> None:
         )
     if report.role_set:
         click.echo(f"role set to primary ({config.role_file}); restart the fleet's daemons")
+        # Units are generated per role: the primary's (email-reactor, claim-sweeper, the
+        # litestream replicate services) do not exist on this host until regenerated.
+        click.echo(
+            "next step: fleet units install --now  (installs and starts the primary's units)"
+        )
     else:
         click.echo("role NOT changed (still standby)")
 

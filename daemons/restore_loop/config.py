@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -104,8 +105,8 @@ class RestoreLoopSection(DaemonSection):
         for tier, seconds in value.items():
             if tier not in KNOWN_TIERS:
                 raise ValueError(f"unknown tier {tier!r}; known: {list(KNOWN_TIERS)}")
-            if seconds <= 0:
-                raise ValueError(f"{tier}: must be > 0, got {seconds}")
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ValueError(f"{tier}: must be > 0 and finite, got {seconds}")
         return value
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from daemons.restore_loop.policy import (
     ReplicaView,
     RestartLog,
     StallWatch,
+    diverged,
     format_age,
     lag_seconds,
     monthly_cost,
@@ -88,6 +89,10 @@ class DbState:
     failures: int = 0
     # TXID of the copy left by the previous run, until a new follower reports its own.
     seed_txid: int | None = None
+    # The replica's newest TXID is behind the copy's (reset, recreated, new URL).
+    diverged: bool = False
+    # Why the copy may be torn (quick_check failed after a follower died); "" when fine.
+    suspect: str = ""
 
     @property
     def state(self) -> str:
@@ -127,6 +132,8 @@ class RestoreLoop(Daemon):
         self._fence: Fence | None = None
         self._fence_ack: str | None = None
         self._promoted = False
+        self._primary_reads = 0
+        self._plan_error = ""
         self._previous_txids: dict[str, int] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._start_slots = asyncio.Semaphore(self.section.concurrency)
@@ -146,7 +153,7 @@ class RestoreLoop(Daemon):
         )
         self.m_restarts = Counter(
             "fleet_restore_follower_restarts",
-            "Follower children restarted fresh, by reason (exit, stall, falling_behind)",
+            "Follower children restarted fresh, by reason (exit, stall, falling_behind, diverged)",
             ["db", "reason"],
             registry=registry,
         )
@@ -176,6 +183,12 @@ class RestoreLoop(Daemon):
             "Estimated blob LIST requests a day of the current plan (follower polls + checks)",
             registry=registry,
         )
+        self.m_promoted = Gauge(
+            "fleet_restore_promoted",
+            "1 once this host was promoted (every follower stopped for good), else 0",
+            registry=registry,
+        )
+        self.m_promoted.set(0)
         for tier, seconds in self.section.rpo_target_s.items():
             self.m_rpo.labels(tier).set(min(seconds, self.section.stale_after_s))
 
@@ -242,8 +255,27 @@ class RestoreLoop(Daemon):
         s = self.section
         return max(s.interval_s, s.check_interval_s) + s.call_timeout_s
 
+    def _role_file_reads(self) -> str | None:
+        """The role file's word ('primary'/'standby'), or None when missing, unreadable or
+        garbled. Never falls back to ``[fleet] role``: one bad read must not promote."""
+        try:
+            text = self.config.role_file.read_text(encoding="utf-8").strip().lower()
+        except OSError:
+            return None
+        return text if text in ("primary", "standby") else None
+
+    def _role_confirms_primary(self) -> bool:
+        """Promoted only when the role file positively reads primary twice in a row."""
+        if self._role_file_reads() == "primary":
+            self._primary_reads += 1
+        else:
+            self._primary_reads = 0
+        return self._primary_reads >= 2
+
     def is_fenced(self, name: str) -> bool:
-        if self._promoted:
+        # A role file saying primary (promote just finished and cleared its fence) fences
+        # everything at once, before the daemon confirmed the promotion.
+        if self._promoted or self._role_file_reads() == "primary":
             return True
         fence = self.paths.read_fence()
         return fence is not None and fence.covers(name) and fence.active(self.clock())
@@ -327,7 +359,7 @@ class RestoreLoop(Daemon):
 
     async def _apply_fence(self) -> None:
         now = self.clock()
-        if not self._promoted and effective_role(self.config) != "standby":
+        if not self._promoted and self._role_confirms_primary():
             await self._become_promoted()
             return
         fence = self.paths.read_fence()
@@ -385,9 +417,17 @@ class RestoreLoop(Daemon):
             table: TierTable = load_tier_table(self.section.databases_file)
             configured = read_restore_config(self.section.config_path)
         except (CatalogError, LitestreamConfigError) as exc:
-            if self.plan is not None:
-                self.log.error("restore plan files invalid; keeping the previous plan")
-            raise SetupError(str(exc)) from None
+            if self.plan is None:
+                raise SetupError(str(exc)) from None
+            if str(exc) != self._plan_error:
+                self.log.error(
+                    "restore plan files invalid; keeping the previous plan", error=str(exc)
+                )
+            self._plan_error = str(exc)
+            return self.plan
+        if self._plan_error:
+            self.log.info("restore plan files valid again")
+            self._plan_error = ""
         plan = build_plan(self.section, table, configured)
         for problem in plan.problems:
             if problem not in self._reported_problems:
@@ -414,6 +454,7 @@ class RestoreLoop(Daemon):
                 self._forget_metrics(st.target)
         for name, target in wanted.items():
             if name in self.dbs:
+                self._revive(self.dbs[name], ls)
                 continue
             st = DbState(target=target, seed_txid=self._previous_txids.get(name))
             self.dbs[name] = st
@@ -429,6 +470,22 @@ class RestoreLoop(Daemon):
                 self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 st.follower = self._new_follower(st, ls)
                 st.task = asyncio.create_task(st.follower.run(), name=f"follower-{name}")
+
+    def _revive(self, st: DbState, ls: Litestream) -> None:
+        """A follower supervisor that ended without stop() died of an unexpected error: log it
+        once and start a new one (the copy would otherwise be "restoring" forever)."""
+        task = st.task
+        if task is None or not task.done() or self._promoted:
+            return
+        error = "cancelled" if task.cancelled() else repr(task.exception())
+        self.log.error(
+            "follower supervisor died; starting a new one", db=st.target.name, error=error
+        )
+        self.m_failures.labels(st.target.name, "supervisor").inc()
+        st.failures += 1
+        st.last_error = f"follower supervisor died: {error}"
+        st.follower = self._new_follower(st, ls)
+        st.task = asyncio.create_task(st.follower.run(), name=f"follower-{st.target.name}")
 
     def _new_follower(self, st: DbState, ls: Litestream) -> Follower:
         name = st.target.name
@@ -447,6 +504,9 @@ class RestoreLoop(Daemon):
             if reason == "replica_missing":
                 st.replica_missing = True
 
+        def on_suspect(detail: str) -> None:
+            st.suspect = detail
+
         return Follower(
             st.target,
             ls,
@@ -459,6 +519,7 @@ class RestoreLoop(Daemon):
             on_restart=on_restart,
             on_failure=on_failure,
             clock=self.clock,
+            on_suspect=on_suspect,
         )
 
     def _forget_metrics(self, target: RestoreTarget) -> None:
@@ -477,13 +538,14 @@ class RestoreLoop(Daemon):
         if self._promoted:
             return
         self._promoted = True
+        self.m_promoted.set(1)
         self.log.warning("this host was promoted; stopping every follower for good")
         await self._stop_followers(list(self.dbs.values()))
         if not self.ctx.dry_run:
             await asyncio.to_thread(self.paths.write_status, self._status_doc())
 
     async def cycle(self) -> CycleResult:
-        if self._promoted or effective_role(self.config) != "standby":
+        if self._promoted or self._role_confirms_primary():
             await self._become_promoted()
             return CycleResult(detail={"promoted": True})
         ls = await self._ensure_litestream()
@@ -505,6 +567,11 @@ class RestoreLoop(Daemon):
             )
             await self._raise_alerts()
         self._first_cycle = False
+        for st in self.dbs.values():
+            # A follower's errors (exit, start failure) end when a fresh one follows; do not
+            # wait for the next check round to say so (status readers would see both at once).
+            if st.follower is not None and st.follower.state == "following":
+                st.last_error = ""
         self.m_followers.set(sum(1 for s in self.dbs.values() if s.follower and s.follower.pid))
         if not self.ctx.dry_run:
             await asyncio.to_thread(self.paths.write_status, self._status_doc())
@@ -576,8 +643,9 @@ class RestoreLoop(Daemon):
             st.replica_error = ""
             st.replica = listed
             st.replica_missing = listed.missing
+        reset = False
         if target.mode == "snapshot":
-            await self._snapshot_if_due(st, view)
+            reset = await self._snapshot_if_due(st, view)
         elif st.follower is not None:
             st.last_error = "" if st.follower.state == "following" else st.follower.last_error
         now = self.clock()
@@ -585,7 +653,21 @@ class RestoreLoop(Daemon):
         previous = st.local_txid
         local = self._local_txid(st)
         st.local_txid = local
-        if view is not None and not view.missing:
+        if st.follower is not None and st.follower.state == "following":
+            st.suspect = st.follower.suspect
+        # A snapshot copy found ahead of its replica was restored fresh just now: still an incident.
+        st.diverged = reset or (
+            view is not None and not view.missing and diverged(local, view.newest_txid)
+        )
+        if st.diverged and view is not None and not reset:
+            # Not "caught up": the copy follows nothing the replica holds. Report the time since
+            # it was last verified fresh, and restart the follower fresh.
+            since = st.verified_fresh_at if st.verified_fresh_at is not None else self._opened_at
+            st.lag_s = max(0.0, now - since)
+            st.applied_at = None
+            self.m_replica.labels(target.name).set(view.newest_txid or 0)
+            self._observe_stall(st, local, view, st.lag_s, now)
+        elif view is not None and not view.missing:
             if local is None:
                 # Nothing restored yet: everything the replica holds is at risk.
                 st.lag_s = max(0.0, now - (view.oldest_unapplied_at(None) or now))
@@ -637,22 +719,38 @@ class RestoreLoop(Daemon):
             )
             follower.request_restart(reason)
 
-    async def _snapshot_if_due(self, st: DbState, view: ReplicaView | None) -> None:
+    async def _snapshot_if_due(self, st: DbState, view: ReplicaView | None) -> bool:
+        """Restore the snapshot copy when due; True when its record was ahead of the replica
+        (so it was reset and restored fresh)."""
         now = self.clock()
         if self.snapshots is None or self.ctx.dry_run or self.is_fenced(st.target.name):
-            return
+            return False
         if view is None or view.missing:
-            return
+            return False
         current = self.snapshots.current_txid(st.target)
         newest = view.newest_txid
+        reset = diverged(current, newest)
+        if reset:
+            # The replica was reset/recreated: forget the record so the restore may replace the
+            # copy (should_replace refuses "older"), and restore now.
+            self.log.warning(
+                "replica behind the snapshot copy; restoring fresh",
+                db=st.target.name,
+                local_txid=current,
+                replica_txid=newest,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                snapshot_txid_path(self.work_dir, st.target.name).unlink()
+            current = None
+            st.last_snapshot_at = None
         if current is not None and newest is not None and current >= newest:
             st.last_error = ""
-            return
+            return reset
         if (
             st.last_snapshot_at is not None
             and now - st.last_snapshot_at < self.section.snapshot_interval_s
         ):
-            return
+            return reset
         st.last_snapshot_at = now
         try:
             async with self._start_slots:
@@ -664,7 +762,7 @@ class RestoreLoop(Daemon):
             self.log.warning(
                 "snapshot restore failed; copy kept", db=st.target.name, error=str(exc)
             )
-            return
+            return reset
         except (OSError, sqlite3.Error) as exc:
             self.m_failures.labels(st.target.name, "local").inc()
             st.failures += 1
@@ -672,7 +770,7 @@ class RestoreLoop(Daemon):
             self.log.warning(
                 "snapshot restore failed; copy kept", db=st.target.name, error=str(exc)
             )
-            return
+            return reset
         st.last_error = ""
         if result.replaced:
             st.last_success_at = self.clock()
@@ -682,6 +780,7 @@ class RestoreLoop(Daemon):
                 txid=result.txid,
                 duration_s=round(result.duration_s, 2),
             )
+        return reset
 
     async def _raise_alerts(self) -> None:
         now = self.clock()
@@ -714,6 +813,27 @@ class RestoreLoop(Daemon):
                     f"{recent} restarts in the last hour ({', '.join(reasons)})"
                     if too_many
                     else f"{recent} restarts in the last hour",
+                )
+            )
+            await self._emit(
+                self.alerts.update(
+                    "diverged",
+                    name,
+                    st.diverged,
+                    now,
+                    f"replica TXID {st.replica.newest_txid if st.replica else None} < local "
+                    f"TXID {st.local_txid}; restoring fresh"
+                    if st.diverged
+                    else "copy restored fresh from the replica",
+                )
+            )
+            await self._emit(
+                self.alerts.update(
+                    "suspect",
+                    name,
+                    bool(st.suspect),
+                    now,
+                    st.suspect[:300] if st.suspect else "copy replaced by a fresh restore",
                 )
             )
             await self._emit(
@@ -770,6 +890,8 @@ class RestoreLoop(Daemon):
                     if st.target.mode == "snapshot"
                     else None,
                     "replica_missing": st.replica_missing,
+                    "diverged": st.diverged,
+                    "suspect": st.suspect,
                     "last_error": st.last_error or st.replica_error,
                 }
             )
@@ -781,6 +903,7 @@ class RestoreLoop(Daemon):
             "fence_ack": self._fence_ack,
             "incidents": self.alerts.to_json(),
             "problems": [list(p) for p in (self.plan.problems if self.plan else ())],
+            "plan_error": self._plan_error,
             "databases": rows,
         }
 

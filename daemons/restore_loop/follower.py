@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +32,25 @@ from daemons.restore_loop.litestream import (
 from daemons.restore_loop.state import RestoreTarget, fsync_dir, read_txid_file
 from shared.runtime import backoff_delay
 
-__all__ = ["Fenced", "Follower", "FollowerStartError", "remove_work_files"]
+__all__ = ["Fenced", "Follower", "FollowerStartError", "quick_check", "remove_work_files"]
 
 _GEN = itertools.count(1)
 STABLE_AFTER_S = 300.0  # a child that followed this long resets the restart backoff
+RESTART_GRACE_S = 2.0  # SIGTERM first: a child killed mid-apply can leave the copy torn
+
+
+def quick_check(path: Path) -> str:
+    """``PRAGMA quick_check`` on ``path`` opened read-only: 'ok' or the problems found."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"{type(exc).__name__}: {exc}"
+    text = "; ".join(str(r[0]) for r in rows[:5])
+    return "ok" if text == "ok" else text
 
 
 class FollowerStartError(Exception):
@@ -77,6 +93,7 @@ class Follower:
         on_restart: Callable[[str, str], None],
         on_failure: Callable[[str, str], None],
         clock: Callable[[], float] = time.time,
+        on_suspect: Callable[[str], None] | None = None,
     ) -> None:
         self.target = target
         self.litestream = litestream
@@ -89,6 +106,11 @@ class Follower:
         self.on_restart = on_restart
         self.on_failure = on_failure
         self.clock = clock
+        self.on_suspect = on_suspect
+        # Why the visible copy may be torn (quick_check failed after an unclean exit); cleared
+        # when a fresh restore replaces it.
+        self.suspect = ""
+        self._killer: asyncio.Task[None] | None = None
         self.state = "idle"
         self.proc: asyncio.subprocess.Process | None = None
         self.output: Path | None = None
@@ -120,13 +142,14 @@ class Follower:
 
     # control ---------------------------------------------------------------------------------
     def request_restart(self, reason: str) -> None:
-        """Kill the child now (SIGKILL also ends a SIGSTOPped one); the loop starts fresh."""
+        """End the child (SIGTERM, SIGKILL after a short grace, which also ends a SIGSTOPped
+        one); the loop starts fresh."""
         proc = self.proc
         if proc is None or proc.returncode is not None or self._stopping:
             return
         self._restart_reason = reason
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        if self._killer is None or self._killer.done():
+            self._killer = asyncio.ensure_future(kill_process(proc, grace_s=RESTART_GRACE_S))
 
     def wake(self) -> None:
         self._wake.set()
@@ -178,6 +201,8 @@ class Follower:
                     break
                 await self._after_exit()
         finally:
+            # Also when the loop dies of an unexpected error: the first cycle must not wait.
+            self.first_attempt_done.set()
             if self.proc is not None:
                 await asyncio.shield(kill_process(self.proc))
             await self._drain_pumps()
@@ -189,6 +214,7 @@ class Follower:
         self._restart_reason = None
         ran_for = self.clock() - (self.started_at or self.clock())
         await self._drain_pumps()
+        await self._check_copy(proc)
         if reason == "fenced":
             self.state = "fenced"
             return
@@ -212,6 +238,18 @@ class Follower:
         self.state = "restarting"
         if reason == "exit":
             await self._sleep(self._delay())
+
+    async def _check_copy(self, proc: asyncio.subprocess.Process) -> None:
+        """The child died while it may have been writing pages into the copy: verify it."""
+        if not self.target.path.exists():
+            return
+        result = await asyncio.to_thread(quick_check, self.target.path)
+        if result == "ok":
+            return
+        self.suspect = f"quick_check after the follower exited (code {proc.returncode}): {result}"
+        self.log.error("standby copy suspect", detail=self.suspect[:300])
+        if self.on_suspect is not None:
+            self.on_suspect(self.suspect)
 
     def _delay(self) -> float:
         return backoff_delay(self.consecutive_failures, 1.0, self.backoff_max_s)
@@ -259,7 +297,10 @@ class Follower:
             gen = f"{int(self.clock() * 1000)}-{next(_GEN)}"
             tmp = self.work_dir / f"{target.name}~{gen}.db"
             sidecar = Path(f"{tmp}-txid")
-            self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise FollowerStartError("local", f"cannot create {self.work_dir}: {exc}") from None
             try:
                 proc = await self.litestream.start_follower(
                     target.path, tmp, target.follow_interval_s
@@ -277,11 +318,16 @@ class Follower:
                     raise Fenced()
                 os.replace(tmp, target.path)
                 fsync_dir(target.path.parent)
-            except BaseException:
+            except BaseException as exc:
                 await asyncio.shield(kill_process(proc))
                 for leftover in (tmp, sidecar, Path(f"{tmp}.tmp")):
                     with contextlib.suppress(OSError):
                         leftover.unlink()
+                if isinstance(exc, OSError):
+                    # EROFS, EACCES, EXDEV, a directory in the way: retried with backoff.
+                    raise FollowerStartError(
+                        "local", f"cannot place the restore at {target.path}: {exc}"
+                    ) from None
                 raise
         self.output, self.sidecar = tmp, sidecar
         self._last_txid = None
@@ -290,6 +336,7 @@ class Follower:
         self.started_at = self.clock()
         self.state = "following"
         self.last_error = ""
+        self.suspect = ""
         self.log.info(
             "standby copy replaced by a fresh restore; following",
             txid=self._last_txid,

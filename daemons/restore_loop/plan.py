@@ -72,6 +72,7 @@ def build_plan(
                 follow_interval_s=follow,
                 rpo_target_s=section.rpo_target_for(tier),
                 stale_threshold_s=section.stale_threshold_for(tier),
+                replica=f"{db.replica_type}:{db.replica_location}",
             )
         )
     for entry in table.databases:

@@ -24,6 +24,7 @@ __all__ = [
     "ReplicaView",
     "RestartLog",
     "StallWatch",
+    "diverged",
     "format_age",
     "lag_seconds",
     "monthly_cost",
@@ -128,6 +129,13 @@ class ReplicaView:
         return min(pending, default=None)
 
 
+def diverged(local_txid: int | None, replica_txid: int | None) -> bool:
+    """The replica's newest TXID is behind the local copy's: the replica was reset or recreated,
+    its URL changed, or the DB was recreated on the primary. The copy no longer follows that
+    replica, so it is neither "caught up" nor resumable: it must be restored fresh."""
+    return local_txid is not None and replica_txid is not None and replica_txid < local_txid
+
+
 def lag_seconds(local_txid: int | None, replica: ReplicaView, now: float) -> float:
     """Age of the oldest replica change not yet applied locally; 0 when caught up.
 
@@ -168,7 +176,10 @@ class StallWatch:
         ``stall``: the replica moved ahead and the local TXID has not advanced for threshold_s
         (upstream issue #1515, or a reader's long transaction blocking it). ``falling_behind``:
         it advances, but the oldest pending change is older than threshold_s (the abs follower
-        that applies one LTX file per poll and never catches up)."""
+        that applies one LTX file per poll and never catches up). ``diverged``: the replica is
+        behind the copy (see ``diverged()``)."""
+        if diverged(local_txid, replica_txid):
+            return "diverged"
         if local_txid != self.local_txid:
             self.local_txid = local_txid
             self.local_changed_at = now
@@ -306,6 +317,9 @@ _TITLES = {
     "stale": "standby copy stale",
     "restarts": "follower keeps restarting",
     "replica_missing": "replica missing",
+    "diverged": "replica behind the standby copy (reset, recreated or a new URL)",
+    "suspect": "standby copy suspect (quick_check failed after a follower died)",
+    "follower_crashed": "follower supervisor crashed",
 }
 
 

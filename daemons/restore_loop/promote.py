@@ -25,7 +25,7 @@ from typing import Any
 
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.litestream import Litestream, LitestreamError
-from daemons.restore_loop.policy import ReplicaView, should_replace
+from daemons.restore_loop.policy import ReplicaView, diverged, should_replace
 from daemons.restore_loop.snapshot import snapshot_txid_path
 from daemons.restore_loop.state import (
     Fence,
@@ -150,7 +150,11 @@ class Promoter:
             async def one(target: RestoreTarget) -> DbPromotion:
                 async with slots:
                     return await self._promote_one(
-                        target, rows.get(target.name, {}), started, catch_up_timeout_s
+                        target,
+                        rows.get(target.name, {}),
+                        started,
+                        catch_up_timeout_s,
+                        allow_partial=allow_partial,
                     )
 
             report.dbs = list(await asyncio.gather(*(one(t) for t in targets)))
@@ -232,8 +236,21 @@ class Promoter:
         row: dict[str, Any],
         started: float,
         catch_up_timeout_s: float,
+        *,
+        allow_partial: bool = False,
     ) -> DbPromotion:
         out = DbPromotion(db=target.name, tier=target.tier, path=str(target.path))
+        suspect = row.get("suspect")
+        if isinstance(suspect, str) and suspect:
+            if not allow_partial:
+                out.status = "refused"
+                out.reason = (
+                    f"the copy is suspect ({suspect[:200]}): a follower died while it may have "
+                    "been writing it; inspect it, or promote anyway with --allow-partial"
+                )
+                out.rto_s = self.clock() - started
+                return out
+            out.notes.append(f"promoted although suspect: {suspect[:200]}")
         if not target.path.exists():
             out.status, out.reason = "refused", f"no standby copy at {target.path}"
             out.rto_s = self.clock() - started
@@ -251,6 +268,20 @@ class Promoter:
         view = await self._list(target, out)
         if view is not None and view.missing:
             out.catch_up = "skipped: the replica lists no LTX files"
+        elif view is not None and diverged(out.local_txid, view.newest_txid):
+            out.replica_txid = view.newest_txid
+            out.catch_up = "skipped: the replica is behind the copy"
+            if not allow_partial:
+                out.status = "refused"
+                out.reason = (
+                    f"the replica's newest TXID {view.newest_txid} is behind the copy's "
+                    f"{out.local_txid}: the replica was reset or recreated (or its URL changed), "
+                    "so the copy's age is unknown and catch-up impossible; check the primary's "
+                    "replica, or promote this copy anyway with --allow-partial"
+                )
+                out.rto_s = self.clock() - started
+                return out
+            out.notes.append("replica behind the copy: RPO unknown (from the copy's mtime)")
         elif view is not None:
             out.replica_txid = view.newest_txid
             await self._catch_up(target, view, out, catch_up_timeout_s)
@@ -273,7 +304,7 @@ class Promoter:
             return out
         self._remove_sidecars(target, row)
         now = self.clock()
-        if view is not None and not view.missing:
+        if view is not None and not view.missing and not diverged(out.local_txid, view.newest_txid):
             out.applied_at = view.applied_at(out.local_txid)
         if out.applied_at is None and isinstance(row.get("applied_at"), int | float):
             out.applied_at = float(row["applied_at"])

@@ -46,6 +46,9 @@ class RestoreTarget:
     follow_interval_s: float
     rpo_target_s: float
     stale_threshold_s: float
+    # The replica's "type:location": part of the identity, so a new replica URL restarts the
+    # follower instead of following a different replica with the old copy.
+    replica: str = ""
 
     @property
     def file(self) -> str:
