@@ -7,8 +7,9 @@ WATCHDOG=1 is sent while the loop is alive, whatever the cycles' outcome, and wi
 the loop hangs or a cycle is stuck past its timeout. SIGTERM/SIGINT: STOPPING=1, finish or
 abandon the in-flight cycle within the grace period, close with final writes shielded, exit 0;
 a second signal exits at once. A loop or sender task that ends on its own (a bug) ends the
-process with exit 1, so the service manager restarts it rather than it living on idle. Daemons implement ``open``/``cycle``/``close`` and must never
-install signal handlers, sleep between cycles, or catch their own cancellation.
+process with exit 1, so the service manager restarts it rather than it living on idle.
+Daemons implement ``open``/``cycle``/``close`` and must never install signal handlers, sleep
+between cycles, or catch their own cancellation.
 """
 
 from __future__ import annotations
