@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import aiosqlite
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.sections import NotifySection, SlackSection
-from shared.sqlite import apply_migrations, connect, connect_sync, retry_busy_async
+from shared.sqlite import AsyncDatabase, apply_migrations, connect_sync, retry_busy_async
 
 __all__ = [
     "Message",
@@ -310,14 +309,15 @@ def summary_text(rows: Sequence[OutboxRow], why: str, max_lines: int = 10) -> st
     return "\n".join(lines)
 
 
-class Outbox:
+class Outbox(AsyncDatabase):
     """The host's outbox database (``[notify] outbox_db``): enqueue, silence, and the row
     operations senders use. Open with ``await open()``; ``close()`` is idempotent."""
 
+    label = "outbox"
+
     def __init__(self, path: str | Path, *, clock: Clock = time.time) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self._clock = clock
-        self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> Outbox:
         def _migrate() -> None:
@@ -328,36 +328,11 @@ class Outbox:
                 conn.close()
 
         await asyncio.to_thread(_migrate)
-        self._db = await connect(self.path)
+        await self._connect()
         return self
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("outbox is not open")
-        return self._db
 
     def now(self) -> float:
         return self._clock()
-
-    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async def _do() -> int:
-            cur = await self.db.execute(sql, params)
-            return int(cur.rowcount)
-
-        return await retry_busy_async(_do)
-
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async def _do() -> list[Any]:
-            async with self.db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
-
-        return await retry_busy_async(_do)
 
     async def enqueue(self, msg: Message) -> bool:
         """Store ``msg`` durably; False if its dedup key was already enqueued (a no-op)."""

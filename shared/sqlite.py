@@ -16,11 +16,12 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
 __all__ = [
+    "AsyncDatabase",
     "Migration",
     "StoreError",
     "apply_migrations",
@@ -249,3 +250,55 @@ def add_missing_columns(
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             added.append(name)
     return added
+
+
+class AsyncDatabase:
+    """One aiosqlite connection with the fleet's pragmas and bounded busy retry. Adapters that
+    own a database (the outbox, the inbox store) subclass it and add their queries; they open
+    it with ``_connect`` after their migrations and close it with ``close`` (idempotent)."""
+
+    label = "database"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        attempts: int = 5,
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._attempts = attempts
+        self._db: aiosqlite.Connection | None = None
+
+    async def _connect(self, *, readonly: bool = False) -> None:
+        self._db = await connect(
+            self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=readonly
+        )
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{self.label} is not open")
+        return self._db
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement (autocommit) and return its rowcount."""
+
+        async def _do() -> int:
+            cur = await self.db.execute(sql, params)
+            return int(cur.rowcount)
+
+        return await retry_busy_async(_do, attempts=self._attempts)
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async def _do() -> list[Any]:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+        return await retry_busy_async(_do, attempts=self._attempts)

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from daemons.email_reactor.rules import Email
 from shared.sqlite import (
+    AsyncDatabase,
     add_missing_columns,
     apply_migrations,
-    connect,
     connect_sync,
     retry_busy_async,
     table_columns,
@@ -193,11 +191,11 @@ def _json_dict(value: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-class InboxStore:
+class InboxStore(AsyncDatabase):
+    label = "inbox store"
+
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
-        self.path = path
-        self._busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
+        super().__init__(path, busy_timeout_ms=busy_timeout_ms, attempts=6)
         self._select = ""
         self._new_where = self._NEW_WHERE
         self._lock = asyncio.Lock()
@@ -223,28 +221,8 @@ class InboxStore:
         )
         if not has_decisions:  # a --dry-run before the first real run: nothing decided yet
             self._new_where = self._NEW_WHERE.split(" AND NOT EXISTS")[0]
-        self._db = await connect(
-            self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=not migrate
-        )
+        await self._connect(readonly=not migrate)
         return self
-
-    async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("inbox store is not open")
-        return self._db
-
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async def _do() -> list[Any]:
-            async with self.db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
-
-        return await retry_busy_async(_do, attempts=6)
 
     @staticmethod
     def _email(row: Sequence[Any]) -> Email:
@@ -363,12 +341,9 @@ class InboxStore:
         return await retry_busy_async(_do, attempts=6)
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
-        async def _do() -> int:
-            async with self._lock:
-                cur = await self.db.execute(sql, params)
-                return int(cur.rowcount)
-
-        return await retry_busy_async(_do, attempts=6)
+        """One write, serialized with ``record``'s transactions on this connection."""
+        async with self._lock:
+            return await self._execute(sql, params)
 
     async def mark_audited(self, email_id: int) -> None:
         await self._write(
