@@ -28,6 +28,7 @@ from daemons.email_reactor.config import EmailReactorSection
 from daemons.heartbeat.config import HeartbeatSection
 from daemons.ollama_health.config import OllamaHealthSection
 from daemons.restore_loop.config import RestoreLoopSection
+from shared.config_files import config_search_path, find_config_file
 from shared.sections import (
     DaemonSection,
     FleetSection,
@@ -158,28 +159,6 @@ def _resolve_path_value(value: Any, root: Path) -> Any:
         items = [_resolve_path_value(v, root) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     return value
-
-
-def config_search_path() -> list[Path]:
-    """Where a config file is looked for when neither --config nor $FLEET_CONFIG is given."""
-    return [
-        Path("fleet.toml"),
-        Path("~/.config/alai-fleet/fleet.toml").expanduser(),
-        Path("/etc/alai-fleet/fleet.toml"),
-    ]
-
-
-def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The config file to load: explicit, else $FLEET_CONFIG, else the first that exists."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("FLEET_CONFIG")
-    if env:
-        return Path(env).expanduser()
-    for candidate in config_search_path():
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daemons.blueprint_watchdog.schema import DocType, SchemaError, doc_types_from_settings
+from shared.config_files import find_config_file
 
 __all__ = [
     "DEFAULT_LOG_KEEP",
@@ -34,11 +35,6 @@ DEFAULT_ROOT = "~/.local/share/alai-fleet"
 DEFAULT_LOG_MAX_BYTES = 10_000_000
 DEFAULT_LOG_KEEP = 5
 ROOT_TOKEN = "<root>"
-SEARCH_PATH = (
-    "fleet.toml",
-    "~/.config/alai-fleet/fleet.toml",
-    "/etc/alai-fleet/fleet.toml",
-)
 
 
 class GateConfigError(Exception):
@@ -70,18 +66,6 @@ def _resolve(value: str, root: Path, home: str) -> Path:
     if value.startswith(ROOT_TOKEN + "/"):
         return root / value[len(ROOT_TOKEN) + 1 :]
     return Path(_expand(value, home))
-
-
-def _find_config(explicit: str | None, env: Mapping[str, str], home: str) -> Path | None:
-    if explicit:
-        return Path(_expand(explicit, home))
-    if env.get("FLEET_CONFIG"):
-        return Path(_expand(env["FLEET_CONFIG"], home))
-    for candidate in SEARCH_PATH:
-        path = Path(_expand(candidate, home))
-        if path.is_file():
-            return path
-    return None
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -134,7 +118,7 @@ def resolve_gate_settings(
 ) -> GateSettings:
     env = os.environ if env is None else env
     home = env.get("HOME") or os.path.expanduser("~")
-    config_file = _find_config(config, env, home)
+    config_file = find_config_file(config, env=env, home=home)
     data = _load_toml(config_file) if config_file is not None else {}
     fleet = _table(data, "fleet")
     section = _table(data, "blueprint_watchdog")
