@@ -15,7 +15,7 @@ from daemons.restore_loop.plan import build_plan, select_targets
 from daemons.restore_loop.state import RestoreTarget
 from shared.config import ConfigError, load_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "databases.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "databases.example.toml"
 
 
 def test_example_tier_table_holds_the_seed_tables() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_fleet
-from tests.test_blueprint_fixture_tree import build_compliant_tree, build_mixed_tree, write
+from tests.unit.test_blueprint_fixture_tree import build_compliant_tree, build_mixed_tree, write
 
 pytestmark = pytest.mark.system
 

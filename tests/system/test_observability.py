@@ -36,7 +36,7 @@ from shared.observability import (
 from shared.runtime import DaemonContext
 from tests.conftest import run_fleet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "fleet.example.toml"
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from daemons.blueprint_watchdog.gate import blueprint_validate_main
 from tests.conftest import run_fleet
-from tests.test_blueprint_fixture_tree import (
+from tests.unit.test_blueprint_fixture_tree import (
     SECTIONS,
     blueprint_text,
     build_mixed_tree,

@@ -36,7 +36,7 @@ from tests.conftest import FLEET_BIN, NotifySocket, free_port, http_get, run_fle
 
 pytestmark = pytest.mark.system
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "config" / "prometheus"
 RULES = PROM_DIR / "rules" / "fleet.rules.yml"
 

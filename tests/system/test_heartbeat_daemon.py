@@ -32,7 +32,7 @@ from shared.sections import DaemonSection
 from tests.conftest import free_port, run_fleet
 from tests.fakes.peer import FakePeer
 from tests.fakes.pings import FakePingReceiver
-from tests.test_heartbeat_support import only_enabled, write_config
+from tests.heartbeat_support import only_enabled, write_config
 
 
 @dataclass

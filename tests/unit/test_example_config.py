@@ -9,7 +9,7 @@ import pytest
 from shared.config import FleetConfig, load_config
 from shared.example_config import render_example_toml
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "fleet.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "fleet.example.toml"
 
 
 def test_example_matches_models() -> None:

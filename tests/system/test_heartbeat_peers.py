@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.fakes.peer import FakePeer
 from tests.fakes.slack import FakeSlack
-from tests.test_heartbeat_support import (
+from tests.heartbeat_support import (
     HeartbeatProcess,
     metric_value,
     only_enabled,

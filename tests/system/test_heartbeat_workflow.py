@@ -18,7 +18,7 @@ import pytest
 from daemons.heartbeat.workflow import poll_script
 from tests.conftest import run_fleet
 from tests.fakes.peer import FakePeer
-from tests.test_heartbeat_support import only_enabled, write_config
+from tests.heartbeat_support import only_enabled, write_config
 
 SLACK_TOKEN = "xoxb-1111-secret-token-value"
 

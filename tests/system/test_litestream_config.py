@@ -20,7 +20,7 @@ from daemons.restore_loop.litestream_yaml import (
 )
 from tests.conftest import run_fleet
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "databases.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "databases.example.toml"
 
 # The shape of the seed's litestream.yml (0.3/0.4 era), with example hosts.
 OLD_STYLE = """\

@@ -19,7 +19,7 @@ from shared.logging import get_logger
 from shared.metrics import DaemonMetrics
 from shared.notify import Outbox
 from shared.runtime import DaemonContext
-from tests.test_blueprint_fixture_tree import blueprint_text, build_mixed_tree, write
+from tests.unit.test_blueprint_fixture_tree import blueprint_text, build_mixed_tree, write
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from daemons.blueprint_watchdog.gate_settings import (
 )
 from shared.sections import FleetSection
 from tests.conftest import run_fleet
-from tests.test_blueprint_fixture_tree import (
+from tests.unit.test_blueprint_fixture_tree import (
     build_mixed_tree,
     make_mission_control,
     registry_entry,
@@ -247,7 +247,7 @@ def test_gate_path_imports_only_the_standard_library(tmp_path: Path) -> None:
         text=True,
         env=env,
         timeout=30,
-        cwd=str(Path(__file__).resolve().parents[1]),
+        cwd=str(Path(__file__).resolve().parents[2]),
     )
     assert res.returncode == 0, res.stderr
     foreign = set(json.loads(res.stdout.strip().splitlines()[-1]))

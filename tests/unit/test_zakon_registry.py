@@ -17,7 +17,7 @@ from daemons.blueprint_watchdog.registry import (
     parse_registry,
     sha256_matches,
 )
-from tests.test_blueprint_fixture_tree import registry_entry
+from tests.unit.test_blueprint_fixture_tree import registry_entry
 
 HOME = "/home/ops"
 REG = Path("/home/ops/system/rules/zakon-registry.json")

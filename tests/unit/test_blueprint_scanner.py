@@ -12,7 +12,7 @@ import pytest
 from daemons.blueprint_watchdog.inspection import ScanSettings, inspect_tree
 from daemons.blueprint_watchdog.scanner import read_document, scan_tree
 from daemons.blueprint_watchdog.schema import DEFAULT_DOC_TYPES
-from tests.test_blueprint_fixture_tree import (
+from tests.unit.test_blueprint_fixture_tree import (
     blueprint_text,
     build_compliant_tree,
     build_mixed_tree,

@@ -325,7 +325,7 @@ def test_eight_processes_race_for_200_tasks_each_claimed_exactly_once(tmp_path: 
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=Path(__file__).resolve().parents[2],
         )
         for i in range(n_procs)
     ]

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import FLEET_BIN, NotifySocket, free_port, http_get, run_fleet, wait_until
 from tests.fakes import FakeSlack
 from tests.fakes.hivemind import FakeHiveMind
-from tests.test_blueprint_fixture_tree import build_compliant_tree, build_mixed_tree, write
+from tests.unit.test_blueprint_fixture_tree import build_compliant_tree, build_mixed_tree, write
 
 pytestmark = pytest.mark.system
 

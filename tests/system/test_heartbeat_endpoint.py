@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import FLEET_BIN, free_port, http_get, wait_until
 from tests.fakes.peer import FakePeer
 from tests.fakes.pings import FakePingReceiver
-from tests.test_heartbeat_support import (
+from tests.heartbeat_support import (
     HeartbeatProcess,
     metric_value,
     only_enabled,

@@ -38,7 +38,7 @@ from shared.units import (
 )
 from tests.conftest import FLEET_BIN, NotifySocket, run_fleet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 
 
