@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from daemons.ollama_health.daemon import OllamaHealth  # noqa: E402
 from daemons.ollama_health.probe import Prober  # noqa: E402
 from daemons.ollama_health.table import table_from_section  # noqa: E402
-from shared.config import FleetConfig  # noqa: E402
+from fleet.config import RootConfig as FleetConfig  # noqa: E402
 from shared.metrics import DaemonMetrics  # noqa: E402
 from shared.notify import Outbox  # noqa: E402
 from shared.runtime import DaemonContext  # noqa: E402

@@ -1,8 +1,11 @@
 """Fleet configuration: one TOML file plus ``FLEET_<SECTION>__<KEY>`` env overrides.
 
-The pydantic models here are the single source of every default (config/fleet.example.toml is
-generated from them). Loading never echoes a secret: validation errors are re-formatted as
-``dotted.path: message`` without the raw input. This module must never start anything.
+``FleetConfig`` holds the sections every daemon shares (``[fleet]``, ``[slack]``, ``[notify]``,
+``[mission_control]``); the app composes the root model by adding each registered daemon's
+section (``fleet.config``), so this library names no daemon. The pydantic models are the single
+source of every default (config/fleet.example.toml is generated from them). Loading never echoes
+a secret: validation errors are re-formatted as ``dotted.path: message`` without the raw input.
+This module must never start anything.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -22,13 +25,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
-from daemons.claim_sweeper.config import ClaimSweeperSection
-from daemons.email_reactor.config import EmailReactorSection
-from daemons.heartbeat.config import HeartbeatSection
-from daemons.ollama_health.config import OllamaHealthSection
-from daemons.restore_loop.config import RestoreLoopSection
 from shared.config_files import config_search_path, find_config_file
+from shared.exitcodes import EX_CONFIG
 from shared.sections import (
     DaemonSection,
     FleetSection,
@@ -55,8 +53,9 @@ __all__ = [
     "load_config",
 ]
 
-EX_CONFIG = 78
 ROOT_TOKEN = "<root>"
+C = TypeVar("C", bound="FleetConfig")
+S = TypeVar("S", bound=BaseModel)
 
 _toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
 
@@ -77,7 +76,8 @@ class ConfigError(Exception):
 
 
 class FleetConfig(BaseSettings):
-    """The whole fleet configuration. Sections mirror the TOML tables."""
+    """The shared part of the fleet configuration; sections mirror the TOML tables. The app's
+    root model extends it with one field per registered daemon section."""
 
     model_config = SettingsConfigDict(
         env_prefix="FLEET_",
@@ -91,12 +91,6 @@ class FleetConfig(BaseSettings):
     slack: SlackSection = Field(default_factory=SlackSection)
     notify: NotifySection = Field(default_factory=NotifySection)
     mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
-    email_reactor: EmailReactorSection = Field(default_factory=EmailReactorSection)
-    ollama_health: OllamaHealthSection = Field(default_factory=OllamaHealthSection)
-    restore_loop: RestoreLoopSection = Field(default_factory=RestoreLoopSection)
-    heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
-    blueprint_watchdog: BlueprintWatchdogSection = Field(default_factory=BlueprintWatchdogSection)
-    claim_sweeper: ClaimSweeperSection = Field(default_factory=ClaimSweeperSection)
 
     @classmethod
     def settings_customise_sources(
@@ -130,10 +124,23 @@ class FleetConfig(BaseSettings):
             yield name, getattr(self, name)
 
     def daemon_section(self, section_name: str) -> DaemonSection:
-        section = getattr(self, section_name)
+        section = getattr(self, section_name, None)
         if not isinstance(section, DaemonSection):
             raise KeyError(section_name)
         return section
+
+    def section(self, section_type: type[S]) -> S:
+        """The one section of ``section_type`` (a daemon's own, typed): ``config.section(
+        ClaimSweeperSection)``. KeyError when no registered daemon has that section."""
+        for _name, section in self.sections():
+            if type(section) is section_type:
+                return section
+        raise KeyError(section_type.__name__)
+
+    def daemon_sections(self) -> Iterator[tuple[str, DaemonSection]]:
+        for name, section in self.sections():
+            if isinstance(section, DaemonSection):
+                yield name, section
 
     # Paths every daemon uses.
     @property
@@ -195,8 +202,12 @@ def _read_secret_files(cfg: FleetConfig) -> list[tuple[str, str]]:
     return errors
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
-    """Load and validate the configuration, raising ConfigError naming every bad key."""
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    model: type[C] = FleetConfig,  # type: ignore[assignment]
+) -> C:
+    """Load and validate the configuration into ``model`` (the app's root model; the shared
+    sections alone by default), raising ConfigError naming every bad key."""
     config_file = find_config_file(path)
     source = str(config_file) if config_file else "embedded defaults"
     if config_file is not None:
@@ -215,7 +226,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FleetConfig:
             raise ConfigError([("<file>", f"not valid TOML: {exc}")], source) from None
     token = _toml_file.set(config_file)
     try:
-        cfg = FleetConfig()
+        cfg = model()
     except ValidationError as exc:
         errors = [(_format_loc(err["loc"]), err["msg"]) for err in exc.errors(include_input=False)]
         raise ConfigError(errors, source) from None
@@ -241,18 +252,15 @@ def cross_section_errors(cfg: FleetConfig) -> list[tuple[str, str]]:
             )
         )
     ports: dict[int, str] = {}
-    for name, section in cfg.sections():
-        if not isinstance(section, DaemonSection) or not section.enabled:
+    for name, section in cfg.daemon_sections():
+        if not section.enabled:
             continue
-        if section.metrics_port == 0:
-            continue
-        other = ports.get(section.metrics_port)
-        if other is not None:
-            errors.append((f"{name}.metrics_port", f"{section.metrics_port} is also {other}'s"))
-        ports[section.metrics_port] = name
-    health_port = getattr(cfg.heartbeat, "health_port", 0)
-    if cfg.heartbeat.enabled and health_port and health_port in ports:
-        errors.append(
-            ("heartbeat.health_port", f"{health_port} is also {ports[health_port]}'s metrics port")
-        )
+        for key, port in section.listening_ports().items():
+            if port == 0:
+                continue
+            other = ports.get(port)
+            if other is not None:
+                errors.append((f"{name}.{key}", f"{port} is also {other}'s"))
+            else:
+                ports[port] = f"{name}.{key}"
     return errors

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "SHARED_TMP_DIRS",
     "append_jsonl",
     "append_jsonl_many",
     "atomic_write_json",
     "atomic_write_text",
     "ensure_private_dir",
+    "under_shared_tmp",
 ]
 
 
@@ -94,3 +96,16 @@ def _rotate(path: Path, keep: int) -> None:
         if older.exists():
             os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
     os.replace(path, path.with_name(f"{path.name}.1"))
+
+
+SHARED_TMP_DIRS = (Path("/tmp"), Path("/private/tmp"), Path("/var/tmp"))
+
+
+def under_shared_tmp(*paths: Path) -> bool:
+    """True when a path lives in a tmp directory other users share (the unit must then not
+    use PrivateTmp, and the file is exposed to other local users)."""
+    for path in paths:
+        pure = Path(os.path.abspath(path))
+        if any(pure == tmp or pure.is_relative_to(tmp) for tmp in SHARED_TMP_DIRS):
+            return True
+    return False

@@ -100,20 +100,6 @@ class HiveMindSink:
         self._migrated = False
         self._client: Any = None
 
-    @classmethod
-    def from_config(cls, config: FleetConfig) -> HiveMindSink:
-        from shared.runtime import effective_role
-
-        section = config.blueprint_watchdog
-        return cls(
-            db=section.hivemind_db,
-            url=section.hivemind_url,
-            token=section.hivemind_token.get_secret_value(),
-            timeout_s=section.hivemind_timeout_s,
-            # The DB is replicated from the primary: a standby must never write it.
-            writable=effective_role(config) == "primary",
-        )
-
     @property
     def mode(self) -> str:
         return "http" if self._url else "db"

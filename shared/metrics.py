@@ -1,20 +1,16 @@
-"""Per-daemon Prometheus registry and the HTTP server that serves ``/metrics`` and ``/healthz``.
+"""Per-daemon Prometheus registry: the series every daemon exports, and ``MetricSet``, which
+registers a daemon's own metrics from the ``MetricSpec`` list in its manifest (the same list the
+dashboards and rules are generated from, so a metric cannot exist in one and not the other).
 
-Each daemon owns one registry (a fresh one per test) holding the fleet-wide series and its own.
-The server binds the configured address (127.0.0.1 by default) and serves nothing but those two
-paths; it must never block the event loop or expose anything beyond metrics and health.
+Each daemon owns one registry (a fresh one per test). No I/O and no HTTP here
+(``shared.metrics_server`` serves them).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -23,13 +19,113 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["DaemonMetrics", "HealthReport", "MetricsServer"]
+from shared.cycles import CycleOutcome
+from shared.manifest import MetricSpec, metric
+
+__all__ = [
+    "CYCLE_BUCKETS",
+    "NOTIFY_METRICS",
+    "RUNTIME_METRICS",
+    "DaemonMetrics",
+    "MetricSet",
+]
 
 # `_created` series double every counter's cardinality and nobody graphs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CYCLE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-OUTCOMES = ("ok", "error", "timeout")
+
+# Every daemon (DaemonMetrics below).
+RUNTIME_METRICS: tuple[MetricSpec, ...] = (
+    metric(
+        "fleet_build_info",
+        "gauge",
+        "alai-fleet build running this daemon (always 1)",
+        "daemon",
+        "version",
+        "host",
+    ),
+    metric("fleet_cycles_total", "counter", "Daemon cycles by outcome", "daemon", "outcome"),
+    MetricSpec(
+        "fleet_cycle_duration_seconds",
+        "histogram",
+        "Wall time of one daemon cycle",
+        ("daemon",),
+        CYCLE_BUCKETS,
+    ),
+    metric(
+        "fleet_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the last cycle succeeded",
+        "daemon",
+    ),
+    metric(
+        "fleet_consecutive_failures",
+        "gauge",
+        "Cycles failed in a row since the last success",
+        "daemon",
+    ),
+)
+
+# Every daemon running an outbox sender (shared.notify NotifyMetrics).
+NOTIFY_METRICS: tuple[MetricSpec, ...] = (
+    metric("fleet_notifications_pending", "gauge", "Outbox rows waiting to be delivered"),
+    metric("fleet_notifications_sent_total", "counter", "Messages delivered by sink", "sink"),
+    metric(
+        "fleet_notifications_failed_total",
+        "counter",
+        "Failed delivery attempts by sink and reason",
+        "sink",
+        "reason",
+    ),
+    metric(
+        "fleet_notifications_collapsed_total",
+        "counter",
+        "Summaries made from collapsed alerts",
+        "sink",
+    ),
+)
+
+
+class MetricSet:
+    """The metrics named by ``specs``, registered on ``registry``; look them up by the name
+    they have on /metrics (``counter("fleet_claims_released_total")``)."""
+
+    def __init__(self, specs: Iterable[MetricSpec], registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._gauges: dict[str, Gauge] = {}
+        self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+        for spec in specs:
+            self._register(spec)
+
+    def _register(self, spec: MetricSpec) -> None:
+        labels = list(spec.labels)
+        if spec.kind == "gauge":
+            self._gauges[spec.name] = Gauge(
+                spec.client_name, spec.help, labels, registry=self.registry
+            )
+        elif spec.kind == "counter":
+            self._counters[spec.name] = Counter(
+                spec.client_name, spec.help, labels, registry=self.registry
+            )
+        elif spec.buckets is not None:
+            self._histograms[spec.name] = Histogram(
+                spec.client_name, spec.help, labels, buckets=spec.buckets, registry=self.registry
+            )
+        else:
+            self._histograms[spec.name] = Histogram(
+                spec.client_name, spec.help, labels, registry=self.registry
+            )
+
+    def gauge(self, name: str) -> Gauge:
+        return self._gauges[name]
+
+    def counter(self, name: str) -> Counter:
+        return self._counters[name]
+
+    def histogram(self, name: str) -> Histogram:
+        return self._histograms[name]
 
 
 class DaemonMetrics:
@@ -40,104 +136,29 @@ class DaemonMetrics:
     ) -> None:
         self.daemon = daemon
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.build_info = Gauge(
-            "fleet_build_info",
-            "alai-fleet build running this daemon (always 1)",
-            ["daemon", "version", "host"],
-            registry=r,
-        )
-        self.cycles = Counter(
-            "fleet_cycles",
-            "Daemon cycles by outcome (ok, error, timeout)",
-            ["daemon", "outcome"],
-            registry=r,
-        )
-        self.cycle_duration = Histogram(
-            "fleet_cycle_duration_seconds",
-            "Wall time of one daemon cycle",
-            ["daemon"],
-            buckets=CYCLE_BUCKETS,
-            registry=r,
-        )
-        self.last_success = Gauge(
-            "fleet_last_success_timestamp_seconds",
-            "Unix time the last cycle succeeded",
-            ["daemon"],
-            registry=r,
-        )
-        self.consecutive_failures = Gauge(
-            "fleet_consecutive_failures",
-            "Cycles failed in a row since the last success",
-            ["daemon"],
-            registry=r,
-        )
+        common = MetricSet(RUNTIME_METRICS, self.registry)
+        self.build_info = common.gauge("fleet_build_info")
+        self.cycles = common.counter("fleet_cycles_total")
+        self.cycle_duration = common.histogram("fleet_cycle_duration_seconds")
+        self.last_success = common.gauge("fleet_last_success_timestamp_seconds")
+        self.consecutive_failures = common.gauge("fleet_consecutive_failures")
         self.build_info.labels(daemon, version, host).set(1)
-        for outcome in OUTCOMES:
-            self.cycles.labels(daemon, outcome)
+        for outcome in CycleOutcome:
+            self.cycles.labels(daemon, outcome.value)
         self.cycle_duration.labels(daemon)
         self.last_success.labels(daemon)
         self.consecutive_failures.labels(daemon).set(0)
 
-    def record_cycle(self, outcome: str, duration_s: float, now: float) -> None:
-        self.cycles.labels(self.daemon, outcome).inc()
+    def own(self, specs: Iterable[MetricSpec]) -> MetricSet:
+        """Register a daemon's own metrics (its manifest's list) on this registry."""
+        return MetricSet(specs, self.registry)
+
+    def record_cycle(self, outcome: CycleOutcome | str, duration_s: float, now: float) -> None:
+        outcome = CycleOutcome(outcome)
+        self.cycles.labels(self.daemon, outcome.value).inc()
         self.cycle_duration.labels(self.daemon).observe(duration_s)
-        if outcome == "ok":
+        if outcome is CycleOutcome.OK:
             self.last_success.labels(self.daemon).set(now)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-@dataclass
-class HealthReport:
-    ok: bool
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-class MetricsServer:
-    """aiohttp server for one daemon: GET /metrics and GET /healthz, nothing else."""
-
-    def __init__(
-        self,
-        metrics: DaemonMetrics,
-        health: Callable[[], HealthReport],
-        bind: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        self._metrics = metrics
-        self._health = health
-        self._bind = bind
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
-
-    async def _get_metrics(self, _request: web.Request) -> web.Response:
-        body = self._metrics.render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _get_healthz(self, _request: web.Request) -> web.Response:
-        report = self._health()
-        payload = {"ok": report.ok, **report.detail}
-        return web.Response(
-            status=200 if report.ok else 503,
-            text=json.dumps(payload, sort_keys=True),
-            content_type="application/json",
-        )
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._get_metrics)
-        app.router.add_get("/healthz", self._get_healthz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._bind, self._port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None

@@ -108,3 +108,8 @@ class DaemonSection(_Section):
     backoff_max_s: float = Field(
         600.0, gt=0, description="cap on the retry delay after consecutive failed cycles"
     )
+
+    def listening_ports(self) -> dict[str, int]:
+        """Every TCP port this daemon listens on, by key (0: none); check-config refuses two
+        enabled daemons sharing one."""
+        return {"metrics_port": self.metrics_port}

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemons import REGISTRY
+from fleet.registry import by_name
 from tests.conftest import FLEET_BIN, free_port, http_get
 
 
@@ -47,8 +47,9 @@ def only_enabled(env: Mapping[str, str], *names: str) -> dict[str, str]:
     """``env`` with every daemon disabled except ``names`` (other daemons' defaults change
     as they are built; these tests must not depend on them)."""
     out = dict(env)
-    for spec in REGISTRY.values():
-        out[f"FLEET_{spec.section.upper()}__ENABLED"] = "true" if spec.name in names else "false"
+    for spec in by_name().values():
+        on = spec.name in names
+        out[f"FLEET_{spec.section_name.upper()}__ENABLED"] = "true" if on else "false"
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
 from shared.cli import config_option, load_config_or_exit
 
 __all__ = ["blueprint", "zakon"]
@@ -102,7 +103,7 @@ def blueprint_scan(as_json: bool, write: bool, config_path: str | None) -> None:
     if write:
         from shared.files import atomic_write_json
 
-        atomic_write_json(config.blueprint_watchdog.report_file, data)
+        atomic_write_json(config.section(BlueprintWatchdogSection).report_file, data)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -116,7 +117,7 @@ def blueprint_scan(as_json: bool, write: bool, config_path: str | None) -> None:
 def blueprint_report(as_json: bool, config_path: str | None) -> None:
     """Show the last nightly report (<root>/state/blueprint-watchdog/report.json)."""
     config = load_config_or_exit(config_path)
-    path = config.blueprint_watchdog.report_file
+    path = config.section(BlueprintWatchdogSection).report_file
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data.get("summary"), dict):
@@ -144,7 +145,7 @@ def _load_registry_or_exit(config_path: str | None, registry_path: str | None) -
     if registry_path:
         path = Path(registry_path).expanduser()
     else:
-        path = load_config_or_exit(config_path).blueprint_watchdog.registry_file
+        path = load_config_or_exit(config_path).section(BlueprintWatchdogSection).registry_file
     try:
         return load_registry(path)
     except RegistryError as exc:

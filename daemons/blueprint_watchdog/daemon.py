@@ -11,45 +11,23 @@ never alert per file, alert when everything is compliant, or write anything in -
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-
-from prometheus_client import Gauge
 
 from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
 from daemons.blueprint_watchdog.findings import Report, alert_text
 from daemons.blueprint_watchdog.inspection import ScanSettings, inspect_tree
+from daemons.blueprint_watchdog.manifest import MANIFEST
+from daemons.blueprint_watchdog.schedule import schedule_period_s
 from daemons.blueprint_watchdog.schema import DOC_TYPE_NAMES, REASONS
 from shared.config import FleetConfig
 from shared.files import atomic_write_json
 from shared.notify import Message
-from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
-from shared.sections import DaemonSection
+from shared.runtime import CycleResult, Daemon, DaemonContext
 
 __all__ = ["BlueprintWatchdog", "alert_messages", "scan_settings", "schedule_period_s"]
 
 
-def schedule_period_s(expression: str, *, samples: int = 64) -> float:
-    """The longest gap between consecutive fire times of ``expression`` (UTC) over the next
-    ``samples`` runs: "0 2 * * *" -> 86400. Raises ValueError for a bad expression."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    trigger = CronTrigger.from_crontab(expression, timezone=UTC)
-    start = datetime(2026, 1, 1, tzinfo=UTC)  # fixed: the period must not depend on today
-    previous = trigger.get_next_fire_time(None, start)
-    if previous is None:
-        raise ValueError(f"{expression!r} never fires")
-    longest = 0.0
-    for _ in range(samples):
-        following = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
-        if following is None:
-            break
-        longest = max(longest, (following - previous).total_seconds())
-        previous = following
-    return longest or 86400.0
-
-
 def scan_settings(config: FleetConfig) -> ScanSettings:
-    section = config.blueprint_watchdog
+    section = config.section(BlueprintWatchdogSection)
     db = config.mission_control.db
     return ScanSettings(
         roots=tuple(section.roots),
@@ -93,78 +71,24 @@ def alert_messages(
     ]
 
 
-class BlueprintWatchdog(Daemon):
-    name = "blueprint-watchdog"
+class BlueprintWatchdog(Daemon[BlueprintWatchdogSection]):
+    manifest = MANIFEST
 
-    def __init__(self, ctx: DaemonContext) -> None:
+    def __init__(self, ctx: DaemonContext[BlueprintWatchdogSection]) -> None:
         super().__init__(ctx)
-        assert isinstance(ctx.section, BlueprintWatchdogSection)
-        self.section: BlueprintWatchdogSection = ctx.section
         self.schedule = self.section.schedule
         self._period_s = schedule_period_s(self.schedule)
         self._last_state: tuple[int, bool] | None = None
-        registry = ctx.metrics.registry
-        self.m_files = Gauge(
-            "fleet_blueprint_files",
-            "Documents found by the last scan, by type",
-            ["type"],
-            registry=registry,
-        )
-        self.m_noncompliant = Gauge(
-            "fleet_blueprint_noncompliant",
-            "Documents failing a rule in the last scan, by type and reason",
-            ["type", "reason"],
-            registry=registry,
-        )
-        self.m_duration = Gauge(
-            "fleet_blueprint_scan_duration_seconds",
-            "Wall time of the last scan",
-            registry=registry,
-        )
-        self.m_problems = Gauge(
-            "fleet_blueprint_scan_problems",
-            "Directories the last scan could not look into (loops, unreadable, truncated)",
-            registry=registry,
-        )
-        self.m_registry_ok = Gauge(
-            "fleet_zakon_registry_ok",
-            "1 if the ZAKON registry was readable and valid at the last scan, else 0",
-            registry=registry,
-        )
+        metrics = self.own_metrics()
+        self.m_files = metrics.gauge("fleet_blueprint_files")
+        self.m_noncompliant = metrics.gauge("fleet_blueprint_noncompliant")
+        self.m_duration = metrics.gauge("fleet_blueprint_scan_duration_seconds")
+        self.m_problems = metrics.gauge("fleet_blueprint_scan_problems")
+        self.m_registry_ok = metrics.gauge("fleet_zakon_registry_ok")
         for doc_type in DOC_TYPE_NAMES:
             self.m_files.labels(doc_type)
             for reason in REASONS:
                 self.m_noncompliant.labels(doc_type, reason)
-
-    @classmethod
-    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
-        if not isinstance(section, BlueprintWatchdogSection):
-            return None
-        try:
-            schedule_period_s(section.schedule)
-        except ValueError as exc:
-            return f"[blueprint_watchdog] schedule {section.schedule!r} is not usable: {exc}"
-        if role == "standby" and not section.hivemind_url:
-            return (
-                "its HiveMind alerts go to hivemind_db, a database replicated from the primary; "
-                "a standby must not write it. Run it on the primary, set "
-                "[blueprint_watchdog] hivemind_url (HTTP sink), or disable it here "
-                "([blueprint_watchdog] enabled = false)"
-            )
-        return None
-
-    @classmethod
-    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
-        section = config.blueprint_watchdog
-        paths = [section.report_file.parent]
-        if not section.hivemind_url:
-            paths.append(section.hivemind_db.parent)
-        return UnitProfile(
-            write_paths=tuple(paths),
-            shared_tmp=any(str(p).startswith("/tmp/") for p in (*section.roots, *paths)),
-            tasks_max=32,
-            memory_max_mb=256,
-        )
 
     @property
     def expected_interval_s(self) -> float:

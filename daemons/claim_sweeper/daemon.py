@@ -10,63 +10,33 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import Counter, Gauge
-
 from daemons.claim_sweeper.config import ClaimSweeperSection
+from daemons.claim_sweeper.manifest import MANIFEST
 from daemons.claim_sweeper.policy import alert_due, alert_message
-from shared.config import FleetConfig
+from shared.cycles import CycleResult
+from shared.daemon import Daemon, DaemonContext
 from shared.mission_control import MissionControl
-from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
-from shared.sections import DaemonSection
+from shared.roles import Role
 
 __all__ = ["ClaimSweeper"]
 
 
-class ClaimSweeper(Daemon):
-    name = "claim-sweeper"
+class ClaimSweeper(Daemon[ClaimSweeperSection]):
+    manifest = MANIFEST
 
-    def __init__(self, ctx: DaemonContext) -> None:
+    def __init__(self, ctx: DaemonContext[ClaimSweeperSection]) -> None:
         super().__init__(ctx)
-        assert isinstance(ctx.section, ClaimSweeperSection)
-        self.section: ClaimSweeperSection = ctx.section
         self.store: MissionControl | None = None
         self._missing_logged = False
-        registry = ctx.metrics.registry
-        self.m_held = Gauge(
-            "fleet_claims_held", "Leases currently held and live", registry=registry
-        )
-        self.m_expired = Gauge(
-            "fleet_claims_expired", "Leases held past their expiry", registry=registry
-        )
-        self.m_released = Counter(
-            "fleet_claims_released", "Expired leases released by the sweeper", registry=registry
-        )
-        self.m_oldest = Gauge(
-            "fleet_claims_oldest_expired_age_seconds",
-            "How long the oldest expired lease has been expired (0: none)",
-            registry=registry,
-        )
-
-    @classmethod
-    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
-        if role == "standby" and isinstance(section, ClaimSweeperSection) and section.auto_release:
-            return (
-                "auto_release = true writes mission-control.db, which is replicated from "
-                "the primary; on a standby set [claim_sweeper] auto_release = false, or "
-                "promote this host with `fleet role set primary`"
-            )
-        return None
-
-    @classmethod
-    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
-        # On the primary it creates/migrates mission-control.db (WAL: -wal/-shm beside it).
-        return UnitProfile(
-            write_paths=(config.mission_control.db.parent,), tasks_max=32, memory_max_mb=192
-        )
+        metrics = self.own_metrics()
+        self.m_held = metrics.gauge("fleet_claims_held")
+        self.m_expired = metrics.gauge("fleet_claims_expired")
+        self.m_released = metrics.counter("fleet_claims_released_total")
+        self.m_oldest = metrics.gauge("fleet_claims_oldest_expired_age_seconds")
 
     @property
     def writable(self) -> bool:
-        return self.ctx.role == "primary" and not self.ctx.dry_run
+        return self.ctx.role is Role.PRIMARY and not self.ctx.dry_run
 
     def _open_store(self) -> MissionControl | None:
         path = self.ctx.config.mission_control.db

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
-from shared.cli import config_option, load_config_or_exit
+from daemons.email_reactor.config import EmailReactorSection
+from shared.cli import config_option, invoke_app_command, load_config_or_exit
 
 __all__ = ["email"]
 
@@ -31,10 +32,9 @@ def email() -> None:
 @click.pass_context
 def process(ctx: click.Context, once: bool, dry_run: bool, config_path: str | None) -> None:
     """Alias of `fleet run email-reactor`."""
-    from shared.cli import run
-
-    ctx.invoke(
-        run,
+    invoke_app_command(
+        ctx,
+        "run",
         name="email-reactor",
         run_all=False,
         once=once,
@@ -49,12 +49,13 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
     from shared.logging import configure_logging, get_logger
     from shared.metrics import DaemonMetrics
     from shared.notify import Outbox
-    from shared.runtime import DaemonContext, effective_role
+    from shared.roles import effective_role
+    from shared.runtime import DaemonContext
 
     config = load_config_or_exit(config_path)
     configure_logging(host=config.fleet.host, level="warning", daemon="email-reactor")
-    role = effective_role(config)
-    reason = EmailReactor.refuse_reason(config.email_reactor, role)
+    role = effective_role(config.fleet.role, config.role_file)
+    reason = EmailReactor.refuse_reason(config.section(EmailReactorSection), role)
     if reason and not dry_run:
         raise click.ClickException(reason)
 
@@ -62,7 +63,7 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
         outbox = None if dry_run else await Outbox(config.notify.outbox_db).open()
         ctx = DaemonContext(
             config=config,
-            section=config.email_reactor,
+            section=config.section(EmailReactorSection),
             role=role,
             log=get_logger(daemon="email-reactor"),
             metrics=DaemonMetrics("email-reactor", config.fleet.host, __version__),
@@ -181,7 +182,7 @@ def partners() -> None:
 
 def _partners_file(config_path: str | None) -> tuple[Any, dict[str, Any]]:
     config = load_config_or_exit(config_path)
-    path = config.email_reactor.partners_file
+    path = config.section(EmailReactorSection).partners_file
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -19,11 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.digest import digest_due, format_digest, local_date
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
+from daemons.email_reactor.manifest import MANIFEST
 from daemons.email_reactor.paperless import PaperlessClient, PaperlessError
 from daemons.email_reactor.pipeline import (
     TriageInputs,
@@ -33,13 +32,11 @@ from daemons.email_reactor.pipeline import (
 )
 from daemons.email_reactor.rules import Email, PartnerList, domain_of, parse_partners
 from daemons.email_reactor.store import Decision, InboxStore, StoredDecision
-from shared.config import FleetConfig
 from shared.files import append_jsonl, append_jsonl_many, atomic_write_json
 from shared.logging import hash_email
 from shared.mission_control import MissionControl, format_sql_ts
 from shared.notify import Message
-from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
-from shared.sections import DaemonSection
+from shared.runtime import CycleResult, Daemon, DaemonContext
 
 __all__ = ["EmailReactor"]
 
@@ -48,13 +45,12 @@ def _sql_now(now: float) -> str:
     return format_sql_ts(datetime.fromtimestamp(now, UTC))
 
 
-class EmailReactor(Daemon):
-    name = "email-reactor"
+class EmailReactor(Daemon[EmailReactorSection]):
+    manifest = MANIFEST
 
-    def __init__(self, ctx: DaemonContext) -> None:
+    def __init__(self, ctx: DaemonContext[EmailReactorSection]) -> None:
         super().__init__(ctx)
-        assert isinstance(ctx.section, EmailReactorSection)
-        self.s: EmailReactorSection = ctx.section
+        self.s = self.section
         self.store: InboxStore | None = None
         self.mc: MissionControl | None = None
         self.llm: LLMClient | None = None
@@ -64,55 +60,13 @@ class EmailReactor(Daemon):
         self._partners_bad = False
         self._mc_lock = asyncio.Lock()
         self._audit_lock = asyncio.Lock()
-        r = ctx.metrics.registry
-        self.m_decisions = Counter(
-            "fleet_email_decisions",
-            "Emails decided, by action and source",
-            ["action", "source"],
-            registry=r,
-        )
-        self.m_llm = Counter(
-            "fleet_email_llm_requests", "Classifier requests by outcome", ["outcome"], registry=r
-        )
-        self.m_llm_duration = Histogram(
-            "fleet_email_llm_duration_seconds",
-            "Classifier request wall time",
-            registry=r,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30),
-        )
-        self.m_backlog = Gauge(
-            "fleet_email_backlog", "Undecided new emails in the window", registry=r
-        )
-        self.m_oldest = Gauge(
-            "fleet_email_oldest_undecided_age_seconds",
-            "Age of the oldest undecided new email (0: none)",
-            registry=r,
-        )
-        self.m_paperless_errors = Counter(
-            "fleet_email_paperless_errors",
-            "Paperless lookups that failed (DB fallback used)",
-            registry=r,
-        )
-
-    # fencing and unit ----------------------------------------------------------------------
-    @classmethod
-    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
-        if role == "standby":
-            return (
-                "email-reactor writes email-inbox.db and mission-control.db, which are "
-                "replicated from the primary; it runs on the primary only (promote this "
-                "host with `fleet role set primary` or disable [email_reactor] here)"
-            )
-        return None
-
-    @classmethod
-    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
-        s = config.email_reactor
-        return UnitProfile(
-            write_paths=(s.inbox_db.parent, config.mission_control.db.parent, s.state_dir),
-            tasks_max=64,
-            memory_max_mb=384,
-        )
+        metrics = self.own_metrics()
+        self.m_decisions = metrics.counter("fleet_email_decisions_total")
+        self.m_llm = metrics.counter("fleet_email_llm_requests_total")
+        self.m_llm_duration = metrics.histogram("fleet_email_llm_duration_seconds")
+        self.m_backlog = metrics.gauge("fleet_email_backlog")
+        self.m_oldest = metrics.gauge("fleet_email_oldest_undecided_age_seconds")
+        self.m_paperless_errors = metrics.counter("fleet_email_paperless_errors_total")
 
     # paths ---------------------------------------------------------------------------------
     @property

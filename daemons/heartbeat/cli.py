@@ -10,7 +10,7 @@ import time
 
 import click
 
-from shared.cli import config_option, load_config_or_exit
+from shared.cli import config_option, fleet_manifests, load_config_or_exit
 
 __all__ = ["heartbeat"]
 
@@ -30,7 +30,7 @@ def health(as_json: bool, config_path: str | None) -> None:
     from daemons.heartbeat.health import HealthView
 
     config = load_config_or_exit(config_path)
-    report = HealthView(config, cache_s=0).read()
+    report = HealthView(config, fleet_manifests(), cache_s=0).read()
     if as_json:
         click.echo(json.dumps(report.body, indent=2, sort_keys=True))
     else:
@@ -54,7 +54,7 @@ def peers(as_json: bool, config_path: str | None) -> None:
     from daemons.heartbeat.store import PeerStateFile
 
     config = load_config_or_exit(config_path)
-    section = config.heartbeat
+    section = config.section(HeartbeatSection)
     assert isinstance(section, HeartbeatSection)
     names = [p.name for p in section.peers]
     loaded = PeerStateFile(section.state_file).load(names)
@@ -119,7 +119,7 @@ def github_workflow(
     from daemons.heartbeat.workflow import WorkflowOptions, render_workflow
 
     config = load_config_or_exit(config_path)
-    section = config.heartbeat
+    section = config.section(HeartbeatSection)
     assert isinstance(section, HeartbeatSection)
     peers_by_name = {p.name: p for p in section.peers}
     peer = peers_by_name.get(peer_name)

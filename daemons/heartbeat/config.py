@@ -148,6 +148,9 @@ class HeartbeatSection(DaemonSection):
         [], description="[[heartbeat.pings]] name, url or url_file, interval_s, timeout_s, retries"
     )
 
+    def listening_ports(self) -> dict[str, int]:
+        return {**super().listening_ports(), "health_port": self.health_port}
+
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
         names = [p.name for p in self.peers]

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from prometheus_client import Counter, Gauge
 
 from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
 from daemons.heartbeat.health import HealthServer, HealthView
+from daemons.heartbeat.manifest import MANIFEST
 from daemons.heartbeat.policy import (
     FleetReport,
     PeerState,
@@ -34,7 +34,8 @@ from daemons.heartbeat.policy import (
 from daemons.heartbeat.probe import PeerProbe, PingResult, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
 from shared.notify import Message
-from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart, effective_role
+from shared.roles import effective_role
+from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
 
 __all__ = ["Heartbeat", "HeartbeatUnhealthy", "PingTarget"]
 
@@ -97,14 +98,14 @@ def resolve_pings(pings: list[PingConfig]) -> list[PingTarget]:
     return out
 
 
-class Heartbeat(Daemon):
-    name = "heartbeat"
+class Heartbeat(Daemon[HeartbeatSection]):
+    manifest = MANIFEST
 
-    def __init__(self, ctx: DaemonContext) -> None:
+    def __init__(self, ctx: DaemonContext[HeartbeatSection]) -> None:
         super().__init__(ctx)
-        assert isinstance(ctx.section, HeartbeatSection)
-        self.section: HeartbeatSection = ctx.section
-        self.view = HealthView(ctx.config, cache_s=self.section.health_cache_s, clock=ctx.clock)
+        self.view = HealthView(
+            ctx.config, ctx.fleet, cache_s=self.section.health_cache_s, clock=ctx.clock
+        )
         self.server: HealthServer | None = None
         self.client: httpx.AsyncClient | None = None
         self.peers: dict[str, PeerConfig] = {p.name: p for p in self.section.peers}
@@ -118,42 +119,13 @@ class Heartbeat(Daemon):
         self._dirty = False
         self._problems_logged: set[str] = set()
         self._last_stale: tuple[str, ...] | None = None
-        registry = ctx.metrics.registry
-        self.m_peer_up = Gauge(
-            "fleet_heartbeat_peer_up",
-            "1 if the peer's last probe got a health answer, 0 if it failed",
-            ["peer"],
-            registry=registry,
-        )
-        self.m_peer_failures = Gauge(
-            "fleet_heartbeat_peer_consecutive_failures",
-            "Failed probes of the peer in a row",
-            ["peer"],
-            registry=registry,
-        )
-        self.m_two_primaries = Gauge(
-            "fleet_heartbeat_two_primaries",
-            "1 while the peer and this host both report role primary",
-            ["peer"],
-            registry=registry,
-        )
-        self.m_pings = Counter(
-            "fleet_heartbeat_pings",
-            "Dead-man's-switch pings by outcome (ok: success sent, fail: /fail sent, error:"
-            " not delivered after retries)",
-            ["url_hash", "outcome"],
-            registry=registry,
-        )
-        self.m_degraded = Gauge(
-            "fleet_heartbeat_fleet_degraded",
-            "1 while a daemon enabled on this host is stale or missing",
-            registry=registry,
-        )
-        self.m_endpoint_up = Gauge(
-            "fleet_heartbeat_endpoint_up",
-            "1 while the /health endpoint is bound and serving",
-            registry=registry,
-        )
+        metrics = self.own_metrics()
+        self.m_peer_up = metrics.gauge("fleet_heartbeat_peer_up")
+        self.m_peer_failures = metrics.gauge("fleet_heartbeat_peer_consecutive_failures")
+        self.m_two_primaries = metrics.gauge("fleet_heartbeat_two_primaries")
+        self.m_pings = metrics.counter("fleet_heartbeat_pings_total")
+        self.m_degraded = metrics.gauge("fleet_heartbeat_fleet_degraded")
+        self.m_endpoint_up = metrics.gauge("fleet_heartbeat_endpoint_up")
         for name in self.peers:
             self.m_peer_failures.labels(name).set(0)
             self.m_two_primaries.labels(name).set(0)
@@ -341,7 +313,7 @@ class Heartbeat(Daemon):
             ok=result.ok,
             now=started_at,
             thresholds=Thresholds(peer.alert_after, peer.escalate_after, peer.recovery_after),
-            local_role=effective_role(self.ctx.config),
+            local_role=effective_role(self.ctx.config.fleet.role, self.ctx.config.role_file),
             peer_role=result.role,
             peer_status=result.fleet_status,
             error=result.error,

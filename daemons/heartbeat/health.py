@@ -12,59 +12,52 @@ everything else; it must never read any other file, take a parameter, or wait on
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from aiohttp import web
 
-from daemons import REGISTRY
 from daemons.heartbeat.policy import FleetReport, fleet_report
 from shared import __version__
+from shared.clock import Clock
 from shared.config import FleetConfig
 from shared.heartbeats import HeartbeatStatus, read_status
-from shared.runtime import Daemon, effective_role, fenced
+from shared.manifest import DaemonManifest
+from shared.roles import effective_role
 
-__all__ = [
-    "HEALTH_PATHS",
-    "HealthServer",
-    "HealthView",
-    "daemon_classes",
-    "enabled_daemons",
-    "fenced",
-]
+__all__ = ["HEALTH_PATHS", "HealthServer", "HealthView", "expected_daemons"]
 
 HEALTH_PATHS = ("/health", "/health/fleet")
-Clock = Callable[[], float]
 
 
-def enabled_daemons(config: FleetConfig) -> list[str]:
-    return [s.name for s in REGISTRY.values() if config.daemon_section(s.section).enabled]
-
-
-def daemon_classes(names: list[str]) -> dict[str, type[Daemon] | None]:
-    """The Daemon class of each name, or None when its module cannot be imported (the endpoint
-    must keep answering with a broken sibling; that daemon then simply counts as expected)."""
-    out: dict[str, type[Daemon] | None] = {}
-    for name in names:
-        spec = REGISTRY[name]
-        try:
-            cls = getattr(importlib.import_module(spec.module), spec.class_name)
-        except Exception:  # any import-time error of another daemon's code
-            cls = None
-        out[name] = cls if isinstance(cls, type) and issubclass(cls, Daemon) else None
-    return out
+def expected_daemons(config: FleetConfig, fleet: Sequence[DaemonManifest], role: str) -> list[str]:
+    """The daemons this host should be running: enabled, and not fenced off its role. Only
+    manifests are read (no sibling daemon's code is imported, so a broken sibling cannot take
+    /health down with it)."""
+    expected = []
+    for manifest in fleet:
+        section = config.daemon_section(manifest.section_name)
+        if section.enabled and not manifest.fenced(section, role):
+            expected.append(manifest.name)
+    return expected
 
 
 class HealthView:
     """The current /health answer for this host, cached for ``cache_s`` seconds."""
 
-    def __init__(self, config: FleetConfig, *, cache_s: float, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        config: FleetConfig,
+        fleet: Sequence[DaemonManifest],
+        *,
+        cache_s: float,
+        clock: Clock = time.time,
+    ) -> None:
         self.config = config
+        self.fleet = tuple(fleet)
         self.cache_s = cache_s
         self.clock = clock
-        self.classes = daemon_classes(enabled_daemons(config))
         self._lock = asyncio.Lock()
         self._cached: tuple[FleetReport, bytes] | None = None
         self._cached_at = 0.0
@@ -72,12 +65,8 @@ class HealthView:
     def read(self) -> FleetReport:
         """Read the heartbeat files now (blocking file I/O: call from a thread)."""
         now = self.clock()
-        role = effective_role(self.config)
-        expected = [
-            name
-            for name, cls in self.classes.items()
-            if not fenced(cls, self.config.daemon_section(REGISTRY[name].section), role)
-        ]
+        role = effective_role(self.config.fleet.role, self.config.role_file)
+        expected = expected_daemons(self.config, self.fleet, role)
         statuses = {name: self._status(name, now) for name in expected}
         return fleet_report(
             host=self.config.fleet.host,

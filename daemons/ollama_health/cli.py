@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from daemons.ollama_health.config import OllamaHealthSection
 from shared.cli import config_option, load_config_or_exit
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def _read(config: FleetConfig) -> dict[str, Any] | None:
     from daemons.ollama_health.status_file import StatusFileError, read_status
 
     try:
-        return read_status(config.ollama_health.status_file)
+        return read_status(config.section(OllamaHealthSection).status_file)
     except StatusFileError as exc:
         click.echo(f"warning: {exc}; treating health as unknown", err=True)
         return None
@@ -45,7 +46,7 @@ def _table(config: FleetConfig, status: dict[str, Any] | None) -> RoutingTable |
     from daemons.ollama_health.daemon import MAX_TIER_ROUTING_BYTES
     from daemons.ollama_health.table import TableError, parse_tier_routing, table_from_section
 
-    section = config.ollama_health
+    section = config.section(OllamaHealthSection)
     path = section.tier_routing_file
     if path is None:
         return table_from_section(section)
@@ -77,7 +78,7 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
     from daemons.ollama_health.routing import STALE_INTERVALS, status_age
 
     config = load_config_or_exit(config_path)
-    path = config.ollama_health.status_file
+    path = config.section(OllamaHealthSection).status_file
     status = _read(config)
     now = time.time()
     if status is None:
@@ -87,7 +88,7 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
             click.echo(f"no usable status file at {path} (is ollama-health running?)")
         raise SystemExit(EX_FAIL)
     age = status_age(status, now)
-    interval = status.get("_interval_s") or config.ollama_health.interval_s
+    interval = status.get("_interval_s") or config.section(OllamaHealthSection).interval_s
     stale = age is None or age > STALE_INTERVALS * float(interval)
     hosts = {k: v for k, v in status.items() if not k.startswith("_") and isinstance(v, dict)}
     all_ok = not stale and all(h.get("healthy") is True for h in hosts.values())

@@ -17,12 +17,10 @@ import contextlib
 import json
 import os
 import sqlite3
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from daemons.ollama_health.config import OllamaHealthSection
+from daemons.ollama_health.manifest import MANIFEST
 from daemons.ollama_health.policy import (
     MAX_OVERRIDE_BYTES,
     HostState,
@@ -55,16 +53,14 @@ from daemons.ollama_health.table import (
     parse_tier_routing,
     table_from_section,
 )
-from shared.config import FleetConfig
 from shared.files import atomic_write_json
 from shared.notify import Message
-from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
+from shared.runtime import CycleResult, Daemon, DaemonContext
 
-__all__ = ["OllamaHealth", "TierRoutingUnusable", "uses_shared_tmp"]
+__all__ = ["OllamaHealth", "TierRoutingUnusable"]
 
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 MAX_TIER_ROUTING_BYTES = 1024 * 1024
-_SHARED_TMP_DIRS = (Path("/tmp"), Path("/private/tmp"), Path("/var/tmp"))
 MEMORY_FILE_NAME = "ollama-health-memory.json"
 
 
@@ -90,21 +86,13 @@ def untrusted_override(st: os.stat_result) -> str | None:
     return None
 
 
-def uses_shared_tmp(*paths: Path) -> bool:
-    """True when a path lives in a tmp directory other programs share (no PrivateTmp)."""
-    return any(
-        path.is_absolute() and any(path.is_relative_to(tmp) for tmp in _SHARED_TMP_DIRS)
-        for path in paths
-    )
+class OllamaHealth(Daemon[OllamaHealthSection]):
+    manifest = MANIFEST
 
-
-class OllamaHealth(Daemon):
-    name = "ollama-health"
-
-    def __init__(self, ctx: DaemonContext, *, prober: Prober | None = None) -> None:
+    def __init__(
+        self, ctx: DaemonContext[OllamaHealthSection], *, prober: Prober | None = None
+    ) -> None:
         super().__init__(ctx)
-        assert isinstance(ctx.section, OllamaHealthSection)
-        self.section: OllamaHealthSection = ctx.section
         self.prober = prober
         self.memory = Memory()
         self.memory_path = ctx.config.state_dir / MEMORY_FILE_NAME
@@ -116,55 +104,16 @@ class OllamaHealth(Daemon):
         self._expired_logged: set[str] = set()
         self._known_hosts: set[str] = set()
         self._known_rules: set[str] = set()
-        registry = ctx.metrics.registry
-        self.m_up = Gauge(
-            "fleet_ollama_up",
-            "Host healthy after thresholds, from probes alone (1) or not (0)",
-            ["host"],
-            registry=registry,
-        )
-        self.m_probe = Histogram(
-            "fleet_ollama_probe_duration_seconds",
-            "Wall time of one host's probe (url and tailscale_url together)",
-            ["host"],
-            buckets=PROBE_BUCKETS,
-            registry=registry,
-        )
-        self.m_models = Gauge(
-            "fleet_ollama_models",
-            "Models the host listed in its last probe (0 when the probe failed)",
-            ["host"],
-            registry=registry,
-        )
-        self.m_transitions = Counter(
-            "fleet_ollama_transitions",
-            "Host state changes after thresholds, by new state (down, up)",
-            ["host", "to"],
-            registry=registry,
-        )
-        self.m_failover = Gauge(
-            "fleet_ollama_failover_active",
-            "Failover rule in force (its source host unhealthy or forced down)",
-            ["rule"],
-            registry=registry,
-        )
-        self.m_override = Gauge(
-            "fleet_ollama_override_active",
-            "Hosts whose health the override file currently forces",
-            registry=registry,
-        )
+        metrics = self.own_metrics()
+        self.m_up = metrics.gauge("fleet_ollama_up")
+        self.m_probe = metrics.histogram("fleet_ollama_probe_duration_seconds")
+        self.m_models = metrics.gauge("fleet_ollama_models")
+        self.m_transitions = metrics.counter("fleet_ollama_transitions_total")
+        self.m_failover = metrics.gauge("fleet_ollama_failover_active")
+        self.m_override = metrics.gauge("fleet_ollama_override_active")
         self.m_override.set(0)
 
     # lifecycle -----------------------------------------------------------------------------
-    @classmethod
-    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
-        section = config.ollama_health
-        return UnitProfile(
-            write_paths=(section.status_file.parent,),
-            shared_tmp=uses_shared_tmp(section.status_file, section.override_file),
-            tasks_max=32,
-            memory_max_mb=192,
-        )
 
     async def open(self) -> None:
         if self.prober is None:

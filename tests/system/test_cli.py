@@ -17,11 +17,11 @@ pytestmark = pytest.mark.system
 def test_status_reads_heartbeat_files(
     fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
 ) -> None:
-    from daemons import REGISTRY
+    from fleet.registry import by_name
 
     # Only claim-sweeper enabled here, so the exit code speaks about it alone.
-    fleet_env = {**fleet_env, **{f"FLEET_{s.section.upper()}__ENABLED": "false"
-                                 for s in REGISTRY.values() if s.name != "claim-sweeper"}}
+    fleet_env = {**fleet_env, **{f"FLEET_{s.section_name.upper()}__ENABLED": "false"
+                                 for s in by_name().values() if s.name != "claim-sweeper"}}
     res = run_fleet(["status", "--json"], fleet_env, tmp_path)
     assert res.returncode == 1  # nothing has run yet: the enabled daemon is stale
     (row,) = [r for r in json.loads(res.stdout) if r["daemon"] == "claim-sweeper"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import ConfigError, load_config
+from fleet.config import load_config
+from shared.config import ConfigError
 from tests.conftest import run_fleet
 
 

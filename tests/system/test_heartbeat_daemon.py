@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,18 +16,21 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from daemons import REGISTRY
 from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
 from daemons.heartbeat.daemon import Heartbeat, HeartbeatUnhealthy, PingTarget
 from daemons.heartbeat.policy import PeerState, url_hash
+from fleet.config import RootConfig as FleetConfig
+from fleet.config import load_config
+from fleet.registry import by_name, manifests
 from shared import __version__
-from shared.config import FleetConfig, load_config
 from shared.heartbeats import Heartbeat as Beat
 from shared.heartbeats import HeartbeatStatus, write_heartbeat
 from shared.logging import get_logger
+from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
 from shared.notify import Message
-from shared.runtime import Daemon, DaemonContext, fenced
+from shared.roles import Role
+from shared.runtime import DaemonContext
 from shared.sections import DaemonSection
 from tests.conftest import free_port, run_fleet
 from tests.fakes.peer import FakePeer
@@ -60,9 +63,9 @@ def make_config(
             monkeypatch.delenv(key)
     monkeypatch.setenv("FLEET_FLEET__ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("FLEET_FLEET__HOST", "testhost")
-    for spec in REGISTRY.values():
+    for spec in by_name().values():
         on = spec.name == "heartbeat" or spec.name in enabled
-        monkeypatch.setenv(f"FLEET_{spec.section.upper()}__ENABLED", "true" if on else "false")
+        monkeypatch.setenv(f"FLEET_{spec.section_name.upper()}__ENABLED", "true" if on else "false")
     path = tmp_path / "fleet.toml"
     path.write_text(toml)
     return load_config(path)
@@ -84,8 +87,7 @@ class ManualClock:
 def context(
     config: FleetConfig, *, dry_run: bool = False, clock: ManualClock | None = None
 ) -> RecordingContext:
-    section = config.heartbeat
-    assert isinstance(section, HeartbeatSection)
+    section = config.section(HeartbeatSection)
     return RecordingContext(
         config=config,
         section=section,
@@ -94,6 +96,7 @@ def context(
         metrics=DaemonMetrics("heartbeat", "testhost", __version__),
         outbox=None,
         dry_run=dry_run,
+        fleet=manifests(),
         clock=clock or ManualClock(),
     )
 
@@ -309,8 +312,6 @@ async def test_crashing_probes_count_as_failures(
     # get a probe that raises (ExceptionGroup[OverflowError]) instead of returning a result.
     bad = "http://127.0.0.1:80990/health"
     config = make_config(tmp_path, monkeypatch, f"[heartbeat]\nhealth_port = {free_port()}\n")
-    section = config.heartbeat
-    assert isinstance(section, HeartbeatSection)
     clock = ManualClock()
     ctx = context(config, clock=clock)
     daemon = Heartbeat(ctx)
@@ -368,28 +369,20 @@ def test_once_and_bad_url_file(fleet_env: dict[str, str], fleet_root: Path, tmp_
     assert "heartbeat.pings[0] (hc).url_file: cannot read" in res.stdout + res.stderr
 
 
-class OnlyStandby(Daemon):
-    name = "only-standby"
-
-    @classmethod
-    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
-        return None if role == "standby" else "standby only"
+def _manifest(name: str, refuse: Callable[[object, Role], str | None]) -> DaemonManifest:
+    return DaemonManifest(name=name, section=DaemonSection, daemon="x:Y", refuse=refuse)
 
 
-class BadConfig(Daemon):
-    name = "bad-config"
-
-    @classmethod
-    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
-        return "schedule is not usable"
+ONLY_STANDBY = _manifest("only-standby", lambda _s, role: None if role == "standby" else "no")
+BAD_CONFIG = _manifest("bad-config", lambda _s, _role: "schedule is not usable")
 
 
 def test_role_fencing_decides_which_daemons_are_expected() -> None:
     section = DaemonSection()
-    assert fenced(OnlyStandby, section, "primary")
-    assert not fenced(OnlyStandby, section, "standby")
-    assert not fenced(BadConfig, section, "primary"), "a config refusal must stay visible"
-    assert not fenced(None, section, "primary")
+    assert ONLY_STANDBY.fenced(section, "primary")
+    assert not ONLY_STANDBY.fenced(section, "standby")
+    assert not BAD_CONFIG.fenced(section, "primary"), "a config refusal must stay visible"
+    assert not BAD_CONFIG.fenced(section, "standby")
 
 
 async def test_health_expects_only_daemons_that_run_with_this_role(

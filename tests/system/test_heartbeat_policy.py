@@ -25,7 +25,8 @@ from daemons.heartbeat.policy import (
 )
 from daemons.heartbeat.probe import MAX_BODY, parse_health, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
-from shared.config import ConfigError, load_config
+from fleet.config import load_config
+from shared.config import ConfigError
 from shared.heartbeats import HeartbeatStatus
 from shared.notify import Message
 from shared.runtime import RefusedToStart

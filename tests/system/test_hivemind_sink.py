@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import load_config
+from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
+from daemons.blueprint_watchdog.manifest import MANIFEST as WATCHDOG
+from fleet.config import load_config
+from shared.config import FleetConfig
 from shared.hivemind import HiveMindSink
 from shared.notify import OutboxRow, SinkError
 from tests.fakes.hivemind import FakeHiveMind
@@ -130,6 +133,13 @@ async def test_standby_holds_messages(tmp_path: Path) -> None:
     assert not (tmp_path / "hivemind.db").exists()
 
 
+def _sink(config: FleetConfig) -> HiveMindSink:
+    sinks = WATCHDOG.sinks(config, config.section(BlueprintWatchdogSection))
+    sink = sinks["hivemind"]
+    assert isinstance(sink, HiveMindSink)
+    return sink
+
+
 def test_from_config_reads_the_section_and_role(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,15 +153,15 @@ def test_from_config_reads_the_section_and_role(
         "[blueprint_watchdog]\n"
         f'hivemind_token_file = "{token_file}"\nhivemind_timeout_s = 3\n'
     )
-    sink = HiveMindSink.from_config(load_config(config_file))
+    sink = _sink(load_config(config_file))
     assert sink.mode == "db" and sink.available
     assert sink._db == tmp_path / "root/databases/hivemind.db"
     assert sink._token == "s3cret-token" and sink._timeout_s == 3
     (tmp_path / "root/state").mkdir(parents=True)
     (tmp_path / "root/state/role").write_text("standby\n")
-    assert not HiveMindSink.from_config(load_config(config_file)).available
+    assert not _sink(load_config(config_file)).available
     monkeypatch.setenv("FLEET_BLUEPRINT_WATCHDOG__HIVEMIND_URL", "http://127.0.0.1:9/api")
-    http = HiveMindSink.from_config(load_config(config_file))
+    http = _sink(load_config(config_file))
     assert http.mode == "http" and http.available  # HTTP mode writes nothing replicated
 
 

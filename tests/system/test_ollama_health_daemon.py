@@ -17,15 +17,17 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from daemons.ollama_health import route
+from daemons.ollama_health.config import OllamaHealthSection
 from daemons.ollama_health.daemon import (
     OllamaHealth,
     StatusWriteFailed,
     TierRoutingUnusable,
-    uses_shared_tmp,
 )
+from daemons.ollama_health.manifest import MANIFEST
 from daemons.ollama_health.policy import format_iso
 from daemons.ollama_health.status_file import read_status, write_status
-from shared.config import FleetConfig
+from fleet.config import RootConfig as FleetConfig
+from shared.files import under_shared_tmp
 from shared.metrics import DaemonMetrics
 from shared.notify import Message, Outbox
 from shared.runtime import DaemonContext
@@ -474,10 +476,10 @@ async def test_default_single_host_dead_is_a_reported_state(
 
 
 def test_unit_profile_keeps_tmp_shared(tmp_path: Path) -> None:
-    assert uses_shared_tmp(Path("/tmp/ollama-health.json"))
-    assert uses_shared_tmp(Path("/private/tmp/ollama-health-override.json"))
-    assert not uses_shared_tmp(Path("/home/x/system/state/ollama-health.json"))
-    assert not uses_shared_tmp(Path("/tmpfoo/x.json"))
+    assert under_shared_tmp(Path("/tmp/ollama-health.json"))
+    assert under_shared_tmp(Path("/private/tmp/ollama-health-override.json"))
+    assert not under_shared_tmp(Path("/home/x/system/state/ollama-health.json"))
+    assert not under_shared_tmp(Path("/tmpfoo/x.json"))
     hosts = FleetConfig(
         fleet={"root": str(tmp_path)},
         ollama_health={
@@ -485,10 +487,11 @@ def test_unit_profile_keeps_tmp_shared(tmp_path: Path) -> None:
             "override_file": "/tmp/ollama-health-override.json",
         },
     )
-    profile = OllamaHealth.unit_profile(hosts)
+    profile = MANIFEST.unit_profile(hosts, hosts.section(OllamaHealthSection))
     assert profile.shared_tmp and Path("/tmp") in profile.write_paths
     # The embedded defaults keep both files under [fleet] root (never created here).
-    local = OllamaHealth.unit_profile(FleetConfig(fleet={"root": "/srv/alai-fleet-test"}))
+    defaults = FleetConfig(fleet={"root": "/srv/alai-fleet-test"})
+    local = MANIFEST.unit_profile(defaults, defaults.section(OllamaHealthSection))
     assert not local.shared_tmp
     assert local.write_paths == (Path("/srv/alai-fleet-test/state"),)
 

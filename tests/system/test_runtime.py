@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import FleetConfig
+from fleet.config import RootConfig as FleetConfig
 from shared.heartbeats import Heartbeat, assess, read_heartbeat
 from shared.runtime import CycleResult, Daemon, DaemonRunner, backoff_delay, run_daemons
 from shared.sections import FleetSection

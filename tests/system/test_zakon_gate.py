@@ -229,7 +229,7 @@ def test_gate_path_imports_only_the_standard_library(tmp_path: Path) -> None:
     point: nothing outside the standard library and this project."""
     code = (
         "import io, json, sys\n"
-        "from shared.entry import main\n"
+        "from fleet.entry import main\n"
         "sys.stdin = io.TextIOWrapper(io.BytesIO(b'## Purpose\\n'))\n"
         "for argv in (['zakon', 'validate', 'rules/zakon-a.md'],\n"
         "             ['blueprint', 'validate', 'x/BUILD-BLUEPRINT.md', '--stdin']):\n"

@@ -14,7 +14,8 @@ import pytest
 from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
 from daemons.blueprint_watchdog.daemon import BlueprintWatchdog, alert_messages, schedule_period_s
 from daemons.blueprint_watchdog.findings import Report
-from shared.config import ConfigError, load_config
+from fleet.config import load_config
+from shared.config import ConfigError
 from shared.logging import get_logger
 from shared.metrics import DaemonMetrics
 from shared.notify import Outbox

@@ -1,0 +1,114 @@
+"""The root config: ``shared.config.FleetConfig`` plus one section per registered daemon, and the
+rules that span daemons (a standby_dir holding a database another daemon writes).
+
+The root model is composed from the manifests (``pydantic.create_model``), so a new daemon's
+section appears with its registry line. Loading never echoes a secret (``shared.config``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, create_model
+
+from fleet.registry import RegistryLine, manifests
+from shared.config import ConfigError, FleetConfig
+from shared.config import load_config as load_shared
+from shared.manifest import DaemonManifest, WrittenDb
+from shared.roles import Role, effective_role
+
+__all__ = ["fleet_written_dbs", "load_config", "root_model", "standby_dir_conflicts"]
+
+
+@functools.cache
+def _model(daemons: tuple[DaemonManifest, ...]) -> type[FleetConfig]:
+    fields: dict[str, Any] = {
+        m.section_name: (m.section, Field(default_factory=m.section)) for m in daemons
+    }
+    return create_model("RootConfig", __base__=FleetConfig, **fields)
+
+
+def __getattr__(name: str) -> Any:
+    # ``from fleet.config import RootConfig``: the composed model, built on first use.
+    if name == "RootConfig":
+        return root_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def root_model(lines: tuple[RegistryLine, ...] | None = None) -> type[FleetConfig]:
+    """``FleetConfig`` with a field per registered daemon's section."""
+    return _model(manifests(lines))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, lines: tuple[RegistryLine, ...] | None = None
+) -> FleetConfig:
+    """Load and validate the whole config (every daemon's section), raising ConfigError."""
+    return load_shared(path, root_model(lines))
+
+
+def fleet_written_dbs(
+    config: FleetConfig, role: Role, lines: tuple[RegistryLine, ...] | None = None
+) -> list[WrittenDb]:
+    """The databases the fleet writes on a host of ``role`` with this config: the outbox on
+    every host; on a standby also those of the enabled daemons that would refuse to start there
+    (configuring them is a mistake the operator should hear about before a restore renames a
+    copy over their file)."""
+    out = [
+        WrittenDb(
+            "notify.outbox_db", config.notify.outbox_db, "the notification outbox (every host)"
+        )
+    ]
+    if role is not Role.STANDBY:
+        return out
+    for manifest in manifests(lines):
+        section = config.daemon_section(manifest.section_name)
+        if section.enabled:
+            out.extend(manifest.writes(config, section))
+    return out
+
+
+def _under(path: Path, directory: Path) -> bool:
+    resolved = path.expanduser().resolve(strict=False)
+    base = directory.expanduser().resolve(strict=False)
+    return resolved.parent == base or base in resolved.parents
+
+
+def standby_dir_conflicts(
+    config: FleetConfig, lines: tuple[RegistryLine, ...] | None = None
+) -> list[tuple[str, str]]:
+    """``(dotted path, message)`` for each fleet-written DB inside restore-loop's
+    ``standby_dir`` (empty when restore-loop is disabled or not registered). On a primary
+    restore-loop refuses to run and nothing can be clobbered, so the rule is quiet there. A pure
+    function of the config plus the role file; it never creates or modifies a file."""
+    try:
+        section: Any = config.daemon_section("restore_loop")
+    except KeyError:
+        return []
+    if not section.enabled:
+        return []
+    role = effective_role(config.fleet.role, config.role_file)
+    errors: list[tuple[str, str]] = []
+    seen: set[tuple[str, Path]] = set()
+    for db in fleet_written_dbs(config, role, lines):
+        if (db.key, db.path) in seen or not _under(db.path, section.standby_dir):
+            continue
+        seen.add((db.key, db.path))
+        errors.append(
+            (
+                "restore_loop.standby_dir",
+                f"{section.standby_dir} holds {db.path.name} ({db.key}), written by {db.writer} "
+                f"on a {role} host; restore-loop would replace it with the replica's copy. Move "
+                f"{db.key} out of standby_dir, or point standby_dir elsewhere",
+            )
+        )
+    return errors
+
+
+def check_errors(config: FleetConfig) -> ConfigError | None:
+    """The cross-daemon rules ``fleet check-config`` applies beyond loading."""
+    conflicts = standby_dir_conflicts(config)
+    return ConfigError(conflicts) if conflicts else None
