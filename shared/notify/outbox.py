@@ -1,0 +1,361 @@
+"""``Outbox``: the host's durable notification store (``[notify] outbox_db``, SQLite).
+
+It stores messages under a dedup key, keeps the silence, and offers the row operations senders
+use: claim by compare-and-set with a lease, mark sent/retry/dead, requeue what a dead sender
+left, prune. Collapsing stale alerts is decided by ``shared.notify.collapse.plan_collapse``;
+this module only gathers the rows for it and applies the plan in one IMMEDIATE transaction.
+It must never decide what to collapse nor send anything, and never block the event loop
+(queries run on aiosqlite's thread, migrations in ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.clock import Clock
+from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
+from shared.notify.message import Message, OutboxRow, Silence
+from shared.sqlite import AsyncDatabase, apply_migrations, connect_sync, retry_busy_async
+
+__all__ = ["COMPONENT", "MIGRATIONS", "Outbox"]
+
+COMPONENT = "outbox"
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS outbox ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " dedup_key TEXT NOT NULL UNIQUE,"
+        " sink TEXT NOT NULL,"
+        " channel TEXT NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " text TEXT NOT NULL,"
+        " payload TEXT NOT NULL DEFAULT '{}',"
+        " daemon TEXT NOT NULL DEFAULT '',"
+        " created_at REAL NOT NULL,"
+        " status TEXT NOT NULL DEFAULT 'pending',"  # pending|sending|sent|collapsed|dead
+        " held INTEGER NOT NULL DEFAULT 0,"  # 1: held back by a silence
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt_at REAL NOT NULL DEFAULT 0,"
+        " claimed_by TEXT,"
+        " claimed_until REAL,"
+        " sent_at REAL,"
+        " summary_id INTEGER,"
+        " last_error TEXT)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_outbox_status ON outbox(status, next_attempt_at)")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_outbox_channel_sent ON outbox(channel, sent_at)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS silence ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " until REAL NOT NULL, reason TEXT NOT NULL DEFAULT '', set_at REAL NOT NULL)"
+    )
+
+
+MIGRATIONS = [_migration_1]
+
+_ROW_COLUMNS = "id, dedup_key, sink, channel, kind, text, payload, daemon, created_at, attempts"
+
+
+def _to_row(r: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=int(r[0]),
+        dedup_key=r[1],
+        sink=r[2],
+        channel=r[3],
+        kind=r[4],
+        text=r[5],
+        payload=json.loads(r[6] or "{}"),
+        daemon=r[7],
+        created_at=float(r[8]),
+        attempts=int(r[9]),
+    )
+
+
+class Outbox(AsyncDatabase):
+    """The host's outbox database (``[notify] outbox_db``): enqueue, silence, and the row
+    operations senders use. Open with ``await open()``; ``close()`` is idempotent."""
+
+    label = "outbox"
+
+    def __init__(self, path: str | Path, *, clock: Clock = time.time) -> None:
+        super().__init__(path)
+        self._clock = clock
+
+    async def open(self) -> Outbox:
+        def _migrate() -> None:
+            conn = connect_sync(self.path)
+            try:
+                apply_migrations(conn, COMPONENT, MIGRATIONS)
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(_migrate)
+        await self._connect()
+        return self
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def enqueue(self, msg: Message) -> bool:
+        """Store ``msg`` durably; False if its dedup key was already enqueued (a no-op)."""
+        count = await self._execute(
+            "INSERT OR IGNORE INTO outbox(dedup_key, sink, channel, kind, text, payload, daemon,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg.dedup_key,
+                msg.sink,
+                msg.channel,
+                msg.kind,
+                msg.text,
+                json.dumps(msg.payload, sort_keys=True),
+                msg.daemon,
+                self.now(),
+            ),
+        )
+        return count == 1
+
+    async def pending_count(self) -> int:
+        rows = await self._fetchall(
+            "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
+        )
+        return int(rows[0][0])
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._fetchall("SELECT status, count(*) FROM outbox GROUP BY status")
+        return {str(s): int(n) for s, n in rows}
+
+    # silence -----------------------------------------------------------------------------
+    async def silence(self) -> Silence | None:
+        rows = await self._fetchall("SELECT until, reason, set_at FROM silence WHERE id = 1")
+        if not rows:
+            return None
+        until, reason, set_at = rows[0]
+        return Silence(float(until), str(reason), float(set_at))
+
+    async def set_silence(self, duration_s: float, reason: str = "") -> Silence:
+        now = self.now()
+        silence = Silence(now + duration_s, reason, now)
+        await self._execute(
+            "INSERT INTO silence(id, until, reason, set_at) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET until = excluded.until, reason = excluded.reason,"
+            " set_at = excluded.set_at",
+            (silence.until, reason, now),
+        )
+        return silence
+
+    async def clear_silence(self) -> bool:
+        return await self._execute("DELETE FROM silence WHERE id = 1") == 1
+
+    # sender operations -------------------------------------------------------------------
+    async def requeue_abandoned(self) -> int:
+        """Rows whose sender's claim lapsed (it died mid-send) become pending again."""
+        return await self._execute(
+            "UPDATE outbox SET status = 'pending', claimed_by = NULL"
+            " WHERE status = 'sending' AND claimed_until < ?",
+            (self.now(),),
+        )
+
+    async def hold_alerts(self) -> int:
+        return await self._execute(
+            "UPDATE outbox SET held = 1 WHERE status = 'pending' AND kind = 'alert' AND held = 0"
+        )
+
+    async def collapse(self, stale_alert_s: float, burst: int) -> list[int]:
+        """Fold held, stale or bursting pending alerts into one summary per (sink, channel),
+        as ``plan_collapse`` decides (the rules are documented there).
+
+        Runs as one IMMEDIATE transaction, so two senders never both summarize a row.
+        Returns the ids of the summary rows created.
+        """
+        now = self.now()
+
+        async def _do() -> list[int]:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                alerts = await self._pending_alerts()
+                channels = {(a.row.sink, a.row.channel) for a in alerts}
+                waiting = await self._waiting_summaries(channels) if channels else []
+                plan = plan_collapse(alerts, waiting, now, stale_alert_s=stale_alert_s, burst=burst)
+                created = await self._apply(plan)
+                await db.execute("COMMIT")
+                return created
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+        return await retry_busy_async(_do)
+
+    async def _select(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read inside the caller's transaction (no busy retry of its own)."""
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _pending_alerts(self) -> list[PendingAlert]:
+        raw = await self._select(
+            f"SELECT {_ROW_COLUMNS}, held FROM outbox"
+            " WHERE status = 'pending' AND kind = 'alert' ORDER BY id"
+        )
+        return [PendingAlert(_to_row(r), bool(r[10])) for r in raw]
+
+    async def _waiting_summaries(
+        self, channels: Collection[tuple[str, str]]
+    ) -> list[WaitingSummary]:
+        """Undelivered summaries on ``channels``, each with the alerts it stands for."""
+        raw = await self._select(
+            "SELECT id, sink, channel, attempts, next_attempt_at FROM outbox"
+            " WHERE status = 'pending' AND kind = 'summary' ORDER BY id"
+        )
+        raw = [r for r in raw if (r[1], r[2]) in channels]
+        if not raw:
+            return []
+        ids = [int(r[0]) for r in raw]
+        marks = ", ".join("?" * len(ids))
+        folded: dict[int, list[OutboxRow]] = {}
+        for r in await self._select(
+            f"SELECT {_ROW_COLUMNS}, summary_id FROM outbox"
+            f" WHERE kind = 'alert' AND summary_id IN ({marks}) ORDER BY id",
+            ids,
+        ):
+            folded.setdefault(int(r[10]), []).append(_to_row(r))
+        return [
+            WaitingSummary(
+                id=int(s_id),
+                sink=str(sink),
+                channel=str(channel),
+                attempts=int(attempts),
+                next_attempt_at=float(next_at),
+                alerts=tuple(folded.get(int(s_id), ())),
+            )
+            for s_id, sink, channel, attempts, next_at in raw
+        ]
+
+    async def _apply(self, plan: CollapsePlan) -> list[int]:
+        """Write ``plan`` inside the caller's transaction; return the new summary ids. Every
+        update is guarded by the status the plan saw, so a row changed since is left alone."""
+        db = self.db
+        if plan.release:
+            await db.executemany(
+                "UPDATE outbox SET held = 0 WHERE id = ?", [(i,) for i in plan.release]
+            )
+        created: list[int] = []
+        for summary in plan.summaries:
+            cur = await db.execute(
+                "INSERT INTO outbox(dedup_key, sink, channel, kind, text, payload,"
+                " daemon, created_at, attempts, next_attempt_at)"
+                " VALUES (?, ?, ?, 'summary', ?, '{}', 'outbox', ?, ?, ?)",
+                (
+                    summary.dedup_key,
+                    summary.sink,
+                    summary.channel,
+                    summary.text,
+                    summary.created_at,
+                    summary.attempts,
+                    summary.next_attempt_at,
+                ),
+            )
+            summary_id = int(cur.lastrowid or 0)
+            await db.executemany(
+                "UPDATE outbox SET status = 'collapsed', summary_id = ?, held = 0"
+                " WHERE id = ? AND status = 'pending'",
+                [(summary_id, i) for i in summary.collapses],
+            )
+            await db.executemany(
+                "UPDATE outbox SET summary_id = ? WHERE id = ? AND kind = 'alert'",
+                [(summary_id, i) for i in summary.regroups],
+            )
+            await db.executemany(
+                "UPDATE outbox SET status = 'collapsed', summary_id = ?"
+                " WHERE id = ? AND status = 'pending'",
+                [(summary_id, i) for i in summary.absorbs],
+            )
+            created.append(summary_id)
+        return created
+
+    async def ready(
+        self, *, include_alerts: bool, limit: int, per_channel: int | None = None
+    ) -> list[OutboxRow]:
+        """Rows due now, oldest first; at most ``per_channel`` per (sink, channel), so one
+        rate-limited channel's backlog cannot starve the others out of the batch."""
+        kinds = "('alert', 'push', 'summary')" if include_alerts else "('push')"
+        cap = per_channel if per_channel is not None else limit
+        rows = await self._fetchall(
+            f"SELECT {_ROW_COLUMNS} FROM ("
+            f" SELECT {_ROW_COLUMNS}, ROW_NUMBER() OVER"
+            " (PARTITION BY sink, channel ORDER BY id) AS rn FROM outbox"
+            f" WHERE status = 'pending' AND kind IN {kinds} AND next_attempt_at <= ?"
+            ") WHERE rn <= ? ORDER BY id LIMIT ?",
+            (self.now(), cap, limit),
+        )
+        return [_to_row(r) for r in rows]
+
+    async def claim(self, row_id: int, owner: str, lease_s: float) -> bool:
+        """Take ``row_id`` for ``owner`` until the lease lapses; False if another sender has
+        it (compare-and-set on ``status = 'pending'``)."""
+        return (
+            await self._execute(
+                "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_until = ?,"
+                " attempts = attempts + 1 WHERE id = ? AND status = 'pending'",
+                (owner, self.now() + lease_s, row_id),
+            )
+            == 1
+        )
+
+    async def mark_sent(self, row_id: int, owner: str) -> None:
+        await self._execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL"
+            " WHERE id = ? AND claimed_by = ?",
+            (self.now(), row_id, owner),
+        )
+
+    async def mark_retry(self, row_id: int, owner: str, delay_s: float, error: str) -> None:
+        await self._execute(
+            "UPDATE outbox SET status = 'pending', claimed_by = NULL, next_attempt_at = ?,"
+            " last_error = ? WHERE id = ? AND claimed_by = ?",
+            (self.now() + delay_s, error[:500], row_id, owner),
+        )
+
+    async def mark_dead(self, row_id: int, owner: str, error: str) -> None:
+        await self._execute(
+            "UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND claimed_by = ?",
+            (error[:500], row_id, owner),
+        )
+
+    async def sent_at(self, dedup_keys: Sequence[str]) -> dict[str, float]:
+        """When each of these keys was delivered (keys not yet sent are absent)."""
+        out: dict[str, float] = {}
+        for start in range(0, len(dedup_keys), 500):
+            chunk = list(dedup_keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                f"SELECT dedup_key, sent_at FROM outbox WHERE status = 'sent'"
+                f" AND dedup_key IN ({marks})",
+                chunk,
+            )
+            out.update({str(k): float(t) for k, t in rows})
+        return out
+
+    async def sent_recently(self, sink: str, channel: str, window_s: float = 60.0) -> int:
+        rows = await self._fetchall(
+            "SELECT count(*) FROM outbox WHERE channel = ? AND sink = ? AND sent_at > ?",
+            (channel, sink, self.now() - window_s),
+        )
+        return int(rows[0][0])
+
+    async def prune(self, older_than_s: float) -> int:
+        return await self._execute(
+            "DELETE FROM outbox WHERE status IN ('sent', 'collapsed', 'dead')"
+            " AND coalesce(sent_at, created_at) < ?"
+            # A collapsed alert stays while its summary is still undelivered.
+            " AND NOT (status = 'collapsed' AND summary_id IN"
+            " (SELECT id FROM outbox WHERE status IN ('pending', 'sending')))",
+            (self.now() - older_than_s,),
+        )

@@ -1,0 +1,127 @@
+"""``SlackSink``: chat.postMessage through slack-sdk, and the classification of Slack's
+answers into ``SinkError`` reasons (what is permanent, what is worth retrying).
+
+It must never retry (slack-sdk's retry handlers are off: the outbox owns retries) and never
+assume a Slack answer is a JSON object. slack-sdk and aiohttp are imported on first send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared.notify.message import OutboxRow
+from shared.notify.sink import SinkError
+from shared.sections import SlackSection
+
+__all__ = ["SLACK_PERMANENT_ERRORS", "SlackSink"]
+
+# Slack errors that no retry can fix. Auth errors are NOT here: a rotated token must hold
+# messages until it is fixed, not kill them.
+SLACK_PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_arguments",
+        "user_not_found",
+        "cannot_dm_bot",
+        "restricted_action",
+    }
+)
+SLACK_AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "account_inactive"})
+
+
+class SlackSink:
+    """chat.postMessage through slack-sdk's AsyncWebClient; retries are the outbox's job."""
+
+    name = "slack"
+
+    def __init__(self, settings: SlackSection) -> None:
+        self._token = settings.token.get_secret_value()
+        self._base_url = (
+            settings.base_url if settings.base_url.endswith("/") else settings.base_url + "/"
+        )
+        self._timeout = int(max(1, settings.timeout_s))
+        self._client: Any = None
+
+    @property
+    def available(self) -> bool:
+        return bool(self._token)
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from slack_sdk.web.async_client import AsyncWebClient
+
+            self._client = AsyncWebClient(
+                token=self._token,
+                base_url=self._base_url,
+                timeout=self._timeout,
+                retry_handlers=[],
+            )
+        return self._client
+
+    async def send(self, row: OutboxRow) -> None:
+        import aiohttp
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
+        client = self._get_client()
+        try:
+            await asyncio.wait_for(
+                client.chat_postMessage(channel=row.channel, text=row.text, **row.payload),
+                timeout=self._timeout + 5,
+            )
+        except SlackApiError as exc:
+            raise _slack_api_error(exc.response) from None
+        except AttributeError as exc:
+            # slack-sdk's validate() calls .get() on whatever the body parsed to: a text/plain
+            # "OK" or a JSON list from a proxy ends here, not in SlackApiError.
+            raise SinkError("bad_response", detail=f"not a Slack JSON answer ({exc})") from None
+        except (TimeoutError, aiohttp.ClientError, SlackClientError, ValueError) as exc:
+            # ValueError: a binary body slack-sdk refuses to read.
+            raise SinkError("connection", detail=type(exc).__name__) from None
+
+    async def close(self) -> None:
+        self._client = None
+
+
+def _slack_api_error(response: Any) -> SinkError:
+    """Classify a failed Web API call. ``response`` is an AsyncSlackResponse whose data may be
+    a dict, a str (text/plain) or a list, or the raw aiohttp response when the body claimed to
+    be JSON and was not (a proxy's error page): never assume a dict."""
+    raw_status = getattr(response, "status_code", None)
+    if raw_status is None:
+        raw_status = getattr(response, "status", None)
+    status = raw_status if isinstance(raw_status, int) else 0
+    data = getattr(response, "data", None)
+    error = str(data.get("error", "") or "") if isinstance(data, dict) else ""
+    if status == 429:
+        headers = getattr(response, "headers", None) or {}
+        return SinkError("rate_limited", retry_after_s=_retry_after(headers))
+    if status >= 500:
+        return SinkError("server_error", detail=f"HTTP {status}")
+    if error in SLACK_PERMANENT_ERRORS:
+        return SinkError("rejected", permanent=True, detail=error)
+    if error in SLACK_AUTH_ERRORS:
+        return SinkError("auth", detail=error)
+    if not isinstance(data, dict) or not data:
+        return SinkError("bad_response", detail=f"HTTP {status}, not a Slack JSON answer")
+    return SinkError("api_error", detail=error or f"HTTP {status}")
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (either spelling, list or scalar); None when absent
+    or not a number."""
+    try:
+        for key in ("Retry-After", "retry-after"):
+            if key in headers:
+                value = headers[key]
+                if isinstance(value, list):
+                    value = value[0]
+                return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+    return None
