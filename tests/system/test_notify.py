@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from shared.notify import Outbox
 from tests.fakes import FakeHTTPServer, FakeSlack
 from tests.fakes.slack import DEFAULT_TOKEN
-from tests.unit.test_notify_rig import (
+from tests.notify_support import (
     T0,
     Clock,
     alert,

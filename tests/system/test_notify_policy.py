@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 
 from shared.notify import Message, Outbox
 from tests.fakes import FakeSlack
-from tests.unit.test_notify_rig import (
+from tests.notify_support import (
     T0,
     Clock,
     alert,

@@ -17,7 +17,7 @@ import pytest
 from shared.notify import Outbox, SinkError
 from shared.notify.collapse import PendingAlert, plan_collapse
 from shared.notify.message import OutboxRow
-from tests.unit.test_notify_rig import (
+from tests.notify_support import (
     T0,
     Clock,
     RecordingSink,

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from shared.notify import NotifyMetrics, Outbox, OutboxRow, OutboxSender, SinkError
 from shared.notify.sender import IDLE_MAX_S, idle_delay_s, retry_delay_s
 from shared.sections import NotifySection
+from tests.notify_support import Clock, RecordingSink, push, recording_sender, rows
 from tests.recording_log import RecordingLog
-from tests.unit.test_notify_rig import Clock, RecordingSink, push, recording_sender, rows
 
 
 @pytest.fixture
