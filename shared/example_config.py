@@ -1,5 +1,7 @@
 """Renders config/fleet.example.toml from the pydantic models, so the example cannot drift:
-every section and key with its default and its one-line description. Pure; no I/O.
+every section and key with its default and its one-line description. The caller passes the root
+model (the app's, with every registered daemon's section); this module names no daemon. Pure;
+no I/O.
 """
 
 from __future__ import annotations
@@ -79,11 +81,12 @@ def _render_section(name: str, model: type[BaseModel]) -> list[str]:
     return lines
 
 
-def render_example_toml() -> str:
+def render_example_toml(model: type[FleetConfig]) -> str:
+    """The example file for ``model``: one table per section, in field order."""
     out = [HEADER]
-    for name, field in FleetConfig.model_fields.items():
-        model = field.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        out.extend(_render_section(name, model))
+    for name, field in model.model_fields.items():
+        section = field.annotation
+        assert isinstance(section, type) and issubclass(section, BaseModel)
+        out.extend(_render_section(name, section))
         out.append("")
     return "\n".join(out)

@@ -1,4 +1,5 @@
-"""config/fleet.example.toml is exactly what the models render, and loads to the defaults."""
+"""config/fleet.example.toml is exactly what the models render (the app's root model: the shared
+sections and every registered daemon's), and loads to the defaults."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import FleetConfig, load_config
+from fleet.config import load_config, root_model
 from shared.example_config import render_example_toml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "fleet.example.toml"
 
 
 def test_example_matches_models() -> None:
-    assert EXAMPLE.read_text() == render_example_toml(), (
+    assert EXAMPLE.read_text() == render_example_toml(root_model()), (
         "config/fleet.example.toml drifted: regenerate with "
         "`fleet config example > config/fleet.example.toml`"
     )
@@ -25,7 +26,7 @@ def test_example_loads_to_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path
         if key.startswith("FLEET_"):
             monkeypatch.delenv(key)
     from_example = load_config(EXAMPLE).model_dump()
-    defaults = FleetConfig().model_dump()
+    defaults = root_model()().model_dump()
     assert from_example == defaults
 
 
@@ -40,6 +41,8 @@ def test_every_key_is_documented() -> None:
                 continue
             assert field.description, f"{model.__name__}.{key} has no description"
 
-    for section in FleetConfig.model_fields.values():
+    sections = root_model().model_fields
+    assert {"fleet", "claim_sweeper"} <= set(sections)  # shared and daemon sections alike
+    for section in sections.values():
         assert isinstance(section.annotation, type)
         check(section.annotation)

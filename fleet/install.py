@@ -1,0 +1,195 @@
+"""Putting generated service files in place: where the service manager reads them, the plan of
+``systemctl``/``launchctl`` commands that makes it run exactly the installed set, and running
+that plan (or only printing it). Files are written only when their content changed, at 0644
+(units and plists hold no secrets); nothing here removes a file the generator did not write.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shared.exitcodes import ExitCode
+from shared.files import atomic_write_text
+from shared.units import Mode, Target
+
+__all__ = [
+    "Step",
+    "dest_dir",
+    "execute",
+    "install_plan",
+    "launchd_domain",
+    "make_write_dirs",
+    "uninstall_plan",
+    "write_if_changed",
+]
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` atomically (0644: generated files hold no secrets); True when the
+    content changed."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write_text(path, data.decode("utf-8"), mode=0o644)
+    return True
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing install/uninstall does after writing files: a command, or removing a file.
+    ``check``: a failure stops the plan (unchecked steps may fail harmlessly)."""
+
+    argv: tuple[str, ...] = ()
+    remove: Path | None = None
+    check: bool = True
+
+    def render(self) -> str:
+        if self.remove is not None:
+            return f"rm -f {shlex.quote(str(self.remove))}"
+        text = " ".join(shlex.quote(a) for a in self.argv)
+        return text if self.check else f"{text} || true"
+
+
+def dest_dir(target: Target, mode: Mode, dest: str | None) -> Path:
+    """Where the service manager reads generated files (``dest`` overrides)."""
+    if dest:
+        return Path(dest).expanduser()
+    if target == "launchd":
+        return Path.home() / "Library" / "LaunchAgents"
+    if mode == "system":
+        return Path("/etc/systemd/system")
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "systemd" / "user"
+
+
+def _systemctl(mode: Mode) -> tuple[str, ...]:
+    return ("systemctl",) if mode == "system" else ("systemctl", "--user")
+
+
+def launchd_domain() -> str:
+    return f"gui/{os.getuid()}"
+
+
+def install_plan(
+    target: Target,
+    mode: Mode,
+    dest: Path,
+    new: Sequence[str],
+    changed: Sequence[str],
+    unchanged: Sequence[str],
+    stale: Sequence[str],
+) -> list[Step]:
+    """The commands that make the service manager run exactly the installed set: stop and
+    remove stale generated files, reload, enable/start everything, restart what changed."""
+    steps: list[Step] = []
+    if target == "systemd":
+        sc = _systemctl(mode)
+        if stale:
+            steps.append(Step(argv=(*sc, "disable", "--now", *stale), check=False))
+            steps += [Step(remove=dest / name) for name in stale]
+        steps.append(Step(argv=(*sc, "daemon-reload")))
+        every = sorted([*new, *changed, *unchanged])
+        if every:
+            steps.append(Step(argv=(*sc, "enable", "--now", *every)))
+        if changed:
+            steps.append(Step(argv=(*sc, "try-restart", *sorted(changed))))
+        return steps
+    domain = launchd_domain()
+    for name in stale:
+        steps.append(Step(argv=("launchctl", "bootout", f"{domain}/{name[:-6]}"), check=False))
+        steps.append(Step(remove=dest / name))
+    for name in sorted([*new, *changed, *unchanged]):
+        label = name[: -len(".plist")]
+        steps.append(Step(argv=("launchctl", "enable", f"{domain}/{label}")))
+        if name in changed or name in new:
+            steps.append(Step(argv=("launchctl", "bootout", f"{domain}/{label}"), check=False))
+            steps.append(Step(argv=("launchctl", "bootstrap", domain, str(dest / name))))
+        else:  # already loaded is fine; not loaded gets loaded
+            steps.append(
+                Step(argv=("launchctl", "bootstrap", domain, str(dest / name)), check=False)
+            )
+    return steps
+
+
+def uninstall_plan(target: Target, mode: Mode, dest: Path, installed: Sequence[str]) -> list[Step]:
+    steps: list[Step] = []
+    if target == "systemd":
+        sc = _systemctl(mode)
+        if installed:
+            steps.append(Step(argv=(*sc, "disable", "--now", *installed), check=False))
+        steps += [Step(remove=dest / name) for name in installed]
+        steps.append(Step(argv=(*sc, "daemon-reload")))
+        if installed:
+            steps.append(Step(argv=(*sc, "reset-failed", *installed), check=False))
+        return steps
+    domain = launchd_domain()
+    for name in installed:
+        steps.append(Step(argv=("launchctl", "bootout", f"{domain}/{name[:-6]}"), check=False))
+        steps.append(Step(remove=dest / name))
+    return steps
+
+
+def execute(steps: Sequence[Step], now: bool, runner: Callable[..., Any] = subprocess.run) -> int:
+    """Run the plan (``now``), stopping at the first failing checked step, or print it."""
+    if not now:
+        if steps:
+            click.echo("run these (or pass --now):")
+        for step in steps:
+            click.echo(f"  {step.render()}")
+        return ExitCode.OK
+    for step in steps:
+        click.echo(f"$ {step.render()}")
+        if step.remove is not None:
+            step.remove.unlink(missing_ok=True)
+            continue
+        try:
+            proc = runner(list(step.argv), capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            if step.check:
+                click.echo(f"error: {step.argv[0]}: {exc}", err=True)
+                return ExitCode.FAILURE
+            continue
+        if proc.stdout.strip():
+            click.echo(proc.stdout.rstrip())
+        if proc.returncode != 0 and step.check:
+            click.echo(proc.stderr.rstrip(), err=True)
+            click.echo(f"error: exit {proc.returncode}: {step.render()}", err=True)
+            return ExitCode.FAILURE
+    return ExitCode.OK
+
+
+def make_write_dirs(dirs: Sequence[Path], owner: str | None) -> None:
+    """Create the dirs a service writes (0700): under ProtectSystem=strict it cannot create
+    them itself, and launchd needs the log dir to open StandardOutPath. Created as root for a
+    system unit, they are handed to the service account."""
+    ids: tuple[int, int] | None = None
+    if owner and os.geteuid() == 0 and owner != "root":
+        try:
+            entry = pwd.getpwnam(owner)
+            ids = (entry.pw_uid, entry.pw_gid)
+        except KeyError:
+            click.echo(f"warning: no account {owner!r}; create it before starting", err=True)
+    for directory in dirs:
+        missing = [p for p in (directory, *directory.parents) if not p.exists()]
+        if not missing:
+            continue
+        try:
+            directory.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            click.echo(f"warning: cannot create {directory}: {exc.strerror}", err=True)
+            continue
+        click.echo(f"created {directory}")
+        if ids is not None:
+            for path in missing:
+                os.chown(path, *ids)

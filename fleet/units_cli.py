@@ -1,0 +1,416 @@
+"""``fleet units ...`` (generate, install, uninstall the systemd units / LaunchAgents, and the
+launchd entry point) and ``fleet observability ...`` (the Prometheus/Grafana pack).
+
+Thin: the renderers (``shared.units``, ``shared.observability``) take the config and the
+registered daemons' manifests; ``fleet.install`` plans and runs the service-manager commands,
+``fleet.examples`` keeps the committed examples in sync. ``install``/``uninstall`` print the
+commands and run them only with ``--now``; nothing here writes a secret or touches a file it
+did not generate.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+
+from shared.cli import config_option, load_config_or_exit
+from shared.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from fleet.examples import ExampleSet
+    from shared.config import FleetConfig
+    from shared.units import GeneratedSet, InstallLayout, Mode, Target
+
+__all__ = ["observability", "units"]
+
+# A source checkout (editable install): `example` commands default to it, else to the cwd.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "config" / "fleet.example.toml").is_file() else Path(".")
+
+
+def _platform_target() -> Target:
+    return "launchd" if sys.platform == "darwin" else "systemd"
+
+
+def _default_mode() -> Mode:
+    return "system" if os.geteuid() == 0 and sys.platform != "darwin" else "user"
+
+
+_target_option = click.option(
+    "--target",
+    type=click.Choice(["systemd", "launchd", "all"]),
+    default=None,
+    help="systemd units, launchd plists, or both (default: this platform's)",
+)
+_mode_option = click.option(
+    "--mode",
+    type=click.Choice(["system", "user"]),
+    default=None,
+    help="systemd system units (User= from config) or --user units; launchd is always "
+    "per-user LaunchAgents (default: system when run as root on Linux, else user)",
+)
+_prefix_option = click.option(
+    "--prefix",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="venv whose bin/fleet the services run (default: [fleet] install_prefix, else this one)",
+)
+_user_option = click.option(
+    "--user",
+    "service_user",
+    default=None,
+    help="account system units run as (default: [fleet] service_user, $SUDO_USER, else you)",
+)
+_repo_option = click.option(
+    "--repo",
+    type=click.Path(file_okay=False, exists=True),
+    default=str(REPO_ROOT),
+    show_default=True,
+    help="repository holding config/fleet.example.toml and the generated examples",
+)
+_check_option = click.option(
+    "--check", is_flag=True, help="exit 1 if the committed files differ; write nothing"
+)
+
+
+@click.group()
+def units() -> None:
+    """Generate and install systemd units / LaunchAgent plists."""
+
+
+def _targets(target: str | None) -> list[Target]:
+    chosen = target or _platform_target()
+    if chosen == "all":
+        return ["systemd", "launchd"]
+    return [cast("Target", chosen)]
+
+
+def _layout(
+    config: FleetConfig,
+    config_path: str | None,
+    mode: Mode,
+    prefix: str | None,
+    service_user: str | None,
+) -> InstallLayout:
+    from shared.config_files import find_config_file
+    from shared.units import InstallLayout
+
+    venv = prefix or config.fleet.install_prefix or sys.prefix
+    config_file = find_config_file(config_path)
+    user: str | None = None
+    if mode == "system":
+        # [fleet] service_user is read when the config has it (see docs/operations.md).
+        user = (
+            service_user
+            or str(getattr(config.fleet, "service_user", "") or "")
+            or os.environ.get("SUDO_USER")
+            or getpass.getuser()
+        )
+    return InstallLayout(
+        mode=mode,
+        prefix=Path(os.path.abspath(Path(venv).expanduser())),
+        config_file=Path(os.path.abspath(config_file)) if config_file else None,
+        user=user,
+        home=Path.home(),
+    )
+
+
+def _generate(
+    config_path: str | None,
+    target: str | None,
+    mode: str | None,
+    prefix: str | None,
+    service_user: str | None,
+) -> tuple[InstallLayout, list[GeneratedSet]]:
+    from fleet.registry import manifests
+    from shared.units import generate
+
+    config = load_config_or_exit(config_path)
+    chosen_mode = cast("Mode", mode) if mode else _default_mode()
+    layout = _layout(config, config_path, chosen_mode, prefix, service_user)
+    try:
+        sets = [generate(config, manifests(), t, layout) for t in _targets(target)]
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(ExitCode.CONFIG) from None
+    if layout.mode == "system" and layout.user == "root" and "systemd" in _targets(target):
+        click.echo(
+            "warning: system units would run as root; pass --user or set the service account",
+            err=True,
+        )
+    return layout, sets
+
+
+def _write_reported(path: Path, data: bytes) -> None:
+    from fleet.install import write_if_changed
+
+    changed = write_if_changed(path, data)
+    click.echo(f"{'wrote' if changed else 'unchanged'} {path}")
+
+
+def _report_skipped(sets: Sequence[GeneratedSet]) -> None:
+    if sets:
+        for name, why in sets[0].skipped:
+            click.echo(f"no service for {name}: {why}")
+
+
+def _sync_examples(examples: ExampleSet, repo: str, check: bool) -> None:
+    """The ``example`` commands: report (and unless ``check``, repair) drift between the
+    committed files and what the generators render; exit 1 on drift with ``--check``."""
+    from fleet.examples import example_drift
+    from shared.config import ConfigError
+
+    try:
+        drift = example_drift(Path(repo), examples, fix=not check)
+    except ConfigError as exc:
+        click.echo(exc.render(), err=True)
+        raise SystemExit(ExitCode.CONFIG) from None
+    for line in drift:
+        click.echo(line)
+    if check and drift:
+        click.echo(f"regenerate with: {examples.command}", err=True)
+        raise SystemExit(ExitCode.FAILURE)
+    if not drift:
+        click.echo(f"{examples.what} are up to date")
+
+
+@units.command("generate")
+@_target_option
+@_mode_option
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=".", show_default=True, help="directory"
+)
+@_prefix_option
+@_user_option
+@config_option
+def generate_cmd(
+    target: str | None,
+    mode: str | None,
+    out: str,
+    prefix: str | None,
+    service_user: str | None,
+    config_path: str | None,
+) -> None:
+    """Write alai-fleet-<daemon>.service / no.alai.fleet.<daemon>.plist for every enabled
+    daemon (and companion service) into --out."""
+    _unused, sets = _generate(config_path, target, mode, prefix, service_user)
+    out_dir = Path(out)
+    for gen in sets:
+        for name, data in sorted(gen.files.items()):
+            _write_reported(out_dir / name, data)
+    _report_skipped(sets)
+
+
+@units.command("example")
+@_check_option
+@_repo_option
+def example_cmd(check: bool, repo: str) -> None:
+    """Regenerate units/ and launchagents/ from config/fleet.example.toml (the documented
+    example host: user alai, venv /opt/alai-fleet/venv). Removes generated files that are no
+    longer produced; README.md is kept."""
+    from fleet.examples import UNIT_EXAMPLES
+
+    _sync_examples(UNIT_EXAMPLES, repo, check)
+
+
+@units.command("install")
+@_target_option
+@_mode_option
+@click.option("--now", is_flag=True, help="run the systemctl/launchctl commands, not just print")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="install into DIR instead of the standard place (packaging, tests; one target only)",
+)
+@_prefix_option
+@_user_option
+@config_option
+def install_cmd(
+    target: str | None,
+    mode: str | None,
+    now: bool,
+    dest: str | None,
+    prefix: str | None,
+    service_user: str | None,
+    config_path: str | None,
+) -> None:
+    """Write the generated files where the service manager reads them (/etc/systemd/system,
+    ~/.config/systemd/user, ~/Library/LaunchAgents) and print or run the commands that enable
+    and start them. Stale generated files (daemon disabled since) are stopped and removed."""
+    from fleet.install import dest_dir, execute, install_plan, make_write_dirs, write_if_changed
+    from shared.units import is_generated_file
+
+    if dest and target == "all":
+        raise click.UsageError("--dest works with one --target")
+    layout, sets = _generate(config_path, target, mode, prefix, service_user)
+    code: int = ExitCode.OK
+    for gen in sets:
+        directory = dest_dir(gen.target, layout.mode, dest)
+        new: list[str] = []
+        changed: list[str] = []
+        unchanged: list[str] = []
+        for name, data in sorted(gen.files.items()):
+            existed = (directory / name).exists()
+            if write_if_changed(directory / name, data):
+                (changed if existed else new).append(name)
+                click.echo(f"{'updated' if existed else 'installed'} {directory / name}")
+            else:
+                unchanged.append(name)
+        stale = sorted(
+            p.name for p in directory.glob("*") if is_generated_file(p) and p.name not in gen.files
+        )
+        make_write_dirs(gen.write_dirs, layout.user if layout.mode == "system" else None)
+        steps = install_plan(gen.target, layout.mode, directory, new, changed, unchanged, stale)
+        code = code or execute(steps, now)
+        if gen.target == "systemd" and layout.mode == "user":
+            click.echo(
+                "note: user units stop at logout unless lingering is on: "
+                f"loginctl enable-linger {getpass.getuser()}"
+            )
+    _report_skipped(sets)
+    raise SystemExit(code)
+
+
+@units.command("uninstall")
+@_target_option
+@_mode_option
+@click.option("--now", is_flag=True, help="run the systemctl/launchctl commands, not just print")
+@click.option("--dest", type=click.Path(file_okay=False), default=None, help="as for install")
+def uninstall_cmd(target: str | None, mode: str | None, now: bool, dest: str | None) -> None:
+    """Stop, disable and remove every generated unit/plist (whatever the config says now).
+    Without --now, print the commands (files are removed only when they run)."""
+    from fleet.install import dest_dir, execute, uninstall_plan
+    from shared.units import is_generated_file
+
+    if dest and target == "all":
+        raise click.UsageError("--dest works with one --target")
+    chosen_mode = cast("Mode", mode) if mode else _default_mode()
+    code: int = ExitCode.OK
+    for t in _targets(target):
+        directory = dest_dir(t, chosen_mode, dest)
+        installed = sorted(p.name for p in directory.glob("*") if is_generated_file(p))
+        if not installed:
+            click.echo(f"no generated {t} files in {directory}")
+            continue
+        code = code or execute(uninstall_plan(t, chosen_mode, directory, installed), now)
+    raise SystemExit(code)
+
+
+@units.command("launchd-run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name")
+@config_option
+def launchd_run_cmd(name: str, config_path: str | None) -> None:
+    """`fleet run NAME` for launchd: exit 78 (invalid config, refused role) becomes exit 0,
+    so KeepAlive{SuccessfulExit=false} restarts crashes but never loops on a refusal."""
+    from fleet.cli import run as run_command
+    from fleet.install import launchd_domain
+
+    callback = run_command.callback
+    assert callback is not None
+    code: Any = ExitCode.OK
+    try:
+        callback(name=name, run_all=False, once=False, dry_run=False, config_path=config_path)
+    except SystemExit as exc:
+        code = exc.code
+    if code == ExitCode.CONFIG:
+        click.echo(
+            f"fleet: {name} refused to start (exit 78: invalid config or wrong role); launchd "
+            f"will not restart it. Fix it, then: launchctl kickstart -k "
+            f"{launchd_domain()}/no.alai.fleet.{name}",
+            err=True,
+        )
+        raise SystemExit(ExitCode.OK)
+    raise SystemExit(code)
+
+
+# observability -------------------------------------------------------------------------------
+@click.group()
+def observability() -> None:
+    """Generate the Prometheus/Grafana pack."""
+
+
+def _hosts(value: str | None) -> list[tuple[str, str | None]]:
+    if not value:
+        return []
+    hosts: list[tuple[str, str | None]] = []
+    for item in value.split(","):
+        name, _, role = item.strip().partition("=")
+        if not name:
+            raise click.BadParameter(f"empty host in {value!r}", param_hint="--hosts")
+        if role and role not in ("primary", "standby"):
+            raise click.BadParameter(
+                f"{item!r}: role must be primary or standby", param_hint="--hosts"
+            )
+        hosts.append((name, role or None))
+    return hosts
+
+
+@observability.command("prometheus")
+@click.option(
+    "--hosts",
+    default=None,
+    help="comma-separated hosts to scrape, each NAME or NAME=ROLE (e.g. anvil=primary,"
+    "forge=standby); default: this host on [fleet] bind",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="directory for prometheus.yml and rules/fleet.rules.yml",
+)
+@config_option
+def prometheus_cmd(hosts: str | None, out: str, config_path: str | None) -> None:
+    """Write prometheus.yml (one job per daemon, one target per host) and the alert rules."""
+    from fleet.registry import manifests
+    from shared.observability import HostTarget, render_prometheus_config, render_rules
+    from shared.roles import Role
+
+    targets = [HostTarget(name=n, address=n, role=Role(r) if r else None) for n, r in _hosts(hosts)]
+    config = load_config_or_exit(config_path)
+    if not targets:
+        targets = [HostTarget(name=config.fleet.host, address=config.fleet.bind, role=None)]
+    daemons = manifests()
+    out_dir = Path(out)
+    files = {
+        out_dir / "prometheus.yml": render_prometheus_config(config, daemons, targets),
+        out_dir / "rules" / "fleet.rules.yml": render_rules(config, daemons),
+    }
+    for path, text in files.items():
+        _write_reported(path, text.encode())
+
+
+@observability.command("grafana")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="directory for provisioning/ and dashboards/",
+)
+def grafana_cmd(out: str) -> None:
+    """Write the Grafana provisioning files and dashboards (generated from the manifests)."""
+    from fleet.registry import manifests
+    from shared.observability import render_grafana
+
+    out_dir = Path(out)
+    for rel, text in sorted(render_grafana(manifests()).items()):
+        _write_reported(out_dir / rel, text.encode())
+
+
+@observability.command("example")
+@_check_option
+@_repo_option
+def observability_example_cmd(check: bool, repo: str) -> None:
+    """Regenerate config/prometheus/ and config/grafana/ from config/fleet.example.toml for
+    the example hosts anvil (primary) and forge (standby)."""
+    from fleet.examples import PACK_EXAMPLES
+
+    _sync_examples(PACK_EXAMPLES, repo, check)

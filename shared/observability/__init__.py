@@ -1,0 +1,55 @@
+"""The Prometheus/Grafana pack, rendered from the daemons' manifests (the one list of metrics
+each daemon both registers and is graphed and alerted on, and its own alert rules):
+``prometheus`` (scrape config), ``rules`` (recording and alert rules), ``grafana`` (dashboard
+and provisioning), checked against ``catalogue``. A metric renamed in a manifest changes the
+daemon, the dashboard and the rules together; a rule or panel reading a metric no manifest
+lists fails a test. Pure rendering to text: nothing here imports a daemon, scrapes, starts or
+writes anything.
+"""
+
+from __future__ import annotations
+
+from shared.observability.catalogue import (
+    exported_series,
+    metric_names_in,
+    metrics_for,
+    unknown_metrics,
+)
+from shared.observability.grafana import (
+    DASHBOARD_UID,
+    DATASOURCE_UID,
+    dashboard_exprs,
+    overview_dashboard,
+    render_grafana,
+)
+from shared.observability.prometheus import HostTarget, job_name, render_prometheus_config
+from shared.observability.rules import (
+    NOTIFICATIONS_BACKLOG,
+    alert_rules,
+    fleet_alert_rules,
+    recording_rules,
+    render_rules,
+)
+from shared.observability.yamldoc import to_yaml, yaml_file
+
+__all__ = [
+    "DASHBOARD_UID",
+    "DATASOURCE_UID",
+    "NOTIFICATIONS_BACKLOG",
+    "HostTarget",
+    "alert_rules",
+    "dashboard_exprs",
+    "exported_series",
+    "fleet_alert_rules",
+    "job_name",
+    "metric_names_in",
+    "metrics_for",
+    "overview_dashboard",
+    "recording_rules",
+    "render_grafana",
+    "render_prometheus_config",
+    "render_rules",
+    "to_yaml",
+    "unknown_metrics",
+    "yaml_file",
+]

@@ -1,0 +1,143 @@
+"""The LaunchAgent plist for one ``ServiceSpec``, built through ``LaunchAgentPlist``: a typed
+model of the launchd keys we use (launchd ignores unknown keys silently and no validator exists
+off macOS), used both to render plists and to check parsed ones. Pure; a plist names a secret's
+file, never its contents.
+"""
+
+from __future__ import annotations
+
+import plistlib
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.config import FleetConfig
+from shared.units.services import (
+    DEFAULT_TIMINGS,
+    InstallLayout,
+    ServiceSpec,
+    ServiceTimings,
+    label_name,
+    stop_timeout_s,
+)
+
+__all__ = ["KeepAliveConditions", "LaunchAgentPlist", "launchd_agent", "render_launchd"]
+
+_LABEL_RE = re.compile(r"^no\.alai\.fleet\.[a-z0-9][a-z0-9-]*$")
+_SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|PRIVATE", re.I)
+# Runs argv with KEY=VALUE lines of $0 exported (when readable): the plist names the file,
+# never its contents, and exec keeps the real program as the job's process.
+_ENV_FILE_WRAPPER = 'if [ -r "$0" ]; then set -a; . "$0"; set +a; fi; exec "$@"'
+
+
+class KeepAliveConditions(BaseModel):
+    """The KeepAlive dictionary form. SuccessfulExit=false: restart after a non-zero exit or a
+    crash, never after exit 0 (a clean stop, or a refusal mapped to 0 by ``launchd-run``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    SuccessfulExit: bool
+
+
+class LaunchAgentPlist(BaseModel):
+    """The launchd keys our LaunchAgents use, typed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    Label: str
+    ProgramArguments: list[str] = Field(min_length=1)
+    RunAtLoad: bool
+    KeepAlive: KeepAliveConditions
+    ThrottleInterval: int = Field(ge=1)
+    ExitTimeOut: int = Field(ge=1)
+    EnvironmentVariables: dict[str, str]
+    StandardOutPath: str
+    StandardErrorPath: str
+    WorkingDirectory: str
+    Umask: int = Field(ge=0, le=0o777)
+    ProcessType: Literal["Background", "Standard", "Adaptive", "Interactive"]
+
+    @field_validator("Label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not _LABEL_RE.match(value):
+            raise ValueError("must be no.alai.fleet.<name>")
+        return value
+
+    @field_validator("ProgramArguments")
+    @classmethod
+    def _absolute_program(cls, value: list[str]) -> list[str]:
+        if not value[0].startswith("/"):
+            raise ValueError("the program must be an absolute path (launchd has no PATH search)")
+        return value
+
+    @field_validator("StandardOutPath", "StandardErrorPath", "WorkingDirectory")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("EnvironmentVariables")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if _SECRETISH.search(k))
+        if bad:
+            raise ValueError(
+                f"looks like a secret: {', '.join(bad)}; plists are readable, use a *_file key"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _logs_beside_each_other(self) -> LaunchAgentPlist:
+        if Path(self.StandardOutPath).parent != Path(self.StandardErrorPath).parent:
+            raise ValueError("StandardOutPath and StandardErrorPath must share the log dir")
+        return self
+
+    def dumps(self) -> bytes:
+        return plistlib.dumps(self.model_dump(), sort_keys=True)
+
+
+def launchd_agent(
+    spec: ServiceSpec,
+    config: FleetConfig,
+    layout: InstallLayout,
+    timings: ServiceTimings = DEFAULT_TIMINGS,
+) -> LaunchAgentPlist:
+    if spec.fleet_daemon:
+        # `launchd-run` is `fleet run` whose exit 78 (bad config, refused role) becomes 0,
+        # so KeepAlive{SuccessfulExit=false} restarts crashes but not a refusal.
+        args = [str(layout.fleet_bin), "units", "launchd-run", *spec.argv[2:]]
+    elif spec.environment_file is not None:
+        args = ["/bin/sh", "-c", _ENV_FILE_WRAPPER, str(spec.environment_file), *spec.argv]
+    else:
+        args = list(spec.argv)
+    return LaunchAgentPlist(
+        Label=label_name(spec.name),
+        ProgramArguments=args,
+        RunAtLoad=True,
+        KeepAlive=KeepAliveConditions(SuccessfulExit=False),
+        ThrottleInterval=timings.throttle_s,
+        ExitTimeOut=stop_timeout_s(config),
+        EnvironmentVariables={
+            "PATH": f"{layout.prefix / 'bin'}:/usr/bin:/bin:/usr/sbin:/sbin",
+            "PYTHONUNBUFFERED": "1",
+        },
+        StandardOutPath=str(spec.log_dir / f"{spec.name}.log"),
+        StandardErrorPath=str(spec.log_dir / f"{spec.name}.err.log"),
+        WorkingDirectory=str(spec.working_dir),
+        Umask=0o077,
+        ProcessType="Background",
+    )
+
+
+def render_launchd(
+    spec: ServiceSpec,
+    config: FleetConfig,
+    layout: InstallLayout,
+    timings: ServiceTimings = DEFAULT_TIMINGS,
+) -> bytes:
+    """The ``no.alai.fleet.<name>.plist`` bytes for ``spec`` (XML plist, keys sorted)."""
+    return launchd_agent(spec, config, layout, timings).dumps()

@@ -1,0 +1,179 @@
+"""The systemd unit for one ``ServiceSpec``: Type=notify with a watchdog for fleet daemons,
+Type=exec for companions, restart policy (never after exit 78), and the sandbox a daemon that
+writes only its own directories can live in. Pure text rendering; every value is quoted or
+escaped the way systemd's parser reads it back, and a value that cannot be written safely is
+refused, never mangled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from shared.config import FleetConfig
+from shared.exitcodes import EX_CONFIG
+from shared.units.services import (
+    DEFAULT_TIMINGS,
+    GENERATED_MARKER,
+    UNIT_PREFIX,
+    InstallLayout,
+    ServiceSpec,
+    ServiceTimings,
+    stop_timeout_s,
+    unit_name,
+)
+
+__all__ = ["render_systemd"]
+
+_SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+def _sd_escape(text: str) -> str:
+    """Escape specifier and variable expansion: a literal % or $ in a path stays literal."""
+    return text.replace("%", "%%").replace("$", "$$")
+
+
+def _sd_word(text: str) -> str:
+    """One word of ExecStart=/a path list, quoted the way systemd's parser unquotes it."""
+    if "\n" in text or "\x00" in text:
+        raise ValueError(f"cannot put {text!r} in a unit file")
+    escaped = _sd_escape(text)
+    if _SAFE_ARG.match(text):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sd_single_path(path: Path) -> str:
+    """A path that is the rest of its line (EnvironmentFile=, LoadCredential=): no quoting,
+    only specifiers escaped; whitespace at the ends would be stripped, so refuse it."""
+    text = str(path)
+    if text != text.strip() or "\n" in text:
+        raise ValueError(f"cannot put {text!r} in a unit file")
+    return text.replace("%", "%%")
+
+
+def _sd_path_list(paths: Iterable[Path], prefix: str = "") -> str:
+    """A space-separated path list; systemd unquotes each word before reading the prefix."""
+    return " ".join(_sd_word(prefix + str(p)) for p in paths)
+
+
+def _sandbox(spec: ServiceSpec, layout: InstallLayout) -> list[tuple[str, str]]:
+    """The hardening for a daemon that writes only its own dirs and talks to the network.
+    User managers cannot apply some of these (no privileges; and ProtectProc/ProcSubset/
+    ProtectKernelTunables/ProtectControlGroups break the notify socket under the test
+    harness), so user mode keeps the subset that works unprivileged."""
+    system = layout.mode == "system"
+    lines: list[tuple[str, str]] = [
+        ("UMask", "0077"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "read-only"),
+        ("ReadWritePaths", _sd_path_list(spec.write_paths, prefix="-")),
+    ]
+    if not spec.shared_tmp:
+        lines.append(("PrivateTmp", "yes"))
+    lines += [
+        ("PrivateDevices", "yes"),
+        ("NoNewPrivileges", "yes"),
+    ]
+    if system:
+        lines += [
+            ("CapabilityBoundingSet", ""),
+            ("AmbientCapabilities", ""),
+            ("PrivateUsers", "yes"),
+            ("ProtectProc", "invisible"),
+            ("ProtectKernelTunables", "yes"),
+            ("ProtectControlGroups", "yes"),
+        ]
+    lines += [
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectClock", "yes"),
+        ("ProtectHostname", "yes"),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        ("RestrictNamespaces", "yes"),
+        ("RestrictRealtime", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("LockPersonality", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("RemoveIPC", "yes"),
+        ("KeyringMode", "private"),
+        ("DevicePolicy", "closed"),
+        ("SystemCallArchitectures", "native"),
+        ("SystemCallFilter", "@system-service"),
+        ("SystemCallFilter", "~@privileged @resources"),
+        ("SystemCallErrorNumber", "EPERM"),
+    ]
+    if system and not spec.needs_network:
+        lines += [("IPAddressAllow", "localhost"), ("IPAddressDeny", "any")]
+    lines += [
+        ("MemoryMax", f"{spec.memory_max_mb}M"),
+        ("TasksMax", str(spec.tasks_max)),
+    ]
+    return lines
+
+
+def render_systemd(
+    spec: ServiceSpec,
+    config: FleetConfig,
+    layout: InstallLayout,
+    timings: ServiceTimings = DEFAULT_TIMINGS,
+) -> str:
+    """The ``alai-fleet-<name>.service`` text for ``spec``."""
+    unit: list[tuple[str, str]] = [
+        ("Description", spec.description),
+        ("After", "network-online.target"),
+        ("Wants", "network-online.target"),
+        ("StartLimitIntervalSec", f"{timings.start_limit_interval_s}s"),
+        ("StartLimitBurst", str(timings.start_limit_burst)),
+    ]
+    service: list[tuple[str, str]] = []
+    if spec.notify:
+        service += [
+            ("Type", "notify"),
+            ("NotifyAccess", "main"),
+            ("WatchdogSec", f"{timings.watchdog_s}s"),
+        ]
+    else:
+        service += [("Type", "exec")]
+    service.append(("ExecStart", " ".join(_sd_word(a) for a in spec.argv)))
+    if layout.mode == "system" and layout.user:
+        service.append(("User", layout.user))
+    service += [
+        ("Restart", "on-failure"),
+        ("RestartSec", f"{timings.restart_s}s"),
+        ("RestartPreventExitStatus", str(int(EX_CONFIG))),
+        ("TimeoutStartSec", f"{timings.start_timeout_s}s"),
+        ("TimeoutStopSec", f"{stop_timeout_s(config)}s"),
+        # SIGTERM to the daemon only: it stops its own children within its grace; whatever
+        # is left when TimeoutStopSec runs out gets SIGKILL.
+        ("KillMode", "mixed"),
+        ("SyslogIdentifier", f"{UNIT_PREFIX}{spec.name}"),
+        ("Environment", "PYTHONUNBUFFERED=1"),
+    ]
+    env_file = spec.environment_file or (layout.env_file if spec.fleet_daemon else None)
+    if env_file is not None:
+        service.append(("EnvironmentFile", "-" + _sd_single_path(env_file)))
+    if layout.mode == "system":
+        for cred in spec.credentials:
+            service.append(("LoadCredential", f"{cred.name}:{_sd_single_path(cred.path)}"))
+            service.append(("Environment", f"{cred.env}=%d/{cred.name}"))
+    service += _sandbox(spec, layout)
+    wanted_by = "multi-user.target" if layout.mode == "system" else "default.target"
+    out = [
+        f"# {GENERATED_MARKER} ({layout.mode} mode); edits are overwritten.",
+        "# Change the config and regenerate, or add a drop-in: systemctl edit "
+        + ("" if layout.mode == "system" else "--user ")
+        + unit_name(spec.name),
+        "",
+        "[Unit]",
+        *(f"{k}={v}" for k, v in unit),
+        "",
+        "[Service]",
+        *(f"{k}={v}" for k, v in service),
+        "",
+        "[Install]",
+        f"WantedBy={wanted_by}",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,129 @@
+"""`fleet units install` / `uninstall`: files written where the service manager reads them
+(0644, only when changed), the directories the sandbox cannot create made up front, and the
+systemctl/launchctl plan printed (or run with --now) that makes the manager run exactly the
+installed set; operators' own files are never touched."""
+
+from __future__ import annotations
+
+import os
+import plistlib
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.install import Step, execute
+from shared.units import GENERATED_MARKER, LaunchAgentPlist
+from tests.conftest import run_fleet
+from tests.units_support import write_config
+
+
+@pytest.mark.system
+def test_install_and_uninstall_print_the_systemctl_plan(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    dest = tmp_path / "units"
+    cfg = write_config(tmp_path / "fleet.toml", root)
+    args = [
+        "units",
+        "install",
+        "--target",
+        "systemd",
+        "--mode",
+        "user",
+        "--dest",
+        str(dest),
+        "--config",
+        str(cfg),
+    ]
+    first = run_fleet(args, fleet_env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    unit = dest / "alai-fleet-claim-sweeper.service"
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    assert "systemctl --user daemon-reload" in first.stdout
+    assert "systemctl --user enable --now alai-fleet-claim-sweeper.service" in first.stdout
+    assert "try-restart" not in first.stdout
+    for sub in ("state", "logs", "databases"):  # ProtectSystem=strict cannot create them
+        assert stat.S_IMODE((root / sub).stat().st_mode) == 0o700
+    again = run_fleet(args, fleet_env, tmp_path)
+    assert "installed" not in again.stdout and "try-restart" not in again.stdout
+    # an upgrade that changes the unit restarts it; a generated unit no longer wanted goes
+    retired = dest / "alai-fleet-retired.service"
+    retired.write_text(f"# {GENERATED_MARKER} (user mode)\n[Service]\nExecStart=/bin/true\n")
+    own = dest / "alai-fleet-operators-own.service"
+    own.write_text("[Service]\nExecStart=/bin/true\n")
+    write_config(cfg, root, fleet="stop_grace_s = 30.0")
+    upgrade = run_fleet(args, fleet_env, tmp_path)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert f"updated {unit}" in upgrade.stdout
+    assert "systemctl --user try-restart alai-fleet-claim-sweeper.service" in upgrade.stdout
+    assert "systemctl --user disable --now alai-fleet-retired.service" in upgrade.stdout
+    assert f"rm -f {retired}" in upgrade.stdout
+    assert "operators-own" not in upgrade.stdout
+    gone = run_fleet(
+        ["units", "uninstall", "--target", "systemd", "--mode", "user", "--dest", str(dest)],
+        fleet_env,
+        tmp_path,
+    )
+    assert gone.returncode == 0
+    assert (
+        "systemctl --user disable --now alai-fleet-claim-sweeper.service alai-fleet-retired.service"
+    ) in gone.stdout
+    assert "operators-own" not in gone.stdout
+    assert unit.exists(), "without --now nothing is removed"
+
+
+@pytest.mark.system
+def test_install_launchd_plan(fleet_env: dict[str, str], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    dest = tmp_path / "LaunchAgents"
+    cfg = write_config(tmp_path / "fleet.toml", root)
+    res = run_fleet(
+        ["units", "install", "--target", "launchd", "--dest", str(dest), "--config", str(cfg)],
+        fleet_env,
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    plist = dest / "no.alai.fleet.claim-sweeper.plist"
+    LaunchAgentPlist.model_validate(plistlib.loads(plist.read_bytes()))
+    uid = os.getuid()
+    assert f"launchctl bootstrap gui/{uid} {plist}" in res.stdout
+    assert f"launchctl enable gui/{uid}/no.alai.fleet.claim-sweeper" in res.stdout
+    assert (root / "logs").is_dir(), "launchd cannot open StandardOutPath in a missing dir"
+    gone = run_fleet(
+        ["units", "uninstall", "--target", "launchd", "--dest", str(dest), "--now"],
+        fleet_env,
+        tmp_path,
+    )
+    # launchctl does not exist here: bootout is allowed to fail, the file still goes
+    assert gone.returncode == 0, gone.stderr
+    assert not plist.exists()
+
+
+def test_execute_stops_at_the_first_failing_checked_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[list[str]] = []
+
+    def runner(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(argv)
+        code = 1 if argv[0] in ("fails", "may-fail") else 0
+        return subprocess.CompletedProcess(argv, code, "", "boom")
+
+    victim = tmp_path / "victim"
+    victim.write_text("x")
+    steps = [
+        Step(argv=("may-fail",), check=False),
+        Step(remove=victim),
+        Step(argv=("fails",)),
+        Step(argv=("never",)),
+    ]
+    assert execute(steps, now=True, runner=runner) == 1
+    assert ran == [["may-fail"], ["fails"]]
+    assert not victim.exists()
+    assert "error: exit 1: fails" in capsys.readouterr().err
+    assert execute(steps, now=False, runner=runner) == 0
+    assert ran == [["may-fail"], ["fails"]], "printing the plan runs nothing"
