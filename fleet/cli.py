@@ -322,9 +322,10 @@ def config_group() -> None:
 @config_group.command("example")
 def config_example() -> None:
     """Print config/fleet.example.toml as generated from the models."""
+    from fleet.config import root_model
     from shared.example_config import render_example_toml
 
-    click.echo(render_example_toml(), nl=False)
+    click.echo(render_example_toml(root_model()), nl=False)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

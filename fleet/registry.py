@@ -25,7 +25,9 @@ __all__ = ["LINES", "RegistryLine", "by_name", "fast_paths", "manifests"]
 class RegistryLine:
     name: str
     manifest: str  # "package.module:ATTRIBUTE"
-    fast_paths: Mapping[tuple[str, str], str] = field(default_factory=dict, hash=False, compare=False)
+    fast_paths: Mapping[tuple[str, str], str] = field(
+        default_factory=dict, hash=False, compare=False
+    )
 
 
 LINES: tuple[RegistryLine, ...] = (

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from shared.notify import OutboxRow, SinkError
 
 if TYPE_CHECKING:
-    from shared.config import FleetConfig
+    pass
 
 __all__ = ["COMPONENT", "HiveMindSink"]
 
