@@ -18,12 +18,9 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.notify import OutboxRow, SinkError
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["COMPONENT", "HiveMindSink"]
 
