@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from daemons.restore_loop.config import KNOWN_TIERS
+from shared.durations import parse_duration_s
 
 __all__ = [
     "CatalogError",
@@ -21,13 +22,10 @@ __all__ = [
     "RetentionClass",
     "TierTable",
     "load_tier_table",
-    "parse_duration_s",
     "parse_tier_table",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 REPLICA_TYPES = ("abs", "file", "s3", "gs", "sftp", "webdav", "nats", "oss")
 
 
@@ -41,12 +39,16 @@ class CatalogError(Exception):
         super().__init__("\n".join([head, *(f"  {p}: {m}" for p, m in errors)]))
 
 
-def parse_duration_s(text: str) -> float:
-    """A Go-style duration ('1s', '500ms', '1h30m', '168h') in seconds; ValueError if not one."""
+def _go_duration_s(text: str) -> float:
+    """``text`` in seconds when litestream (Go's ``time.ParseDuration``) accepts it: the fleet's
+    duration parser, minus what Go refuses (days, upper case, inner spaces)."""
     compact = text.strip()
-    if not compact or _DURATION_RE.sub("", compact):
+    if compact.lower() != compact or " " in compact or "d" in compact:
         raise ValueError(f"{text!r} is not a duration like 1s, 500ms or 168h")
-    return sum(float(n) * _UNIT_S[u] for n, u in _DURATION_RE.findall(compact))
+    try:
+        return parse_duration_s(compact)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration like 1s, 500ms or 168h") from None
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def _duration(value: Any, path: str, errors: list[tuple[str, str]]) -> str:
     text = _str(value, path, errors)
     if text:
         try:
-            if parse_duration_s(text) <= 0:
+            if _go_duration_s(text) <= 0:
                 errors.append((path, "must be > 0"))
         except ValueError as exc:
             errors.append((path, str(exc)))

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from daemons.restore_loop.config import RestoreLoopSection
 from shared.cli import config_option, load_config_or_exit
 
 if TYPE_CHECKING:
     from daemons.restore_loop.catalog import TierTable
-    from daemons.restore_loop.config import RestoreLoopSection
     from daemons.restore_loop.plan import Plan
     from shared.config import FleetConfig
 
@@ -124,7 +124,7 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
     from daemons.restore_loop.state import StatePaths, pid_alive
 
     config = load_config_or_exit(config_path)
-    section = config.restore_loop
+    section = config.section(RestoreLoopSection)
     paths = StatePaths.under(config.state_dir)
     status = paths.read_status()
     now = time.time()
@@ -236,13 +236,13 @@ def restore_promote(
     from daemons.restore_loop.promote import Promoter
     from daemons.restore_loop.state import StatePaths
     from shared.logging import configure_logging, get_logger
-    from shared.runtime import effective_role
+    from shared.roles import effective_role
 
     if bool(dbs) == promote_all:
         _die(EX_USAGE, "give DB names or --all (not both)")
     config = load_config_or_exit(config_path)
-    section = config.restore_loop
-    role = effective_role(config)
+    section = config.section(RestoreLoopSection)
+    role = effective_role(config.fleet.role, config.role_file)
     if role != "standby":
         _die(
             EX_FAIL,
@@ -387,7 +387,7 @@ def litestream_config(
     from shared.files import atomic_write_text
 
     config = load_config_or_exit(config_path)
-    section = config.restore_loop
+    section = config.section(RestoreLoopSection)
     table = _table(Path(tables_path).expanduser() if tables_path else section.databases_file)
     directory = Path(db_dir).expanduser().absolute() if db_dir else section.standby_dir
     files: list[GeneratedFile]

@@ -30,7 +30,9 @@ from daemons.restore_loop.litestream import (
     start_pumps,
 )
 from daemons.restore_loop.state import RestoreTarget, fsync_dir, read_txid_file
-from shared.runtime import backoff_delay
+from daemons.restore_loop.watched_file import WatchedFile
+from shared.backoff import backoff_delay
+from shared.clock import Clock
 
 __all__ = ["Fenced", "Follower", "FollowerStartError", "quick_check", "remove_work_files"]
 
@@ -92,7 +94,7 @@ class Follower:
         is_fenced: Callable[[str], bool],
         on_restart: Callable[[str, str], None],
         on_failure: Callable[[str, str], None],
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         on_suspect: Callable[[str], None] | None = None,
     ) -> None:
         self.target = target
@@ -115,6 +117,8 @@ class Follower:
         self.proc: asyncio.subprocess.Process | None = None
         self.output: Path | None = None
         self.sidecar: Path | None = None
+        # The live child's sidecar, read again only when it changed (polled on the event loop).
+        self._sidecar_file: WatchedFile[int] | None = None
         self.started_at: float | None = None
         self.last_error = ""
         self.consecutive_failures = 0
@@ -134,8 +138,8 @@ class Follower:
 
     def local_txid(self) -> int | None:
         """The TXID the copy holds (the live child's sidecar); the last good read if torn."""
-        if self.sidecar is not None:
-            value = read_txid_file(self.sidecar)
+        if self._sidecar_file is not None:
+            value = self._sidecar_file.read()
             if value is not None:
                 self._last_txid = value
         return self._last_txid
@@ -298,7 +302,9 @@ class Follower:
             tmp = self.work_dir / f"{target.name}~{gen}.db"
             sidecar = Path(f"{tmp}-txid")
             try:
-                self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                await asyncio.to_thread(
+                    self.work_dir.mkdir, parents=True, exist_ok=True, mode=0o700
+                )
             except OSError as exc:
                 raise FollowerStartError("local", f"cannot create {self.work_dir}: {exc}") from None
             try:
@@ -313,7 +319,9 @@ class Follower:
             self._pumps = start_pumps(proc, self.child_log.feed)
             try:
                 await self._wait_ready(proc, sidecar)
-                os.chmod(tmp, 0o600)
+                await asyncio.to_thread(os.chmod, tmp, 0o600)
+                # The fence check and the rename stay together on the event loop: no fence can
+                # be acknowledged between them.
                 if self.is_fenced(target.name) or self._stopping:
                     raise Fenced()
                 os.replace(tmp, target.path)
@@ -330,6 +338,7 @@ class Follower:
                     ) from None
                 raise
         self.output, self.sidecar = tmp, sidecar
+        self._sidecar_file = WatchedFile(sidecar, read_txid_file)
         self._last_txid = None
         self.local_txid()
         remove_work_files(self.work_dir, target.name, keep={sidecar})
@@ -349,11 +358,12 @@ class Follower:
         of restore_timeout_s."""
         deadline = time.monotonic() + self.restore_timeout_s
         exit_wait = asyncio.ensure_future(proc.wait())
+        ready = WatchedFile(sidecar, read_txid_file)  # one stat a poll until it appears
         try:
             while True:
                 if self._stopping:
                     raise Fenced()
-                if read_txid_file(sidecar) is not None:
+                if ready.read() is not None:
                     return
                 if exit_wait.done():
                     await self._drain_pumps()

@@ -31,6 +31,7 @@ __all__ = [
     "LitestreamError",
     "find_litestream",
     "kill_process",
+    "open_litestream",
     "parse_logfmt",
 ]
 
@@ -333,6 +334,18 @@ class Litestream:
                 str(db_path),
             ]
         )
+
+
+async def open_litestream(
+    configured: str, config_path: Path, *, call_timeout_s: float, log: Any
+) -> Litestream:
+    """The litestream binary ``find_litestream`` picks, checked to be a 0.5.x build (logged
+    once); LitestreamError when there is none or it is unusable."""
+    binary = await asyncio.to_thread(find_litestream, configured)
+    ls = Litestream(binary, config_path, call_timeout_s=call_timeout_s, log=log)
+    version = await ls.check_version()
+    log.info("using litestream", binary=str(binary), version=version)
+    return ls
 
 
 def start_pumps(

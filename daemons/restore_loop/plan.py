@@ -11,9 +11,10 @@ from pathlib import Path
 from daemons.restore_loop.catalog import TierTable
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.litestream_yaml import ConfiguredDB
+from daemons.restore_loop.policy import requests_per_day
 from daemons.restore_loop.state import RestoreTarget
 
-__all__ = ["Plan", "build_plan", "select_targets"]
+__all__ = ["Plan", "build_plan", "list_requests_per_day", "select_targets"]
 
 DEFAULT_TIER = "P1"
 
@@ -97,3 +98,13 @@ def select_targets(plan: Plan, names: list[str]) -> tuple[list[RestoreTarget], l
         elif target not in chosen:
             chosen.append(target)
     return chosen, unknown
+
+
+def list_requests_per_day(section: RestoreLoopSection, plan: Plan) -> float:
+    """Estimated blob LIST requests a day of ``plan``: follower polls (or snapshot restores) plus
+    the daemon's own checks."""
+    return requests_per_day(
+        [(t.mode, t.follow_interval_s) for t in plan.targets],
+        check_interval_s=section.check_interval_s,
+        snapshot_interval_s=section.snapshot_interval_s,
+    )

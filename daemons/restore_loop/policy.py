@@ -1,5 +1,6 @@
 """restore-loop decisions as pure functions of plain data and ``now``: replica listings, lag,
-stall detection, snapshot replacement, alert incidents and the blob request cost.
+stall detection, snapshot replacement and the blob request cost (a copy's overall assessment is
+in ``assessment``, its incidents in ``incidents``).
 
 No I/O, no clock reads, no randomness: callers pass ``now`` (unix seconds). This module must never
 start a process or touch a file.
@@ -11,15 +12,11 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from shared.notify import Message
 
 __all__ = [
     "LISTS_PER_IDLE_POLL",
-    "AlertBook",
     "CheckRound",
-    "Incident",
+    "CheckSchedule",
     "LtxFile",
     "ReplicaView",
     "RestartLog",
@@ -245,6 +242,22 @@ class CheckRound:
         return not self.succeeded and self.timeouts >= self.give_up_after
 
 
+@dataclass
+class CheckSchedule:
+    """When check rounds run: at once the first time, then every ``interval_s`` (on a
+    monotonic clock), measured from the start of the previous round."""
+
+    interval_s: float
+    last: float | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether a round is due at ``now``; if so it counts as started."""
+        if self.last is not None and now - self.last < self.interval_s:
+            return False
+        self.last = now
+        return True
+
+
 def should_replace(new_txid: int | None, current_txid: int | None) -> bool:
     """A fresh restore replaces the standby copy only if it is not older than what is there."""
     if new_txid is None:
@@ -285,95 +298,3 @@ def requests_per_day(
 
 def monthly_cost(per_day: float, price_per_10k: float) -> float:
     return per_day * 30.0 / 10_000.0 * price_per_10k
-
-
-# alerts --------------------------------------------------------------------------------------
-@dataclass
-class Incident:
-    kind: str
-    db: str
-    opened_at: float
-    detail: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "db": self.db,
-            "opened_at": self.opened_at,
-            "detail": self.detail,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Incident:
-        return cls(
-            kind=str(data["kind"]),
-            db=str(data["db"]),
-            opened_at=float(data["opened_at"]),
-            detail=str(data.get("detail", "")),
-        )
-
-
-_TITLES = {
-    "stale": "standby copy stale",
-    "restarts": "follower keeps restarting",
-    "replica_missing": "replica missing",
-    "diverged": "replica behind the standby copy (reset, recreated or a new URL)",
-    "suspect": "standby copy suspect (quick_check failed after a follower died)",
-    "follower_crashed": "follower supervisor crashed",
-}
-
-
-@dataclass
-class AlertBook:
-    """Open incidents per (kind, db): one #ops alert when an incident opens, one recovery
-    message when it closes; nothing in between. Dedup keys name the incident's start, so a
-    daemon restart that reloads the book never alerts twice for the same incident."""
-
-    host: str
-    channel: str
-    open: dict[tuple[str, str], Incident] = field(default_factory=dict)
-    seen: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def update(
-        self, kind: str, db: str, active: bool, now: float, detail: str, *, confirm: int = 1
-    ) -> Message | None:
-        """Record one observation. An incident opens once ``active`` was seen ``confirm`` times
-        in a row (a replica that is missing for one listing may just be new)."""
-        key = (kind, db)
-        incident = self.open.get(key)
-        self.seen[key] = self.seen.get(key, 0) + 1 if active else 0
-        if active and incident is None and self.seen[key] >= confirm:
-            incident = Incident(kind, db, now, detail)
-            self.open[key] = incident
-            return Message(
-                channel=self.channel,
-                text=f"[restore-loop@{self.host}] {db}: {_TITLES.get(kind, kind)}: {detail}",
-                dedup_key=f"restore-{kind}:{self.host}:{db}:{int(incident.opened_at)}",
-                kind="alert",
-                daemon="restore-loop",
-            )
-        if not active and incident is not None:
-            del self.open[key]
-            lasted = format_age(now - incident.opened_at)
-            return Message(
-                channel=self.channel,
-                text=(
-                    f"[restore-loop@{self.host}] {db}: recovered from "
-                    f"{_TITLES.get(kind, kind)} after {lasted}" + (f": {detail}" if detail else "")
-                ),
-                dedup_key=f"restore-{kind}:{self.host}:{db}:{int(incident.opened_at)}:recovered",
-                kind="alert",
-                daemon="restore-loop",
-            )
-        return None
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [i.to_json() for i in self.open.values()]
-
-    def load(self, items: list[dict[str, Any]]) -> None:
-        for item in items:
-            try:
-                incident = Incident.from_json(item)
-            except (KeyError, TypeError, ValueError):
-                continue
-            self.open[(incident.kind, incident.db)] = incident

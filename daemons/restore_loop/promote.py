@@ -181,7 +181,7 @@ class Promoter:
             return None  # the PID was reused by something else
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            current = self.paths.read_status() or {}
+            current = await asyncio.to_thread(self.paths.read_status) or {}
             if current.get("fence_ack") == fence.id or current.get("promoted"):
                 return True
             await asyncio.sleep(0.1)
@@ -264,7 +264,7 @@ class Promoter:
             )
             out.rto_s = self.clock() - started
             return out
-        out.local_txid = self._recorded_local_txid(target, row)
+        out.local_txid = await asyncio.to_thread(self._recorded_local_txid, target, row)
         view = await self._list(target, out)
         if view is not None and view.missing:
             out.catch_up = "skipped: the replica lists no LTX files"
@@ -302,7 +302,7 @@ class Promoter:
             out.status, out.reason = "refused", f"cannot open it for writing: {exc}"
             out.rto_s = self.clock() - started
             return out
-        self._remove_sidecars(target, row)
+        await asyncio.to_thread(self._remove_sidecars, target, row)
         now = self.clock()
         if view is not None and not view.missing and not diverged(out.local_txid, view.newest_txid):
             out.applied_at = view.applied_at(out.local_txid)

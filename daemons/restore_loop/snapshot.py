@@ -68,6 +68,7 @@ class SnapshotRestorer:
         self.is_fenced = is_fenced
 
     def current_txid(self, target: RestoreTarget) -> int | None:
+        """The TXID the copy holds, from our record. Blocking: call it in a worker thread."""
         if not target.path.exists():
             return None
         return read_txid_file(snapshot_txid_path(self.work_dir, target.name))
@@ -75,7 +76,7 @@ class SnapshotRestorer:
     async def restore(self, target: RestoreTarget) -> SnapshotResult:
         """One restore + replace. Raises LitestreamError (copy untouched) on failure."""
         started = time.monotonic()
-        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
         tmp = self.work_dir / f"{target.name}~snap-{int(time.time() * 1000)}-{next(_GEN)}.db"
         leftovers = [
             tmp,
@@ -89,8 +90,10 @@ class SnapshotRestorer:
                 target.path, tmp, integrity="quick", timeout_s=self.restore_timeout_s
             )
             await asyncio.to_thread(set_delete_journal, tmp)
-            os.chmod(tmp, 0o600)
-            current = self.current_txid(target)
+            await asyncio.to_thread(os.chmod, tmp, 0o600)
+            current = await asyncio.to_thread(self.current_txid, target)
+            # The fence check and the rename stay together on the event loop: no fence can be
+            # acknowledged between them.
             replace = should_replace(txid, current) and not self.is_fenced(target.name)
             if replace:
                 os.replace(tmp, target.path)

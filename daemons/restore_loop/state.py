@@ -26,6 +26,7 @@ __all__ = [
     "fsync_dir",
     "pid_alive",
     "process_cmdline",
+    "read_fence_file",
     "read_json",
     "read_txid_file",
     "work_dir_for",
@@ -90,13 +91,7 @@ class StatePaths:
         atomic_write_json(self.fence, fence.to_json())
 
     def read_fence(self) -> Fence | None:
-        data = read_json(self.fence)
-        if data is None:
-            return None
-        try:
-            return Fence.from_json(data)
-        except (KeyError, TypeError, ValueError):
-            return None
+        return read_fence_file(self.fence)
 
     def clear_fence(self, fence_id: str) -> None:
         current = self.read_fence()
@@ -139,6 +134,17 @@ class Fence:
 
     def covers(self, db: str) -> bool:
         return db in self.dbs
+
+
+def read_fence_file(path: Path) -> Fence | None:
+    """The fence in ``path``; None when there is none or it is torn."""
+    data = read_json(path)
+    if data is None:
+        return None
+    try:
+        return Fence.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from daemons.restore_loop.daemon import RestoreLoop, SetupError
 from daemons.restore_loop.promote import Promoter
 from daemons.restore_loop.snapshot import snapshot_txid_path
 from daemons.restore_loop.state import read_txid_file, write_txid_file
-from shared.config import load_config
+from fleet.config import load_config
 from shared.logging import get_logger
 from shared.metrics import DaemonMetrics
 from shared.notify import Message

@@ -9,11 +9,11 @@ import pytest
 
 from daemons.restore_loop.catalog import CatalogError, load_tier_table, parse_tier_table
 from daemons.restore_loop.config import RestoreLoopSection
-from daemons.restore_loop.conflicts import standby_dir_conflicts
 from daemons.restore_loop.litestream_yaml import parse_restore_config, render_standby
 from daemons.restore_loop.plan import build_plan, select_targets
 from daemons.restore_loop.state import RestoreTarget
-from shared.config import ConfigError, load_config
+from fleet.config import load_config, standby_dir_conflicts
+from shared.config import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "databases.example.toml"
 

@@ -1,5 +1,5 @@
-"""restore-loop's pure decisions: LTX listings, lag, stall detection, snapshot replacement,
-incidents and the blob request cost. Table-driven, no processes, no clock."""
+"""restore-loop's pure decisions: LTX listings, lag, stall detection, snapshot replacement and
+the blob request cost (incidents: test_restore_incidents). Table-driven, no processes, no clock."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from daemons.restore_loop.policy import (
     LISTS_PER_IDLE_POLL,
-    AlertBook,
     LtxFile,
     ReplicaView,
     RestartLog,
@@ -153,30 +152,6 @@ def test_snapshot_never_replaces_with_an_older_copy(
     assert should_replace(new, current) is expected
 
 
-def test_alert_book_one_alert_per_incident_and_a_recovery() -> None:
-    book = AlertBook(host="forge", channel="#ops")
-    first = book.update("stale", "mission-control", True, T0, "lag 2m > 60s")
-    assert first is not None and first.channel == "#ops" and first.kind == "alert"
-    assert "mission-control" in first.text and "stale" in first.text
-    assert book.update("stale", "mission-control", True, T0 + 10, "lag 3m") is None
-    assert book.update("stale", "hivemind", False, T0 + 10, "") is None
-    recovered = book.update("stale", "mission-control", False, T0 + 100, "lag 0.0s")
-    assert recovered is not None and "recovered" in recovered.text
-    assert recovered.dedup_key == first.dedup_key + ":recovered"
-    again = book.update("stale", "mission-control", True, T0 + 200, "lag 2m")
-    assert again is not None and again.dedup_key != first.dedup_key
-
-
-def test_alert_book_survives_a_restart_without_realerting() -> None:
-    book = AlertBook(host="forge", channel="#ops")
-    assert book.update("replica_missing", "tasks", True, T0, "no LTX files") is not None
-    reloaded = AlertBook(host="forge", channel="#ops")
-    reloaded.load([*json.loads(json.dumps(book.to_json())), {"garbage": 1}])
-    assert reloaded.update("replica_missing", "tasks", True, T0 + 60, "still") is None
-    recovery = reloaded.update("replica_missing", "tasks", False, T0 + 90, "present")
-    assert recovery is not None and recovery.dedup_key.endswith(f"{int(T0)}:recovered")
-
-
 def test_cost_of_polling_matches_the_issue_figures() -> None:
     # ~58 DBs at 1 s: 5 million polls a day; each idle poll of litestream 0.5.17 is 9 LISTs.
     polls = requests_per_day(
@@ -199,15 +174,6 @@ def test_cost_of_polling_matches_the_issue_figures() -> None:
 )
 def test_format_age(seconds: float | None, text: str) -> None:
     assert format_age(seconds) == text
-
-
-def test_alert_book_confirm_needs_consecutive_observations() -> None:
-    book = AlertBook(host="forge", channel="#ops")
-    assert book.update("replica_missing", "new-db", True, T0, "none", confirm=2) is None
-    assert book.update("replica_missing", "new-db", False, T0 + 1, "ok", confirm=2) is None
-    assert book.update("replica_missing", "new-db", True, T0 + 2, "none", confirm=2) is None
-    opened = book.update("replica_missing", "new-db", True, T0 + 3, "none", confirm=2)
-    assert opened is not None and opened.dedup_key.endswith(f":{int(T0 + 3)}")
 
 
 def test_check_round_gives_up_after_a_batch_of_timeouts() -> None:

@@ -1,0 +1,234 @@
+"""One check round over the standby copies: list each replica (``litestream ltx``), restore a
+snapshot-mode copy when it is due, read the TXID each copy holds, and record what
+``assessment`` concludes (lag, divergence, freshness) in the copy's state and its gauges; a
+follower that stalls is restarted fresh.
+
+An adapter: the decisions are ``assessment``'s and ``policy``'s. It must never write to a replica,
+and never restore or restart anything for a fenced copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge
+
+from daemons.restore_loop.assessment import (
+    SnapshotAction,
+    assess_copy,
+    copy_txid,
+    needs_all_levels,
+    snapshot_step,
+)
+from daemons.restore_loop.follower_pool import CopyContext, DbState
+from daemons.restore_loop.litestream import Litestream, LitestreamError
+from daemons.restore_loop.policy import CheckRound, ReplicaView, stall_threshold_s
+from daemons.restore_loop.snapshot import SnapshotRestorer, snapshot_txid_path
+from daemons.restore_loop.state import RestoreTarget
+
+__all__ = ["ReplicaChecker"]
+
+
+class ReplicaChecker:
+    def __init__(
+        self,
+        ctx: CopyContext,
+        *,
+        lag: Gauge,
+        local: Gauge,
+        replica: Gauge,
+        last_success: Gauge,
+        failures: Counter,
+    ) -> None:
+        self.section, self.work_dir, self.log = ctx.section, ctx.work_dir, ctx.log
+        self.clock, self.is_fenced, self.dry_run = ctx.clock, ctx.is_fenced, ctx.dry_run
+        self.start_slots = ctx.start_slots
+        self.list_slots = asyncio.Semaphore(ctx.section.concurrency)
+        self.opened_at = ctx.clock()
+        self.snapshots: SnapshotRestorer | None = None
+        self.m_lag, self.m_local, self.m_replica = lag, local, replica
+        self.m_last_success, self.m_failures = last_success, failures
+
+    async def run(self, states: Iterable[DbState], ls: Litestream) -> None:
+        """Check every copy (``concurrency`` listings at once)."""
+        if self.snapshots is None or self.snapshots.litestream is not ls:
+            self.snapshots = SnapshotRestorer(
+                ls,
+                self.work_dir,
+                restore_timeout_s=self.section.restore_timeout_s,
+                log=self.log,
+                is_fenced=self.is_fenced,
+            )
+        check_round = CheckRound(give_up_after=self.section.concurrency)
+        await asyncio.gather(*(self.check(st, ls, self.snapshots, check_round) for st in states))
+
+    def forget(self, target: RestoreTarget) -> None:
+        """Drop the gauges of a copy that left the plan."""
+        for gauge, labels in (
+            (self.m_lag, (target.name, target.tier)),
+            (self.m_local, (target.name,)),
+            (self.m_replica, (target.name,)),
+            (self.m_last_success, (target.name,)),
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
+    async def list_replica(
+        self, st: DbState, ls: Litestream, check_round: CheckRound
+    ) -> ReplicaView:
+        async with self.list_slots:
+            if check_round.unreachable:
+                raise LitestreamError(
+                    "unreachable",
+                    f"not listed this round: {check_round.timeouts} listings in a row timed "
+                    "out (the blob endpoint looks down)",
+                )
+            try:
+                listed = await ls.ltx(st.target.path)
+            except LitestreamError as exc:
+                check_round.record(exc.reason == "timeout")
+                raise
+            check_round.record(False)
+            if needs_all_levels(listed, st.local_txid):
+                listed = await ls.ltx(st.target.path, level="all")
+            return listed
+
+    async def check(
+        self,
+        st: DbState,
+        ls: Litestream,
+        snapshots: SnapshotRestorer,
+        check_round: CheckRound,
+    ) -> None:
+        target = st.target
+        view: ReplicaView | None = None
+        try:
+            view = await self.list_replica(st, ls, check_round)
+        except LitestreamError as exc:
+            st.replica_error = str(exc)
+            self.m_failures.labels(target.name, exc.reason).inc()
+            st.failures += 1
+            st.replica_missing = exc.reason == "replica_missing"
+        else:
+            st.replica_error, st.replica, st.replica_missing = "", view, view.missing
+        reset = False
+        if target.mode == "snapshot":
+            reset = await self.snapshot_if_due(st, view, snapshots)
+        elif st.follower is not None:
+            st.last_error = "" if st.follower.state == "following" else st.follower.last_error
+        now = self.clock()
+        st.checked_at = now
+        previous = st.local_txid
+        local = st.local_txid = await self.local_txid(st, snapshots)
+        if st.follower is not None and st.follower.state == "following":
+            st.suspect = st.follower.suspect
+        fresh = assess_copy(
+            local_txid=local,
+            previous_txid=previous,
+            replica=view,
+            reset=reset,
+            applied_at=st.applied_at,
+            verified_fresh_at=st.verified_fresh_at,
+            last_success_at=st.last_success_at,
+            opened_at=self.opened_at,
+            now=now,
+        )
+        st.diverged, st.lag_s, st.applied_at = fresh.diverged, fresh.lag_s, fresh.applied_at
+        st.verified_fresh_at, st.last_success_at = fresh.verified_fresh_at, fresh.last_success_at
+        if fresh.compared and view is not None:
+            self.m_replica.labels(target.name).set(view.newest_txid or 0)
+            self.observe_stall(st, local, view, fresh.lag_s, now)
+        if local is not None:
+            self.m_local.labels(target.name).set(local)
+        self.m_lag.labels(target.name, target.tier).set(fresh.lag_s)
+        if st.last_success_at is not None:
+            self.m_last_success.labels(target.name).set(st.last_success_at)
+
+    async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:
+        if st.target.mode == "snapshot":
+            return await asyncio.to_thread(snapshots.current_txid, st.target)
+        live = st.follower.local_txid() if st.follower is not None else None
+        exists = live is None and st.seed_txid is not None and st.target.path.exists()
+        local, st.seed_txid = copy_txid(live, st.seed_txid, exists)
+        return local
+
+    def observe_stall(
+        self, st: DbState, local: int | None, view: ReplicaView, lag: float, now: float
+    ) -> None:
+        follower = st.follower
+        if follower is None or follower.state != "following":
+            return
+        threshold = stall_threshold_s(self.section.stall_after_s, st.target.follow_interval_s)
+        reason = st.watch.observe(local, view.newest_txid, lag, now, threshold)
+        if reason is not None and not self.is_fenced(st.target.name):
+            self.log.warning(
+                "follower stalled; restarting fresh",
+                db=st.target.name,
+                reason=reason,
+                local_txid=local,
+                replica_txid=view.newest_txid,
+                lag_s=round(lag, 1),
+            )
+            follower.request_restart(reason)
+
+    async def snapshot_if_due(
+        self, st: DbState, view: ReplicaView | None, snapshots: SnapshotRestorer
+    ) -> bool:
+        """Restore the snapshot copy when due; True when its record was ahead of the replica
+        (so it was reset and restored fresh)."""
+        now = self.clock()
+        name = st.target.name
+        if self.dry_run or self.is_fenced(name):
+            return False
+        if view is None or view.missing:
+            return False
+        current = await asyncio.to_thread(snapshots.current_txid, st.target)
+        interval = self.section.snapshot_interval_s
+        step = snapshot_step(current, view.newest_txid, st.last_snapshot_at, interval, now)
+        if step.reset:
+            self.log.warning(
+                "replica behind the snapshot copy; restoring fresh",
+                db=name,
+                local_txid=current,
+                replica_txid=view.newest_txid,
+            )
+            record = snapshot_txid_path(self.work_dir, name)
+            await asyncio.to_thread(record.unlink, missing_ok=True)
+        if step.action is SnapshotAction.UP_TO_DATE:
+            st.last_error = ""
+        elif step.action is SnapshotAction.RESTORE:
+            st.last_snapshot_at = now
+            await self.restore_snapshot(st, snapshots)
+        return step.reset
+
+    async def restore_snapshot(self, st: DbState, snapshots: SnapshotRestorer) -> None:
+        name = st.target.name
+        try:
+            async with self.start_slots:
+                result = await snapshots.restore(st.target)
+        except LitestreamError as exc:
+            self._restore_failed(st, exc.reason, str(exc))
+            return
+        except (OSError, sqlite3.Error) as exc:
+            self._restore_failed(st, "local", f"{type(exc).__name__}: {exc}", str(exc))
+            return
+        st.last_error = ""
+        if result.replaced:
+            st.last_success_at = self.clock()
+            self.log.info(
+                "standby copy replaced by a snapshot restore",
+                db=name,
+                txid=result.txid,
+                duration_s=round(result.duration_s, 2),
+            )
+
+    def _restore_failed(self, st: DbState, reason: str, error: str, logged: str = "") -> None:
+        self.m_failures.labels(st.target.name, reason).inc()
+        st.failures += 1
+        st.last_error = error
+        self.log.warning(
+            "snapshot restore failed; copy kept", db=st.target.name, error=logged or error
+        )
