@@ -15,43 +15,29 @@ import asyncio
 import contextlib
 import os
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from prometheus_client import Counter, Gauge
+from typing import Any
 
 from daemons.restore_loop import status_doc
 from daemons.restore_loop.assessment import first_unusable_error, usable
-from daemons.restore_loop.catalog import CatalogError, load_tier_table
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.fencing import Fencing
 from daemons.restore_loop.follower_pool import CopyContext, DbState, FollowerPool, running
 from daemons.restore_loop.incidents import AlertBook, copy_facts
 from daemons.restore_loop.litestream import Litestream, LitestreamError, open_litestream
+from daemons.restore_loop.manifest import MANIFEST
 from daemons.restore_loop.plan import list_requests_per_day
 from daemons.restore_loop.plan_files import PlanFiles, SetupError
 from daemons.restore_loop.policy import CheckSchedule
 from daemons.restore_loop.replica_check import ReplicaChecker
 from daemons.restore_loop.state import StatePaths, work_dir_for
-from shared import roles
 from shared.config import FleetConfig
-from shared.roles import Role
-from shared.runtime import CycleResult, Daemon, DaemonContext, UnitProfile
-from shared.sections import DaemonSection
-
-if TYPE_CHECKING:
-    from shared.manifest import CompanionService
+from shared.runtime import CycleResult, Daemon, DaemonContext
 
 __all__ = ["RestoreLoop", "SetupError"]
 
 
-def effective_role(config: FleetConfig) -> Role:
-    """``companion_services``' spelling of ``shared.roles.effective_role``."""
-    return roles.effective_role(config.fleet.role, config.role_file)
-
-
 class RestoreLoop(Daemon[RestoreLoopSection]):
-    name = "restore-loop"
+    manifest = MANIFEST
 
     def __init__(self, ctx: DaemonContext[RestoreLoopSection]) -> None:
         super().__init__(ctx)
@@ -68,56 +54,17 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
         self._first_cycle = True
         self._previous_txids: dict[str, int] = {}
         self._watcher: asyncio.Task[None] | None = None
-        registry = ctx.metrics.registry
-        self.m_lag = Gauge(
-            "fleet_restore_lag_seconds",
-            "Age of the oldest replica change not yet in the standby copy (0: caught up)",
-            ["db", "tier"],
-            registry=registry,
-        )
-        self.m_local = Gauge(
-            "fleet_restore_local_txid", "TXID the standby copy holds", ["db"], registry=registry
-        )
-        self.m_replica = Gauge(
-            "fleet_restore_replica_txid", "Newest TXID in the replica", ["db"], registry=registry
-        )
-        self.m_restarts = Counter(
-            "fleet_restore_follower_restarts",
-            "Follower children restarted fresh, by reason (exit, stall, falling_behind, diverged)",
-            ["db", "reason"],
-            registry=registry,
-        )
-        self.m_last_success = Gauge(
-            "fleet_restore_last_success_timestamp_seconds",
-            "Unix time the copy was last verified caught up or advancing, or last restored",
-            ["db"],
-            registry=registry,
-        )
-        self.m_failures = Counter(
-            "fleet_restore_failures",
-            "Failed litestream calls and restores, by reason",
-            ["db", "reason"],
-            registry=registry,
-        )
-        self.m_rpo = Gauge(
-            "fleet_restore_rpo_target_seconds",
-            "RPO target of a tier (alert when fleet_restore_lag_seconds exceeds it)",
-            ["tier"],
-            registry=registry,
-        )
-        self.m_followers = Gauge(
-            "fleet_restore_followers", "Follower children running", registry=registry
-        )
-        self.m_requests = Gauge(
-            "fleet_restore_blob_list_requests_per_day",
-            "Estimated blob LIST requests a day of the current plan (follower polls + checks)",
-            registry=registry,
-        )
-        self.m_promoted = Gauge(
-            "fleet_restore_promoted",
-            "1 once this host was promoted (every follower stopped for good), else 0",
-            registry=registry,
-        )
+        metrics = self.own_metrics()
+        self.m_lag = metrics.gauge("fleet_restore_lag_seconds")
+        self.m_local = metrics.gauge("fleet_restore_local_txid")
+        self.m_replica = metrics.gauge("fleet_restore_replica_txid")
+        self.m_restarts = metrics.counter("fleet_restore_follower_restarts_total")
+        self.m_last_success = metrics.gauge("fleet_restore_last_success_timestamp_seconds")
+        self.m_failures = metrics.counter("fleet_restore_failures_total")
+        self.m_rpo = metrics.gauge("fleet_restore_rpo_target_seconds")
+        self.m_followers = metrics.gauge("fleet_restore_followers")
+        self.m_requests = metrics.gauge("fleet_restore_blob_list_requests_per_day")
+        self.m_promoted = metrics.gauge("fleet_restore_promoted")
         self.m_promoted.set(0)
         for tier, seconds in self.section.rpo_target_s.items():
             self.m_rpo.labels(tier).set(min(seconds, self.section.stale_after_s))
@@ -139,63 +86,6 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
             last_success=self.m_last_success,
             failures=self.m_failures,
         )
-
-    # fencing ---------------------------------------------------------------------------------
-    @classmethod
-    def refuse_reason(cls, section: DaemonSection, role: str) -> str | None:
-        if role != "standby":
-            return (
-                f"restore-loop runs only on a standby, and this host's role is {role} ([fleet] "
-                "role, overridden by <root>/state/role); it would overwrite this host's "
-                "databases with replica copies. On the warm standby run `fleet role set standby`"
-            )
-        return None
-
-    @classmethod
-    def unit_profile(cls, config: FleetConfig) -> UnitProfile:
-        section = config.restore_loop
-        try:
-            count = len(load_tier_table(section.databases_file).in_tiers(section.tiers))
-        except CatalogError:
-            count = 60
-        # Each follower is a Go process: ~30 MB RSS and ~8 threads (litestream 0.5.17).
-        return UnitProfile(
-            write_paths=(section.standby_dir, config.state_dir / "restore-loop"),
-            tasks_max=64 + 12 * count,
-            memory_max_mb=256 + 40 * count,
-        )
-
-    @classmethod
-    def companion_services(cls, config: FleetConfig, prefix: Path) -> list[CompanionService]:
-        """On the primary: one hardened `litestream replicate` service per retention class
-        (0.5 has a single global snapshot.retention), generated with the fleet's units."""
-        from daemons.restore_loop.litestream_yaml import render_primary
-        from shared.units import CompanionService  # imported here: shared.units is heavy
-
-        section = config.restore_loop
-        if effective_role(config) != "primary" or not section.databases_file.is_file():
-            return []
-        try:
-            table = load_tier_table(section.databases_file)
-        except CatalogError:
-            return []
-        conf_dir = config.fleet.root / "config"
-        return [
-            CompanionService(
-                name=f"litestream-{f.retention_class}",
-                description=f"litestream replicate ({f.retention_class}, {len(f.databases)} DBs)",
-                argv=(
-                    str(prefix / "bin" / "litestream"),
-                    "replicate",
-                    "-config",
-                    str(conf_dir / f.name),
-                ),
-                profile=UnitProfile(write_paths=(section.standby_dir,), memory_max_mb=512),
-                environment_file=conf_dir / "litestream.env",
-            )
-            for f in render_primary(table, section.standby_dir)
-            if f.name.endswith(".yml")
-        ]
 
     @property
     def expected_interval_s(self) -> float:
