@@ -38,7 +38,7 @@ NOW = datetime(2026, 5, 8, 12, 0, 0, tzinfo=UTC)
 def worker(db: str, actor: str, ids: list[int]) -> None:
     """One claimer process: connect, say ready, wait for the start line, claim ``ids``."""
     won = held = 0
-    with MissionControl(db, create=False, clock=lambda: NOW) as store:
+    with MissionControl(db, create=False, clock=NOW.timestamp) as store:
         print("ready", flush=True)
         sys.stdin.readline()
         start = time.time()
@@ -123,7 +123,7 @@ def run_claimers(db: Path, name: str, id_lists: list[list[int]], n_tasks: int) -
 
 def bench_claims(tmp: Path, n_tasks: int, n_procs: int) -> list[ClaimRun]:
     db = tmp / "claims.db"
-    with MissionControl(db, clock=lambda: NOW) as store:
+    with MissionControl(db, clock=NOW.timestamp) as store:
         store.conn.executemany(
             "INSERT INTO tasks(title, created_at, updated_at) VALUES (?, ?, ?)",
             [(f"task {i}", format_sql_ts(NOW), format_sql_ts(NOW)) for i in range(n_tasks)],
@@ -143,7 +143,7 @@ def bench_claims(tmp: Path, n_tasks: int, n_procs: int) -> list[ClaimRun]:
 
 # (b) sweep on a big table ----------------------------------------------------------------------
 def build_big_db(path: Path, rows: int, expired: int, live: int) -> None:
-    with MissionControl(path, clock=lambda: NOW):
+    with MissionControl(path, clock=NOW.timestamp):
         pass  # creates the schema and indexes exactly as the fleet does
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")
@@ -222,7 +222,7 @@ def bench_sweep(
     t = time.perf_counter()
     build_big_db(db, rows, expired, live)
     build_s = time.perf_counter() - t
-    with MissionControl(db, clock=lambda: NOW) as store:
+    with MissionControl(db, clock=NOW.timestamp) as store:
         found = len(store.expired_leases())
         counts = store.lease_counts()
         if found != expired or counts != (live, expired):

@@ -1,17 +1,19 @@
 """Files the fleet writes: atomic replace (temp + fsync + rename) with 0600/0700 permissions,
-and append-only JSONL logs rotated by size. Readers never see a half-written state file; this
-module must never write a state file in place.
+append-only JSONL logs rotated by size, and ``complete_in_thread`` to run such a write off the
+event loop so that it finishes even when the caller is cancelled. Readers never see a
+half-written state file; this module must never write a state file in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "SHARED_TMP_DIRS",
@@ -19,9 +21,13 @@ __all__ = [
     "append_jsonl_many",
     "atomic_write_json",
     "atomic_write_text",
+    "complete_in_thread",
     "ensure_private_dir",
     "under_shared_tmp",
 ]
+
+
+_T = TypeVar("_T")
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -96,6 +102,27 @@ def _rotate(path: Path, keep: int) -> None:
         if older.exists():
             os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
     os.replace(path, path.with_name(f"{path.name}.1"))
+
+
+async def complete_in_thread(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)`` in a worker thread, awaited to the end even when the awaiting
+    task is cancelled meanwhile (a stop, a cycle timeout): the write lands before the
+    cancellation is re-raised, so a final write is never abandoned half way and a later write
+    of the same file (``close()``'s) cannot be overtaken by it. This is the shield for final
+    writes: anyio's shielded ``CancelScope`` does not hold against ``Task.cancel()``, which is
+    how the runtime stops a cycle. If the call fails after a cancellation, the cancellation
+    wins (the failure is its ``__cause__``)."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait({work})  # never cancels ``work`` itself
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        failure = None if work.cancelled() else work.exception()
+        raise asyncio.CancelledError() from failure
+    return work.result()
 
 
 SHARED_TMP_DIRS = (Path("/tmp"), Path("/private/tmp"), Path("/var/tmp"))

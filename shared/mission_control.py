@@ -12,6 +12,7 @@ fast; daemons call it through a worker thread. It must never drop or rewrite for
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from shared.clock import Clock
 from shared.sqlite import (
     StoreError,
     add_missing_columns,
@@ -44,7 +46,6 @@ __all__ = [
 
 COMPONENT = "mission_control"
 _T = TypeVar("_T")
-Clock = Callable[[], datetime]
 
 TASK_COLUMNS: list[tuple[str, str]] = [
     ("title", "TEXT"),
@@ -103,10 +104,6 @@ def parse_ts(text: str) -> datetime:
     value = text.strip().replace("Z", "+00:00")
     dt = datetime.fromisoformat(value)
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 class NoSuchTask(LookupError):
@@ -186,7 +183,7 @@ class MissionControl:
         self,
         path: str | Path,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = time.time,
         create: bool = True,
         migrate: bool = True,
         busy_timeout_ms: int = 5000,
@@ -257,7 +254,8 @@ class MissionControl:
         conn.execute("COMMIT")
 
     def now(self) -> datetime:
-        return self._clock().astimezone(UTC).replace(microsecond=0)
+        """The clock's Unix seconds as a UTC datetime, whole seconds (what the columns hold)."""
+        return datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
 
     # tasks -----------------------------------------------------------------------------------
     def create_task(

@@ -10,8 +10,8 @@ another program owns.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
-import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+
+from shared.backoff import backoff_delay
 
 __all__ = [
     "AsyncDatabase",
@@ -114,7 +116,7 @@ async def connect(
     if readonly:
         create = False
     if create:
-        _prepare_parent(p)
+        await asyncio.to_thread(_prepare_parent, p)
     uri = f"file:{p}?mode={'ro' if readonly else 'rwc' if create else 'rw'}"
     conn = await aiosqlite.connect(
         uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None
@@ -131,12 +133,21 @@ async def connect(
         await conn.close()
         raise
     if create:
-        try:
-            if p.stat().st_mode & 0o077:
-                os.chmod(p, 0o600)
-        except OSError:
-            pass
+        await asyncio.to_thread(_make_private, p)
     return conn
+
+
+def _make_private(path: Path) -> None:
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
+
+
+def _busy_delay(attempt: int, base_delay_s: float) -> float:
+    # Doubling from base_delay_s, uncapped (attempts bound it), times 0.5..1.5.
+    return backoff_delay(attempt, base_delay_s, math.inf, jitter=0.5)
 
 
 def retry_busy(
@@ -153,7 +164,7 @@ def retry_busy(
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or attempt == attempts:
                 raise StoreError(f"database unavailable after {attempt} attempt(s): {exc}") from exc
-            sleep(base_delay_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+            sleep(_busy_delay(attempt, base_delay_s))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"database error: {exc}") from exc
     raise AssertionError("unreachable")
@@ -172,7 +183,7 @@ async def retry_busy_async(
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or attempt == attempts:
                 raise StoreError(f"database unavailable after {attempt} attempt(s): {exc}") from exc
-            await asyncio.sleep(base_delay_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+            await asyncio.sleep(_busy_delay(attempt, base_delay_s))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"database error: {exc}") from exc
     raise AssertionError("unreachable")

@@ -17,10 +17,12 @@ import click
 
 from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
 from shared.cli import config_option, load_config_or_exit
+from shared.exitcodes import ExitCode
 
 __all__ = ["blueprint", "zakon"]
 
-EX_OK, EX_FINDINGS, EX_REGISTRY = 0, 1, 3
+EX_OK, EX_FINDINGS = ExitCode.OK, ExitCode.FAILURE
+EX_REGISTRY = 3  # the gate's "cannot judge" (gate.EX_ERROR): not ExitCode.STORE's meaning
 
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 

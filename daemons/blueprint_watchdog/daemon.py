@@ -19,7 +19,7 @@ from daemons.blueprint_watchdog.manifest import MANIFEST
 from daemons.blueprint_watchdog.schedule import schedule_period_s
 from daemons.blueprint_watchdog.schema import DOC_TYPE_NAMES, REASONS
 from shared.config import FleetConfig
-from shared.files import atomic_write_json
+from shared.files import atomic_write_json, complete_in_thread
 from shared.notify import Message
 from shared.runtime import CycleResult, Daemon, DaemonContext
 
@@ -104,7 +104,7 @@ class BlueprintWatchdog(Daemon[BlueprintWatchdogSection]):
         if self.ctx.dry_run:
             self.log.info("dry-run: would write report", path=str(report_path))
         else:
-            await asyncio.to_thread(atomic_write_json, report_path, report.to_json())
+            await complete_in_thread(atomic_write_json, report_path, report.to_json())
         summary = report.summary()
         state = (summary["noncompliant"], report.registry_ok)
         if state != self._last_state:

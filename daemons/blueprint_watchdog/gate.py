@@ -40,6 +40,7 @@ from daemons.blueprint_watchdog.registry import (
 )
 from daemons.blueprint_watchdog.scanner import read_document
 from daemons.blueprint_watchdog.schema import DocType, judge_document, parse_document
+from shared.exitcodes import ExitCode
 from shared.files import append_jsonl
 
 __all__ = [
@@ -52,7 +53,9 @@ __all__ = [
     "zakon_validate_main",
 ]
 
-EX_OK, EX_BLOCKED, EX_ERROR, EX_USAGE = 0, 2, 3, 64
+EX_OK, EX_USAGE = ExitCode.OK, ExitCode.USAGE
+# The gate's own protocol (a pre-write hook): 2 blocks the write, 3 cannot judge (fail closed).
+EX_BLOCKED, EX_ERROR = 2, 3
 OVERRIDE_ENV = "BLUEPRINT_OVERRIDE"
 _OVERRIDE_RE = re.compile(r"^ceo-approved-(\d{1,12})$")
 _ZAKON_NAME_RE = re.compile(r"^zakon-.*\.md$")

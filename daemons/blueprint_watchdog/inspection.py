@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from daemons.blueprint_watchdog.findings import Report, build_report
 from daemons.blueprint_watchdog.registry import Registry, RegistryError, load_registry
 from daemons.blueprint_watchdog.scanner import scan_tree
 from daemons.blueprint_watchdog.schema import DocType
+from shared.clock import MonotonicClock
 
 __all__ = ["ScanSettings", "inspect_tree"]
 
@@ -40,7 +40,7 @@ def inspect_tree(
     *,
     now: float,
     host: str,
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: MonotonicClock = time.monotonic,
 ) -> Report:
     started = monotonic()
     tree = scan_tree(

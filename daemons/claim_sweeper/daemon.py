@@ -42,7 +42,9 @@ class ClaimSweeper(Daemon[ClaimSweeperSection]):
         path = self.ctx.config.mission_control.db
         if not self.writable and not path.exists():
             return None
-        return MissionControl(path, create=self.writable, migrate=self.writable).open()
+        return MissionControl(
+            path, clock=self.ctx.clock, create=self.writable, migrate=self.writable
+        ).open()
 
     async def cycle(self) -> CycleResult:
         if self.store is None:

@@ -153,6 +153,7 @@ def explain(email_id: int, ask: bool, config_path: str | None) -> None:
 @config_option
 def cutover(before: str | None, yes: bool, config_path: str | None) -> None:
     """Mark all undecided mail older than --before as decided (skipped_cutover)."""
+    from daemons.email_reactor.actions import EmailAction
     from shared.mission_control import format_sql_ts, parse_ts
 
     try:
@@ -163,7 +164,9 @@ def cutover(before: str | None, yes: bool, config_path: str | None) -> None:
         ) from None
     if not yes:
         click.confirm(
-            f"Mark every undecided email created before {cut} UTC as skipped_cutover?", abort=True
+            f"Mark every undecided email created before {cut} UTC as "
+            f"{EmailAction.SKIPPED_CUTOVER}?",
+            abort=True,
         )
 
     async def _run(reactor: Any) -> int:
@@ -172,7 +175,7 @@ def cutover(before: str | None, yes: bool, config_path: str | None) -> None:
         return count
 
     count = _with_reactor(config_path, False, _run)
-    click.echo(f"{count} emails marked skipped_cutover (created before {cut} UTC)")
+    click.echo(f"{count} emails marked {EmailAction.SKIPPED_CUTOVER} (created before {cut} UTC)")
 
 
 @email.group()

@@ -6,6 +6,8 @@ Order of effects per email, so a kill -9 anywhere loses nothing and doubles noth
 line (if any) -> Mission Control task (idempotent on source/ref) -> decision committed in
 ``reactor_decisions`` (the source of truth) -> push enqueued (dedup key ``email:<id>``) ->
 audit line -> marked audited. At start, decisions whose audit line is missing are appended.
+File I/O runs in worker threads (the partners file is re-read only when its (mtime, size)
+changed); an audit, quarantine or digest-state write finishes even when a stop interrupts it.
 It must never run on a standby (it writes replicated databases).
 """
 
@@ -19,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.digest import digest_due, format_digest, local_date
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
@@ -32,7 +35,7 @@ from daemons.email_reactor.pipeline import (
 )
 from daemons.email_reactor.rules import Email, PartnerList, domain_of, parse_partners
 from daemons.email_reactor.store import Decision, InboxStore, StoredDecision
-from shared.files import append_jsonl, append_jsonl_many, atomic_write_json
+from shared.files import append_jsonl, append_jsonl_many, atomic_write_json, complete_in_thread
 from shared.logging import hash_email
 from shared.mission_control import MissionControl, format_sql_ts
 from shared.notify import Message
@@ -56,7 +59,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         self.llm: LLMClient | None = None
         self.paperless: PaperlessClient | None = None
         self.partners = PartnerList()
-        self._partners_mtime: float | None = None
+        self._partners_key: tuple[int, int] | None = None  # (mtime_ns, size) last read
         self._partners_bad = False
         self._mc_lock = asyncio.Lock()
         self._audit_lock = asyncio.Lock()
@@ -85,12 +88,12 @@ class EmailReactor(Daemon[EmailReactorSection]):
     # lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
         dry = self.ctx.dry_run
-        if dry and not self.s.inbox_db.exists():
+        if dry and not await asyncio.to_thread(self.s.inbox_db.exists):
             raise FileNotFoundError(f"--dry-run needs an existing inbox: {self.s.inbox_db}")
         self.store = await InboxStore(self.s.inbox_db).open(migrate=not dry)
         if not dry:  # --dry-run never touches Mission Control
             self.mc = await asyncio.to_thread(
-                MissionControl(self.ctx.config.mission_control.db).open
+                MissionControl(self.ctx.config.mission_control.db, clock=self.ctx.clock).open
             )
         self.llm = LLMClient(
             self.s.llm_url,
@@ -149,7 +152,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
             return 0
         present = await asyncio.to_thread(self._audited_ids_in_tail)
         records = [d.audit_record() for d in missing if d.email_id not in present]
-        appended = await asyncio.to_thread(
+        appended = await complete_in_thread(
             append_jsonl_many,
             self.audit_path,
             records,
@@ -163,18 +166,22 @@ class EmailReactor(Daemon[EmailReactorSection]):
 
     # partners --------------------------------------------------------------------------------
     async def _reload_partners(self) -> None:
+        """Re-read the partners file when its (mtime, size) changed; every file access runs
+        in a worker thread."""
         path = self.s.partners_file
         try:
-            mtime = path.stat().st_mtime
+            st = await asyncio.to_thread(path.stat)
         except FileNotFoundError:
-            if self._partners_mtime is not None:
+            if self._partners_key is not None:
                 self.log.warning("strategic partners file disappeared; keeping last list")
             return
-        if mtime == self._partners_mtime:
+        mtime = st.st_mtime
+        key = (st.st_mtime_ns, st.st_size)
+        if key == self._partners_key:
             return
-        self._partners_mtime = mtime
+        self._partners_key = key
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
             partners = parse_partners(data, self.s.free_mail_domains)
         except (OSError, ValueError) as exc:
             if not self._partners_bad:
@@ -245,7 +252,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
             for email, result in triaged:
                 if result.decision is None:
                     continue
-                if result.decision.action == "security_quarantine":
+                if result.decision.action is EmailAction.SECURITY_QUARANTINE:
                     await self._quarantine(email, result.decision, result.verdict)
                 await self._commit(email, result.decision, pushes)
         except BaseException:
@@ -283,7 +290,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         }
         if self.ctx.dry_run:
             return
-        await asyncio.to_thread(
+        await complete_in_thread(
             append_jsonl,
             self.quarantine_path,
             record,
@@ -311,7 +318,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
             record = {
                 "ts": _sql_now(now),
                 "email_id": email.id,
-                "action": "dry_run",
+                "action": EmailAction.DRY_RUN,
                 "would_be": decision.action,
                 "reason": decision.reason,
                 "source": decision.source,
@@ -319,8 +326,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 "sender": sender,
             }
             async with self._audit_lock:
-                await asyncio.to_thread(self._append_audit, record)
-            self.m_decisions.labels("dry_run", decision.source).inc()
+                await complete_in_thread(self._append_audit, record)
+            self.m_decisions.labels(EmailAction.DRY_RUN, decision.source).inc()
             return
         mc_task_id: int | None = None
         action = decision.action
@@ -338,7 +345,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 )
             mc_task_id = ref.id
             if not ref.created:
-                action = "relinked_via_dedup"
+                action = EmailAction.RELINKED_VIA_DEDUP
         final = replace(decision, action=action)
         push_key = f"email:{email.id}" if decision.push_text else None
         inserted = await self.store.record(
@@ -361,7 +368,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
             email.id, action, decision.reason, decision.source, mc_task_id, _sql_now(now), sender
         ).audit_record()
         async with self._audit_lock:
-            await asyncio.to_thread(self._append_audit, record)
+            await complete_in_thread(self._append_audit, record)
         await self.store.mark_audited(email.id)
 
     async def _enqueue_push(self, email_id: int, key: str, channel: str, text: str) -> None:
@@ -472,6 +479,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
 
     # digest ----------------------------------------------------------------------------------
     def _digest_state(self) -> dict[str, Any]:
+        """The digest state file (blocking: call through a worker thread)."""
         try:
             data = json.loads(self.digest_state_path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else {}
@@ -480,9 +488,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
 
     async def _maybe_digest(self, now: float) -> None:
         now_dt = datetime.fromtimestamp(now, UTC)
-        if digest_due(
-            now_dt, self.s.timezone, self.s.digest_time, self._digest_state().get("last_sent_date")
-        ):
+        state = await asyncio.to_thread(self._digest_state)
+        if digest_due(now_dt, self.s.timezone, self.s.digest_time, state.get("last_sent_date")):
             await self.send_digest(now, force=False, dry_run=False)
 
     async def send_digest(self, now: float, *, force: bool, dry_run: bool) -> str | None:
@@ -490,7 +497,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         assert self.store is not None
         now_dt = datetime.fromtimestamp(now, UTC)
         day = local_date(now_dt, self.s.timezone)
-        state = self._digest_state()
+        state = await asyncio.to_thread(self._digest_state)
         if state.get("last_sent_date") == day and not force:
             return None
         cutoff = format_sql_ts(now_dt - timedelta(hours=self.s.digest_min_age_h))
@@ -509,7 +516,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
                     daemon=self.name,
                 )
             )
-        await asyncio.to_thread(
+        await complete_in_thread(
             atomic_write_json,
             self.digest_state_path,
             {"last_sent_date": day, "items": len(rows), "sent": text is not None},

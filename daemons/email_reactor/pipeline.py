@@ -1,8 +1,8 @@
 """The triage decision path for one email, up to (not including) the LLM call: legacy rows,
 strategic override with the security scan first, quarantine, known contact (Paperless, DB
-history), newsletter/transactional pre-filter. Pure: data in, a Decision or ``NEEDS_LLM`` out,
-with the trace of steps taken (for ``fleet email explain``). Message texts are built here so
-the daemon only performs side effects.
+history), newsletter/transactional pre-filter. Pure: data in, a ``Triage`` out (its decision
+None when the LLM must be asked), with the trace of steps taken (for ``fleet email explain``).
+Message texts are built here so the daemon only performs side effects.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.rules import (
     Email,
@@ -26,7 +27,6 @@ from daemons.email_reactor.rules import (
 from daemons.email_reactor.store import Decision
 
 __all__ = [
-    "NEEDS_LLM",
     "Triage",
     "TriageInputs",
     "llm_decision",
@@ -34,8 +34,6 @@ __all__ = [
     "triage",
     "unreachable_decision",
 ]
-
-NEEDS_LLM = "needs_llm"
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ def _task_decision(
     email: Email,
     inputs: TriageInputs,
     *,
-    action: str,
+    action: EmailAction,
     reason: str,
     source: str,
     push_text: str,
@@ -112,7 +110,9 @@ def triage(email: Email, inputs: TriageInputs) -> Triage:
     out = Triage(decision=None)
     if email.mc_task_id is not None or email.reactor_pushed_at:
         out.trace.append("already handled by the previous reactor (mc_task_id/reactor_pushed_at)")
-        out.decision = Decision("relinked_via_dedup", "handled_by_previous_reactor", "legacy")
+        out.decision = Decision(
+            EmailAction.RELINKED_VIA_DEDUP, "handled_by_previous_reactor", "legacy"
+        )
         return out
     partner = match_partner(email.from_addr, inputs.partners)
     out.partner = partner
@@ -127,7 +127,7 @@ def triage(email: Email, inputs: TriageInputs) -> Triage:
     )
     if verdict.quarantine:
         reason = "partner_spoof" if verdict.partner_spoof else "security_scan"
-        out.decision = Decision("security_quarantine", reason, "security")
+        out.decision = Decision(EmailAction.SECURITY_QUARANTINE, reason, "security")
         return out
     if partner is not None:
         text = (
@@ -137,7 +137,7 @@ def triage(email: Email, inputs: TriageInputs) -> Triage:
         out.decision = _task_decision(
             email,
             inputs,
-            action="linked",
+            action=EmailAction.LINKED,
             reason="strategic_partner",
             source="override",
             push_text=text,
@@ -152,7 +152,7 @@ def triage(email: Email, inputs: TriageInputs) -> Triage:
             out.decision = _task_decision(
                 email,
                 inputs,
-                action="linked",
+                action=EmailAction.LINKED,
                 reason="known_contact",
                 source="paperless",
                 push_text=_push_text(email, "known contact"),
@@ -165,7 +165,7 @@ def triage(email: Email, inputs: TriageInputs) -> Triage:
         out.decision = _task_decision(
             email,
             inputs,
-            action="linked",
+            action=EmailAction.LINKED,
             reason="known_contact",
             source="db",
             push_text=_push_text(email, "known contact"),
@@ -174,7 +174,7 @@ def triage(email: Email, inputs: TriageInputs) -> Triage:
     heuristic = heuristic_reason(email, s.heuristics)
     if heuristic is not None:
         out.trace.append(f"pre-filter: {heuristic}")
-        out.decision = Decision("llm_no", heuristic, "heuristic")
+        out.decision = Decision(EmailAction.LLM_NO, heuristic, "heuristic")
         return out
     out.trace.append("unknown sender: ask the LLM classifier")
     return out
@@ -186,14 +186,14 @@ def llm_decision(email: Email, inputs: TriageInputs, answer: str | None) -> Deci
         return _task_decision(
             email,
             inputs,
-            action="llm_yes",
+            action=EmailAction.LLM_YES,
             reason="llm_yes",
             source="llm",
             push_text=_push_text(email, "LLM: revenue-relevant"),
         )
     if answer == "NO":
-        return Decision("llm_no", "llm_no", "llm")
-    return Decision("llm_no", "llm_malformed", "llm")
+        return Decision(EmailAction.LLM_NO, "llm_no", "llm")
+    return Decision(EmailAction.LLM_NO, "llm_malformed", "llm")
 
 
 def unreachable_decision(email: Email, inputs: TriageInputs) -> Decision:
@@ -202,9 +202,9 @@ def unreachable_decision(email: Email, inputs: TriageInputs) -> Decision:
         return _task_decision(
             email,
             inputs,
-            action="llm_yes",
+            action=EmailAction.LLM_YES,
             reason="llm_unavailable",
             source="llm",
             push_text=_push_text(email, "LLM unreachable, sent to be safe"),
         )
-    return Decision("llm_no", "llm_unavailable", "llm")
+    return Decision(EmailAction.LLM_NO, "llm_unavailable", "llm")

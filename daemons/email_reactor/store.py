@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemons.email_reactor.actions import TASK_ACTIONS, EmailAction
 from daemons.email_reactor.rules import Email
 from shared.sqlite import (
     AsyncDatabase,
@@ -124,7 +125,7 @@ MIGRATIONS = [_migration_1]
 class Decision:
     """What the pipeline decided for one email (before any side effect)."""
 
-    action: str  # linked | llm_yes | llm_no | security_quarantine | relinked_via_dedup | ...
+    action: EmailAction
     reason: str
     source: str  # override | paperless | db | llm | heuristic | security | legacy | cutover
     creates_task: bool = False
@@ -139,7 +140,7 @@ class Decision:
 @dataclass(frozen=True)
 class StoredDecision:
     email_id: int
-    action: str
+    action: EmailAction
     reason: str
     source: str
     mc_task_id: int | None
@@ -167,6 +168,12 @@ class DigestRow:
     subject: str
     created_at: str
     partner_tier: int
+
+
+def _stored(row: Sequence[Any]) -> StoredDecision:
+    """A ``reactor_decisions`` row (email_id, action, reason, source, mc_task_id, decided_at,
+    sender_hash); only this reactor writes the table, so its action is always an EmailAction."""
+    return StoredDecision(int(row[0]), EmailAction(row[1]), row[2], row[3], row[4], row[5], row[6])
 
 
 def _json_list(value: Any) -> tuple[str, ...]:
@@ -365,7 +372,7 @@ class InboxStore(AsyncDatabase):
             "SELECT email_id, action, reason, source, mc_task_id, decided_at, sender_hash"
             " FROM reactor_decisions WHERE audited = 0 ORDER BY email_id"
         )
-        return [StoredDecision(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        return [_stored(r) for r in rows]
 
     async def stored_decision(self, email_id: int) -> StoredDecision | None:
         if self._new_where != self._NEW_WHERE:
@@ -375,7 +382,7 @@ class InboxStore(AsyncDatabase):
             " FROM reactor_decisions WHERE email_id = ?",
             (email_id,),
         )
-        return StoredDecision(int(rows[0][0]), *rows[0][1:]) if rows else None
+        return _stored(rows[0]) if rows else None
 
     async def deferred_pushes(self, limit: int) -> list[tuple[int, str, str, str]]:
         """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first."""
@@ -425,25 +432,25 @@ class InboxStore(AsyncDatabase):
         """Decide every undecided new mail created before ``before`` as skipped_cutover."""
         return await self._write(
             "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
-            " decided_at, audited) SELECT e.id, 'skipped_cutover', 'cutover', 'cutover', ?, 0"
+            " decided_at, audited) SELECT e.id, ?, 'cutover', 'cutover', ?, 0"
             " FROM emails e WHERE e.created_at < ? AND e.status = 'new'"
             " AND coalesce(e.classification, '') != 'OWN' AND NOT EXISTS"
             " (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)",
-            (decided_at, before),
+            (EmailAction.SKIPPED_CUTOVER, decided_at, before),
         )
 
     async def digest_candidates(self, since: str, cutoff: str) -> list[DigestRow]:
-        """ACTION mail from partners, or mail decided linked/llm_yes, created between
-        ``since`` and ``cutoff``, with no later OWN mail to that sender."""
+        """ACTION mail from partners, or mail decided linked/llm_yes (``TASK_ACTIONS``),
+        created between ``since`` and ``cutoff``, with no later OWN mail to that sender."""
         rows = await self._fetchall(
             "SELECT e.id, e.account, e.from_name, e.from_addr, e.subject, e.created_at,"
             " coalesce(e.partner_tier, 0), lower(e.from_addr)"
             " FROM emails e LEFT JOIN reactor_decisions d ON d.email_id = e.id"
             " WHERE e.created_at >= ? AND e.created_at <= ?"
             " AND ((e.classification = 'ACTION' AND coalesce(e.partner_tier, 0) > 0)"
-            "      OR d.action IN ('linked', 'llm_yes'))"
+            f"      OR d.action IN ({', '.join('?' for _ in TASK_ACTIONS)}))"
             " ORDER BY coalesce(e.partner_tier, 0) = 0, e.created_at",
-            (since, cutoff),
+            (since, cutoff, *TASK_ACTIONS),
         )
         if not rows:
             return []

@@ -11,10 +11,9 @@ import time
 import click
 
 from shared.cli import config_option, fleet_manifests, load_config_or_exit
+from shared.exitcodes import ExitCode
 
 __all__ = ["heartbeat"]
-
-EX_OK, EX_FAIL, EX_USAGE = 0, 1, 64
 
 
 @click.group()
@@ -41,7 +40,7 @@ def health(as_json: bool, config_path: str | None) -> None:
             click.echo(
                 f"  {name:<20} {'ok' if row['ok'] else 'STALE':<6} {age:>8}  {row['reason']}"
             )
-    raise SystemExit(EX_OK if report.ok else EX_FAIL)
+    raise SystemExit(ExitCode.OK if report.ok else ExitCode.FAILURE)
 
 
 @heartbeat.command("peers")
@@ -55,7 +54,6 @@ def peers(as_json: bool, config_path: str | None) -> None:
 
     config = load_config_or_exit(config_path)
     section = config.section(HeartbeatSection)
-    assert isinstance(section, HeartbeatSection)
     names = [p.name for p in section.peers]
     loaded = PeerStateFile(section.state_file).load(names)
     if loaded.problem:
@@ -120,13 +118,12 @@ def github_workflow(
 
     config = load_config_or_exit(config_path)
     section = config.section(HeartbeatSection)
-    assert isinstance(section, HeartbeatSection)
     peers_by_name = {p.name: p for p in section.peers}
     peer = peers_by_name.get(peer_name)
     if peer is None:
         known = ", ".join(sorted(peers_by_name)) or "none configured"
         click.echo(f"no peer {peer_name!r} in [[heartbeat.peers]] (known: {known})", err=True)
-        raise SystemExit(EX_USAGE)
+        raise SystemExit(ExitCode.USAGE)
     options = WorkflowOptions(
         webhook_secret=webhook_secret, url_secret=url_secret, tailscale=tailscale
     )
@@ -134,5 +131,5 @@ def github_workflow(
         text = render_workflow(peer, options)
     except ValueError as exc:
         click.echo(str(exc), err=True)
-        raise SystemExit(EX_USAGE) from None
+        raise SystemExit(ExitCode.USAGE) from None
     click.echo(text, nl=False)

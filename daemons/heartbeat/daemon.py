@@ -33,8 +33,9 @@ from daemons.heartbeat.policy import (
 )
 from daemons.heartbeat.probe import PeerProbe, PingResult, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
+from shared.files import complete_in_thread
 from shared.notify import Message
-from shared.roles import effective_role
+from shared.roles import Role, effective_role
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
 
 __all__ = ["Heartbeat", "HeartbeatUnhealthy", "PingTarget"]
@@ -132,7 +133,8 @@ class Heartbeat(Daemon[HeartbeatSection]):
 
     # lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
-        self.pings = {t.key: t for t in resolve_pings(self.section.pings)}
+        targets = await asyncio.to_thread(resolve_pings, self.section.pings)
+        self.pings = {t.key: t for t in targets}
         for key in self.pings:
             for outcome in PING_OUTCOMES:
                 self.m_pings.labels(key, outcome)
@@ -221,13 +223,13 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 self.log.info("fleet ok again on this host")
             self._last_stale = stale
         await self._ensure_server()
-        self._harvest()
+        self._harvest(await self._local_role())
         await self._flush()
         launched = self._launch_due(degraded=degraded)
         if self.in_flight:
             budget = min(self.section.interval_s, self.section.cycle_timeout_s / 2)
             await asyncio.wait([p.task for p in self.in_flight.values()], timeout=budget)
-        self._harvest()
+        self._harvest(await self._local_role())
         await self._flush()
         problems = []
         if self.pending:
@@ -275,7 +277,13 @@ class Heartbeat(Daemon[HeartbeatSection]):
             launched += 1
         return launched
 
-    def _harvest(self) -> None:
+    async def _local_role(self) -> Role:
+        """This host's role now (the role file wins), read off the loop: a promotion or
+        demotion takes effect on the next probe result without a restart."""
+        config = self.ctx.config
+        return await asyncio.to_thread(effective_role, config.fleet.role, config.role_file)
+
+    def _harvest(self, local_role: Role) -> None:
         for key, probe in list(self.in_flight.items()):
             if not probe.task.done():
                 continue
@@ -300,12 +308,14 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 result = probe.task.result()
             if probe.kind == "peer":
                 assert isinstance(result, PeerProbe)
-                self._apply_peer(probe.target, probe.started_at, result)
+                self._apply_peer(probe.target, probe.started_at, result, local_role)
             else:
                 assert isinstance(result, PingResult)
                 self._apply_ping(probe.target, probe.degraded, result)
 
-    def _apply_peer(self, name: str, started_at: float, result: PeerProbe) -> None:
+    def _apply_peer(
+        self, name: str, started_at: float, result: PeerProbe, local_role: Role
+    ) -> None:
         peer = self.peers[name]
         previous = self.states[name]
         state, events = observe(
@@ -313,7 +323,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
             ok=result.ok,
             now=started_at,
             thresholds=Thresholds(peer.alert_after, peer.escalate_after, peer.recovery_after),
-            local_role=effective_role(self.ctx.config.fleet.role, self.ctx.config.role_file),
+            local_role=local_role,
             peer_role=result.role,
             peer_status=result.fleet_status,
             error=result.error,
@@ -397,10 +407,12 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 self._resolved("state")
 
     async def _save(self) -> None:
+        """Write the state file off the loop; a stop arriving meanwhile waits for the write
+        (close() writes it again right after, and the newest state must land last)."""
         if self.ctx.dry_run or not self.peers:
             return
         states, pending = dict(self.states), list(self.pending)
-        await asyncio.to_thread(self.store.save, states, pending)
+        await complete_in_thread(self.store.save, states, pending)
         self._dirty = False
 
     def _problem(self, key: str, event: str, **fields: Any) -> None:

@@ -24,14 +24,14 @@ from shared.clock import Clock
 from shared.config import FleetConfig
 from shared.heartbeats import HeartbeatStatus, read_status
 from shared.manifest import DaemonManifest
-from shared.roles import effective_role
+from shared.roles import Role, effective_role
 
 __all__ = ["HEALTH_PATHS", "HealthServer", "HealthView", "expected_daemons"]
 
 HEALTH_PATHS = ("/health", "/health/fleet")
 
 
-def expected_daemons(config: FleetConfig, fleet: Sequence[DaemonManifest], role: str) -> list[str]:
+def expected_daemons(config: FleetConfig, fleet: Sequence[DaemonManifest], role: Role) -> list[str]:
     """The daemons this host should be running: enabled, and not fenced off its role. Only
     manifests are read (no sibling daemon's code is imported, so a broken sibling cannot take
     /health down with it)."""

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from shared.heartbeats import HeartbeatStatus
 from shared.notify import Message
+from shared.roles import Role
 
 __all__ = [
     "EventKind",
@@ -65,7 +66,7 @@ class PeerState:
     last_probe_at: float | None = None
     last_ok: bool | None = None
     last_error: str = ""
-    peer_role: str | None = None
+    peer_role: Role | None = None
     peer_status: str | None = None
     two_primaries_at: float | None = None
     probes: int = 0
@@ -81,7 +82,11 @@ class PeerState:
         for name, kind in _FIELD_KINDS.items():
             if name in raw and _fits(kind, raw[name]):
                 value = raw[name]
-                kwargs[name] = float(value) if kind == "float?" and value is not None else value
+                if value is not None and kind == "float?":
+                    value = float(value)
+                elif value is not None and kind == "role?":
+                    value = Role(value)
+                kwargs[name] = value
         state = cls(peer=peer, **kwargs)
         if state.level != "ok" and state.incident_at is None:
             state = replace(state, level="ok")
@@ -99,7 +104,7 @@ _FIELD_KINDS = {
     "two_primaries_at": "float?",
     "last_ok": "bool?",
     "last_error": "str",
-    "peer_role": "str?",
+    "peer_role": "role?",
     "peer_status": "str?",
 }
 
@@ -115,6 +120,8 @@ def _fits(kind: str, value: Any) -> bool:
         return isinstance(value, int) and value >= 0
     if kind == "float?":
         return isinstance(value, int | float)
+    if kind == "role?":
+        return isinstance(value, str) and value in tuple(Role)
     return kind.startswith("str") and isinstance(value, str)
 
 
@@ -136,8 +143,8 @@ def observe(
     ok: bool,
     now: float,
     thresholds: Thresholds,
-    local_role: str,
-    peer_role: str | None = None,
+    local_role: Role,
+    peer_role: Role | None = None,
     peer_status: str | None = None,
     error: str = "",
 ) -> tuple[PeerState, list[PeerEvent]]:
@@ -206,7 +213,7 @@ def observe(
         else:
             new = replace(new, consecutive_successes=successes, recovering_at=recovering_at)
 
-    both_primary = peer_role == "primary" and local_role == "primary"
+    both_primary = peer_role == Role.PRIMARY and local_role == Role.PRIMARY
     if both_primary and state.two_primaries_at is None:
         events.append(PeerEvent("two_primaries", state.peer, now, now))
         new = replace(new, two_primaries_at=now)
@@ -313,7 +320,7 @@ class FleetReport:
 def fleet_report(
     *,
     host: str,
-    role: str,
+    role: Role,
     version: str,
     now: float,
     statuses: Mapping[str, HeartbeatStatus],

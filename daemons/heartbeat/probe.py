@@ -15,17 +15,19 @@ from dataclasses import dataclass
 
 import httpx
 
+from shared.backoff import backoff_delay
+from shared.roles import Role
+
 __all__ = ["MAX_BODY", "PeerProbe", "PingResult", "describe_error", "probe_peer", "send_ping"]
 
 MAX_BODY = 64 * 1024
-ROLES = ("primary", "standby")
 
 
 @dataclass(frozen=True)
 class PeerProbe:
     ok: bool
     status_code: int | None = None
-    role: str | None = None
+    role: Role | None = None
     fleet_status: str | None = None
     error: str = ""
     duration_s: float = 0.0
@@ -62,7 +64,7 @@ async def _get_limited(client: httpx.AsyncClient, url: str, timeout_s: float) ->
             return resp.status_code, bytes(body[:MAX_BODY])
 
 
-def parse_health(body: bytes) -> tuple[str, str | None] | None:
+def parse_health(body: bytes) -> tuple[str, Role | None] | None:
     """(status, role) from a fleet /health answer, or None if it is not one (an HTML error page
     from a proxy is not a live host)."""
     try:
@@ -74,8 +76,17 @@ def parse_health(body: bytes) -> tuple[str, str | None] | None:
     status = data.get("status")
     if status not in ("ok", "degraded"):
         return None
-    role = data.get("role")
-    return str(status), role if role in ROLES else None
+    return str(status), _role(data.get("role"))
+
+
+def _role(value: object) -> Role | None:
+    """The role a peer reports, or None for anything that is not exactly a role name."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return Role(value)
+    except ValueError:
+        return None
 
 
 async def probe_peer(client: httpx.AsyncClient, url: str, timeout_s: float) -> PeerProbe:
@@ -108,7 +119,7 @@ async def send_ping(
     error = ""
     for attempt in range(retries + 1):
         if attempt:
-            await sleep(min(10.0, 2.0 ** (attempt - 1)))
+            await sleep(backoff_delay(attempt, 1.0, 10.0, rand=None))
         try:
             code, _ = await _get_limited(client, url, timeout_s)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:

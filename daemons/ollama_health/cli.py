@@ -16,14 +16,13 @@ import click
 
 from daemons.ollama_health.config import OllamaHealthSection
 from shared.cli import config_option, load_config_or_exit
+from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from daemons.ollama_health.table import RoutingTable
     from shared.config import FleetConfig
 
 __all__ = ["ollama"]
-
-EX_OK, EX_FAIL, EX_USAGE, EX_CONFIG = 0, 1, 64, 78
 
 
 def _die(code: int, message: str) -> NoReturn:
@@ -62,7 +61,7 @@ def _table(config: FleetConfig, status: dict[str, Any] | None) -> RoutingTable |
                 err=True,
             )
             return None
-        _die(EX_CONFIG, f"error: tier routing file {path} unusable: {exc}")
+        _die(ExitCode.CONFIG, f"error: tier routing file {path} unusable: {exc}")
 
 
 @click.group()
@@ -86,7 +85,7 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
             click.echo(json.dumps({"file": str(path), "present": False, "stale": True}))
         else:
             click.echo(f"no usable status file at {path} (is ollama-health running?)")
-        raise SystemExit(EX_FAIL)
+        raise SystemExit(ExitCode.FAILURE)
     age = status_age(status, now)
     interval = status.get("_interval_s") or config.section(OllamaHealthSection).interval_s
     stale = age is None or age > STALE_INTERVALS * float(interval)
@@ -110,7 +109,7 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
                 sort_keys=True,
             )
         )
-        raise SystemExit(EX_OK if all_ok else EX_FAIL)
+        raise SystemExit(ExitCode.OK if all_ok else ExitCode.FAILURE)
     age_text = f"{age:.0f}s ago" if age is not None else "unknown time"
     click.echo(f"{path}: generated {status.get('_generated_at')} ({age_text})")
     if stale:
@@ -146,7 +145,7 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
         click.echo(f"override file ignored: {override['error']}")
     if status.get("_config_error"):
         click.echo(f"tier routing file unusable (last good in use): {status['_config_error']}")
-    raise SystemExit(EX_OK if all_ok else EX_FAIL)
+    raise SystemExit(ExitCode.OK if all_ok else ExitCode.FAILURE)
 
 
 @ollama.command("route")
@@ -164,15 +163,15 @@ def route_cmd(tier: str, model: str | None, as_json: bool, config_path: str | No
     try:
         chosen = route(tier, model, status, table=table)
     except UnknownTier as exc:
-        _die(EX_USAGE, f"error: {exc}")
+        _die(ExitCode.USAGE, f"error: {exc}")
     except Unavailable as exc:
         if as_json:
             click.echo(json.dumps({"host": None, "url": None, "model": model, "reason": str(exc)}))
         else:
             click.echo(f"unavailable: {exc}", err=True)
-        raise SystemExit(EX_FAIL) from None
+        raise SystemExit(ExitCode.FAILURE) from None
     except RouteError as exc:
-        _die(EX_CONFIG, f"error: {exc}")
+        _die(ExitCode.CONFIG, f"error: {exc}")
     if as_json:
         click.echo(json.dumps(chosen.to_json()))
     else:
@@ -180,4 +179,4 @@ def route_cmd(tier: str, model: str | None, as_json: bool, config_path: str | No
         click.echo(f"url:    {chosen.url or '-'}")
         click.echo(f"model:  {chosen.model or '-'}")
         click.echo(f"reason: {chosen.reason}")
-    raise SystemExit(EX_OK)
+    raise SystemExit(ExitCode.OK)

@@ -4,7 +4,9 @@ failover rules, writes the status file the routers read, and queues one #ops ale
 transition (host down / recovered, failover rule activated / cleared).
 
 A dead host is a reported state, never a failed cycle. A malformed tier-routing file or override
-file is reported once and worked around (last good table; no override), never fatal. Its memory
+file is reported once and worked around (last good table; no override), never fatal. File I/O
+runs in worker threads (the tier-routing file is re-read only when its (mtime, size) changed),
+and the status and memory writes finish even when a stop interrupts the cycle. Its memory
 (thresholds, incidents, unsent alerts) lives in its own file under the state dir, not in the
 status file the hosts keep in /tmp. It must never write the status file in place, send to Slack
 itself, or change the tier-routing file, and never trust an override file others could write.
@@ -53,7 +55,7 @@ from daemons.ollama_health.table import (
     parse_tier_routing,
     table_from_section,
 )
-from shared.files import atomic_write_json
+from shared.files import atomic_write_json, complete_in_thread
 from shared.notify import Message
 from shared.runtime import CycleResult, Daemon, DaemonContext
 
@@ -447,7 +449,7 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
             )
             return None
         try:
-            await asyncio.to_thread(write_status, self.section.status_file, doc)
+            await complete_in_thread(write_status, self.section.status_file, doc)
         except OSError as exc:
             error = f"cannot write {self.section.status_file}: {exc.strerror or exc}"
             self.log.error("status file not written", error=error)
@@ -458,7 +460,7 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
         if self.ctx.dry_run:
             return None
         try:
-            await asyncio.to_thread(atomic_write_json, self.memory_path, self.memory.to_json())
+            await complete_in_thread(atomic_write_json, self.memory_path, self.memory.to_json())
         except OSError as exc:
             error = f"cannot write {self.memory_path}: {exc.strerror or exc}"
             self.log.error("memory file not written", error=error)

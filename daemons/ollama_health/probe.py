@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 
 from daemons.ollama_health.table import HostSpec
+from shared.clock import MonotonicClock
 
 __all__ = ["MAX_BODY_BYTES", "EndpointResult", "ProbeResult", "Prober", "parse_models"]
 
@@ -111,7 +112,7 @@ class Prober:
         self,
         client: httpx.AsyncClient | None = None,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: MonotonicClock = time.monotonic,
     ) -> None:
         self._client = client or httpx.AsyncClient(
             trust_env=False,

@@ -162,7 +162,7 @@ def test_once_sweeps_alerts_and_auto_releases(
     from datetime import UTC, datetime, timedelta
 
     db = fleet_root / "databases/mission-control.db"
-    past = datetime.now(UTC) - timedelta(hours=2)
+    past = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
     with MissionControl(db, clock=lambda: past) as mc:
         old = mc.create_task("stuck deploy").id
         live = mc.create_task("live work").id
@@ -253,9 +253,13 @@ def test_second_signal_exits_at_once(
     locker.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)")
     locker.execute("BEGIN EXCLUSIVE")
     port = free_port()
-    proc = start_daemon(fleet_env, tmp_path, notify_socket, port,
-                        {"FLEET_FLEET__STOP_GRACE_S": "60",
-                         "FLEET_CLAIM_SWEEPER__CYCLE_TIMEOUT_S": "120"})
+    proc = start_daemon(
+        fleet_env,
+        tmp_path,
+        notify_socket,
+        port,
+        {"FLEET_FLEET__STOP_GRACE_S": "60", "FLEET_CLAIM_SWEEPER__CYCLE_TIMEOUT_S": "120"},
+    )
     try:
         assert notify_socket.wait_for("READY=1", timeout=10)
         # The cycle is blocked on the lock, and the watchdog keeps pinging: a locked database

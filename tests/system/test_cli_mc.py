@@ -57,7 +57,7 @@ def lease(db: Path, task_id: int) -> tuple[str | None, str | None]:
 
 def seed_expired(db: Path, task_id: int, holder: tuple[str, str], minutes_ago: int) -> None:
     """A lease taken long enough ago (10 min TTL) to be `minutes_ago` past its expiry now."""
-    then = datetime.now(UTC) - timedelta(minutes=10 + minutes_ago)
+    then = (datetime.now(UTC) - timedelta(minutes=10 + minutes_ago)).timestamp()
     with MissionControl(db, clock=lambda: then) as store:
         store.claim(task_id, *holder, ttl_minutes=10)
 

@@ -341,6 +341,50 @@ async def test_crashing_probes_count_as_failures(
     assert errors == 2
 
 
+async def test_a_promotion_in_the_role_file_counts_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local role comes from the role file, read (off the loop) for each batch of probe
+    results: promoted while the peer still reports primary, the host sees two primaries."""
+    with FakePeer(role="primary") as peer:
+        config = make_config(
+            tmp_path,
+            monkeypatch,
+            f"""
+[heartbeat]
+health_port = {free_port()}
+[[heartbeat.peers]]
+name = "forge"
+url = "{peer.health_url}"
+""",
+        )
+        config.role_file.parent.mkdir(parents=True, exist_ok=True)
+        config.role_file.write_text("standby\n")
+        clock = ManualClock()
+        ctx = context(config, clock=clock)
+        daemon = Heartbeat(ctx)
+        await daemon.open()
+
+        async def next_probe_result() -> None:
+            seen = daemon.states["forge"].probes
+            for _ in range(20):  # waits for the probe's result, not for a wall-clock delay
+                clock.advance()
+                await daemon.cycle()
+                if daemon.states["forge"].probes > seen:
+                    return
+            raise AssertionError("no probe result came in")
+
+        try:
+            await next_probe_result()
+            assert ctx.sent == [] and daemon.states["forge"].peer_role is Role.PRIMARY
+            config.role_file.write_text("primary\n")
+            await next_probe_result()
+        finally:
+            await daemon.close()
+    assert [m.dedup_key.rsplit(":", 1)[1] for m in ctx.sent] == ["two_primaries"]
+    assert daemon.states["forge"].two_primaries_at is not None
+
+
 @pytest.mark.system
 def test_once_and_bad_url_file(fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path) -> None:
     env = {

@@ -29,6 +29,7 @@ from fleet.config import load_config
 from shared.config import ConfigError
 from shared.heartbeats import HeartbeatStatus
 from shared.notify import Message
+from shared.roles import Role
 from shared.runtime import RefusedToStart
 from tests.fakes.http import FakeHTTPServer
 from tests.fakes.peer import FakePeer
@@ -53,8 +54,8 @@ def run(
             ok=ch == ".",
             now=1000.0 + 60 * i,
             thresholds=thresholds,
-            local_role=local_role,
-            peer_role=peer_role if ch == "." else None,
+            local_role=Role(local_role),
+            peer_role=Role(peer_role) if peer_role is not None and ch == "." else None,
             error="" if ch == "." else "connection failed",
         )
         events += [(i, e.kind) for e in evs]
@@ -459,6 +460,20 @@ def test_state_file_round_trip_and_hostile_content(tmp_path: Path) -> None:
     assert store.load(["forge"]).peers["forge"].level == "ok", "an incident needs its start"
 
 
+def test_state_file_keeps_the_peer_role_as_a_role(tmp_path: Path) -> None:
+    path = tmp_path / "state/peers.json"
+    store = PeerStateFile(path)
+    state, _ = run("..", peer_role="primary")
+    store.save({"forge": state}, [])
+    raw = json.loads(path.read_text())
+    assert raw["peers"]["forge"]["peer_role"] == "primary"  # stored as the plain string
+    loaded = store.load(["forge"]).peers["forge"]
+    assert loaded == state and loaded.peer_role is Role.PRIMARY
+    raw["peers"]["forge"]["peer_role"] = "leader"  # not a role: read as unknown
+    path.write_text(json.dumps(raw))
+    assert store.load(["forge"]).peers["forge"].peer_role is None
+
+
 # adapters ----------------------------------------------------------------------------------
 @pytest.mark.system
 async def test_probe_peer_outcomes() -> None:
@@ -513,7 +528,9 @@ async def test_send_ping_retries_then_gives_up() -> None:
 def test_parse_health_rejects_deep_nesting() -> None:
     assert parse_health(b"[" * 100_000) is None
     assert parse_health(b'{"status": "ok", "x": ' + b"{" * 100_000) is None
-    assert parse_health(b'{"status": "ok", "role": "primary"}') == ("ok", "primary")
+    assert parse_health(b'{"status": "ok", "role": "primary"}') == ("ok", Role.PRIMARY)
+    assert parse_health(b'{"status": "ok", "role": "Primary"}') == ("ok", None)
+    assert parse_health(b'{"status": "ok", "role": ["primary"]}') == ("ok", None)
 
 
 def test_peer_config_direct() -> None:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.system
 
 
 def seed_expired_leases(db: Path, count: int) -> list[int]:
-    past = datetime.now(UTC) - timedelta(hours=2)
+    past = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
     ids = []
     with MissionControl(db, clock=lambda: past) as mc:
         for i in range(count):

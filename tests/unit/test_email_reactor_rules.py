@@ -3,10 +3,12 @@ pre-filter, the LLM prompt fence and answer parser, and the digest schedule."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
+from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import FREE_MAIL_DOMAINS, HeuristicRules, SecurityRules
 from daemons.email_reactor.digest import digest_due, format_digest
 from daemons.email_reactor.llm import FENCE_CLOSE, FENCE_OPEN, build_messages, parse_answer
@@ -218,3 +220,19 @@ def test_digest_format() -> None:
 
 def test_slack_escape() -> None:
     assert slack_escape("<@U123> & <https://x|y>") == "&lt;@U123&gt; &amp; &lt;https://x|y&gt;"
+
+
+def test_email_actions_are_the_stored_and_exported_strings() -> None:
+    """reactor_decisions.action, audit lines and the metric label hold these exact strings."""
+    assert [a.value for a in EmailAction] == [
+        "linked",
+        "llm_yes",
+        "llm_no",
+        "security_quarantine",
+        "relinked_via_dedup",
+        "skipped_cutover",
+        "dry_run",
+    ]
+    action = EmailAction.RELINKED_VIA_DEDUP
+    assert action == "relinked_via_dedup" and f"=> {action}" == "=> relinked_via_dedup"
+    assert json.dumps({"action": action}) == '{"action": "relinked_via_dedup"}'

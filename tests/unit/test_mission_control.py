@@ -26,16 +26,17 @@ SQL_TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
 
 class FakeClock:
-    """A settable clock: tests move time instead of sleeping."""
+    """A settable clock (``shared.clock.Clock``: Unix seconds): tests move time instead of
+    sleeping."""
 
     def __init__(self, start: datetime = T0) -> None:
-        self.now = start
+        self.now = start.timestamp()
 
-    def __call__(self) -> datetime:
+    def __call__(self) -> float:
         return self.now
 
     def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+        self.now += timedelta(**delta).total_seconds()
 
 
 @pytest.fixture
