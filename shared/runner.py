@@ -17,15 +17,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
 from shared import __version__
 from shared.backoff import backoff_delay
 from shared.clock import Clock
 from shared.config import FleetConfig
 from shared.cycles import CycleOutcome, CycleResult
 from shared.daemon import Daemon, DaemonContext, RefusedToStart
+from shared.files import complete_in_thread
 from shared.heartbeats import Heartbeat, assess, read_heartbeat, write_heartbeat
 from shared.logging import get_logger
 from shared.manifest import DaemonManifest
@@ -209,12 +207,11 @@ class DaemonRunner:
         )
 
     async def _write_heartbeat(self, duration_s: float | None) -> None:
-        """Write the heartbeat file (temp + fsync + rename) off the event loop; the write is
-        shielded so a stop arriving mid-write never leaves it half done."""
+        """Write the heartbeat file (temp + fsync + rename) off the event loop, awaited to the
+        end even when a stop cancels us meanwhile (``complete_in_thread``)."""
         beat = self.heartbeat(duration_s)
         try:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(write_heartbeat, self.config.heartbeat_dir, beat)
+            await complete_in_thread(write_heartbeat, self.config.heartbeat_dir, beat)
         except OSError as exc:
             self.log.error("cannot write heartbeat file", error=str(exc))
 

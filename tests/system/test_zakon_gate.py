@@ -253,4 +253,4 @@ def test_gate_path_imports_only_the_standard_library(tmp_path: Path) -> None:
     foreign = set(json.loads(res.stdout.strip().splitlines()[-1]))
     # "_virtualenv"/"__editable__*" are interpreter plumbing, not imports of ours.
     foreign = {m for m in foreign if not m.startswith(("_", "__editable__"))}
-    assert foreign <= {"shared", "daemons"}, foreign
+    assert foreign <= {"shared", "daemons", "fleet"}, foreign
