@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, create_model
 
 from fleet.registry import RegistryLine, manifests
-from shared.config import ConfigError, FleetConfig
+from shared.config import FleetConfig
 from shared.config import load_config as load_shared
 from shared.manifest import DaemonManifest, WrittenDb
 from shared.roles import Role, effective_role
@@ -25,9 +25,11 @@ __all__ = ["fleet_written_dbs", "load_config", "root_model", "standby_dir_confli
 
 @functools.cache
 def _model(daemons: tuple[DaemonManifest, ...]) -> type[FleetConfig]:
-    fields: dict[str, Any] = {
-        m.section_name: (m.section, Field(default_factory=m.section)) for m in daemons
-    }
+    fields: dict[str, Any] = {}
+    for m in daemons:
+        if m.section_name in FleetConfig.model_fields or m.section_name in fields:
+            raise ValueError(f"daemon {m.name!r}: section [{m.section_name}] is already taken")
+        fields[m.section_name] = (m.section, Field(default_factory=m.section))
     return create_model("RootConfig", __base__=FleetConfig, **fields)
 
 
@@ -106,9 +108,3 @@ def standby_dir_conflicts(
             )
         )
     return errors
-
-
-def check_errors(config: FleetConfig) -> ConfigError | None:
-    """The cross-daemon rules ``fleet check-config`` applies beyond loading."""
-    conflicts = standby_dir_conflicts(config)
-    return ConfigError(conflicts) if conflicts else None
