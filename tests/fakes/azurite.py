@@ -58,7 +58,7 @@ class Azurite:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
 
-    def start(self, timeout_s: float = 30.0) -> Azurite:
+    def start(self, timeout_s: float = 60.0) -> Azurite:
         if self.proc is not None:
             return self
         self.proc = subprocess.Popen(
@@ -96,7 +96,9 @@ class Azurite:
             return
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            # A graceful exit saves Azurite's blob metadata; a kill could lose the last
+            # seconds of it, so give a loaded machine time (the bound is only for a hang).
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

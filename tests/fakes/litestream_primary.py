@@ -339,7 +339,8 @@ class Standby:
         )
         return self.proc
 
-    def stop(self, timeout: float = 15.0) -> tuple[int, str]:
+    def stop(self, timeout: float = 60.0) -> tuple[int, str]:
+        """SIGTERM, then its exit code and output; ``timeout`` only bounds a hung shutdown."""
         proc, self.proc = self.proc, None
         assert proc is not None
         proc.send_signal(signal.SIGTERM)

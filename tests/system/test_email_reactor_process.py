@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,13 @@ def mc_tasks(root: Path) -> list[tuple[int, str, str]]:
         return conn.execute("SELECT id, source, source_ref FROM tasks").fetchall()
 
 
+def timezone_far_from_digest_time() -> str:
+    """A timezone where it is about noon now, so the 23:59 digest is hours away and never comes
+    due in a test, whatever the time of day the suite runs (with UTC it did, from 23:59)."""
+    offset = 12 - datetime.now(UTC).hour  # -11 .. +12 hours
+    return f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
+
+
 @pytest.fixture
 def world(fleet_env: dict[str, str], fleet_root: Path):  # type: ignore[no-untyped-def]
     (fleet_root / "config").mkdir()
@@ -60,13 +68,15 @@ def world(fleet_env: dict[str, str], fleet_root: Path):  # type: ignore[no-untyp
         env = {
             **fleet_env,
             "FLEET_EMAIL_REACTOR__LLM_URL": llm.url,
-            "FLEET_EMAIL_REACTOR__LLM_TIMEOUT_S": "2",
+            # No test here makes the LLM hang: the timeout only bounds a failure, so it is
+            # generous enough that a loaded machine never turns an answer into a timeout.
+            "FLEET_EMAIL_REACTOR__LLM_TIMEOUT_S": "30",
             "FLEET_EMAIL_REACTOR__PAPERLESS_URL": paperless.base_url,
             "FLEET_EMAIL_REACTOR__PAPERLESS_TOKEN": paperless.token,
             "FLEET_SLACK__BASE_URL": slack.base_url,
             "FLEET_SLACK__TOKEN": slack.token,
             "FLEET_EMAIL_REACTOR__DIGEST_TIME": "23:59",
-            "FLEET_EMAIL_REACTOR__TIMEZONE": "UTC",
+            "FLEET_EMAIL_REACTOR__TIMEZONE": timezone_far_from_digest_time(),
         }
         yield env, llm, paperless, slack
 

@@ -1,11 +1,15 @@
 """End to end on a real blob API: the primary replicates to Azurite (`abs`), restore-loop follows
 it; the blob endpoint goes down (bounded, reported: timeouts counted, stale alert to #ops) and
-comes back (the copy catches up, recovery message)."""
+comes back (the copy catches up, recovery message).
+
+Every step waits for the state it asserts (one status snapshot per check); the deadlines only
+bound a failure, so a loaded machine makes the test slower, never red."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +18,13 @@ from tests.fakes.azurite import Azurite
 from tests.fakes.litestream_primary import Primary, Standby, count_rows, metric_value, read_rows
 
 pytestmark = pytest.mark.system
+
+# Bounds on a failure only: a passing run returns as soon as the state is there.
+DEADLINE_S = 120.0
+
+
+def db_row(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((dict(r) for r in status.get("databases") or [] if r.get("db") == name), {})
 
 
 def test_follow_through_a_blob_outage(
@@ -39,17 +50,22 @@ def test_follow_through_a_blob_outage(
         port = free_port()
         standby.start(notify_socket.path, port)
         copy = standby.copy("alpha")
-        assert wait_until(lambda: count_rows(copy) >= 20, timeout=30)
+        assert wait_until(lambda: count_rows(copy) >= 20, timeout=DEADLINE_S)
 
-        def lag() -> float:
-            value = standby.row("alpha").get("lag_s")
-            return float(value) if value is not None else float("inf")
+        def following_fresh_and_quiet() -> bool:
+            # One snapshot: following, caught up, and no incident open, so the one the
+            # outage raises is the outage's.
+            status = standby.status()
+            row = db_row(status, "alpha")
+            lag = row.get("lag_s")
+            return (
+                row.get("state") == "following"
+                and lag is not None
+                and float(lag) < 3
+                and status.get("incidents") == []
+            )
 
-        assert wait_until(lambda: lag() < 3, timeout=15)
-        assert standby.row("alpha")["state"] == "following"
-
-        # Start the outage with no incident open, so the one it raises is the outage's.
-        assert wait_until(lambda: standby.status().get("incidents") == [], timeout=30)
+        assert wait_until(following_fresh_and_quiet, timeout=DEADLINE_S), standby.status()
         azurite.stop()
         down_at_rows = count_rows(copy)
 
@@ -60,8 +76,11 @@ def test_follow_through_a_blob_outage(
                 or 0
             )
 
-        assert wait_until(lambda: timeouts() >= 2, timeout=30)
-        assert "timed out" in standby.row("alpha")["last_error"]
+        assert wait_until(lambda: timeouts() >= 2, timeout=DEADLINE_S)
+        # The status file is written once per cycle, after the metric moved: wait for it.
+        assert wait_until(
+            lambda: "timed out" in str(standby.row("alpha").get("last_error")), timeout=DEADLINE_S
+        ), standby.row("alpha")
 
         def outage_alerts() -> list[tuple[str, str, str]]:
             return [
@@ -70,7 +89,7 @@ def test_follow_through_a_blob_outage(
                 if r[1].startswith("restore-stale:testhost:alpha:") and "unreachable" in r[2]
             ]
 
-        assert wait_until(lambda: len(outage_alerts()) == 1, timeout=30)
+        assert wait_until(lambda: len(outage_alerts()) >= 1, timeout=DEADLINE_S)
         stale_key = outage_alerts()[0][1]
         status = run_fleet(["restore", "status", "--json"], standby.env, tmp_path)
         assert status.returncode == 1  # stale and failing: exit 1
@@ -78,17 +97,24 @@ def test_follow_through_a_blob_outage(
         assert standby.proc is not None and standby.proc.poll() is None
 
         azurite.start()
-        assert wait_until(lambda: count_rows(copy) > down_at_rows + 20, timeout=40)
+        assert wait_until(lambda: count_rows(copy) > down_at_rows + 20, timeout=DEADLINE_S)
         assert wait_until(
-            lambda: any(r[1] == stale_key + ":recovered" for r in standby.outbox()), timeout=30
+            lambda: any(r[1] == stale_key + ":recovered" for r in standby.outbox()),
+            timeout=DEADLINE_S,
         )
-        assert wait_until(lambda: standby.row("alpha").get("last_error") == "", timeout=10)
+        assert wait_until(lambda: standby.row("alpha").get("last_error") == "", timeout=DEADLINE_S)
+        # One outage, one alert (and its recovery).
+        assert [r[1] for r in outage_alerts()] == [stale_key]
         rows = read_rows(copy)
         assert rows == primary.rows("alpha")[: len(rows)]
     finally:
-        if standby is not None and standby.proc is not None:
-            code, out = standby.stop()
-            assert code == 0, out[-2000:]
-        if primary is not None:
-            primary.close()
-        azurite.stop()
+        # Every process is stopped whatever fails first (a leftover `litestream replicate` or
+        # Azurite would load the machine for the tests after this one).
+        try:
+            if standby is not None and standby.proc is not None:
+                code, out = standby.stop()
+                assert code == 0, out[-2000:]
+        finally:
+            if primary is not None:
+                primary.close()
+            azurite.stop()
