@@ -218,6 +218,13 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
     is_flag=True,
     help="set the role to primary even if some DB was refused",
 )
+@click.option(
+    "--ack-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="seconds to wait for a running restore-loop to stop the fenced followers",
+)
 @click.option("--no-role", is_flag=True, help="do not set this host's role (drills)")
 @click.option("--json", "as_json", is_flag=True, help="print the promotion record as JSON")
 @config_option
@@ -225,6 +232,7 @@ def restore_promote(
     dbs: tuple[str, ...],
     promote_all: bool,
     catch_up_timeout: float | None,
+    ack_timeout: float,
     allow_partial: bool,
     no_role: bool,
     as_json: bool,
@@ -287,6 +295,7 @@ def restore_promote(
         promoter.promote(
             targets,
             catch_up_timeout_s=catch_up_timeout or section.restore_timeout_s,
+            ack_timeout_s=ack_timeout,
             set_role=not no_role,
             allow_partial=allow_partial,
         )

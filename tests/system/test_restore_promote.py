@@ -51,7 +51,12 @@ def test_promote_all_while_following(
 
         assert wait_until(both_following, timeout=DEADLINE_S), standby.status()
 
-        res = run_fleet(["restore", "promote", "--all"], standby.env, tmp_path, timeout=300)
+        res = run_fleet(
+            ["restore", "promote", "--all", "--ack-timeout", "120"],
+            standby.env,
+            tmp_path,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         assert "RPO" in res.stdout and "RTO" in res.stdout
         assert res.stdout.count("promoted:") == 2
