@@ -95,7 +95,14 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        # the app's config loader and manifests, also when `cli` is invoked directly
+        "obj": AppContext(_load_root_config, _manifests),
+    },
+)
 @click.version_option(package_name="alai-fleet", prog_name="fleet")
 def cli() -> None:
     """alai-fleet: the ALAI hosts' operations daemons."""
@@ -335,7 +342,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
             args=argv,
             prog_name="fleet",
             standalone_mode=False,
-            obj=AppContext(_load_root_config, _manifests),
         )
     except click.exceptions.UsageError as exc:
         exc.show()

@@ -27,7 +27,8 @@ __all__ = ["fleet_written_dbs", "load_config", "root_model", "standby_dir_confli
 def _model(daemons: tuple[DaemonManifest, ...]) -> type[FleetConfig]:
     fields: dict[str, Any] = {}
     for m in daemons:
-        if m.section_name in FleetConfig.model_fields or m.section_name in fields:
+        taken = m.section_name in FleetConfig.model_fields or hasattr(FleetConfig, m.section_name)
+        if taken or m.section_name in fields:
             raise ValueError(f"daemon {m.name!r}: section [{m.section_name}] is already taken")
         fields[m.section_name] = (m.section, Field(default_factory=m.section))
     return create_model("RootConfig", __base__=FleetConfig, **fields)
@@ -93,18 +94,18 @@ def standby_dir_conflicts(
     if not section.enabled:
         return []
     role = effective_role(config.fleet.role, config.role_file)
-    errors: list[tuple[str, str]] = []
-    seen: set[tuple[str, Path]] = set()
+    writers: dict[tuple[str, Path], list[str]] = {}
     for db in fleet_written_dbs(config, role, lines):
-        if (db.key, db.path) in seen or not _under(db.path, section.standby_dir):
-            continue
-        seen.add((db.key, db.path))
+        if _under(db.path, section.standby_dir):
+            writers.setdefault((db.key, db.path), []).append(db.writer)
+    errors: list[tuple[str, str]] = []
+    for (key, path), names in writers.items():
         errors.append(
             (
                 "restore_loop.standby_dir",
-                f"{section.standby_dir} holds {db.path.name} ({db.key}), written by {db.writer} "
-                f"on a {role} host; restore-loop would replace it with the replica's copy. Move "
-                f"{db.key} out of standby_dir, or point standby_dir elsewhere",
+                f"{section.standby_dir} holds {path.name} ({key}), written by "
+                f"{' and '.join(names)} on a {role} host; restore-loop would replace it with the "
+                f"replica's copy. Move {key} out of standby_dir, or point standby_dir elsewhere",
             )
         )
     return errors

@@ -47,9 +47,10 @@ LINES: tuple[RegistryLine, ...] = (
 )
 
 
-def fast_paths(lines: tuple[RegistryLine, ...] = LINES) -> dict[tuple[str, str], str]:
+def fast_paths(lines: tuple[RegistryLine, ...] | None = None) -> dict[tuple[str, str], str]:
     """(first two argv words) -> stdlib-only "module:function(argv_rest) -> int"."""
-    return {words: target for line in lines for words, target in line.fast_paths.items()}
+    chosen = LINES if lines is None else lines
+    return {words: target for line in chosen for words, target in line.fast_paths.items()}
 
 
 @functools.cache

@@ -36,7 +36,7 @@ class AppContext:
     def __init__(
         self,
         load_config: Callable[[str | None], FleetConfig],
-        manifests: Callable[[], Sequence[DaemonManifest]] = tuple,
+        manifests: Callable[[], Sequence[DaemonManifest]],
     ) -> None:
         self.load_config = load_config
         self.manifests = manifests

@@ -251,16 +251,27 @@ def cross_section_errors(cfg: FleetConfig) -> list[tuple[str, str]]:
                 f" got {cfg.notify.send_lease_s:g}",
             )
         )
+    # Metrics ports first (the old wording: "9802 is also ollama_health's"), then every other
+    # port a daemon listens on (heartbeat's health_port), named against the metrics ports.
+    enabled = [(name, section) for name, section in cfg.daemon_sections() if section.enabled]
     ports: dict[int, str] = {}
-    for name, section in cfg.daemon_sections():
-        if not section.enabled:
+    for name, section in enabled:
+        if section.metrics_port == 0:
             continue
+        other = ports.get(section.metrics_port)
+        if other is not None:
+            errors.append((f"{name}.metrics_port", f"{section.metrics_port} is also {other}'s"))
+        else:
+            ports[section.metrics_port] = name
+    extra: dict[int, str] = {}
+    for name, section in enabled:
         for key, port in section.listening_ports().items():
-            if port == 0:
+            if key == "metrics_port" or port == 0:
                 continue
-            other = ports.get(port)
-            if other is not None:
-                errors.append((f"{name}.{key}", f"{port} is also {other}'s"))
+            if port in ports:
+                errors.append((f"{name}.{key}", f"{port} is also {ports[port]}'s metrics port"))
+            elif port in extra:
+                errors.append((f"{name}.{key}", f"{port} is also {extra[port]}"))
             else:
-                ports[port] = f"{name}.{key}"
+                extra[port] = f"{name}.{key}"
     return errors

@@ -50,6 +50,14 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] | None = None  # histograms; None: prometheus-client's defaults
 
+    def __post_init__(self) -> None:
+        # prometheus-client exports a counter as <name>_total whatever it is given: a spec
+        # naming it otherwise would let rules and panels read a series that never exists.
+        if self.kind == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name!r}: name it as exported, ending in _total")
+        if self.kind != "histogram" and self.buckets is not None:
+            raise ValueError(f"{self.name!r}: only histograms have buckets")
+
     def series(self) -> tuple[str, ...]:
         """The sample names Prometheus stores for this family."""
         if self.kind == "histogram":
@@ -59,9 +67,7 @@ class MetricSpec:
     @property
     def client_name(self) -> str:
         """The name to give prometheus-client (it appends ``_total`` to counters itself)."""
-        if self.kind == "counter" and self.name.endswith("_total"):
-            return self.name[: -len("_total")]
-        return self.name
+        return self.name.removesuffix("_total") if self.kind == "counter" else self.name
 
 
 def metric(name: str, kind: MetricKind, help_: str, *labels: str) -> MetricSpec:

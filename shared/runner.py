@@ -78,6 +78,7 @@ class DaemonRunner:
         self.last_ok_at: float | None = None
         self.next_due_at: float | None = None
         self.cycle_started_mono: float | None = None
+        self.write_started_mono: float | None = None
         self.last_duration_s: float | None = None
         self._cron: Any = None
         self._due = asyncio.Event()
@@ -210,10 +211,13 @@ class DaemonRunner:
         """Write the heartbeat file (temp + fsync + rename) off the event loop, awaited to the
         end even when a stop cancels us meanwhile (``complete_in_thread``)."""
         beat = self.heartbeat(duration_s)
+        self.write_started_mono = time.monotonic()
         try:
             await complete_in_thread(write_heartbeat, self.config.heartbeat_dir, beat)
         except OSError as exc:
             self.log.error("cannot write heartbeat file", error=str(exc))
+        finally:
+            self.write_started_mono = None
 
     # cycles ----------------------------------------------------------------------------------
     async def run_cycle(self) -> CycleResult | None:
@@ -276,11 +280,15 @@ class DaemonRunner:
                 time.sleep(60)
 
     def wedged(self) -> bool:
-        """A cycle has outlived its timeout plus a margin: cancellation did not take."""
-        started = self.cycle_started_mono
-        if started is None:
-            return False
-        return time.monotonic() - started > self.section.cycle_timeout_s + 30.0
+        """A cycle has outlived its timeout plus a margin (cancellation did not take), or the
+        heartbeat write has hung as long (a dead disk, a stuck NFS mount): either way the loop
+        no longer cycles, so WATCHDOG=1 must stop and the service manager restart us."""
+        limit = self.section.cycle_timeout_s + 30.0
+        now = time.monotonic()
+        return any(
+            started is not None and now - started > limit
+            for started in (self.cycle_started_mono, self.write_started_mono)
+        )
 
     # cron ------------------------------------------------------------------------------------
     def _setup_cron(self, expression: str) -> None:

@@ -98,6 +98,9 @@ async def run_daemons(
     daemon's manifest, for the daemons that report on the others (heartbeat's /health)."""
     log = get_logger()
     classes = [d.load_daemon() if isinstance(d, DaemonManifest) else d for d in daemons]
+    if not fleet:
+        # Without the app's registry, the daemons being run are all this process knows of.
+        fleet = [cls.manifest for cls in classes if cls.manifest is not None]
     runners = [DaemonRunner(cls, config, dry_run=dry_run, fleet=fleet) for cls in classes]
     if len(runners) > 1:
         kept = []

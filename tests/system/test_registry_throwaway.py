@@ -25,7 +25,6 @@ from fleet.cli import cli
 from fleet.config import load_config
 from fleet.examples import pinned_environment
 from fleet.registry import RegistryLine, by_name, manifests
-from shared.cli import AppContext
 from shared.observability import (
     HostTarget,
     dashboard_exprs,
@@ -147,11 +146,9 @@ def throwaway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 
 def fleet_cmd(args: list[str], home: Path) -> Result:
-    """``fleet ARGS`` in-process (the monkeypatched registry is visible only here), with the
-    app's config loader on the context as ``fleet.cli.main`` puts it."""
-    return CliRunner().invoke(
-        cli, args, obj=AppContext(load_config), env={"HOME": str(home)}, catch_exceptions=False
-    )
+    """``fleet ARGS`` in-process (the monkeypatched registry is visible only here); the group
+    puts the app's config loader and manifests on the context itself."""
+    return CliRunner().invoke(cli, args, env={"HOME": str(home)}, catch_exceptions=False)
 
 
 def test_registry_line_alone_adds_the_daemon_to_config_and_status(

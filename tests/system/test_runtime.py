@@ -257,3 +257,19 @@ def test_a_bad_heartbeat_file_reads_as_unreadable_never_raises(
     status = read_status(tmp_path, "d", 2000.0)
     assert not status.ok and status.reason == "unreadable heartbeat file"
     assert read_status(tmp_path, "missing", 2000.0).reason == "no heartbeat file"
+
+
+def test_a_hung_heartbeat_write_counts_as_wedged(tmp_path: Path) -> None:
+    """The heartbeat write runs in a thread after the cycle: if it hangs (a dead disk), the
+    loop no longer cycles, so the runner must report itself wedged and stop WATCHDOG=1."""
+    import time
+
+    runner = DaemonRunner(FlakyDaemon, make_config(tmp_path, cycle_timeout_s=5))
+    assert not runner.wedged()
+    runner.write_started_mono = time.monotonic() - 10
+    assert not runner.wedged(), "a slow write within the margin is not a wedge"
+    runner.write_started_mono = time.monotonic() - 36
+    assert runner.wedged()
+    runner.write_started_mono = None
+    runner.cycle_started_mono = time.monotonic() - 36
+    assert runner.wedged()
