@@ -1,9 +1,12 @@
 """``fleet mc``: the Mission Control lease verbs of the seed's claim protocol (claim,
-claim-extend, claim-release, claim-status, claim-sweep).
+claim-extend, claim-release, claim-status, claim-sweep), ``show`` (what Mehanik reads) and
+``migrate`` (the one verb that may change the schema of ``tasks``, and only when asked).
 
 These run inside agents' pre-tool hooks: with ``--db PATH`` they import neither pydantic nor any
-daemon. Exit codes: 0 ok, 1 held by another (stderr ``Task <id> held by <actor>:<session> until
-<ISO>``), 2 no such task, 3 store error after retries, 64 usage. Nothing here prints a secret.
+daemon, and they never change the schema of a shared table. ``--actor``/``--session`` default to
+``$MC_ACTOR``/``$MC_SESSION`` so the runbook's bare ``claim-extend <id>`` works. Exit codes: 0 ok,
+1 held by another (stderr ``Task <id> held by <actor>:<session> until <ISO>``), 2 no such task,
+3 store error after retries (or a lease nobody can read), 64 usage. Nothing here prints a secret.
 """
 
 from __future__ import annotations
@@ -54,19 +57,27 @@ def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return _config_option(fn)
 
 
-def _lease_store(db_path: str | None, config_path: str | None) -> MissionControl:
-    from shared.mission_control import MissionControl, StoreError
-
+def _db_file(db_path: str | None, config_path: str | None) -> Path:
     if db_path:
         path = Path(db_path).expanduser()
     elif os.environ.get("FLEET_MISSION_CONTROL__DB") and not config_path:
         path = Path(os.environ["FLEET_MISSION_CONTROL__DB"]).expanduser()
     else:
         path = _load_config(config_path).mission_control.db
+    return path
+
+
+def _lease_store(db_path: str | None, config_path: str | None) -> MissionControl:
+    from shared.mission_control import MissionControl, StoreError
+
+    path = _db_file(db_path, config_path)
     try:
         # Hooks call these verbs before every tool use: a locked database must fail in
-        # seconds (1 s busy wait x 3 tries), not stall the session for half a minute.
-        return MissionControl(path, create=False, busy_timeout_ms=1000, attempts=3).open()
+        # seconds (1 s busy wait x 3 tries), not stall the session for half a minute. No
+        # migration: mc.js owns this table; `fleet mc migrate` is the explicit way.
+        return MissionControl(
+            path, create=False, migrate=False, busy_timeout_ms=1000, attempts=3
+        ).open()
     except StoreError as exc:
         _die(EX_STORE, f"error: mission control store unavailable: {exc}")
 
@@ -76,20 +87,42 @@ def _enforcing() -> bool:
 
 
 def _mc_call(fn: Callable[[], Any]) -> Any:
-    from shared.mission_control import LeaseHeld, LeaseNotHeld, NoSuchTask, StoreError
+    from shared.mission_control import (
+        LeaseHeld,
+        LeaseNotHeld,
+        LeaseUnreadable,
+        NoSuchTask,
+        StoreError,
+    )
 
     try:
         return fn()
     except (LeaseHeld, LeaseNotHeld) as exc:
         _die(EX_FAIL, str(exc))
+    except LeaseUnreadable as exc:
+        # Not exit 1: nobody can say the task is held by another, only that it is unreadable.
+        _die(EX_STORE, f"error: {exc}")
     except NoSuchTask as exc:
         _die(EX_NO_TASK, f"error: {exc}")
     except StoreError as exc:
         _die(EX_STORE, f"error: mission control store unavailable: {exc}")
 
 
-_actor = click.option("--actor", required=True, help="who holds the lease (e.g. john, pi-orch)")
-_session = click.option("--session", required=True, help="the holder's session id")
+#: where mc.js-style callers put who they are when they run the bare runbook forms
+ACTOR_ENV, SESSION_ENV = "MC_ACTOR", "MC_SESSION"
+
+_actor = click.option(
+    "--actor",
+    envvar=ACTOR_ENV,
+    default=None,
+    help=f"who holds the lease (e.g. john, pi-orch); default ${ACTOR_ENV}",
+)
+_session = click.option(
+    "--session",
+    envvar=SESSION_ENV,
+    default=None,
+    help=f"the holder's session id; default ${SESSION_ENV}",
+)
 _ttl = click.option(
     "--ttl-minutes",
     type=click.IntRange(1, 24 * 60),
@@ -99,9 +132,16 @@ _ttl = click.option(
 )
 
 
-def _check_actor(actor: str) -> None:
-    if ":" in actor or not actor.strip():
-        raise click.BadParameter("must be non-empty and contain no ':'", param_hint="--actor")
+def _check_actor(actor: str | None, session: str | None) -> tuple[str, str]:
+    for name, value, env in (("--actor", actor, ACTOR_ENV), ("--session", session, SESSION_ENV)):
+        if value is None or not value.strip():
+            raise click.UsageError(
+                f"missing {name}: pass {name} or set ${env} (as mc.js callers do)"
+            )
+    assert actor is not None and session is not None
+    if ":" in actor:
+        raise click.BadParameter("must contain no ':'", param_hint="--actor")
+    return actor, session
 
 
 @mc.command("claim")
@@ -112,14 +152,14 @@ def _check_actor(actor: str) -> None:
 @_db_option
 def mc_claim(
     task_id: int,
-    actor: str,
-    session: str,
+    actor: str | None,
+    session: str | None,
     ttl_minutes: int,
     db_path: str | None,
     config_path: str | None,
 ) -> None:
     """Take the lease on TASK_ID (free, expired, or already ours)."""
-    _check_actor(actor)
+    actor, session = _check_actor(actor, session)
     enforce = _enforcing()
     if not enforce:
         click.echo(
@@ -140,14 +180,14 @@ def mc_claim(
 @_db_option
 def mc_claim_extend(
     task_id: int,
-    actor: str,
-    session: str,
+    actor: str | None,
+    session: str | None,
     ttl_minutes: int,
     db_path: str | None,
     config_path: str | None,
 ) -> None:
     """Holder only: lease_until = now + ttl."""
-    _check_actor(actor)
+    actor, session = _check_actor(actor, session)
     enforce = _enforcing()
     with _lease_store(db_path, config_path) as store:
         if enforce:
@@ -168,15 +208,19 @@ def mc_claim_extend(
 @_db_option
 def mc_claim_release(
     task_id: int,
-    actor: str,
-    session: str,
+    actor: str | None,
+    session: str | None,
     force: bool,
     db_path: str | None,
     config_path: str | None,
 ) -> None:
-    """Holder only (or --force): clear the lease. Releasing a free lease succeeds."""
-    _check_actor(actor)
+    """Holder only (or --force, an operator's: no actor needed): clear the lease. Releasing a
+    free lease succeeds."""
     force = force or not _enforcing()
+    if force:
+        actor, session = actor or "", session or ""
+    else:
+        actor, session = _check_actor(actor, session)
     with _lease_store(db_path, config_path) as store:
         cleared = _mc_call(lambda: store.release(task_id, actor, session, force=force))
     click.echo(f"Task {task_id} released" if cleared else f"Task {task_id} was not claimed")
@@ -202,6 +246,12 @@ def mc_claim_status(
         click.echo(json.dumps(info.to_json()))
     elif info.holder is None:
         click.echo("available")
+    elif info.unreadable is not None:
+        click.echo(
+            f"held by {info.holder}, lease_until unreadable: {info.raw_lease_until!r} "
+            f"({info.unreadable}); release with `fleet mc claim-release {task_id} --force` "
+            "once the holder is gone"
+        )
     else:
         suffix = " (expired)" if info.expired else ""
         click.echo(f"held by {info.holder} until {_iso(info.lease_until)}{suffix}")
@@ -217,14 +267,16 @@ def mc_claim_sweep(
     """List leases past their expiry (and release them with --auto-release)."""
     with _lease_store(db_path, config_path) as store:
         expired = _mc_call(store.expired_leases)
+        unreadable = _mc_call(store.unreadable_leases)
         results = []
         for lease in expired:
             released = bool(auto_release and _mc_call(partial(store.release_expired, lease)))
             results.append(lease.to_json(released))
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        doc = {"expired": results, "unreadable": [u.to_json() for u in unreadable]}
+        click.echo(json.dumps(doc, indent=2))
         return
-    if not results:
+    if not results and not unreadable:
         click.echo("no expired leases")
     for r in results:
         state = "released" if r["released"] else "expired"
@@ -232,6 +284,60 @@ def mc_claim_sweep(
             f"{r['id']}\t{r['holder']}\t{r['lease_until']}\t{state} "
             f"{r['expired_for_s']:.0f}s ago\t{r['title']}"
         )
+    for u in unreadable:
+        # Never released automatically: nobody can tell whether it is still live.
+        click.echo(
+            f"{u.id}\t{u.holder}\tunreadable lease_until {u.raw_lease_until!r} ({u.reason});"
+            f" release with `fleet mc claim-release {u.id} --force`\t{u.title}"
+        )
+
+
+@mc.command("show")
+@click.argument("task_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="the object Mehanik reads")
+@_db_option
+def mc_show(task_id: int, as_json: bool, db_path: str | None, config_path: str | None) -> None:
+    """Print TASK_ID's id, title, status, lease_holder and lease_until (ISO ...Z)."""
+    with _lease_store(db_path, config_path) as store:
+        view = _mc_call(lambda: store.show(task_id))
+    doc = view.to_json()
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    for key, value in doc.items():
+        click.echo(f"{key}: {'-' if value is None else value}")
+
+
+@mc.command("migrate")
+@click.option("--apply", "apply_", is_flag=True, help="make the changes (default: only show)")
+@_db_option
+def mc_migrate(apply_: bool, db_path: str | None, config_path: str | None) -> None:
+    """Show (and with --apply make) the columns and indexes the fleet would add to `tasks`.
+
+    The only `fleet mc` verb that changes the schema of Mission Control's table."""
+    from shared.mission_control import MissionControl, StoreError, pending_schema_changes
+    from shared.sqlite import connect_sync
+
+    path = _db_file(db_path, config_path)
+    if not path.exists():
+        _die(EX_STORE, f"error: mission control store unavailable: database not found: {path}")
+    conn = connect_sync(path, create=False, readonly=True)
+    try:
+        changes = pending_schema_changes(conn)
+    finally:
+        conn.close()
+    if not changes:
+        click.echo(f"{path}: tasks has every column and index the fleet uses; nothing to do")
+        return
+    click.echo(f"{path}: " + ("applying" if apply_ else "would apply (run with --apply)") + ":")
+    for line in changes:
+        click.echo(f"  {line}")
+    if apply_:
+        try:
+            MissionControl(path, create=False, migrate=True).open().close()
+        except StoreError as exc:
+            _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+        click.echo("done")
 
 
 # config ------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """Mission Control task store: tasks, idempotent task creation, and the lease claim protocol.
 
-``mission-control.db`` belongs to Mission Control; the fleet creates the ``tasks`` table when it
-is missing and otherwise only adds the columns and indexes it needs. Every lease change is one
-compare-and-set UPDATE checked by rowcount, so concurrent claimers in any number of processes
-never both win. Timestamps are stored as SQLite's ``YYYY-MM-DD HH:MM:SS`` UTC text (so
-``lease_until > datetime('now')`` is correct) and shown as ISO-8601 ``...Z``. Synchronous
+``mission-control.db`` belongs to Mission Control (mc.js). With ``migrate=True`` the fleet creates
+the ``tasks`` table when it is missing and adds the columns and indexes it needs; with
+``migrate=False`` (every ``fleet mc`` verb) it changes no schema and names a missing column.
+Every lease change is a compare-and-set: an UPDATE checked by rowcount, or (claim) a read and
+an UPDATE in one IMMEDIATE transaction, so concurrent claimers in any number of processes never
+both win. Timestamps are stored as SQLite's ``YYYY-MM-DD HH:MM:SS`` UTC text (so
+``lease_until > datetime('now')`` is correct) and shown as ISO-8601 ``...Z``; what other tools
+wrote (ISO, epoch) is read through ``shared.timestamps``, never compared as text. Synchronous
 stdlib sqlite3 on purpose: the ``fleet mc`` verbs run inside pre-tool hooks and must start
 fast; daemons call it through a worker thread. It must never drop or rewrite foreign data.
 """
@@ -28,6 +31,14 @@ from shared.sqlite import (
     connect_sync,
     retry_busy,
     schema_version,
+    table_columns,
+)
+from shared.timestamps import (
+    CANONICAL_GLOB,
+    TimestampError,
+    format_iso,
+    format_sql_ts,
+    parse_timestamp,
 )
 
 __all__ = [
@@ -35,10 +46,14 @@ __all__ = [
     "LeaseHeld",
     "LeaseInfo",
     "LeaseNotHeld",
+    "LeaseUnreadable",
+    "MissingColumns",
     "MissionControl",
     "NoSuchTask",
     "StoreError",
     "TaskRef",
+    "TaskView",
+    "UnreadableLease",
     "format_iso",
     "format_sql_ts",
     "parse_ts",
@@ -91,19 +106,28 @@ def _migration_1(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [_migration_1]
 
 
-def format_sql_ts(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+#: columns every lease verb needs; the rest of the fleet's columns are optional to them
+LEASE_COLUMNS = ("id", "lease_holder", "lease_until")
+
+RawTs = str | int | float
 
 
-def format_iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def parse_ts(value: object) -> datetime:
+    """Kept for callers of the old name: ``shared.timestamps.parse_timestamp``."""
+    return parse_timestamp(value)
 
 
-def parse_ts(text: str) -> datetime:
-    """Parse SQLite ``YYYY-MM-DD HH:MM:SS`` or ISO-8601 (``T``, ``Z``, offsets) as UTC."""
-    value = text.strip().replace("Z", "+00:00")
-    dt = datetime.fromisoformat(value)
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+def pending_schema_changes(conn: sqlite3.Connection) -> list[str]:
+    """What ``migrate`` would change, as SQL-ish lines (for the operator to read first)."""
+    if not table_columns(conn, "tasks"):
+        return ["CREATE TABLE tasks (...the fleet's columns...)"]
+    have = table_columns(conn, "tasks")
+    out = [f"ALTER TABLE tasks ADD COLUMN {n} {d}" for n, d in TASK_COLUMNS if n not in have]
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(tasks)")}
+    for name in ("idx_tasks_lease_until", "idx_tasks_source_ref"):
+        if name not in indexes:
+            out.append(f"CREATE INDEX {name}")
+    return out
 
 
 class NoSuchTask(LookupError):
@@ -120,6 +144,31 @@ class LeaseHeld(Exception):
         self.holder = holder
         self.until = until
         super().__init__(f"Task {task_id} held by {holder} until {format_iso(until)}")
+
+
+class MissingColumns(StoreError):
+    """The shared ``tasks`` table lacks a column a verb needs; the fleet does not add it."""
+
+    def __init__(self, path: Path, table: str, columns: list[str]) -> None:
+        self.path, self.table, self.columns = path, table, columns
+        what = f"no table {table}" if columns == ["*"] else f"table {table} has no column "
+        if columns != ["*"]:
+            what += ", ".join(columns)
+        super().__init__(
+            f"{path}: {what}; the fleet does not change a shared schema on its own: "
+            f"`fleet mc migrate --db {path}` shows the change, `--apply` makes it"
+        )
+
+
+class LeaseUnreadable(Exception):
+    """The lease's ``lease_until`` cannot be read: nobody can tell whether it is still live."""
+
+    def __init__(self, task_id: int, holder: str, raw: object, reason: str) -> None:
+        self.task_id, self.holder, self.raw, self.reason = task_id, holder, raw, reason
+        super().__init__(
+            f"Task {task_id}: lease of {holder} has an unreadable lease_until {raw!r} ({reason});"
+            f" an operator can release it with `fleet mc claim-release {task_id} --force`"
+        )
 
 
 class LeaseNotHeld(Exception):
@@ -142,13 +191,66 @@ class LeaseInfo:
     holder: str | None
     lease_until: datetime | None
     expired: bool
+    raw_lease_until: RawTs | None = None
+    unreadable: str | None = None  # why lease_until could not be read (then expired is False)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "id": self.id,
             "holder": self.holder,
             "lease_until": format_iso(self.lease_until) if self.lease_until else None,
             "expired": self.expired,
+        }
+        if self.unreadable is not None:
+            doc["lease_until_raw"] = self.raw_lease_until
+            doc["unreadable"] = self.unreadable
+        return doc
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What Mehanik reads from ``show <id> --json``."""
+
+    id: int
+    title: str | None
+    status: str | None
+    lease_holder: str | None
+    lease_until: datetime | None
+    raw_lease_until: RawTs | None
+    unreadable: str | None
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {
+            "id": self.id,
+            "title": self.title,
+            "status": self.status,
+            "lease_holder": self.lease_holder,
+            "lease_until": (
+                format_iso(self.lease_until) if self.lease_until else self.raw_lease_until
+            ),
+        }
+        if self.unreadable is not None:
+            doc["lease_until_error"] = self.unreadable
+        return doc
+
+
+@dataclass(frozen=True)
+class UnreadableLease:
+    """A held lease whose lease_until no parser can read: reported, never released by a sweep."""
+
+    id: int
+    title: str
+    holder: str
+    raw_lease_until: RawTs | None
+    reason: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "holder": self.holder,
+            "lease_until_raw": self.raw_lease_until,
+            "reason": self.reason,
         }
 
 
@@ -158,7 +260,7 @@ class ExpiredLease:
     title: str
     holder: str
     lease_until: datetime
-    raw_lease_until: str  # exactly as stored: the CAS release compares against it
+    raw_lease_until: RawTs  # exactly as stored (type too): the CAS release compares against it
     expired_for_s: float
 
     def to_json(self, released: bool) -> dict[str, object]:
@@ -196,6 +298,7 @@ class MissionControl:
         self._busy_timeout_ms = busy_timeout_ms
         self._attempts = attempts
         self._conn: sqlite3.Connection | None = None
+        self._columns: set[str] = set()
 
     # lifecycle -------------------------------------------------------------------------------
     def open(self) -> MissionControl:
@@ -213,6 +316,12 @@ class MissionControl:
             try:
                 if self._migrate and schema_version(conn, COMPONENT) < len(MIGRATIONS):
                     apply_migrations(conn, COMPONENT, MIGRATIONS)
+                self._columns = table_columns(conn, "tasks")
+                if not self._columns:
+                    raise MissingColumns(self.path, "tasks", ["*"])
+                missing = [c for c in LEASE_COLUMNS if c not in self._columns]
+                if missing:
+                    raise MissingColumns(self.path, "tasks", missing)
                 conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
             except BaseException:
                 conn.close()
@@ -290,7 +399,11 @@ class MissionControl:
         return self._retry(_do)
 
     # leases ----------------------------------------------------------------------------------
-    def _lease_row(self, task_id: int) -> tuple[str | None, str | None]:
+    def _touch(self) -> str:
+        """``, updated_at = :now`` when the table has that column (mc.js's may not)."""
+        return ", updated_at = :now" if "updated_at" in self._columns else ""
+
+    def _lease_row(self, task_id: int) -> tuple[str | None, RawTs | None]:
         row = self.conn.execute(
             "SELECT lease_holder, lease_until FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
@@ -299,78 +412,108 @@ class MissionControl:
         return row[0], row[1]
 
     def _info(
-        self, task_id: int, holder: str | None, until: str | None, now: datetime | None = None
+        self,
+        task_id: int,
+        holder: str | None,
+        until: RawTs | None,
+        now: datetime | None = None,
     ) -> LeaseInfo:
         if not holder:
             return LeaseInfo(task_id, None, None, False)
+        if until is None or until == "":
+            # A holder without an expiry: claim treats it as free, so it is expired.
+            return LeaseInfo(task_id, holder, None, True, until)
         try:
-            until_dt = parse_ts(until) if until else None
-        except ValueError:
-            raise StoreError(f"task {task_id}: unreadable lease_until {until!r}") from None
-        expired = until_dt is None or until_dt <= (now or self.now())
-        return LeaseInfo(task_id, holder, until_dt, expired)
+            until_dt = parse_timestamp(until)
+        except TimestampError as exc:
+            return LeaseInfo(task_id, holder, None, False, until, exc.reason)
+        return LeaseInfo(task_id, holder, until_dt, until_dt <= (now or self.now()), until)
+
+    def _refuse(self, info: LeaseInfo, now: datetime) -> Exception:
+        """The error for a lease someone else holds (exit 1), or one nobody can read."""
+        assert info.holder is not None
+        if info.unreadable is not None:
+            return LeaseUnreadable(info.id, info.holder, info.raw_lease_until, info.unreadable)
+        return LeaseHeld(info.id, info.holder, info.lease_until or now)
 
     def status(self, task_id: int) -> LeaseInfo:
         return self._retry(lambda: self._info(task_id, *self._lease_row(task_id)))
 
+    def show(self, task_id: int) -> TaskView:
+        """The task as Mehanik reads it; title/status are None where the table lacks them."""
+        cols = ", ".join(
+            c if c in self._columns else f"NULL AS {c}"
+            for c in ("id", "title", "status", "lease_holder", "lease_until")
+        )
+
+        def _do() -> TaskView:
+            row = self.conn.execute(f"SELECT {cols} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise NoSuchTask(task_id)
+            info = self._info(task_id, row[3], row[4])
+            return TaskView(
+                int(row[0]), row[1], row[2], row[3], info.lease_until, row[4], info.unreadable
+            )
+
+        return self._retry(_do)
+
     def claim(
         self, task_id: int, actor: str, session: str, ttl_minutes: int = 10, *, enforce: bool = True
     ) -> LeaseInfo:
-        """Take the lease if it is free, expired or already ours (CAS). Raises LeaseHeld."""
+        """Take the lease if it is free, expired or already ours. Raises LeaseHeld, or
+        LeaseUnreadable when another holder's lease_until cannot be read."""
         holder = holder_of(actor, session)
 
         def _do() -> LeaseInfo:
             now = self.now()
             until = now + timedelta(minutes=ttl_minutes)
-            params = {
-                "id": task_id,
-                "h": holder,
-                "until": format_sql_ts(until),
-                "now": format_sql_ts(now),
-            }
-            guard = (
-                ""
-                if not enforce
-                else " AND (lease_holder IS NULL OR lease_holder = '' OR lease_until IS NULL"
-                " OR datetime(lease_until) <= :now OR lease_holder = :h)"
-            )
-            # The CAS and, when it loses, the read that explains why share one transaction:
-            # read separately, the holder could release (or its lease lapse) in between and
-            # the refusal would have no holder to name.
+            # Read, decide in Python (every timestamp form) and write inside one IMMEDIATE
+            # transaction: it holds SQLite's write lock, so no other claimer can change the
+            # lease between the read and the UPDATE; the refusal names the holder it read.
             with self._write() as conn:
-                cur = conn.execute(
-                    "UPDATE tasks SET lease_holder = :h, lease_until = :until, updated_at = :now"
-                    " WHERE id = :id" + guard,
-                    params,
+                info = self._info(task_id, *self._lease_row(task_id), now)  # raises NoSuchTask
+                if enforce and info.holder not in (None, holder) and not info.expired:
+                    raise self._refuse(info, now)
+                conn.execute(
+                    "UPDATE tasks SET lease_holder = :h, lease_until = :until"
+                    + self._touch()
+                    + " WHERE id = :id",
+                    {
+                        "id": task_id,
+                        "h": holder,
+                        "until": format_sql_ts(until),
+                        "now": format_sql_ts(now),
+                    },
                 )
-                if cur.rowcount == 1:
-                    return LeaseInfo(task_id, holder, until, False)
-                current_holder, current_until = self._lease_row(task_id)  # raises NoSuchTask
-            info = self._info(task_id, current_holder, current_until, now)
-            raise LeaseHeld(task_id, info.holder or "nobody", info.lease_until or now)
+            return LeaseInfo(task_id, holder, until, False, format_sql_ts(until))
 
         return self._retry(_do)
 
     def extend(self, task_id: int, actor: str, session: str, ttl_minutes: int = 10) -> LeaseInfo:
-        """Holder only: push lease_until to now + ttl. Raises LeaseHeld, LeaseNotHeld or
-        NoSuchTask."""
+        """Holder only: push lease_until to now + ttl. Raises LeaseHeld, LeaseNotHeld,
+        LeaseUnreadable or NoSuchTask."""
         holder = holder_of(actor, session)
 
         def _do() -> LeaseInfo:
             now = self.now()
             until = now + timedelta(minutes=ttl_minutes)
             cur = self.conn.execute(
-                "UPDATE tasks SET lease_until = ?, updated_at = ?"
-                " WHERE id = ? AND lease_holder = ?",
-                (format_sql_ts(until), format_sql_ts(now), task_id, holder),
+                "UPDATE tasks SET lease_until = :until"
+                + self._touch()
+                + " WHERE id = :id AND lease_holder = :h",
+                {
+                    "until": format_sql_ts(until),
+                    "now": format_sql_ts(now),
+                    "id": task_id,
+                    "h": holder,
+                },
             )
             if cur.rowcount == 1:
-                return LeaseInfo(task_id, holder, until, False)
-            current_holder, current_until = self._lease_row(task_id)
-            info = self._info(task_id, current_holder, current_until)
+                return LeaseInfo(task_id, holder, until, False, format_sql_ts(until))
+            info = self._info(task_id, *self._lease_row(task_id), now)
             if info.holder is None:
                 raise LeaseNotHeld(task_id)
-            raise LeaseHeld(task_id, info.holder, info.lease_until or now)
+            raise self._refuse(info, now)
 
         return self._retry(_do)
 
@@ -382,75 +525,118 @@ class MissionControl:
         holder = holder_of(actor, session)
 
         def _do() -> bool:
-            now = format_sql_ts(self.now())
-            if force:
-                cur = self.conn.execute(
-                    "UPDATE tasks SET lease_holder = NULL, lease_until = NULL, updated_at = ?"
-                    " WHERE id = ? AND lease_holder IS NOT NULL",
-                    (now, task_id),
-                )
-            else:
-                cur = self.conn.execute(
-                    "UPDATE tasks SET lease_holder = NULL, lease_until = NULL, updated_at = ?"
-                    " WHERE id = ? AND lease_holder = ?",
-                    (now, task_id, holder),
-                )
+            now = self.now()
+            guard = "lease_holder IS NOT NULL" if force else "lease_holder = :h"
+            cur = self.conn.execute(
+                "UPDATE tasks SET lease_holder = NULL, lease_until = NULL"
+                + self._touch()
+                + " WHERE id = :id AND "
+                + guard,
+                {"now": format_sql_ts(now), "id": task_id, "h": holder},
+            )
             if cur.rowcount == 1:
                 return True
-            current_holder, current_until = self._lease_row(task_id)
-            info = self._info(task_id, current_holder, current_until)
+            info = self._info(task_id, *self._lease_row(task_id), now)
             if info.holder is None:
                 return False
-            raise LeaseHeld(task_id, info.holder, info.lease_until or self.now())
+            raise self._refuse(info, now)
 
         return self._retry(_do)
 
+    # sweep -----------------------------------------------------------------------------------
+    # Leases in the canonical form compare correctly as text, so they are found through
+    # idx_tasks_lease_until; every other form (ISO with T, offsets, epoch numbers) compares
+    # wrongly as text ('T' > ' ', INTEGER < TEXT) and is read in Python instead. That second
+    # scan touches only non-canonical leased rows, which the fleet itself never writes.
+    _HELD = "lease_holder IS NOT NULL AND lease_holder != ''"
+    _CANONICAL = f"typeof(lease_until) = 'text' AND lease_until GLOB '{CANONICAL_GLOB}'"
+
+    def _foreign_leases(self) -> list[tuple[int, str, str, RawTs]]:
+        title = "title" if "title" in self._columns else "NULL"
+        return [
+            (int(r[0]), r[1] or "", r[2], r[3])
+            for r in self.conn.execute(
+                f"SELECT id, {title}, lease_holder, lease_until FROM tasks WHERE {self._HELD}"
+                f" AND lease_until IS NOT NULL AND lease_until != ''"
+                f" AND NOT ({self._CANONICAL})"
+            )
+        ]
+
     def lease_counts(self) -> tuple[int, int]:
-        """(held and live, held but expired) lease counts."""
+        """(held and live, held but expired) lease counts; unreadable leases are in neither
+        (``unreadable_leases`` lists them)."""
 
         def _do() -> tuple[int, int]:
-            now = format_sql_ts(self.now())
-            live = self.conn.execute(
-                "SELECT count(*) FROM tasks WHERE lease_holder IS NOT NULL AND lease_until > ?",
-                (now,),
-            ).fetchone()[0]
-            expired = self.conn.execute(
-                "SELECT count(*) FROM tasks WHERE lease_holder IS NOT NULL AND lease_until <= ?",
-                (now,),
-            ).fetchone()[0]
+            now = self.now()
+            counts = [
+                int(
+                    self.conn.execute(
+                        f"SELECT count(*) FROM tasks WHERE {self._HELD} AND lease_until {op} ?"
+                        f" AND {self._CANONICAL}",
+                        (format_sql_ts(now),),
+                    ).fetchone()[0]
+                )
+                for op in (">", "<=")
+            ]
+            live, expired = counts
+            for _id, _title, _holder, raw in self._foreign_leases():
+                try:
+                    until = parse_timestamp(raw)
+                except TimestampError:
+                    continue
+                if until > now:
+                    live += 1
+                else:
+                    expired += 1
             return int(live), int(expired)
 
         return self._retry(_do)
 
     def expired_leases(self, limit: int | None = None) -> list[ExpiredLease]:
-        """Leases past their expiry, oldest first (uses idx_tasks_lease_until)."""
+        """Leases past their expiry, oldest first (canonical rows through
+        idx_tasks_lease_until, other forms parsed here)."""
 
         def _do() -> list[ExpiredLease]:
             now = self.now()
             sql = (
-                "SELECT id, title, lease_holder, lease_until FROM tasks"
-                " WHERE lease_holder IS NOT NULL AND lease_until <= ? ORDER BY lease_until"
+                f"SELECT id, {'title' if 'title' in self._columns else 'NULL'}, lease_holder,"
+                f" lease_until FROM tasks WHERE {self._HELD} AND lease_until <= ?"
+                f" AND {self._CANONICAL} ORDER BY lease_until"
             )
             params: tuple[object, ...] = (format_sql_ts(now),)
             if limit is not None:
                 sql += " LIMIT ?"
                 params += (limit,)
+            rows = [
+                (int(r[0]), r[1] or "", r[2], r[3]) for r in self.conn.execute(sql, params)
+            ] + self._foreign_leases()
             out: list[ExpiredLease] = []
-            for task_id, title, holder, until in self.conn.execute(sql, params):
+            for task_id, title, holder, raw in rows:
                 try:
-                    until_dt = parse_ts(until)
-                except (ValueError, TypeError):
-                    continue  # foreign garbage: cannot be compared, never released by us
-                out.append(
-                    ExpiredLease(
-                        int(task_id),
-                        title or "",
-                        holder,
-                        until_dt,
-                        until,
-                        (now - until_dt).total_seconds(),
+                    until = parse_timestamp(raw)
+                except TimestampError:
+                    continue  # reported by unreadable_leases, never released
+                if until <= now:
+                    out.append(
+                        ExpiredLease(
+                            task_id, title, holder, until, raw, (now - until).total_seconds()
+                        )
                     )
-                )
+            out.sort(key=lambda lease: (lease.lease_until, lease.id))
+            return out if limit is None else out[:limit]
+
+        return self._retry(_do)
+
+    def unreadable_leases(self) -> list[UnreadableLease]:
+        """Held leases whose lease_until cannot be read: nobody can tell if they are live."""
+
+        def _do() -> list[UnreadableLease]:
+            out = []
+            for task_id, title, holder, raw in self._foreign_leases():
+                try:
+                    parse_timestamp(raw)
+                except TimestampError as exc:
+                    out.append(UnreadableLease(task_id, title, holder, raw, exc.reason))
             return out
 
         return self._retry(_do)
@@ -460,9 +646,15 @@ class MissionControl:
 
         def _do() -> bool:
             cur = self.conn.execute(
-                "UPDATE tasks SET lease_holder = NULL, lease_until = NULL, updated_at = ?"
-                " WHERE id = ? AND lease_holder = ? AND lease_until = ?",
-                (format_sql_ts(self.now()), lease.id, lease.holder, lease.raw_lease_until),
+                "UPDATE tasks SET lease_holder = NULL, lease_until = NULL"
+                + self._touch()
+                + " WHERE id = :id AND lease_holder = :h AND lease_until = :raw",
+                {
+                    "now": format_sql_ts(self.now()),
+                    "id": lease.id,
+                    "h": lease.holder,
+                    "raw": lease.raw_lease_until,
+                },
             )
             return cur.rowcount == 1
 

@@ -36,6 +36,8 @@ def db(tmp_path: Path) -> Path:
 def fleet(
     db: Path, env: dict[str, str], *args: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
+    # Never inherit who we are: the bare forms read $MC_ACTOR/$MC_SESSION.
+    env = {k: v for k, v in env.items() if k not in ("MC_ACTOR", "MC_SESSION")}
     return subprocess.run(
         [str(FLEET), "mc", *args, "--db", str(db)],
         env=env,
@@ -243,7 +245,8 @@ def test_claim_sweep_lists_and_auto_releases_expired_leases(
 
     r = fleet(db, fleet_env, "claim-sweep", "--json")
     assert r.returncode == 0, r.stderr
-    listed = json.loads(r.stdout)
+    listed = json.loads(r.stdout)["expired"]
+    assert json.loads(r.stdout)["unreadable"] == []
     assert [(e["id"], e["holder"], e["released"]) for e in listed] == [
         (1, "old:one", False),
         (2, "old:two", False),
@@ -262,13 +265,14 @@ def test_claim_sweep_lists_and_auto_releases_expired_leases(
 
     r = fleet(db, fleet_env, "claim-sweep", "--auto-release", "--json")
     assert r.returncode == 0, r.stderr
-    assert [(e["id"], e["released"]) for e in json.loads(r.stdout)] == [(1, True), (2, True)]
+    released = json.loads(r.stdout)["expired"]
+    assert [(e["id"], e["released"]) for e in released] == [(1, True), (2, True)]
     assert lease(db, 1) == (None, None)
     assert lease(db, 2) == (None, None)
     assert lease(db, 3)[0] == "live:s"
 
     r = fleet(db, fleet_env, "claim-sweep", "--json")
-    assert json.loads(r.stdout) == []
+    assert json.loads(r.stdout) == {"expired": [], "unreadable": []}
     r = fleet(db, fleet_env, "claim-sweep")
     assert r.stdout == "no expired leases\n"
 
