@@ -3,7 +3,10 @@
 expired leases by compare-and-set (a lease extended between read and write is never released).
 
 It must never write mission-control.db on a standby: there it opens the database read-only in
-spirit (no create, no migration) and ``auto_release`` refuses to start.
+spirit (no create, no migration) and ``auto_release`` refuses to start. It never changes the
+schema of an existing ``tasks`` table (mc.js owns it; ``fleet mc migrate`` is the operator's
+command); only on a primary with no database at all does it create a fresh one. A lease whose
+``lease_until`` cannot be read is alerted once per task and never released.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 
 from daemons.claim_sweeper.config import ClaimSweeperSection
 from daemons.claim_sweeper.manifest import MANIFEST
-from daemons.claim_sweeper.policy import alert_due, alert_message
+from daemons.claim_sweeper.policy import alert_due, alert_message, unreadable_message
 from shared.cycles import CycleResult
 from shared.daemon import Daemon, DaemonContext
 from shared.mission_control import MissionControl
@@ -42,9 +45,8 @@ class ClaimSweeper(Daemon[ClaimSweeperSection]):
         path = self.ctx.config.mission_control.db
         if not self.writable and not path.exists():
             return None
-        return MissionControl(
-            path, clock=self.ctx.clock, create=self.writable, migrate=self.writable
-        ).open()
+        fresh = self.writable and not path.exists()
+        return MissionControl(path, clock=self.ctx.clock, create=fresh, migrate=fresh).open()
 
     async def cycle(self) -> CycleResult:
         if self.store is None:
@@ -63,6 +65,7 @@ class ClaimSweeper(Daemon[ClaimSweeperSection]):
         try:
             held, expired_count = await asyncio.to_thread(store.lease_counts)
             expired = await asyncio.to_thread(store.expired_leases)
+            unreadable = await asyncio.to_thread(store.unreadable_leases)
         except Exception:
             # Reopen next cycle: the file may have been replaced (restore, promotion).
             await asyncio.to_thread(store.close)
@@ -94,7 +97,20 @@ class ClaimSweeper(Daemon[ClaimSweeperSection]):
                         released=did_release,
                     )
                 )
-        return CycleResult(detail={"held": held, "expired": expired_count, "released": released})
+        for bad in unreadable:
+            await self.ctx.notify(
+                unreadable_message(
+                    bad, channel=self.ctx.config.slack.ops_channel, host=self.ctx.config.fleet.host
+                )
+            )
+        return CycleResult(
+            detail={
+                "held": held,
+                "expired": expired_count,
+                "released": released,
+                "unreadable": len(unreadable),
+            }
+        )
 
     async def close(self) -> None:
         if self.store is not None:

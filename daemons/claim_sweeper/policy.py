@@ -6,10 +6,15 @@ is re-claimed and expires again alerts again, while the same expiry never alerts
 
 from __future__ import annotations
 
-from shared.mission_control import ExpiredLease, format_iso
+from shared.mission_control import ExpiredLease, UnreadableLease, format_iso
 from shared.notify import Message
 
-__all__ = ["alert_due", "alert_message", "describe_age"]
+__all__ = ["alert_due", "alert_message", "describe_age", "release_command", "unreadable_message"]
+
+
+def release_command(task_id: int) -> str:
+    """The operator's command for a stuck lease; it must run as written (no actor needed)."""
+    return f"fleet mc claim-release {task_id} --force"
 
 
 def alert_due(lease: ExpiredLease, alert_after_s: float) -> bool:
@@ -32,8 +37,7 @@ def alert_message(lease: ExpiredLease, *, channel: str, host: str, released: boo
     action = (
         "released by claim-sweeper"
         if released
-        else "still held; release with "
-        f"`fleet mc claim-release {lease.id} --force` if the holder is gone"
+        else f"still held; release with `{release_command(lease.id)}` if the holder is gone"
     )
     text = (
         f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {lease.holder} expired '
@@ -43,6 +47,25 @@ def alert_message(lease: ExpiredLease, *, channel: str, host: str, released: boo
         channel=channel,
         text=text,
         dedup_key=f"claim-expired:{lease.id}:{lease.holder}:{lease.raw_lease_until}",
+        kind="alert",
+        daemon="claim-sweeper",
+    )
+
+
+def unreadable_message(lease: UnreadableLease, *, channel: str, host: str) -> Message:
+    """One alert per task whose lease_until nobody can read (the dedup key names the exact
+    value, so the same value never alerts twice and a rewritten one alerts again)."""
+    title = lease.title.splitlines()[0][:120] if lease.title else "(untitled)"
+    text = (
+        f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {lease.holder} has an '
+        f"unreadable lease_until {lease.raw_lease_until!r} ({lease.reason}); it is never "
+        f"released automatically; release with `{release_command(lease.id)}` if the holder "
+        "is gone"
+    )
+    return Message(
+        channel=channel,
+        text=text,
+        dedup_key=f"claim-unreadable:{lease.id}:{lease.holder}:{lease.raw_lease_until}",
         kind="alert",
         daemon="claim-sweeper",
     )

@@ -279,3 +279,81 @@ def test_second_signal_exits_at_once(
         locker.execute("ROLLBACK")
         locker.close()
     assert code == 128 + signal.SIGTERM
+
+
+def _outbox(fleet_root: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(fleet_root / "state/outbox.db")
+    rows = conn.execute("SELECT dedup_key, text FROM outbox ORDER BY id").fetchall()
+    conn.close()
+    return [(str(k), str(t)) for k, t in rows]
+
+
+def _node_tasks(db: Path, leases: list[tuple[int, str, object]]) -> None:
+    """mc.js's table: its own NOT NULL column, lease_until DATETIME, no fleet bookkeeping."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, status TEXT DEFAULT"
+        " 'open', created_by TEXT NOT NULL, lease_holder TEXT, lease_until DATETIME)"
+    )
+    for task_id, holder, until in leases:
+        conn.execute(
+            "INSERT INTO tasks(id, title, created_by, lease_holder, lease_until)"
+            " VALUES (?, ?, 'mc.js', ?, ?)",
+            (task_id, f"task {task_id}", holder, until),
+        )
+    conn.commit()
+    conn.close()
+
+
+def test_the_alerts_release_command_works_as_written(
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
+) -> None:
+    """Why (issue 12): the #ops alert recommended `fleet mc claim-release <id> --force`, which
+    exited 64 (it demanded --actor and --session)."""
+    import re
+    import shlex
+    from datetime import UTC, datetime, timedelta
+
+    db = fleet_root / "databases/mission-control.db"
+    expired = datetime.now(UTC) - timedelta(hours=2)
+    _node_tasks(db, [(42, "pi-orch:s1", expired.strftime("%Y-%m-%dT%H:%M:%SZ"))])
+    res = run_fleet(["run", "claim-sweeper", "--once"], fleet_env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (alert,) = [text for key, text in _outbox(fleet_root) if key.startswith("claim-expired:42:")]
+    command = re.search(r"`(fleet mc claim-release [^`]*)`", alert)
+    assert command is not None, alert
+    argv = shlex.split(command.group(1))
+    env = {k: v for k, v in fleet_env.items() if k not in ("MC_ACTOR", "MC_SESSION")}
+    ran = run_fleet(argv[1:], env, tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT lease_holder, lease_until FROM tasks").fetchall() == [(None, None)]
+    conn.close()
+
+
+def test_unreadable_lease_alerts_once_per_task_and_is_never_released(
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
+) -> None:
+    db = fleet_root / "databases/mission-control.db"
+    _node_tasks(db, [(7, "john:abc123", "next tuesday"), (8, "a:1", 12345)])
+    conn = sqlite3.connect(db)
+    schema_before = conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    conn.close()
+    env = {**fleet_env, "FLEET_CLAIM_SWEEPER__AUTO_RELEASE": "true"}
+    for _ in range(2):
+        res = run_fleet(["run", "claim-sweeper", "--once"], env, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Traceback" not in res.stdout + res.stderr
+    alerts = [(k, t) for k, t in _outbox(fleet_root) if k.startswith("claim-unreadable:")]
+    assert [k.split(":")[1] for k, _ in alerts] == ["7", "8"]
+    assert "'next tuesday'" in alerts[0][1]
+    assert "`fleet mc claim-release 7 --force`" in alerts[0][1]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT id, lease_holder FROM tasks ORDER BY id").fetchall() == [
+        (7, "john:abc123"),
+        (8, "a:1"),
+    ]
+    # The sweeper adopts mc.js's table as it is: no columns, indexes or bookkeeping added.
+    assert conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema_before
+    conn.close()
