@@ -214,8 +214,8 @@ def mc_claim_release(
     db_path: str | None,
     config_path: str | None,
 ) -> None:
-    """Holder only (or --force, an operator's: no actor needed): clear the lease. Releasing a
-    free lease succeeds."""
+    """Clear the lease: the holder's, or any holder's with --force (the operator's command;
+    needs no actor). Releasing a free lease succeeds."""
     force = force or not _enforcing()
     if force:
         actor, session = actor or "", session or ""
