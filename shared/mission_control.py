@@ -18,12 +18,25 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from shared.clock import Clock
+from shared.leases import (
+    ExpiredLease,
+    LeaseHeld,
+    LeaseInfo,
+    LeaseNotHeld,
+    LeaseUnreadable,
+    MissingColumns,
+    NoSuchTask,
+    RawTs,
+    TaskRef,
+    TaskView,
+    UnreadableLease,
+    holder_of,
+)
 from shared.sqlite import (
     StoreError,
     add_missing_columns,
@@ -109,8 +122,6 @@ MIGRATIONS = [_migration_1]
 #: columns every lease verb needs; the rest of the fleet's columns are optional to them
 LEASE_COLUMNS = ("id", "lease_holder", "lease_until")
 
-RawTs = str | int | float
-
 
 def parse_ts(value: object) -> datetime:
     """Kept for callers of the old name: ``shared.timestamps.parse_timestamp``."""
@@ -128,154 +139,6 @@ def pending_schema_changes(conn: sqlite3.Connection) -> list[str]:
         if name not in indexes:
             out.append(f"CREATE INDEX {name}")
     return out
-
-
-class NoSuchTask(LookupError):
-    def __init__(self, task_id: int) -> None:
-        super().__init__(f"no such task: {task_id}")
-        self.task_id = task_id
-
-
-class LeaseHeld(Exception):
-    """The task is leased by someone else; the message is the protocol's stderr line."""
-
-    def __init__(self, task_id: int, holder: str, until: datetime) -> None:
-        self.task_id = task_id
-        self.holder = holder
-        self.until = until
-        super().__init__(f"Task {task_id} held by {holder} until {format_iso(until)}")
-
-
-class MissingColumns(StoreError):
-    """The shared ``tasks`` table lacks a column a verb needs; the fleet does not add it."""
-
-    def __init__(self, path: Path, table: str, columns: list[str]) -> None:
-        self.path, self.table, self.columns = path, table, columns
-        what = f"no table {table}" if columns == ["*"] else f"table {table} has no column "
-        if columns != ["*"]:
-            what += ", ".join(columns)
-        super().__init__(
-            f"{path}: {what}; the fleet does not change a shared schema on its own: "
-            f"`fleet mc migrate --db {path}` shows the change, `--apply` makes it"
-        )
-
-
-class LeaseUnreadable(Exception):
-    """The lease's ``lease_until`` cannot be read: nobody can tell whether it is still live."""
-
-    def __init__(self, task_id: int, holder: str, raw: object, reason: str) -> None:
-        self.task_id, self.holder, self.raw, self.reason = task_id, holder, raw, reason
-        super().__init__(
-            f"Task {task_id}: lease of {holder} has an unreadable lease_until {raw!r} ({reason});"
-            f" an operator can release it with `fleet mc claim-release {task_id} --force`"
-        )
-
-
-class LeaseNotHeld(Exception):
-    """extend on a task nobody holds: there is no lease to extend; claim it instead."""
-
-    def __init__(self, task_id: int) -> None:
-        self.task_id = task_id
-        super().__init__(f"Task {task_id} is not claimed; claim it first")
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    id: int
-    created: bool  # False: an existing task for the same (source, source_ref) was relinked
-
-
-@dataclass(frozen=True)
-class LeaseInfo:
-    id: int
-    holder: str | None
-    lease_until: datetime | None
-    expired: bool
-    raw_lease_until: RawTs | None = None
-    unreadable: str | None = None  # why lease_until could not be read (then expired is False)
-
-    def to_json(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "id": self.id,
-            "holder": self.holder,
-            "lease_until": format_iso(self.lease_until) if self.lease_until else None,
-            "expired": self.expired,
-        }
-        if self.unreadable is not None:
-            doc["lease_until_raw"] = self.raw_lease_until
-            doc["unreadable"] = self.unreadable
-        return doc
-
-
-@dataclass(frozen=True)
-class TaskView:
-    """What Mehanik reads from ``show <id> --json``."""
-
-    id: int
-    title: str | None
-    status: str | None
-    lease_holder: str | None
-    lease_until: datetime | None
-    raw_lease_until: RawTs | None
-    unreadable: str | None
-
-    def to_json(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "id": self.id,
-            "title": self.title,
-            "status": self.status,
-            "lease_holder": self.lease_holder,
-            "lease_until": (
-                format_iso(self.lease_until) if self.lease_until else self.raw_lease_until
-            ),
-        }
-        if self.unreadable is not None:
-            doc["lease_until_error"] = self.unreadable
-        return doc
-
-
-@dataclass(frozen=True)
-class UnreadableLease:
-    """A held lease whose lease_until no parser can read: reported, never released by a sweep."""
-
-    id: int
-    title: str
-    holder: str
-    raw_lease_until: RawTs | None
-    reason: str
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "holder": self.holder,
-            "lease_until_raw": self.raw_lease_until,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class ExpiredLease:
-    id: int
-    title: str
-    holder: str
-    lease_until: datetime
-    raw_lease_until: RawTs  # exactly as stored (type too): the CAS release compares against it
-    expired_for_s: float
-
-    def to_json(self, released: bool) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "holder": self.holder,
-            "lease_until": format_iso(self.lease_until),
-            "expired_for_s": round(self.expired_for_s, 1),
-            "released": released,
-        }
-
-
-def holder_of(actor: str, session: str) -> str:
-    return f"{actor}:{session}"
 
 
 class MissionControl:
