@@ -137,6 +137,7 @@ def _after_ingest_push(email: Email, inputs: TriageInputs, out: Triage) -> None:
         return
     # Not a task by our rules (or the LLM would be asked), but the CEO was already pinged:
     # a push without a task is exactly how a partner's mail sat 72 h.
+    out.trace.append("not a task by our rules, but pushed: task anyway (ingest_pushed)")
     partner_tier = email.partner_tier
     out.decision = replace(
         _task_decision(

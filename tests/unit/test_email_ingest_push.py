@@ -76,6 +76,7 @@ def test_ingest_pushed_row_of_no_known_sender_still_gets_a_task() -> None:
         "ingest",
     )
     assert d.decision.creates_task and d.decision.push_text is None
+    assert d.trace[-1].startswith("not a task by our rules, but pushed")
 
 
 def test_ingest_pushed_phishing_is_still_quarantined() -> None:
