@@ -1,15 +1,20 @@
 """The HiveMind notification sink: delivers outbox rows with ``sink="hivemind"`` as a row in
-hivemind.db ``messages(id, ts, source, topic, severity, body)`` or, when ``hivemind_url`` is
+hivemind.db ``messages`` (``ts, source, topic, severity, body``) or, when ``hivemind_url`` is
 set, as a JSON POST to it.
 
 Settings come from ``[blueprint_watchdog]`` (``hivemind_db``, ``hivemind_url``,
-``hivemind_token``/``hivemind_token_file``, ``hivemind_timeout_s``). The table is created if
-missing (versioned in ``fleet_schema``); an existing one only gets the columns it lacks, plus
-``fleet_dedup_key`` with a partial unique index so a row re-sent after a crash is written
-once. The DB is replicated from the primary, so on a standby the DB mode reports itself
-unavailable and the outbox holds its rows. Failures raise ``SinkError``: retryable for a
-locked/corrupt DB, connection errors, timeouts, 408/429/5xx and auth errors (a rotated token
-must hold messages, not kill them); permanent for other 4xx. It must never log the token.
+``hivemind_token``/``hivemind_token_file``, ``hivemind_timeout_s``). ``messages`` belongs to
+HiveMind: it is created only when missing, and an existing one is never altered. Each send reads
+its live schema (PRAGMA table_info), fills the columns of ours it has, and refuses (permanent
+``schema_mismatch``, naming the table and columns) when it lacks ``body`` or has a NOT NULL
+column without default that the fleet does not fill. The fleet's own bookkeeping, the table
+``fleet_hivemind_sent`` (dedup key -> rowid, written in the message's transaction), makes a row
+re-sent after a crash land once. An insert that changed no row (a conflicting row, a trigger
+that ignores it) is a failed send, never a sent one. The DB is replicated from the primary, so
+on a standby the DB mode reports itself unavailable and the outbox holds its rows. Failures
+raise ``SinkError``: retryable for a locked/corrupt DB, connection errors, timeouts,
+408/429/5xx and auth errors (a rotated token must hold messages, not kill them); permanent for
+other 4xx and for a table the fleet cannot write. It must never log the token.
 """
 
 from __future__ import annotations
@@ -25,20 +30,16 @@ from shared.notify import OutboxRow, SinkError
 __all__ = ["COMPONENT", "HiveMindSink"]
 
 COMPONENT = "hivemind_sink"
-MESSAGE_COLUMNS: list[tuple[str, str]] = [
-    ("ts", "TEXT"),
-    ("source", "TEXT"),
-    ("topic", "TEXT"),
-    ("severity", "TEXT"),
-    ("body", "TEXT"),
-    ("fleet_dedup_key", "TEXT"),
-]
+#: the columns the fleet fills, in the order of ``message_fields``; only ``body`` is required
+FILLED_COLUMNS = ("ts", "source", "topic", "severity", "body")
+REQUIRED_COLUMNS = frozenset({"body"})
+DEDUP_COLUMN = "fleet_dedup_key"  # on tables an earlier fleet created or extended
 SEVERITIES = frozenset({"info", "warning", "critical"})
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
-    from shared.sqlite import add_missing_columns
-
+    # Only when HiveMind has no messages table at all (a fresh machine). An earlier version
+    # also added columns and an index to an existing table; that is HiveMind's schema, not ours.
     conn.execute(
         "CREATE TABLE IF NOT EXISTS messages ("
         " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -49,14 +50,50 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         " body TEXT NOT NULL,"
         " fleet_dedup_key TEXT)"
     )
-    add_missing_columns(conn, "messages", MESSAGE_COLUMNS)
+
+
+def _migration_2(conn: sqlite3.Connection) -> None:
     conn.execute(
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_messages_fleet_dedup_key"
-        " ON messages(fleet_dedup_key) WHERE fleet_dedup_key IS NOT NULL"
+        "CREATE TABLE IF NOT EXISTS fleet_hivemind_sent ("
+        " dedup_key TEXT PRIMARY KEY, message_rowid INTEGER NOT NULL, sent_at TEXT NOT NULL)"
     )
 
 
-MIGRATIONS = [_migration_1]
+MIGRATIONS = [_migration_1, _migration_2]
+
+
+class _SchemaMismatch(Exception):
+    """``messages`` is laid out so that the fleet cannot write a complete row."""
+
+
+def _insert_plan(table_info: list[tuple[Any, ...]]) -> tuple[str, ...]:
+    """The columns to fill, from ``PRAGMA table_info(messages)`` rows (cid, name, type,
+    notnull, dflt_value, pk); raise ``_SchemaMismatch`` naming the columns when the table lacks
+    a required one or has a NOT NULL column without default that the fleet does not fill."""
+    if not table_info:
+        raise _SchemaMismatch("hivemind.db has no messages table")
+    names = [str(r[1]) for r in table_info]
+    missing = sorted(REQUIRED_COLUMNS - set(names))
+    if missing:
+        raise _SchemaMismatch(f"messages lacks required column(s) {', '.join(missing)}")
+    ours = set(FILLED_COLUMNS) | {DEDUP_COLUMN}
+    rowid_alias = [r for r in table_info if r[5]]
+    alias = (
+        str(rowid_alias[0][1])
+        if len(rowid_alias) == 1 and str(rowid_alias[0][2]).upper() == "INTEGER"
+        else None
+    )
+    unfilled = [
+        str(r[1])
+        for r in table_info
+        if r[3] and r[4] is None and str(r[1]) not in ours and str(r[1]) != alias
+    ]
+    if unfilled:
+        raise _SchemaMismatch(
+            f"messages has NOT NULL column(s) without default that the fleet does not fill: "
+            f"{', '.join(unfilled)}"
+        )
+    return tuple(c for c in (*FILLED_COLUMNS, DEDUP_COLUMN) if c in names)
 
 
 def _iso(ts: float) -> str:
@@ -129,23 +166,55 @@ class HiveMindSink:
             if not self._migrated:
                 apply_migrations(conn, COMPONENT, MIGRATIONS)
                 self._migrated = True
-            conn.execute(
-                "INSERT OR IGNORE INTO messages(ts, source, topic, severity, body,"
-                " fleet_dedup_key) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    fields["ts"],
-                    fields["source"],
-                    fields["topic"],
-                    fields["severity"],
-                    fields["body"],
-                    fields["dedup_key"],
-                ),
-            )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_once(conn, fields)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except _SchemaMismatch as exc:
+            raise SinkError(
+                "schema_mismatch", permanent=True, detail=f"{self._db}: {exc}"
+            ) from None
+        except sqlite3.IntegrityError as exc:
+            # A UNIQUE/CHECK/NOT NULL constraint of HiveMind's: the same row fails every time.
+            raise SinkError(
+                "not_written", permanent=True, detail=f"{self._db} messages: {exc}"
+            ) from None
         except sqlite3.Error as exc:
             reason = "db_busy" if is_busy(exc) else "db_error"
             raise SinkError(reason, detail=f"{self._db}: {exc}") from None
         finally:
             conn.close()
+
+    def _insert_once(self, conn: sqlite3.Connection, fields: dict[str, str]) -> None:
+        """Write one message unless its dedup key was written before (inside a transaction)."""
+        key = fields["dedup_key"]
+        if conn.execute("SELECT 1 FROM fleet_hivemind_sent WHERE dedup_key = ?", (key,)).fetchone():
+            return
+        columns = _insert_plan(conn.execute("PRAGMA table_info(messages)").fetchall())
+        if (
+            DEDUP_COLUMN in columns
+            and conn.execute(f"SELECT 1 FROM messages WHERE {DEDUP_COLUMN} = ?", (key,)).fetchone()
+        ):
+            return  # written by a version before the fleet_hivemind_sent table
+        values = [key if c == DEDUP_COLUMN else fields[c] for c in columns]
+        cur = conn.execute(
+            f"INSERT INTO messages({', '.join(columns)})"
+            f" VALUES ({', '.join('?' for _ in columns)})",
+            values,
+        )
+        if cur.rowcount != 1:  # e.g. a BEFORE INSERT trigger that RAISE(IGNORE)s it
+            raise SinkError(
+                "not_written",
+                permanent=True,
+                detail=f"{self._db} messages: the insert changed no row",
+            )
+        conn.execute(
+            "INSERT INTO fleet_hivemind_sent(dedup_key, message_rowid, sent_at) VALUES (?, ?, ?)",
+            (key, cur.lastrowid, _iso(time.time())),
+        )
 
     # HTTP ----------------------------------------------------------------------------------
     def _get_client(self) -> Any:

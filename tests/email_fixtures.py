@@ -57,6 +57,8 @@ class Case:
     status: str = "new"
     age_h: float = 1.0
     mc_task_id: int | None = None
+    reactor_pushed_at: str | None = None  # set: email-agent.js's ingest already pushed it
+    partner_tier: int | None = None  # what the ingest's setPartnerTier wrote
     decided: bool = True  # False: must never be picked up at all
     pushed: bool = False  # a #ceo push is expected
 
@@ -377,6 +379,11 @@ def create_inbox(path: Path, cases: list[Case], now: datetime | None = None) -> 
         " 'Re: catching up', 'hi', '[]', '{}', 'OWN', 'sent', ?)",
         (sql_ts(now - timedelta(days=20)),),
     )
+    if any(c.reactor_pushed_at or c.partner_tier is not None for c in cases):
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(emails)")}
+        for name, decl in (("partner_tier", "INTEGER DEFAULT 0"), ("reactor_pushed_at", "TEXT")):
+            if name not in columns:  # as email-agent.js's schema additions have them
+                conn.execute(f"ALTER TABLE emails ADD COLUMN {name} {decl}")
     ids: dict[str, int] = {}
     for i, case in enumerate(cases):
         attachments = (
@@ -403,6 +410,11 @@ def create_inbox(path: Path, cases: list[Case], now: datetime | None = None) -> 
             ),
         )
         ids[case.name] = int(cur.lastrowid or 0)
+        if case.reactor_pushed_at or case.partner_tier is not None:
+            conn.execute(
+                "UPDATE emails SET reactor_pushed_at = ?, partner_tier = ? WHERE id = ?",
+                (case.reactor_pushed_at, case.partner_tier or 0, ids[case.name]),
+            )
     conn.commit()
     conn.close()
     return ids

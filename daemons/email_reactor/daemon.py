@@ -348,7 +348,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 action = EmailAction.RELINKED_VIA_DEDUP
         final = replace(decision, action=action)
         push_key = f"email:{email.id}" if decision.push_text else None
-        inserted = await self.store.record(
+        recorded = await self.store.record(
             email,
             final,
             mc_task_id=mc_task_id,
@@ -356,10 +356,10 @@ class EmailReactor(Daemon[EmailReactorSection]):
             sender_hash=sender,
             push_key=push_key,
         )
-        if not inserted:
+        if not recorded.inserted:
             return  # decided by an earlier run; its effects are already recorded
         self.m_decisions.labels(action, decision.source).inc()
-        if push_key and decision.push_text and pushes[0] > 0:
+        if recorded.push and push_key and decision.push_text and pushes[0] > 0:
             await self._enqueue_push(
                 email.id, push_key, decision.push_channel or "", decision.push_text
             )

@@ -8,7 +8,7 @@ Message texts are built here so the daemon only performs side effects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from daemons.email_reactor.actions import EmailAction
@@ -106,14 +106,58 @@ def _push_text(email: Email, why: str) -> str:
 
 
 def triage(email: Email, inputs: TriageInputs) -> Triage:
-    s = inputs.settings
-    out = Triage(decision=None)
-    if email.mc_task_id is not None or email.reactor_pushed_at:
-        out.trace.append("already handled by the previous reactor (mc_task_id/reactor_pushed_at)")
+    """The decision for one email (None: ask the LLM). A row the ingest path already pushed
+    (``reactor_pushed_at`` set, no ``mc_task_id``) still gets its task, never a second push:
+    taking the push for "handled" left a partner's mail without a task (the founding
+    incident's failure class)."""
+    if email.mc_task_id is not None:
+        out = Triage(decision=None)
+        out.trace.append(f"already has Mission Control task #{email.mc_task_id}")
         out.decision = Decision(
             EmailAction.RELINKED_VIA_DEDUP, "handled_by_previous_reactor", "legacy"
         )
         return out
+    out = _triage_new(email, inputs)
+    if email.reactor_pushed_at:
+        _after_ingest_push(email, inputs, out)
+    return out
+
+
+def _after_ingest_push(email: Email, inputs: TriageInputs, out: Triage) -> None:
+    """Adjust ``out`` for a row the ingest path pushed: keep (or make) the task, drop the push.
+    A quarantine still wins: the push cannot be taken back, but no task is made for phishing."""
+    out.trace.append(
+        f"pushed by the ingest path at {email.reactor_pushed_at}: task only, no second push"
+    )
+    decision = out.decision
+    if decision is not None and decision.action is EmailAction.SECURITY_QUARANTINE:
+        return
+    if decision is not None and decision.creates_task:
+        out.decision = replace(decision, push_channel=None, push_text=None)
+        return
+    # Not a task by our rules (or the LLM would be asked), but the CEO was already pinged:
+    # a push without a task is exactly how a partner's mail sat 72 h.
+    out.trace.append("not a task by our rules, but pushed: task anyway (ingest_pushed)")
+    partner_tier = email.partner_tier
+    out.decision = replace(
+        _task_decision(
+            email,
+            inputs,
+            action=EmailAction.LINKED,
+            reason="ingest_pushed",
+            source="ingest",
+            push_text="",
+            tier=partner_tier,
+            priority="critical" if partner_tier else "high",
+        ),
+        push_channel=None,
+        push_text=None,
+    )
+
+
+def _triage_new(email: Email, inputs: TriageInputs) -> Triage:
+    s = inputs.settings
+    out = Triage(decision=None)
     partner = match_partner(email.from_addr, inputs.partners)
     out.partner = partner
     out.trace.append(

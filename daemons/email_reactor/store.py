@@ -28,7 +28,7 @@ from shared.sqlite import (
     table_columns,
 )
 
-__all__ = ["Decision", "DigestRow", "InboxStore", "StoredDecision"]
+__all__ = ["Decision", "DigestRow", "InboxStore", "Recorded", "StoredDecision"]
 
 COMPONENT = "email_reactor"
 EMAIL_COLUMNS = (
@@ -135,6 +135,14 @@ class Decision:
     task_title: str = ""
     task_description: str = ""
     priority: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What ``InboxStore.record`` committed."""
+
+    inserted: bool  # False: decided earlier; nothing changed
+    push: bool  # a push is owed (its key stored); False also when the ingest path pushed
 
 
 @dataclass(frozen=True)
@@ -303,15 +311,25 @@ class InboxStore(AsyncDatabase):
         decided_at: str,
         sender_hash: str,
         push_key: str | None,
-    ) -> bool:
+    ) -> Recorded:
         """Commit a decision (and write the task id back to ``emails``) in one transaction.
-        False if the email was already decided (nothing changes)."""
+        ``inserted`` False: the email was already decided (nothing changes). ``push`` False:
+        no push is owed, also when the ingest path set ``reactor_pushed_at`` since the row
+        was read (it pushed the mail itself; a second push would double it)."""
 
-        async def _do() -> bool:
+        async def _do() -> Recorded:
             async with self._lock:
                 db = self.db
                 await db.execute("BEGIN IMMEDIATE")
                 try:
+                    key, channel, text = push_key, decision.push_channel, decision.push_text
+                    if key is not None:
+                        cur = await db.execute(
+                            "SELECT 1 FROM emails WHERE id = ? AND reactor_pushed_at IS NOT NULL",
+                            (email.id,),
+                        )
+                        if await cur.fetchone() is not None:
+                            key = channel = text = None
                     cur = await db.execute(
                         "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
                         " mc_task_id, decided_at, sender_hash, push_key, push_channel, push_text)"
@@ -324,9 +342,9 @@ class InboxStore(AsyncDatabase):
                             mc_task_id,
                             decided_at,
                             sender_hash,
-                            push_key,
-                            decision.push_channel,
-                            decision.push_text,
+                            key,
+                            channel,
+                            text,
                         ),
                     )
                     inserted = cur.rowcount == 1
@@ -340,7 +358,7 @@ class InboxStore(AsyncDatabase):
                         "DELETE FROM reactor_llm_attempts WHERE email_id = ?", (email.id,)
                     )
                     await db.execute("COMMIT")
-                    return inserted
+                    return Recorded(inserted, inserted and key is not None)
                 except BaseException:
                     await db.execute("ROLLBACK")
                     raise
@@ -385,10 +403,13 @@ class InboxStore(AsyncDatabase):
         return _stored(rows[0]) if rows else None
 
     async def deferred_pushes(self, limit: int) -> list[tuple[int, str, str, str]]:
-        """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first."""
+        """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first;
+        not those the ingest path pushed meanwhile (``reactor_pushed_at`` set)."""
         rows = await self._fetchall(
-            "SELECT email_id, push_key, push_channel, push_text FROM reactor_decisions"
-            " WHERE push_key IS NOT NULL AND push_enqueued_at IS NULL ORDER BY email_id LIMIT ?",
+            "SELECT d.email_id, d.push_key, d.push_channel, d.push_text FROM reactor_decisions d"
+            " JOIN emails e ON e.id = d.email_id WHERE d.push_key IS NOT NULL"
+            " AND d.push_enqueued_at IS NULL AND e.reactor_pushed_at IS NULL"
+            " ORDER BY d.email_id LIMIT ?",
             (limit,),
         )
         return [(int(r[0]), r[1], r[2], r[3]) for r in rows]

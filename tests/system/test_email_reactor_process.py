@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from shared.mission_control import MissionControl
 from tests.conftest import run_fleet
 from tests.email_fixtures import (
     CASES,
     CORRESPONDENTS,
     PARTNERS,
+    Case,
     add_bulk,
     create_inbox,
     fixture_answer,
@@ -338,3 +340,69 @@ def test_audit_counts_by_action(world, fleet_root: Path, tmp_path: Path) -> None
         "security_quarantine",
         "relinked_via_dedup",
     }
+
+
+INGEST_PUSHED = [
+    Case(
+        "partner pushed by the ingest path",
+        "linked",
+        "strategic_partner",
+        "override",
+        from_addr="partner.one@example.com",
+        from_name="Petra Partner",
+        subject="SEO partnership",
+        reactor_pushed_at="2026-11-23T10:00:05.000Z",
+        partner_tier=1,
+    ),
+    Case(
+        "ingest-pushed, crash after the task was created",
+        "relinked_via_dedup",
+        "strategic_partner",
+        "override",
+        from_addr="ceo@snow.example.org",
+        from_name="Snow CEO",
+        reactor_pushed_at="2026-11-23T10:00:06.000Z",
+        partner_tier=1,
+    ),
+    Case(
+        "unpushed partner",
+        "linked",
+        "strategic_partner",
+        "override",
+        from_addr="vip@gmail.com",
+        from_name="Vera Vip",
+        pushed=True,
+    ),
+]
+
+
+def test_ingest_pushed_partner_mail_gets_one_task_and_no_second_push(  # type: ignore[no-untyped-def]
+    world, fleet_root: Path, tmp_path: Path
+) -> None:
+    """Why-bullet: a partner's ACTION mail pushed by email-agent.js (reactor_pushed_at set,
+    mc_task_id NULL) was taken as handled: a push but no task (the founding incident)."""
+    env, _llm, _paperless, slack = world
+    inbox = fleet_root / "databases/email-inbox.db"
+    ids = create_inbox(inbox, INGEST_PUSHED)
+    crashed = ids["ingest-pushed, crash after the task was created"]
+    # A run killed between creating the task and committing its decision left this task.
+    with MissionControl(fleet_root / "databases/mission-control.db").open() as mc:
+        mc.create_task("Email from Snow CEO", source="email", source_ref=str(crashed))
+    for _ in range(2):  # the second run must add nothing
+        res = once(env, tmp_path)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+        got = decisions(fleet_root)
+        for case in INGEST_PUSHED:
+            action, reason, source, task = got[ids[case.name]]
+            assert (action, reason, source) == (case.action, case.reason, case.source), case.name
+            assert task is not None, case.name
+        refs = Counter(int(t[2]) for t in mc_tasks(fleet_root) if t[1] == "email")
+        assert refs == Counter(ids.values()), "exactly one task per email"
+        ceo = slack.texts("#ceo")
+        assert len(ceo) == 1 and ceo[0].startswith("[TIER-2 PARTNER] Vera Vip"), ceo
+    with sqlite3.connect(inbox) as conn:
+        rows = dict(conn.execute("SELECT id, mc_task_id FROM emails").fetchall())
+        pushed = dict(conn.execute("SELECT id, reactor_pushed_at FROM emails").fetchall())
+    conn.close()
+    assert all(rows[i] is not None for i in ids.values())
+    assert pushed[ids["partner pushed by the ingest path"]] == "2026-11-23T10:00:05.000Z"

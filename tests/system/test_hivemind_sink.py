@@ -1,5 +1,5 @@
 """The HiveMind sink: rows in a real hivemind.db (created, migrated, idempotent, never
-clobbering a foreign table) and JSON POSTs to a fake HiveMind on 127.0.0.1 with every fault
+altering a foreign table) and JSON POSTs to a fake HiveMind on 127.0.0.1 with every fault
 classified as the outbox expects (retry vs permanent, Retry-After)."""
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ async def test_db_mode_creates_table_and_writes_once(tmp_path: Path) -> None:
         version = conn.execute(
             "SELECT version FROM fleet_schema WHERE component = 'hivemind_sink'"
         ).fetchone()
-    assert version == (1,)
+    assert version == (2,)
     await sink.close()
 
 
-async def test_existing_foreign_table_only_gains_columns(tmp_path: Path) -> None:
+async def test_existing_foreign_table_is_written_never_altered(tmp_path: Path) -> None:
     db = tmp_path / "hivemind.db"
     with sqlite3.connect(db) as conn:
         conn.execute(
@@ -82,15 +82,39 @@ async def test_existing_foreign_table_only_gains_columns(tmp_path: Path) -> None
         conn.execute(
             "INSERT INTO messages(ts, source, body, agent_note) VALUES ('t', 's', 'b', 'mine')"
         )
+        before = conn.execute("PRAGMA table_info(messages)").fetchall()
     await HiveMindSink(db=db).send(row())
     with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT source, topic, severity, body, agent_note FROM messages ORDER BY id"
-        ).fetchall()
-    assert rows == [
-        ("s", None, None, "b", "mine"),
-        ("blueprint-watchdog", "blueprint-liveness", "warning", "3 blueprints stale", None),
-    ]
+        rows = conn.execute("SELECT source, body, agent_note FROM messages ORDER BY id").fetchall()
+        after = conn.execute("PRAGMA table_info(messages)").fetchall()
+        indexes = conn.execute("PRAGMA index_list(messages)").fetchall()
+    assert rows == [("s", "b", "mine"), ("blueprint-watchdog", "3 blueprints stale", None)]
+    assert after == before and indexes == []  # the fleet's bookkeeping is in its own table
+
+
+async def test_rows_an_earlier_version_wrote_are_not_written_again(tmp_path: Path) -> None:
+    """A table the fleet created before fleet_hivemind_sent existed: its fleet_dedup_key
+    still makes a resend a no-op."""
+    db = tmp_path / "hivemind.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL,"
+            " source TEXT NOT NULL, topic TEXT NOT NULL, severity TEXT NOT NULL,"
+            " body TEXT NOT NULL, fleet_dedup_key TEXT)"
+        )
+        conn.execute(
+            "CREATE UNIQUE INDEX idx_messages_fleet_dedup_key ON messages(fleet_dedup_key)"
+            " WHERE fleet_dedup_key IS NOT NULL"
+        )
+        conn.execute(
+            "INSERT INTO messages(ts, source, topic, severity, body, fleet_dedup_key)"
+            " VALUES ('t', 's', 'c', 'warning', 'b', 'k1')"
+        )
+    await HiveMindSink(db=db).send(row())
+    await HiveMindSink(db=db).send(row("k2"))
+    with sqlite3.connect(db) as conn:
+        keys = conn.execute("SELECT fleet_dedup_key FROM messages ORDER BY id").fetchall()
+    assert keys == [("k1",), ("k2",)]
 
 
 async def test_bad_db_is_a_retryable_error(tmp_path: Path) -> None:
