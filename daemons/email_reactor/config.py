@@ -205,6 +205,12 @@ class EmailReactorSection(DaemonSection):
     )
     timezone: str = Field("Europe/Oslo", description="timezone of digest_time and the day")
     digest_min_age_h: float = Field(6.0, ge=0, description="unanswered longer than this: digest")
+    stale_after_h: float = Field(
+        6.0,
+        gt=0,
+        description="an ACTION email undecided, or a partner email without task or push, longer "
+        "than this: one #ceo message per email",
+    )
     audit_max_bytes: int = Field(20_000_000, gt=0, description="rotate audit JSONL at this size")
     audit_keep: int = Field(10, ge=1, description="rotated audit files kept")
     security: SecurityRules = Field(default_factory=SecurityRules)

@@ -30,6 +30,7 @@ from daemons.email_reactor.paperless import PaperlessClient, PaperlessError
 from daemons.email_reactor.pipeline import (
     TriageInputs,
     llm_decision,
+    stale_text,
     triage,
     unreachable_decision,
 )
@@ -70,6 +71,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
         self.m_backlog = metrics.gauge("fleet_email_backlog")
         self.m_oldest = metrics.gauge("fleet_email_oldest_undecided_age_seconds")
         self.m_paperless_errors = metrics.counter("fleet_email_paperless_errors_total")
+        self.m_stale = metrics.gauge("fleet_email_stale")
+        self.m_stale_alerts = metrics.counter("fleet_email_stale_alerts_total")
 
     # paths ---------------------------------------------------------------------------------
     @property
@@ -265,6 +268,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         if llm_work is not None:
             await llm_work
         if not self.ctx.dry_run:
+            await self._alert_stale(now)
             await self._maybe_digest(now)
         count, oldest = await self.store.backlog(self._since(now))
         self.m_backlog.set(count)
@@ -410,6 +414,40 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 await self.store.mark_pushed(
                     email_id, datetime.fromtimestamp(delivered[key], UTC).isoformat()
                 )
+
+    async def _alert_stale(self, now: float) -> None:
+        """One #ceo message per email nobody acts on past ``stale_after_h`` (the founding
+        incident: a partner's mail sat 72 h). Remembered in ``reactor_stale_alerts``; the
+        outbox dedup key ``email-stale:<id>`` covers a crash between enqueue and mark."""
+        assert self.store is not None
+        cutoff = _sql_now(now - self.s.stale_after_h * 3600)
+        stale = await self.store.stale_emails(self._since(now), cutoff)
+        self.m_stale.set(len(stale))
+        alerted = await self.store.stale_alerted([e.id for e in stale])
+        budget = self.s.pushes_per_cycle
+        for email in stale:
+            if email.id in alerted:
+                continue
+            if budget <= 0:
+                break  # the rest next cycle
+            budget -= 1
+            try:
+                created = datetime.fromisoformat(email.created_at).replace(tzinfo=UTC)
+                age_h = (now - created.timestamp()) / 3600
+            except ValueError:
+                age_h = self.s.stale_after_h
+            await self.ctx.notify(
+                Message(
+                    channel=self.ctx.config.slack.ceo_channel,
+                    text=stale_text(email, age_h),
+                    dedup_key=f"email-stale:{email.id}",
+                    kind="push",
+                    daemon=self.name,
+                )
+            )
+            await self.store.mark_stale_alerted(email.id, _sql_now(self.ctx.clock()))
+            self.m_stale_alerts.inc()
+            self.log.warning("stale email sent to #ceo", email_id=email.id, age_h=round(age_h, 1))
 
     # LLM -------------------------------------------------------------------------------------
     async def _classify_all(

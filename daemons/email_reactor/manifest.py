@@ -74,6 +74,16 @@ MANIFEST = DaemonManifest(
             "Age of the oldest undecided new email (0: none)",
         ),
         metric(
+            "fleet_email_stale",
+            "gauge",
+            "ACTION emails undecided, or partner emails without task or push, past stale_after_h",
+        ),
+        metric(
+            "fleet_email_stale_alerts_total",
+            "counter",
+            "#ceo messages sent for stale emails (one per email, ever)",
+        ),
+        metric(
             "fleet_email_paperless_errors_total",
             "counter",
             "Paperless lookups that failed (DB fallback used)",

@@ -31,6 +31,7 @@ __all__ = [
     "TriageInputs",
     "llm_decision",
     "slack_escape",
+    "stale_text",
     "triage",
     "unreachable_decision",
 ]
@@ -252,3 +253,16 @@ def unreachable_decision(email: Email, inputs: TriageInputs) -> Decision:
             push_text=_push_text(email, "LLM unreachable, sent to be safe"),
         )
     return Decision(EmailAction.LLM_NO, "llm_unavailable", "llm")
+
+
+def stale_text(email: Email, age_h: float) -> str:
+    """The #ceo message for an email nobody acts on (``stale_after_h``)."""
+    if email.partner_tier and email.mc_task_id is None and not email.reactor_pushed_at:
+        why = f"tier-{email.partner_tier} partner mail with no task and no push"
+    else:
+        why = "ACTION mail still undecided"
+    return (
+        f"[EMAIL WAITING {int(age_h)} h] {_sender_label(email)} emailed "
+        f"{slack_escape(email.account, 80)} — {slack_escape(email.subject)} ({why}). "
+        f"Email #{email.id}: `fleet email explain {email.id}`"
+    )

@@ -3,8 +3,9 @@
 ``emails`` belongs to the ingesting agent: the reactor creates it only when missing (a fresh
 machine) and otherwise adds just what it owns — columns ``partner_tier`` and
 ``reactor_pushed_at``, its indexes, and the tables ``reactor_decisions`` (the source of truth:
-an email is decided once, ever) and ``reactor_llm_attempts``. Columns another version of the
-inbox lacks are read as NULL, never added. Nothing here drops or rewrites foreign data.
+an email is decided once, ever), ``reactor_llm_attempts`` and ``reactor_stale_alerts``.
+Columns another version of the inbox lacks are read as NULL, never added. Nothing here drops
+or rewrites foreign data.
 """
 
 from __future__ import annotations
@@ -118,7 +119,14 @@ def _has_index_on(conn: sqlite3.Connection, table: str, prefix: tuple[str, ...])
     return False
 
 
-MIGRATIONS = [_migration_1]
+def _migration_2(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS reactor_stale_alerts ("
+        " email_id INTEGER PRIMARY KEY, alerted_at TEXT NOT NULL)"
+    )
+
+
+MIGRATIONS = [_migration_1, _migration_2]
 
 
 @dataclass(frozen=True)
@@ -458,6 +466,48 @@ class InboxStore(AsyncDatabase):
             " AND coalesce(e.classification, '') != 'OWN' AND NOT EXISTS"
             " (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)",
             (EmailAction.SKIPPED_CUTOVER, decided_at, before),
+        )
+
+    async def stale_emails(self, since: str, cutoff: str, limit: int = 1000) -> list[Email]:
+        """Mail created between ``since`` and ``cutoff`` (SQLite UTC text) that nobody acts
+        on: an ACTION email still new and undecided, or a partner email (``partner_tier`` > 0)
+        with neither a task nor a push (unless quarantined or skipped at cutover). Oldest
+        first, already-alerted ones included (see ``stale_alerted``)."""
+        rows = await self._fetchall(
+            f"SELECT {self._select} FROM emails e"
+            " LEFT JOIN reactor_decisions d ON d.email_id = e.id"
+            " WHERE e.created_at >= ? AND e.created_at < ?"
+            " AND coalesce(e.classification, '') != 'OWN' AND ("
+            " (d.email_id IS NULL AND e.status = 'new' AND e.classification = 'ACTION')"
+            " OR (coalesce(e.partner_tier, 0) > 0 AND e.mc_task_id IS NULL"
+            "     AND e.reactor_pushed_at IS NULL"
+            "     AND coalesce(d.action, '') NOT IN (?, ?)))"
+            " ORDER BY e.created_at, e.id LIMIT ?",
+            (
+                since,
+                cutoff,
+                EmailAction.SECURITY_QUARANTINE,
+                EmailAction.SKIPPED_CUTOVER,
+                limit,
+            ),
+        )
+        return [self._email(r) for r in rows]
+
+    async def stale_alerted(self, email_ids: Sequence[int]) -> set[int]:
+        """Which of these emails already had their stale message."""
+        if not email_ids:
+            return set()
+        marks = ", ".join("?" for _ in email_ids)
+        rows = await self._fetchall(
+            f"SELECT email_id FROM reactor_stale_alerts WHERE email_id IN ({marks})",
+            tuple(email_ids),
+        )
+        return {int(r[0]) for r in rows}
+
+    async def mark_stale_alerted(self, email_id: int, at: str) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO reactor_stale_alerts(email_id, alerted_at) VALUES (?, ?)",
+            (email_id, at),
         )
 
     async def digest_candidates(self, since: str, cutoff: str) -> list[DigestRow]:

@@ -406,3 +406,66 @@ def test_ingest_pushed_partner_mail_gets_one_task_and_no_second_push(  # type: i
     conn.close()
     assert all(rows[i] is not None for i in ids.values())
     assert pushed[ids["partner pushed by the ingest path"]] == "2026-11-23T10:00:05.000Z"
+
+
+STALE = [
+    Case(
+        "partner mail marked read, no task, no push",
+        "-",
+        "-",
+        "-",
+        from_addr="partner.one@example.com",
+        from_name="Petra Partner",
+        subject="SEO partnership",
+        status="read",
+        partner_tier=1,
+        age_h=7,
+    ),
+    Case("ACTION mail the LLM never answered", "-", "-", "-", subject="Offer", age_h=7),
+    Case("fresh ACTION mail", "-", "-", "-", subject="Fresh offer", age_h=1),
+    Case(
+        "partner mail the ingest pushed",
+        "-",
+        "-",
+        "-",
+        from_addr="ceo@snow.example.org",
+        from_name="Snow CEO",
+        status="read",
+        partner_tier=1,
+        reactor_pushed_at="2026-11-23T10:00:05.000Z",
+        age_h=7,
+    ),
+]
+
+
+def test_stale_mail_gets_one_ceo_message_each(  # type: ignore[no-untyped-def]
+    world, fleet_root: Path, tmp_path: Path
+) -> None:
+    """Why-bullet: an ACTION mail left undecided for hours (or a partner mail with neither task
+    nor push) only showed on a dashboard; now one #ceo message per email past stale_after_h."""
+    env, llm, _paperless, slack = world
+    llm.status = 503  # the classifier is down: unknown-sender mail stays undecided
+    env = {**env, "FLEET_EMAIL_REACTOR__LLM_MAX_ATTEMPTS": "10"}
+    ids = create_inbox(fleet_root / "databases/email-inbox.db", STALE)
+    for _ in range(2):  # the second run sends nothing again
+        res = once(env, tmp_path)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+        waiting = [t for t in slack.texts("#ceo") if t.startswith("[EMAIL WAITING")]
+        assert len(waiting) == 2, waiting
+        assert any(
+            f"Email #{ids['partner mail marked read, no task, no push']}:" in t
+            and "tier-1 partner mail with no task and no push" in t
+            for t in waiting
+        )
+        assert any(
+            f"Email #{ids['ACTION mail the LLM never answered']}:" in t
+            and "ACTION mail still undecided" in t
+            for t in waiting
+        )
+    with sqlite3.connect(fleet_root / "databases/email-inbox.db") as conn:
+        alerted = {r[0] for r in conn.execute("SELECT email_id FROM reactor_stale_alerts")}
+    conn.close()
+    assert alerted == {
+        ids["partner mail marked read, no task, no push"],
+        ids["ACTION mail the LLM never answered"],
+    }
