@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from shared.sqlite import StoreError
-from shared.timestamps import format_iso
+from shared.timestamps import format_iso, shown
 
 __all__ = [
     "ExpiredLease",
@@ -66,7 +66,8 @@ class LeaseUnreadable(Exception):
     def __init__(self, task_id: int, holder: str, raw: object, reason: str) -> None:
         self.task_id, self.holder, self.raw, self.reason = task_id, holder, raw, reason
         super().__init__(
-            f"Task {task_id}: lease of {holder} has an unreadable lease_until {raw!r} ({reason});"
+            f"Task {task_id}: lease of {holder} has an unreadable lease_until {shown(raw)}"
+            f" ({reason});"
             f" an operator can release it with `fleet mc claim-release {task_id} --force`"
         )
 

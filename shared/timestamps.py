@@ -19,7 +19,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CANONICAL_GLOB", "TimestampError", "format_iso", "format_sql_ts", "parse_timestamp"]
+__all__ = [
+    "CANONICAL_GLOB",
+    "TimestampError",
+    "format_iso",
+    "format_sql_ts",
+    "parse_timestamp",
+    "shown",
+]
 
 #: GLOB pattern of the canonical form the fleet writes (``YYYY-MM-DD HH:MM:SS``). Rows matching
 #: it compare correctly as text against ``datetime('now')``; every other row must be parsed.
@@ -35,13 +42,20 @@ _DATE_TIME = re.compile(
 _EPOCH0 = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what another tool wrote is echoed into
+    errors, logs and alerts, and must not carry an unbounded blob there."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class TimestampError(ValueError):
     """A value that is not a timestamp the fleet can read without guessing."""
 
     def __init__(self, value: object, reason: str) -> None:
         self.value = value
         self.reason = reason
-        super().__init__(f"cannot read timestamp {value!r}: {reason}")
+        super().__init__(f"cannot read timestamp {shown(value)}: {reason}")
 
 
 def format_sql_ts(dt: datetime) -> str:

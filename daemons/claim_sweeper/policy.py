@@ -6,8 +6,11 @@ is re-claimed and expires again alerts again, while the same expiry never alerts
 
 from __future__ import annotations
 
+import hashlib
+
 from shared.mission_control import ExpiredLease, UnreadableLease, format_iso
 from shared.notify import Message
+from shared.timestamps import shown
 
 __all__ = ["alert_due", "alert_message", "describe_age", "release_command", "unreadable_message"]
 
@@ -52,20 +55,25 @@ def alert_message(lease: ExpiredLease, *, channel: str, host: str, released: boo
     )
 
 
+def _digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode("utf-8", "replace")).hexdigest()[:16]
+
+
 def unreadable_message(lease: UnreadableLease, *, channel: str, host: str) -> Message:
     """One alert per task whose lease_until nobody can read (the dedup key names the exact
     value, so the same value never alerts twice and a rewritten one alerts again)."""
     title = lease.title.splitlines()[0][:120] if lease.title else "(untitled)"
     text = (
         f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {lease.holder} has an '
-        f"unreadable lease_until {lease.raw_lease_until!r} ({lease.reason}); it is never "
+        f"unreadable lease_until {shown(lease.raw_lease_until)} ({lease.reason}); it is never "
         f"released automatically; release with `{release_command(lease.id)}` if the holder "
         "is gone"
     )
     return Message(
         channel=channel,
         text=text,
-        dedup_key=f"claim-unreadable:{lease.id}:{lease.holder}:{lease.raw_lease_until}",
+        # hashed: the raw value is another tool's and may be any length
+        dedup_key=f"claim-unreadable:{lease.id}:{lease.holder}:{_digest(lease.raw_lease_until)}",
         kind="alert",
         daemon="claim-sweeper",
     )

@@ -13,6 +13,7 @@ from shared.timestamps import (
     format_iso,
     format_sql_ts,
     parse_timestamp,
+    shown,
 )
 
 LEASE = datetime(2026, 5, 8, 12, 30, 0, tzinfo=UTC)
@@ -106,3 +107,11 @@ def test_canonical_glob_matches_only_the_sqlite_form() -> None:
         assert got == want, value
     assert conn.execute("SELECT ? GLOB ?", (EPOCH_S, CANONICAL_GLOB)).fetchone()[0] == 0
     conn.close()
+
+
+def test_a_huge_garbage_value_is_echoed_cut_short() -> None:
+    """Another tool's row may hold anything: errors and alerts quote at most 60 characters."""
+    with pytest.raises(TimestampError) as exc:
+        parse_timestamp("x" * 100_000)
+    assert len(str(exc.value)) < 200 and str(exc.value).count("x") < 60
+    assert shown("short") == "'short'"
