@@ -57,6 +57,8 @@ APP_COMMANDS: dict[str, str] = {
     "units": "fleet.units_cli:units",
     "observability": "fleet.units_cli:observability",
     "mc": "fleet.mc_cli:mc",
+    "db": "fleet.db_cli:db",
+    "doctor": "fleet.db_cli:doctor",
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.roles import Role
+from shared.schema_contract import ContractUse
 
 if TYPE_CHECKING:
     from shared.config import FleetConfig
@@ -168,6 +169,10 @@ def _no_alerts(_section: Any) -> Sequence[AlertRule]:
     return ()
 
 
+def _no_contracts(_config: Any, _section: Any) -> Sequence[ContractUse]:
+    return ()
+
+
 def load_entry(target: str) -> Any:
     """Import ``"package.module:attribute"`` and return the attribute."""
     module_name, _, attr = target.partition(":")
@@ -198,6 +203,9 @@ class DaemonManifest:
     #: delivery channels (``Message.sink`` name -> ``shared.notify`` Sink) this daemon's
     #: settings define; every outbox sender on the host gets them, enabled or not
     sinks: Callable[[FleetConfig, Any], Mapping[str, Any]] = _no_sinks
+    #: the shared tables (other tools' schemas) this daemon uses on this host, with the
+    #: contract it needs of each; ``fleet db check`` reads them
+    contracts: Callable[[FleetConfig, Any], Sequence[ContractUse]] = _no_contracts
     commands: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property

@@ -1,8 +1,13 @@
 """Mission Control task store: tasks, idempotent task creation, and the lease claim protocol.
 
-``mission-control.db`` belongs to Mission Control (mc.js). With ``migrate=True`` the fleet creates
-the ``tasks`` table when it is missing and adds the columns and indexes it needs; with
-``migrate=False`` (every ``fleet mc`` verb) it changes no schema and names a missing column.
+``mission-control.db`` belongs to Mission Control (mc.js). The fleet creates the ``tasks`` table
+only when there is none (``create``, a fresh machine); it alters an existing one only with
+``migrate=True``, which only ``fleet db migrate --apply`` (``fleet mc migrate --apply``) passes.
+Otherwise it changes no schema and names a missing column. A store that creates tasks
+(``creates_tasks``, the email-reactor) checks the ``TASKS_CREATE`` contract at open and whenever
+``PRAGMA schema_version`` moves: it fills the columns of the fleet's the table has, plus the
+operator's ``task_defaults``, and refuses (``ContractViolation``) a NOT NULL column without
+default that neither fills.
 Every lease change is a compare-and-set: an UPDATE checked by rowcount, or (claim) a read and
 an UPDATE in one IMMEDIATE transaction, so concurrent claimers in any number of processes never
 both win. Timestamps are stored as SQLite's ``YYYY-MM-DD HH:MM:SS`` UTC text (so
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +42,14 @@ from shared.leases import (
     UnreadableLease,
     holder_of,
 )
+from shared.schema_contract import (
+    ContractReport,
+    ContractUse,
+    ContractViolation,
+    check_contract,
+    schema_cookie,
+)
+from shared.shared_tables import TASKS_CREATE
 from shared.sqlite import (
     StoreError,
     add_missing_columns,
@@ -150,7 +163,9 @@ class MissionControl:
         *,
         clock: Clock = time.time,
         create: bool = True,
-        migrate: bool = True,
+        migrate: bool = False,
+        creates_tasks: bool = False,
+        task_defaults: Mapping[str, object] | None = None,
         busy_timeout_ms: int = 5000,
         attempts: int = 5,
     ) -> None:
@@ -162,6 +177,13 @@ class MissionControl:
         self._attempts = attempts
         self._conn: sqlite3.Connection | None = None
         self._columns: set[str] = set()
+        self._create_use = (
+            ContractUse(self.path, TASKS_CREATE, "email-reactor", dict(task_defaults or {}))
+            if creates_tasks
+            else None
+        )
+        self.report: ContractReport | None = None
+        self._cookie = -1
 
     # lifecycle -------------------------------------------------------------------------------
     def open(self) -> MissionControl:
@@ -177,9 +199,12 @@ class MissionControl:
                 self.path, busy_timeout_ms=self._busy_timeout_ms, create=self._create
             )
             try:
-                if self._migrate and schema_version(conn, COMPONENT) < len(MIGRATIONS):
+                fresh = self._create and not table_columns(conn, "tasks")
+                if (fresh or self._migrate) and schema_version(conn, COMPONENT) < len(MIGRATIONS):
                     apply_migrations(conn, COMPONENT, MIGRATIONS)
                 self._columns = table_columns(conn, "tasks")
+                if self._create_use is not None:
+                    self._check_create(conn)
                 if not self._columns:
                     raise MissingColumns(self.path, "tasks", ["*"])
                 missing = [c for c in LEASE_COLUMNS if c not in self._columns]
@@ -230,6 +255,24 @@ class MissionControl:
         return datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
 
     # tasks -----------------------------------------------------------------------------------
+    def _check_create(self, conn: sqlite3.Connection) -> ContractReport:
+        """Check the TASKS_CREATE contract (raises ContractViolation); remember the cookie."""
+        assert self._create_use is not None
+        cookie = schema_cookie(conn)
+        report = check_contract(conn, self._create_use)
+        if not report.ok:
+            raise ContractViolation(report)
+        self.report, self._cookie = report, cookie
+        self._columns = set(report.names)
+        return report
+
+    def recheck(self) -> ContractReport | None:
+        """For a task-creating store: the new contract report when the schema moved since the
+        last check (None: unchanged). Raises ContractViolation when tasks became unusable."""
+        if self._create_use is None or schema_cookie(self.conn) == self._cookie:
+            return None
+        return self._retry(lambda: self._check_create(self.conn))
+
     def create_task(
         self,
         title: str,
@@ -239,10 +282,30 @@ class MissionControl:
         source: str | None = None,
         source_ref: str | None = None,
     ) -> TaskRef:
-        """Create a task; with (source, source_ref) set, a second call returns the first task."""
+        """Create a task; with (source, source_ref) set, a second call returns the first task.
+        Fills the fleet's columns the table has and the configured ``task_defaults``."""
 
         def _do() -> TaskRef:
             now = format_sql_ts(self.now())
+            if self._create_use is not None and schema_cookie(self.conn) != self._cookie:
+                self._check_create(self.conn)
+            ours: dict[str, object] = {
+                "title": title,
+                "description": description,
+                "status": "open",
+                "priority": priority,
+                "source": source,
+                "source_ref": source_ref,
+                "created_at": now,
+                "updated_at": now,
+            }
+            values = {k: v for k, v in ours.items() if k in self._columns}
+            if self._create_use is not None:
+                for key, value in self._create_use.defaults.items():
+                    if key in self._columns and key not in values:
+                        values[key] = value
+            names = ", ".join(f'"{k}"' for k in values)
+            marks = ", ".join("?" for _ in values)
             with self._write() as conn:
                 if source is not None and source_ref is not None:
                     row = conn.execute(
@@ -253,9 +316,7 @@ class MissionControl:
                     if row is not None:
                         return TaskRef(int(row[0]), created=False)
                 cur = conn.execute(
-                    "INSERT INTO tasks(title, description, status, priority, source, source_ref,"
-                    " created_at, updated_at) VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
-                    (title, description, priority, source, source_ref, now, now),
+                    f"INSERT INTO tasks({names}) VALUES ({marks})", tuple(values.values())
                 )
                 return TaskRef(int(cur.lastrowid or 0), created=True)
 

@@ -11,7 +11,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from shared.schema_contract import valid_column_name
+from shared.shared_tables import TASK_FILLED
 
 __all__ = [
     "DaemonSection",
@@ -94,6 +97,29 @@ class MissionControlSection(_Section):
     db: Path = Field(
         Path("<root>/databases/mission-control.db"), description="Mission Control task store"
     )
+    task_defaults: dict[str, str | int | float | bool] = Field(
+        {},
+        description=(
+            "values for tasks columns the fleet does not fill (e.g. created_by = "
+            '"email-reactor"), needed when mc.js made them NOT NULL without a default'
+        ),
+    )
+
+    @field_validator("task_defaults")
+    @classmethod
+    def _plain_columns(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        bad = sorted(k for k in value if not valid_column_name(k) or k == "id")
+        if bad:
+            raise ValueError(f"not a column the fleet may fill: {', '.join(map(repr, bad))}")
+        ours = sorted(k for k in value if k in TASK_FILLED)
+        if ours:
+            raise ValueError(
+                f"{', '.join(ours)}: the fleet fills these itself (task_defaults is for the "
+                "columns it does not)"
+            )
+        return value
 
 
 class DaemonSection(_Section):

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS emails (
   account TEXT, from_addr TEXT, from_name TEXT, to_addr TEXT, reply_to TEXT,
   subject TEXT, body_text TEXT, attachments TEXT, headers TEXT,
   classification TEXT, status TEXT DEFAULT 'new', created_at TEXT, mc_task_id INTEGER,
-  message_id TEXT
+  message_id TEXT, partner_tier INTEGER DEFAULT 0, reactor_pushed_at TEXT
 )
 """
 

@@ -13,6 +13,8 @@ from shared.config import FleetConfig
 from shared.files import under_shared_tmp
 from shared.manifest import AlertRule, DaemonManifest, UnitProfile, WrittenDb, metric
 from shared.roles import Role, effective_role
+from shared.schema_contract import ContractUse
+from shared.shared_tables import HIVEMIND_MESSAGES
 
 __all__ = ["MANIFEST"]
 
@@ -42,6 +44,14 @@ def writes(_config: FleetConfig, section: BlueprintWatchdogSection) -> Sequence[
             section.hivemind_db,
             "blueprint-watchdog's HiveMind sink",
         ),
+    )
+
+
+def contracts(_config: FleetConfig, section: BlueprintWatchdogSection) -> Sequence[ContractUse]:
+    if section.hivemind_url:
+        return ()
+    return (
+        ContractUse(section.hivemind_db, HIVEMIND_MESSAGES, "blueprint-watchdog's HiveMind sink"),
     )
 
 
@@ -135,6 +145,7 @@ MANIFEST = DaemonManifest(
     alerts=alerts,
     sinks=sinks,
     writes=writes,
+    contracts=contracts,
     unit_profile=unit_profile,
     commands={
         "blueprint": "daemons.blueprint_watchdog.cli:blueprint",

@@ -8,6 +8,8 @@ from daemons.claim_sweeper.config import ClaimSweeperSection
 from shared.config import FleetConfig
 from shared.manifest import AlertRule, DaemonManifest, UnitProfile, WrittenDb, metric
 from shared.roles import Role
+from shared.schema_contract import ContractUse
+from shared.shared_tables import TASKS_LEASES
 
 __all__ = ["MANIFEST", "claims_alert_after_s"]
 
@@ -30,6 +32,10 @@ def writes(config: FleetConfig, section: ClaimSweeperSection) -> Sequence[Writte
             "mission_control.db", config.mission_control.db, "claim-sweeper with auto_release"
         ),
     )
+
+
+def contracts(config: FleetConfig, _section: ClaimSweeperSection) -> Sequence[ContractUse]:
+    return (ContractUse(config.mission_control.db, TASKS_LEASES, "claim-sweeper"),)
 
 
 def unit_profile(config: FleetConfig, _section: ClaimSweeperSection) -> UnitProfile:
@@ -81,5 +87,6 @@ MANIFEST = DaemonManifest(
     ),
     alerts=alerts,
     writes=writes,
+    contracts=contracts,
     unit_profile=unit_profile,
 )

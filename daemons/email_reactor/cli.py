@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from daemons.email_reactor.config import EmailReactorSection
-from shared.cli import config_option, invoke_app_command, load_config_or_exit
+from shared.cli import config_option, die, invoke_app_command, load_config_or_exit
+from shared.exitcodes import EX_CONFIG
 
 __all__ = ["email"]
 
@@ -50,7 +51,7 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
     from shared.metrics import DaemonMetrics
     from shared.notify import Outbox
     from shared.roles import effective_role
-    from shared.runtime import DaemonContext
+    from shared.runtime import DaemonContext, RefusedToStart
 
     config = load_config_or_exit(config_path)
     configure_logging(host=config.fleet.host, level="warning", daemon="email-reactor")
@@ -72,7 +73,10 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
         )
         reactor = EmailReactor(ctx)
         try:
-            await reactor.open()
+            try:
+                await reactor.open()
+            except RefusedToStart as exc:
+                die(EX_CONFIG, str(exc))
             return await fn(reactor)
         finally:
             await reactor.close()
@@ -122,6 +126,8 @@ def explain(email_id: int, ask: bool, config_path: str | None) -> None:
             f"email #{mail.id} ({mail.created_at}, status {mail.status}, "
             f"classification {mail.classification or '-'})"
         ]
+        if store.report is not None:
+            lines += [f"  ! degraded: {line}" for line in store.report.degraded()]
         lines += [f"  - {step}" for step in result.trace]
         decision = result.decision
         if decision is None and ask:

@@ -40,7 +40,8 @@ from shared.files import append_jsonl, append_jsonl_many, atomic_write_json, com
 from shared.logging import hash_email
 from shared.mission_control import MissionControl, format_sql_ts
 from shared.notify import Message
-from shared.runtime import CycleResult, Daemon, DaemonContext
+from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
+from shared.schema_contract import ContractReport, ContractViolation
 
 __all__ = ["EmailReactor"]
 
@@ -93,11 +94,22 @@ class EmailReactor(Daemon[EmailReactorSection]):
         dry = self.ctx.dry_run
         if dry and not await asyncio.to_thread(self.s.inbox_db.exists):
             raise FileNotFoundError(f"--dry-run needs an existing inbox: {self.s.inbox_db}")
-        self.store = await InboxStore(self.s.inbox_db).open(migrate=not dry)
-        if not dry:  # --dry-run never touches Mission Control
-            self.mc = await asyncio.to_thread(
-                MissionControl(self.ctx.config.mission_control.db, clock=self.ctx.clock).open
-            )
+        mc_conf = self.ctx.config.mission_control
+        try:
+            self.store = await InboxStore(self.s.inbox_db).open(migrate=not dry)
+            if not dry:  # --dry-run never touches Mission Control
+                self.mc = await asyncio.to_thread(
+                    MissionControl(
+                        mc_conf.db,
+                        clock=self.ctx.clock,
+                        creates_tasks=True,
+                        task_defaults=mc_conf.task_defaults,
+                    ).open
+                )
+        except ContractViolation as exc:
+            raise RefusedToStart(f"{self.name}: {exc}") from None
+        for report in (self.store.report, self.mc.report if self.mc else None):
+            self._say_degraded(report)
         self.llm = LLMClient(
             self.s.llm_url,
             self.s.llm_model,
@@ -167,6 +179,39 @@ class EmailReactor(Daemon[EmailReactorSection]):
             self.log.info("audit lines restored from reactor_decisions", count=appended)
         return appended
 
+    # shared-table contracts ------------------------------------------------------------------
+    def _say_degraded(self, report: ContractReport | None) -> None:
+        """Log, once per change of layout, what works worse for a missing optional column."""
+        if report is None:
+            return
+        for line in report.degraded():
+            self.log.warning("shared table lacks an optional column; degraded", detail=line)
+        for line in report.notes():
+            self.log.info("shared table note", detail=line)
+
+    async def _check_contracts(self) -> None:
+        """Re-check the shared tables when their schema moved (another tool migrated them).
+        A table the reactor can no longer use fails the cycle, with one #ops alert per
+        distinct problem (the outbox dedup key carries it)."""
+        assert self.store is not None
+        try:
+            self._say_degraded(await self.store.recheck())
+            if self.mc is not None:
+                async with self._mc_lock:
+                    self._say_degraded(await asyncio.to_thread(self.mc.recheck))
+        except ContractViolation as exc:
+            report = exc.report
+            await self.ctx.notify(
+                Message(
+                    channel=self.ctx.config.slack.ops_channel,
+                    text=f"[email-reactor] cannot use a shared table, triage is stopped: {exc}. "
+                    "Run `fleet db check` on this host.",
+                    dedup_key=f"schema-contract:{report.use.contract.table}:{report.fingerprint()}",
+                    daemon=self.name,
+                )
+            )
+            raise
+
     # partners --------------------------------------------------------------------------------
     async def _reload_partners(self) -> None:
         """Re-read the partners file when its (mtime, size) changed; every file access runs
@@ -235,6 +280,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
     async def cycle(self) -> CycleResult:
         assert self.store is not None
         now = self.ctx.clock()
+        await self._check_contracts()
         await self._reload_partners()
         budget = self.s.pushes_per_cycle
         if not self.ctx.dry_run:

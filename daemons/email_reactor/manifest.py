@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from daemons.email_reactor.config import EmailReactorSection
+from daemons.email_reactor.contracts import EMAILS
 from shared.config import FleetConfig
 from shared.manifest import DaemonManifest, MetricSpec, UnitProfile, WrittenDb, metric
 from shared.roles import Role
+from shared.schema_contract import ContractUse
+from shared.shared_tables import TASKS_CREATE
 
 __all__ = ["LLM_BUCKETS", "MANIFEST"]
 
@@ -35,6 +38,18 @@ def writes(config: FleetConfig, section: EmailReactorSection) -> Sequence[Writte
     )
 
 
+def contracts(config: FleetConfig, section: EmailReactorSection) -> Sequence[ContractUse]:
+    return (
+        ContractUse(section.inbox_db, EMAILS, "email-reactor"),
+        ContractUse(
+            config.mission_control.db,
+            TASKS_CREATE,
+            "email-reactor",
+            config.mission_control.task_defaults,
+        ),
+    )
+
+
 def unit_profile(config: FleetConfig, section: EmailReactorSection) -> UnitProfile:
     return UnitProfile(
         write_paths=(section.inbox_db.parent, config.mission_control.db.parent, section.state_dir),
@@ -49,6 +64,7 @@ MANIFEST = DaemonManifest(
     daemon="daemons.email_reactor.daemon:EmailReactor",
     description="triage the strategic inbox into MC tasks and #ceo pushes, daily digest",
     refuse=refuse,
+    contracts=contracts,
     metrics=(
         metric(
             "fleet_email_decisions_total",

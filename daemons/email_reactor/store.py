@@ -1,35 +1,56 @@
 """email-inbox.db adapter: reads new mail, records decisions, tracks deferred pushes.
 
-``emails`` belongs to the ingesting agent: the reactor creates it only when missing (a fresh
-machine) and otherwise adds just what it owns — columns ``partner_tier`` and
-``reactor_pushed_at``, its indexes, and the tables ``reactor_decisions`` (the source of truth:
-an email is decided once, ever), ``reactor_llm_attempts`` and ``reactor_stale_alerts``.
-Columns another version of the inbox lacks are read as NULL, never added. Nothing here drops
-or rewrites foreign data.
+``emails`` belongs to the ingesting agent (email-agent.js): the reactor creates it only when
+missing (a fresh machine) and never alters it; its own bookkeeping lives in its own tables,
+``reactor_decisions`` (the source of truth: an email is decided once, ever),
+``reactor_llm_attempts`` and ``reactor_stale_alerts``. The live layout is checked against the
+``EMAILS`` contract at open and whenever ``PRAGMA schema_version`` moves: a missing required
+column raises ``ContractViolation``; a missing optional one reads as NULL (the feature it feeds
+is degraded, see ``report``). ``created_at`` is read in every form the Node tools write (SQLite
+text, ISO with ``T`` and ``Z`` or an offset, epoch seconds or milliseconds): rows in the
+canonical form compare as text (indexed), the others through ``fleet_ts`` (registered on the
+connection, ``shared.timestamps``); a value nobody can read counts as new mail (never lost).
+Nothing here drops or rewrites foreign data.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from daemons.email_reactor.actions import TASK_ACTIONS, EmailAction
+from daemons.email_reactor.contracts import EMAILS
+from daemons.email_reactor.records import (
+    Decision,
+    DigestRow,
+    Recorded,
+    StoredDecision,
+    json_dict,
+    json_list,
+    stored,
+)
 from daemons.email_reactor.rules import Email
+from shared.schema_contract import ContractReport, ContractUse, ContractViolation, check_contract
 from shared.sqlite import (
     AsyncDatabase,
-    add_missing_columns,
     apply_migrations,
     connect_sync,
     retry_busy_async,
     table_columns,
 )
+from shared.timestamps import CANONICAL_GLOB, TimestampError, format_sql_ts, parse_timestamp
 
-__all__ = ["Decision", "DigestRow", "InboxStore", "Recorded", "StoredDecision"]
+__all__ = [
+    "Decision",
+    "DigestRow",
+    "InboxStore",
+    "Recorded",
+    "StoredDecision",
+    "sql_timestamp",
+]
 
 COMPONENT = "email_reactor"
 EMAIL_COLUMNS = (
@@ -53,34 +74,31 @@ EMAIL_COLUMNS = (
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS emails ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " account TEXT NOT NULL DEFAULT '',"
-        " from_addr TEXT NOT NULL DEFAULT '',"
-        " from_name TEXT DEFAULT '',"
-        " to_addr TEXT DEFAULT '',"
-        " reply_to TEXT DEFAULT '',"
-        " subject TEXT DEFAULT '',"
-        " body_text TEXT DEFAULT '',"
-        " attachments TEXT DEFAULT '[]',"
-        " headers TEXT DEFAULT '{}',"
-        " classification TEXT DEFAULT '',"
-        " status TEXT NOT NULL DEFAULT 'new',"
-        " created_at TEXT NOT NULL DEFAULT (datetime('now')),"
-        " mc_task_id INTEGER)"
-    )
-    add_missing_columns(
-        conn, "emails", [("partner_tier", "INTEGER DEFAULT 0"), ("reactor_pushed_at", "TEXT")]
-    )
-    conn.execute("CREATE INDEX IF NOT EXISTS idx_emails_partner_tier ON emails(partner_tier)")
-    conn.execute(
-        "CREATE INDEX IF NOT EXISTS idx_emails_reactor_pushed ON emails(reactor_pushed_at)"
-    )
-    if not _has_index_on(conn, "emails", ("status", "created_at")):
+    # ``emails`` belongs to email-agent.js: created here only on a fresh machine (no table at
+    # all), with the columns and indexes email-inbox.js defines. An existing table is never
+    # altered; `fleet db migrate` shows and (with --apply) makes what the contract lacks.
+    if not table_columns(conn, "emails"):
         conn.execute(
-            "CREATE INDEX IF NOT EXISTS idx_emails_reactor_new ON emails(status, created_at)"
+            "CREATE TABLE emails ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " account TEXT NOT NULL DEFAULT '',"
+            " from_addr TEXT NOT NULL DEFAULT '',"
+            " from_name TEXT DEFAULT '',"
+            " to_addr TEXT DEFAULT '',"
+            " reply_to TEXT DEFAULT '',"
+            " subject TEXT DEFAULT '',"
+            " body_text TEXT DEFAULT '',"
+            " attachments TEXT DEFAULT '[]',"
+            " headers TEXT DEFAULT '{}',"
+            " classification TEXT DEFAULT '',"
+            " status TEXT NOT NULL DEFAULT 'new',"
+            " created_at TEXT NOT NULL DEFAULT (datetime('now')),"
+            " mc_task_id INTEGER,"
+            " partner_tier INTEGER DEFAULT 0,"
+            " reactor_pushed_at TEXT)"
         )
+        for _name, sql in EMAILS.indexes:
+            conn.execute(sql)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS reactor_decisions ("
         " email_id INTEGER PRIMARY KEY,"
@@ -111,14 +129,6 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
 
 
-def _has_index_on(conn: sqlite3.Connection, table: str, prefix: tuple[str, ...]) -> bool:
-    for row in conn.execute(f"PRAGMA index_list({table})"):
-        cols = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({row[1]})"))
-        if cols[: len(prefix)] == prefix and not row[4]:  # row[4]: partial index
-            return True
-    return False
-
-
 def _migration_2(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS reactor_stale_alerts ("
@@ -129,89 +139,31 @@ def _migration_2(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [_migration_1, _migration_2]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the pipeline decided for one email (before any side effect)."""
-
-    action: EmailAction
-    reason: str
-    source: str  # override | paperless | db | llm | heuristic | security | legacy | cutover
-    creates_task: bool = False
-    push_channel: str | None = None
-    push_text: str | None = None
-    partner_tier: int = 0
-    task_title: str = ""
-    task_description: str = ""
-    priority: str | None = None
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """What ``InboxStore.record`` committed."""
-
-    inserted: bool  # False: decided earlier; nothing changed
-    push: bool  # a push is owed (its key stored); False also when the ingest path pushed
-
-
-@dataclass(frozen=True)
-class StoredDecision:
-    email_id: int
-    action: EmailAction
-    reason: str
-    source: str
-    mc_task_id: int | None
-    decided_at: str
-    sender_hash: str
-
-    def audit_record(self) -> dict[str, Any]:
-        return {
-            "ts": self.decided_at,
-            "email_id": self.email_id,
-            "action": self.action,
-            "reason": self.reason,
-            "source": self.source,
-            "mc_task_id": self.mc_task_id,
-            "sender": self.sender_hash,
-        }
-
-
-@dataclass(frozen=True)
-class DigestRow:
-    id: int
-    account: str
-    from_name: str
-    from_domain: str
-    subject: str
-    created_at: str
-    partner_tier: int
-
-
-def _stored(row: Sequence[Any]) -> StoredDecision:
-    """A ``reactor_decisions`` row (email_id, action, reason, source, mc_task_id, decided_at,
-    sender_hash); only this reactor writes the table, so its action is always an EmailAction."""
-    return StoredDecision(int(row[0]), EmailAction(row[1]), row[2], row[3], row[4], row[5], row[6])
-
-
-def _json_list(value: Any) -> tuple[str, ...]:
-    if not value:
-        return ()
+def sql_timestamp(value: object) -> str | None:
+    """``fleet_ts(x)`` in SQL: any timestamp the Node tools write, as SQLite's canonical
+    ``YYYY-MM-DD HH:MM:SS`` UTC text; None (NULL) for a value nobody can read."""
+    if value is None:
+        return None
     try:
-        data = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return (str(value),)  # not JSON: one opaque name, still scanned
-    if isinstance(data, list):
-        return tuple(str(x.get("name", x)) if isinstance(x, dict) else str(x) for x in data)
-    return (str(data),)
+        return format_sql_ts(parse_timestamp(value))
+    except TimestampError:
+        return None
 
 
-def _json_dict(value: Any) -> dict[str, Any]:
-    if not value:
-        return {}
-    try:
-        data = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+#: an unreadable created_at sorts after every real one: such mail is still triaged (never
+#: lost), never counted stale, and never moves the backlog's oldest age
+_UNREADABLE_TS = "9999-12-31 23:59:59"
+
+
+def _ts(column: str) -> str:
+    """SQL for ``column`` as canonical UTC text, whatever form another tool wrote."""
+    return (
+        f"(CASE WHEN typeof({column}) = 'text' AND {column} GLOB '{CANONICAL_GLOB}'"
+        f" THEN {column} ELSE coalesce(fleet_ts({column}), '{_UNREADABLE_TS}') END)"
+    )
+
+
+_CREATED = _ts("e.created_at")
 
 
 class InboxStore(AsyncDatabase):
@@ -219,12 +171,20 @@ class InboxStore(AsyncDatabase):
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
         super().__init__(path, busy_timeout_ms=busy_timeout_ms, attempts=6)
+        self._use = ContractUse(path, EMAILS, "email-reactor")
+        self.report: ContractReport | None = None
+        self._cookie = -1
+        self._col: dict[str, str] = {}
         self._select = ""
-        self._new_where = self._NEW_WHERE
+        self._new_where = ""
+        self._has_decisions = False
         self._lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> InboxStore:
-        def _prepare() -> tuple[set[str], bool]:
+        """Open (``migrate``: create what is missing on a fresh machine and the reactor's own
+        tables; False: read only). Raises ContractViolation when ``emails`` cannot be used."""
+
+        def _prepare() -> tuple[ContractReport, bool]:
             conn = connect_sync(
                 self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=not migrate
             )
@@ -232,24 +192,64 @@ class InboxStore(AsyncDatabase):
                 if migrate:
                     apply_migrations(conn, COMPONENT, MIGRATIONS)
                 decided = bool(table_columns(conn, "reactor_decisions"))
-                return table_columns(conn, "emails"), decided
+                return check_contract(conn, self._use), decided
             finally:
                 conn.close()
 
-        columns, has_decisions = await asyncio.to_thread(_prepare)
-        if not columns:
-            raise sqlite3.OperationalError(f"no emails table in {self.path}")
-        self._select = ", ".join(
-            f"e.{c}" if c in columns else f"NULL AS {c}" for c in EMAIL_COLUMNS
-        )
-        if not has_decisions:  # a --dry-run before the first real run: nothing decided yet
-            self._new_where = self._NEW_WHERE.split(" AND NOT EXISTS")[0]
+        report, has_decisions = await asyncio.to_thread(_prepare)
+        if not report.ok:
+            raise ContractViolation(report)
+        self._apply(report, has_decisions)
         await self._connect(readonly=not migrate)
+        await self.db.create_function("fleet_ts", 1, sql_timestamp, deterministic=True)
+        self._cookie = await self._schema_cookie()
         return self
+
+    def _apply(self, report: ContractReport, has_decisions: bool) -> None:
+        self.report = report
+        names = report.names
+        self._col = {c: f"e.{c}" if c in names else "NULL" for c in EMAIL_COLUMNS}
+        self._select = ", ".join(f"e.{c}" if c in names else f"NULL AS {c}" for c in EMAIL_COLUMNS)
+        self._new_where = (
+            f" FROM emails e WHERE e.status = 'new' AND {_CREATED} >= ?"
+            f" AND coalesce({self._col['classification']}, '') != 'OWN'"
+        )
+        if has_decisions:  # else: a --dry-run before the first real run, nothing decided yet
+            self._new_where += (
+                " AND NOT EXISTS (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)"
+            )
+        self._has_decisions = has_decisions
+
+    async def _schema_cookie(self) -> int:
+        rows = await self._fetchall("PRAGMA schema_version")
+        return int(rows[0][0]) if rows else 0
+
+    async def recheck(self) -> ContractReport | None:
+        """Re-read the contract when the schema moved since the last check: the new report
+        (the caller says what changed), or None when nothing moved. Raises ContractViolation
+        (and checks again next time) when ``emails`` became unusable."""
+        cookie = await self._schema_cookie()
+        if cookie == self._cookie:
+            return None
+
+        def _check() -> ContractReport:
+            conn = connect_sync(self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=True)
+            try:
+                return check_contract(conn, self._use)
+            finally:
+                conn.close()
+
+        report = await asyncio.to_thread(_check)
+        if not report.ok:
+            raise ContractViolation(report)
+        self._apply(report, self._has_decisions)
+        self._cookie = cookie
+        return report
 
     @staticmethod
     def _email(row: Sequence[Any]) -> Email:
         r = dict(zip(EMAIL_COLUMNS, row, strict=True))
+        created = r["created_at"]
         return Email(
             id=int(r["id"]),
             account=str(r["account"] or ""),
@@ -259,26 +259,20 @@ class InboxStore(AsyncDatabase):
             reply_to=str(r["reply_to"] or ""),
             subject=str(r["subject"] or ""),
             body_text=str(r["body_text"] or ""),
-            attachments=_json_list(r["attachments"]),
-            headers=_json_dict(r["headers"]),
+            attachments=json_list(r["attachments"]),
+            headers=json_dict(r["headers"]),
             classification=str(r["classification"] or ""),
             status=str(r["status"] or ""),
-            created_at=str(r["created_at"] or ""),
+            created_at=sql_timestamp(created) or str(created or ""),
             mc_task_id=int(r["mc_task_id"]) if r["mc_task_id"] is not None else None,
             reactor_pushed_at=r["reactor_pushed_at"],
             partner_tier=int(r["partner_tier"] or 0),
         )
 
-    _NEW_WHERE = (
-        " FROM emails e WHERE e.status = 'new' AND e.created_at >= ?"
-        " AND coalesce(e.classification, '') != 'OWN'"
-        " AND NOT EXISTS (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)"
-    )
-
     async def new_emails(self, since: str, limit: int) -> list[Email]:
         """Undecided new mail created at or after ``since`` (SQLite UTC text), oldest first."""
         rows = await self._fetchall(
-            f"SELECT {self._select}{self._new_where} ORDER BY e.created_at, e.id LIMIT ?",
+            f"SELECT {self._select}{self._new_where} ORDER BY {_CREATED}, e.id LIMIT ?",
             (since, limit),
         )
         return [self._email(r) for r in rows]
@@ -290,15 +284,18 @@ class InboxStore(AsyncDatabase):
         return self._email(rows[0]) if rows else None
 
     async def backlog(self, since: str) -> tuple[int, str | None]:
-        rows = await self._fetchall(
-            f"SELECT count(*), min(e.created_at){self._new_where}", (since,)
-        )
-        return int(rows[0][0]), rows[0][1]
+        """How many undecided new mails, and the oldest one's created_at (canonical text)."""
+        rows = await self._fetchall(f"SELECT count(*), min({_CREATED}){self._new_where}", (since,))
+        oldest = rows[0][1]
+        return int(rows[0][0]), None if oldest in (None, _UNREADABLE_TS) else oldest
 
     async def own_recipients(self) -> set[str]:
         """Every address we ever sent mail to (classification 'OWN'), lower-cased."""
+        cls, to = self._col["classification"], self._col["to_addr"]
+        if "NULL" in (cls, to):
+            return set()  # degraded: no OWN mail to learn from (see report)
         rows = await self._fetchall(
-            "SELECT to_addr FROM emails WHERE classification = 'OWN' AND to_addr IS NOT NULL"
+            f"SELECT {to} FROM emails e WHERE {cls} = 'OWN' AND {to} IS NOT NULL"
         )
         out: set[str] = set()
         for (to_addr,) in rows:
@@ -398,17 +395,17 @@ class InboxStore(AsyncDatabase):
             "SELECT email_id, action, reason, source, mc_task_id, decided_at, sender_hash"
             " FROM reactor_decisions WHERE audited = 0 ORDER BY email_id"
         )
-        return [_stored(r) for r in rows]
+        return [stored(r) for r in rows]
 
     async def stored_decision(self, email_id: int) -> StoredDecision | None:
-        if self._new_where != self._NEW_WHERE:
+        if not self._has_decisions:
             return None
         rows = await self._fetchall(
             "SELECT email_id, action, reason, source, mc_task_id, decided_at, sender_hash"
             " FROM reactor_decisions WHERE email_id = ?",
             (email_id,),
         )
-        return _stored(rows[0]) if rows else None
+        return stored(rows[0]) if rows else None
 
     async def deferred_pushes(self, limit: int) -> list[tuple[int, str, str, str]]:
         """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first;
@@ -462,8 +459,8 @@ class InboxStore(AsyncDatabase):
         return await self._write(
             "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
             " decided_at, audited) SELECT e.id, ?, 'cutover', 'cutover', ?, 0"
-            " FROM emails e WHERE e.created_at < ? AND e.status = 'new'"
-            " AND coalesce(e.classification, '') != 'OWN' AND NOT EXISTS"
+            f" FROM emails e WHERE {_CREATED} < ? AND e.status = 'new'"
+            f" AND coalesce({self._col['classification']}, '') != 'OWN' AND NOT EXISTS"
             " (SELECT 1 FROM reactor_decisions d WHERE d.email_id = e.id)",
             (EmailAction.SKIPPED_CUTOVER, decided_at, before),
         )
@@ -476,13 +473,14 @@ class InboxStore(AsyncDatabase):
         rows = await self._fetchall(
             f"SELECT {self._select} FROM emails e"
             " LEFT JOIN reactor_decisions d ON d.email_id = e.id"
-            " WHERE e.created_at >= ? AND e.created_at < ?"
-            " AND coalesce(e.classification, '') != 'OWN' AND ("
-            " (d.email_id IS NULL AND e.status = 'new' AND e.classification = 'ACTION')"
+            f" WHERE {_CREATED} >= ? AND {_CREATED} < ?"
+            f" AND coalesce({self._col['classification']}, '') != 'OWN' AND ("
+            " (d.email_id IS NULL AND e.status = 'new'"
+            f"  AND {self._col['classification']} = 'ACTION')"
             " OR (coalesce(e.partner_tier, 0) > 0 AND e.mc_task_id IS NULL"
             "     AND e.reactor_pushed_at IS NULL"
             "     AND coalesce(d.action, '') NOT IN (?, ?)))"
-            " ORDER BY e.created_at, e.id LIMIT ?",
+            f" ORDER BY {_CREATED}, e.id LIMIT ?",
             (
                 since,
                 cutoff,
@@ -514,21 +512,28 @@ class InboxStore(AsyncDatabase):
         """ACTION mail from partners, or mail decided linked/llm_yes (``TASK_ACTIONS``),
         created between ``since`` and ``cutoff``, with no later OWN mail to that sender."""
         rows = await self._fetchall(
-            "SELECT e.id, e.account, e.from_name, e.from_addr, e.subject, e.created_at,"
+            f"SELECT e.id, {self._col['account']}, {self._col['from_name']}, e.from_addr,"
+            f" e.subject, {_CREATED},"
             " coalesce(e.partner_tier, 0), lower(e.from_addr)"
             " FROM emails e LEFT JOIN reactor_decisions d ON d.email_id = e.id"
-            " WHERE e.created_at >= ? AND e.created_at <= ?"
-            " AND ((e.classification = 'ACTION' AND coalesce(e.partner_tier, 0) > 0)"
+            f" WHERE {_CREATED} >= ? AND {_CREATED} <= ?"
+            f" AND (({self._col['classification']} = 'ACTION'"
+            "       AND coalesce(e.partner_tier, 0) > 0)"
             f"      OR d.action IN ({', '.join('?' for _ in TASK_ACTIONS)}))"
-            " ORDER BY coalesce(e.partner_tier, 0) = 0, e.created_at",
+            f" ORDER BY coalesce(e.partner_tier, 0) = 0, {_CREATED}",
             (since, cutoff, *TASK_ACTIONS),
         )
         if not rows:
             return []
-        replies = await self._fetchall(
-            "SELECT lower(to_addr), created_at FROM emails WHERE classification = 'OWN'"
-            " AND created_at >= ?",
-            (since,),
+        cls, to = self._col["classification"], self._col["to_addr"]
+        replies = (
+            []
+            if "NULL" in (cls, to)
+            else await self._fetchall(
+                f"SELECT lower({to}), {_CREATED} FROM emails e WHERE {cls} = 'OWN'"
+                f" AND {_CREATED} >= ?",
+                (since,),
+            )
         )
         out = []
         for r in rows:

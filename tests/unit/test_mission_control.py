@@ -116,7 +116,7 @@ def test_new_task_defaults(mc: MissionControl, db_path: Path) -> None:
     )
 
 
-def test_existing_foreign_tasks_table_gets_missing_columns_and_keeps_its_data(
+def test_migrate_adds_missing_columns_to_a_foreign_tasks_table_and_keeps_its_data(
     db_path: Path, clock: FakeClock
 ) -> None:
     db_path.parent.mkdir(parents=True)
@@ -133,7 +133,7 @@ def test_existing_foreign_tasks_table_gets_missing_columns_and_keeps_its_data(
         conn.execute("INSERT INTO notes(body) VALUES ('keep me')")
     conn.close()
 
-    with MissionControl(db_path, clock=clock) as store:
+    with MissionControl(db_path, clock=clock, migrate=True) as store:
         columns = {row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")}
         assert columns >= {
             "id",
