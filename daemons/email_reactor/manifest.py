@@ -84,6 +84,11 @@ MANIFEST = DaemonManifest(
             "#ceo messages sent for stale emails (one per email, ever)",
         ),
         metric(
+            "fleet_email_llm_malformed_share",
+            "gauge",
+            "Malformed classifier answers / answers in the last hour (0: no answers)",
+        ),
+        metric(
             "fleet_email_paperless_errors_total",
             "counter",
             "Paperless lookups that failed (DB fallback used)",
