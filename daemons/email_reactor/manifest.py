@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from daemons.email_reactor.config import EmailReactorSection
 from shared.config import FleetConfig
-from shared.manifest import DaemonManifest, MetricSpec, UnitProfile, WrittenDb, metric
+from shared.manifest import AlertRule, DaemonManifest, MetricSpec, UnitProfile, WrittenDb, metric
 from shared.roles import Role
 
-__all__ = ["LLM_BUCKETS", "MANIFEST"]
+__all__ = ["LLM_BUCKETS", "MANIFEST", "malformed_share_expr"]
 
 LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30)
 
@@ -40,6 +40,53 @@ def unit_profile(config: FleetConfig, section: EmailReactorSection) -> UnitProfi
         write_paths=(section.inbox_db.parent, config.mission_control.db.parent, section.state_dir),
         tasks_max=64,
         memory_max_mb=384,
+    )
+
+
+def malformed_share_expr(section: EmailReactorSection) -> str:
+    """Malformed answers / answers over the last hour, from the requests counter (the same
+    share llm_health.py alerts #ops on), guarded by a minimum number of answers."""
+    answers = (
+        "sum without (outcome) "
+        '(increase(fleet_email_llm_requests_total{outcome=~"yes|no|malformed"}[1h]))'
+    )
+    malformed = (
+        'sum without (outcome) (increase(fleet_email_llm_requests_total{outcome="malformed"}[1h]))'
+    )
+    return (
+        f"{malformed} / {answers} > {section.malformed_alert_share:g}"
+        f" and {answers} >= {section.malformed_alert_min_answers}"
+    )
+
+
+def alerts(section: EmailReactorSection) -> Sequence[AlertRule]:
+    return (
+        AlertRule(
+            "FleetEmailStale",
+            "fleet_email_stale > 0",
+            "10m",
+            "warning",
+            "{{ $labels.host }}: {{ $value }} email(s) waiting past "
+            f"{section.stale_after_h:g} h with nobody acting on them",
+            "An ACTION email undecided, or a partner email with neither Mission Control task "
+            "nor push, for longer than stale_after_h (the founding incident: a partner's mail "
+            "sat 72 h). email-reactor sent #ceo one message per email.",
+            "docs/runbooks/email-reactor.md",
+            ("email-reactor",),
+        ),
+        AlertRule(
+            "FleetEmailLLMMalformed",
+            malformed_share_expr(section),
+            "5m",
+            "critical",
+            "{{ $labels.host }}: {{ $value | humanizePercentage }} of the LLM classifier's "
+            "answers in the last hour were malformed",
+            "Mail from unknown senders whose answer stays malformed after the strict retry is "
+            "filed llm_no (reason llm_malformed) with no task and no push: a model that does "
+            "not answer exactly YES or NO (a reasoning preamble, null content).",
+            "docs/runbooks/email-reactor.md",
+            ("email-reactor",),
+        ),
     )
 
 
@@ -94,6 +141,7 @@ MANIFEST = DaemonManifest(
             "Paperless lookups that failed (DB fallback used)",
         ),
     ),
+    alerts=alerts,
     writes=writes,
     unit_profile=unit_profile,
     commands={"email": "daemons.email_reactor.cli:email"},

@@ -17,6 +17,7 @@ from daemons.email_reactor.llm_health import (
     LLMHealth,
     event_message,
 )
+from daemons.email_reactor.manifest import MANIFEST, malformed_share_expr
 
 T0 = 29_666_667 * 60.0  # 2026-05-28, on a minute boundary
 MODEL = "mlx-community/Qwen2.5-Coder-32B-Instruct-4bit"
@@ -166,6 +167,19 @@ def test_the_alert_escapes_the_model_and_hides_url_credentials() -> None:
     assert back.dedup_key == f"llm-recovered:{int(T0)}"
     assert "25% of the last hour's answers (10 of 40)" in back.text
     assert "lasted 30 min" in back.text
+
+
+def test_the_prometheus_rules_take_their_thresholds_from_the_section() -> None:
+    section = EmailReactorSection(
+        malformed_alert_share=0.3, malformed_alert_min_answers=9, stale_after_h=4
+    )
+    expr = malformed_share_expr(section)
+    assert "> 0.3 and " in expr and expr.endswith(">= 9")
+    assert expr.count("fleet_email_llm_requests_total") == 3
+    rules = {r.name: r for r in MANIFEST.alerts(section)}
+    assert rules["FleetEmailLLMMalformed"].expr == expr
+    assert rules["FleetEmailStale"].expr == "fleet_email_stale > 0"
+    assert "past 4 h" in rules["FleetEmailStale"].summary
 
 
 def test_the_thresholds_are_validated() -> None:
