@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_text",
     "complete_in_thread",
     "ensure_private_dir",
+    "read_json",
     "under_shared_tmp",
 ]
 
@@ -59,6 +60,15 @@ def atomic_write_text(path: Path, text: str, *, mode: int = 0o600) -> None:
 
 def atomic_write_json(path: Path, data: Any, *, mode: int = 0o600) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=mode)
+
+
+def read_json(path: Path) -> Any:
+    """What ``atomic_write_json`` wrote at ``path``, or None when the file is missing or
+    unreadable or not JSON (a state file is rebuilt, never trusted). Blocking."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def append_jsonl(path: Path, record: Any, *, max_bytes: int, keep: int) -> None:

@@ -211,6 +211,16 @@ class EmailReactorSection(DaemonSection):
         description="an ACTION email undecided, or a partner email without task or push, longer "
         "than this: one #ceo message per email",
     )
+    malformed_alert_share: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="malformed classifier answers in the last hour above this share: one #ops "
+        "alert (and one recovery message when the share is back at or below it)",
+    )
+    malformed_alert_min_answers: int = Field(
+        5, ge=1, description="answers in the last hour needed before that share can alert"
+    )
     audit_max_bytes: int = Field(20_000_000, gt=0, description="rotate audit JSONL at this size")
     audit_keep: int = Field(10, ge=1, description="rotated audit files kept")
     security: SecurityRules = Field(default_factory=SecurityRules)

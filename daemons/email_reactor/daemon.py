@@ -25,6 +25,7 @@ from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.digest import digest_due, format_digest, local_date
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
+from daemons.email_reactor.llm_health import STATE_FILE, LLMHealth, event_message
 from daemons.email_reactor.manifest import MANIFEST
 from daemons.email_reactor.paperless import PaperlessClient, PaperlessError
 from daemons.email_reactor.pipeline import (
@@ -36,7 +37,13 @@ from daemons.email_reactor.pipeline import (
 )
 from daemons.email_reactor.rules import Email, PartnerList, domain_of, parse_partners
 from daemons.email_reactor.store import Decision, InboxStore, StoredDecision
-from shared.files import append_jsonl, append_jsonl_many, atomic_write_json, complete_in_thread
+from shared.files import (
+    append_jsonl,
+    append_jsonl_many,
+    atomic_write_json,
+    complete_in_thread,
+    read_json,
+)
 from shared.logging import hash_email
 from shared.mission_control import MissionControl, format_sql_ts
 from shared.notify import Message
@@ -74,6 +81,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
         self.m_paperless_errors = metrics.counter("fleet_email_paperless_errors_total")
         self.m_stale = metrics.gauge("fleet_email_stale")
         self.m_stale_alerts = metrics.counter("fleet_email_stale_alerts_total")
+        self.m_malformed_share = metrics.gauge("fleet_email_llm_malformed_share")
+        self.llm_health = LLMHealth(self.s.llm_model)  # replaced by the saved state in open()
 
     # paths ---------------------------------------------------------------------------------
     @property
@@ -127,6 +136,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
             )
         if not self.ctx.dry_run:
             await self.reconcile_audit()
+            saved = await asyncio.to_thread(read_json, self.s.state_dir / STATE_FILE)
+            self.llm_health = LLMHealth.from_json(saved, self.s.llm_model)
 
     async def close(self) -> None:
         for closer in (self.llm, self.paperless):
@@ -315,6 +326,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
             await llm_work
         if not self.ctx.dry_run:
             await self._alert_stale(now)
+            await self._check_llm_health()
             await self._maybe_digest(now)
         count, oldest = await self.store.backlog(self._since(now))
         self.m_backlog.set(count)
@@ -495,6 +507,16 @@ class EmailReactor(Daemon[EmailReactorSection]):
             self.m_stale_alerts.inc()
             self.log.warning("stale email sent to #ceo", email_id=email.id, age_h=round(age_h, 1))
 
+    async def _check_llm_health(self) -> None:
+        """One #ops alert per incident of malformed LLM answers, one recovery (llm_health.py)."""
+        now, health, s = self.ctx.clock(), self.llm_health, self.s
+        event = health.evaluate(now, s.malformed_alert_share, s.malformed_alert_min_answers)
+        self.m_malformed_share.set(health.share(now))
+        if event is not None:
+            await self.ctx.notify(event_message(event, s, self.ctx.config.slack.ops_channel))
+            self.log.warning(f"llm answers {event.kind}", share=round(event.share, 3))
+        await complete_in_thread(atomic_write_json, s.state_dir / STATE_FILE, health.to_json())
+
     # LLM -------------------------------------------------------------------------------------
     async def _classify_all(
         self, emails: list[Email], inputs: TriageInputs, pushes: list[int]
@@ -526,6 +548,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         reply = await self.llm.ask(messages, temperature)
         self.m_llm_duration.observe(reply.duration_s)
         self.m_llm.labels(reply.answer.lower() if reply.answer else "malformed").inc()
+        self.llm_health.record(self.ctx.clock(), reply.answer is None)
         return reply.answer
 
     async def _classify(self, email: Email, inputs: TriageInputs) -> Decision | None:

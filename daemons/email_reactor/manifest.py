@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.contracts import EMAILS
 from shared.config import FleetConfig
-from shared.manifest import DaemonManifest, MetricSpec, UnitProfile, WrittenDb, metric
+from shared.manifest import AlertRule, DaemonManifest, MetricSpec, UnitProfile, WrittenDb, metric
 from shared.roles import Role
 from shared.schema_contract import ContractUse
 from shared.shared_tables import TASKS_CREATE
 
-__all__ = ["LLM_BUCKETS", "MANIFEST"]
+__all__ = ["LLM_BUCKETS", "MANIFEST", "malformed_share_expr"]
 
 LLM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30)
 
@@ -58,6 +58,53 @@ def unit_profile(config: FleetConfig, section: EmailReactorSection) -> UnitProfi
     )
 
 
+def malformed_share_expr(section: EmailReactorSection) -> str:
+    """Malformed answers / answers over the last hour, from the requests counter (the same
+    share llm_health.py alerts #ops on), guarded by a minimum number of answers."""
+    answers = (
+        "sum without (outcome) "
+        '(increase(fleet_email_llm_requests_total{outcome=~"yes|no|malformed"}[1h]))'
+    )
+    malformed = (
+        'sum without (outcome) (increase(fleet_email_llm_requests_total{outcome="malformed"}[1h]))'
+    )
+    return (
+        f"{malformed} / {answers} > {section.malformed_alert_share:g}"
+        f" and {answers} >= {section.malformed_alert_min_answers}"
+    )
+
+
+def alerts(section: EmailReactorSection) -> Sequence[AlertRule]:
+    return (
+        AlertRule(
+            "FleetEmailStale",
+            "fleet_email_stale > 0",
+            "10m",
+            "warning",
+            "{{ $labels.host }}: {{ $value }} email(s) waiting past "
+            f"{section.stale_after_h:g} h with nobody acting on them",
+            "An ACTION email undecided, or a partner email with neither Mission Control task "
+            "nor push, for longer than stale_after_h (the founding incident: a partner's mail "
+            "sat 72 h). email-reactor sent #ceo one message per email.",
+            "docs/runbooks/email-reactor.md",
+            ("email-reactor",),
+        ),
+        AlertRule(
+            "FleetEmailLLMMalformed",
+            malformed_share_expr(section),
+            "5m",
+            "critical",
+            "{{ $labels.host }}: {{ $value | humanizePercentage }} of the LLM classifier's "
+            "answers in the last hour were malformed",
+            "Mail from unknown senders whose answer stays malformed after the strict retry is "
+            "filed llm_no (reason llm_malformed) with no task and no push: a model that does "
+            "not answer exactly YES or NO (a reasoning preamble, null content).",
+            "docs/runbooks/email-reactor.md",
+            ("email-reactor",),
+        ),
+    )
+
+
 MANIFEST = DaemonManifest(
     name="email-reactor",
     section=EmailReactorSection,
@@ -100,11 +147,17 @@ MANIFEST = DaemonManifest(
             "#ceo messages sent for stale emails (one per email, ever)",
         ),
         metric(
+            "fleet_email_llm_malformed_share",
+            "gauge",
+            "Malformed classifier answers / answers in the last hour (0: no answers)",
+        ),
+        metric(
             "fleet_email_paperless_errors_total",
             "counter",
             "Paperless lookups that failed (DB fallback used)",
         ),
     ),
+    alerts=alerts,
     writes=writes,
     unit_profile=unit_profile,
     commands={"email": "daemons.email_reactor.cli:email"},

@@ -65,10 +65,23 @@ T_RL = target("restore-loop", "forge")
 T_HB = target("heartbeat")
 T_BW = target("blueprint-watchdog")
 T_HB_FORGE = target("heartbeat", "forge")
+T_ER = target("email-reactor")
 T_OH_FORGE = T_OH.replace('host="anvil"', 'host="forge"')
 T_RL_OTHER = target("restore-loop", "spare")
 ZAKON_FILES = {f'fleet_blueprint_files{{{T_BW}, type="zakon"}}': "12x20"}
 # restore-loop exports its tiers' targets (P0 60 s, P1 300 s by default)
+
+
+def llm_answers(malformed: str, good: str) -> dict[str, str]:
+    """email-reactor's classifier answers counter, malformed and well-formed ("no")."""
+    return {
+        f'fleet_email_llm_requests_total{{{T_ER}, outcome="malformed"}}': malformed,
+        f'fleet_email_llm_requests_total{{{T_ER}, outcome="no"}}': good,
+        # errors are not answers: a dead LLM does not count toward the share
+        f'fleet_email_llm_requests_total{{{T_ER}, outcome="transient"}}': "0+5x80",
+    }
+
+
 RPO = {
     f'fleet_restore_rpo_target_seconds{{{T_RL}, tier="P0"}}': "60x10",
     f'fleet_restore_rpo_target_seconds{{{T_RL}, tier="P1"}}': "300x10",
@@ -264,12 +277,39 @@ CASES: list[Case] = [
         "5m",
         None,  # flapping never stays down for 2m
     ),
+    Case("FleetEmailStale", {f"fleet_email_stale{{{T_ER}}}": "2x20"}, "11m", labels_of(T_ER), "2"),
+    Case("FleetEmailStale", {f"fleet_email_stale{{{T_ER}}}": "0x20"}, "11m", None),
+    Case(  # someone acted on it within minutes: no page
+        "FleetEmailStale",
+        {f"fleet_email_stale{{{T_ER}}}": "0 0 1 1 1 1 1 0x20"},
+        "11m",
+        None,
+    ),
+    Case(  # a model answering malformed every time (the reasoning-model bug)
+        "FleetEmailLLMMalformed",
+        llm_answers("0+2x80", "0x80"),
+        "70m",
+        labels_of(T_ER),
+        "100%",
+    ),
+    Case(  # a third malformed: below the 0.5 share
+        "FleetEmailLLMMalformed",
+        llm_answers("0+1x80", "0+2x80"),
+        "70m",
+        None,
+    ),
+    Case(  # three malformed answers in a quiet hour: fewer than min_answers (5)
+        "FleetEmailLLMMalformed",
+        llm_answers("0 1 2 3x80", "0x80"),
+        "20m",
+        None,
+    ),
 ]
 
 
 def render(template: str, labels: dict[str, str], value: str) -> str:
     text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
-    return re.sub(r"\{\{ \$value( \| humanizeDuration)? \}\}", value, text)
+    return re.sub(r"\{\{ \$value( \| humanize\w+)? \}\}", value, text)
 
 
 def promtool_tests() -> dict[str, Any]:

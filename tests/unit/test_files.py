@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 import shared.files
-from shared.files import append_jsonl, atomic_write_json, atomic_write_text, complete_in_thread
+from shared.files import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    complete_in_thread,
+    read_json,
+)
 
 
 def test_atomic_write_replaces_whole_file_with_0600(tmp_path: Path) -> None:
@@ -97,3 +103,14 @@ async def test_complete_in_thread_returns_and_raises_like_the_call() -> None:
 def _fail(release: threading.Event) -> None:
     assert release.wait(10)
     raise OSError(28, "disk full")
+
+
+def test_read_json_gives_back_what_was_written_or_none(tmp_path: Path) -> None:
+    target = tmp_path / "state" / "s.json"
+    assert read_json(target) is None, "missing file"
+    atomic_write_json(target, {"a": [1, 2]})
+    assert read_json(target) == {"a": [1, 2]}
+    target.write_text('{"a": [1,')  # torn by hand: never trusted
+    assert read_json(target) is None
+    target.write_bytes(b"\xff\xfe")
+    assert read_json(target) is None
