@@ -161,7 +161,7 @@ def check_config(config_path: str | None) -> None:
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
-        f"host {config.fleet.host}, role {config.fleet.role}"
+        f"host {config.fleet.host}, role {config.fleet.role}, layout {config.fleet.layout}"
     )
 
 
@@ -210,6 +210,7 @@ def status(as_json: bool, config_path: str | None) -> None:
             click.echo(
                 f"{r['daemon']:<20} {ok:<4} {age:>8} {interval:>9} {r['cycles']:>7}  {r['reason']}"
             )
+        click.echo(f"layout {config.fleet.layout} (paths: fleet config paths)")
     raise SystemExit(EX_OK if all_ok else EX_FAIL)
 
 
