@@ -163,7 +163,7 @@ def check_config(config_path: str | None) -> None:
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
-        f"host {config.fleet.host}, role {config.fleet.role}"
+        f"host {config.fleet.host}, role {config.fleet.role}, layout {config.fleet.layout}"
     )
 
 
@@ -212,6 +212,7 @@ def status(as_json: bool, config_path: str | None) -> None:
             click.echo(
                 f"{r['daemon']:<20} {ok:<4} {age:>8} {interval:>9} {r['cycles']:>7}  {r['reason']}"
             )
+        click.echo(f"layout {config.fleet.layout} (paths: fleet config paths)")
     raise SystemExit(EX_OK if all_ok else EX_FAIL)
 
 
@@ -331,10 +332,19 @@ def config_group() -> None:
 @config_group.command("example")
 def config_example() -> None:
     """Print config/fleet.example.toml as generated from the models."""
-    from fleet.config import root_model
-    from shared.example_config import render_example_toml
+    from fleet.config import example_toml
 
-    click.echo(render_example_toml(root_model()), nl=False)
+    click.echo(example_toml(), nl=False)
+
+
+@config_group.command("paths")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_config_option
+def config_paths(as_json: bool, config_path: str | None) -> None:
+    """The operator-visible files of this host's layout, where they are, and why."""
+    from fleet.layout import render_operator_paths
+
+    click.echo(render_operator_paths(_load_config(config_path), as_json=as_json))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -1,5 +1,6 @@
-"""The root config: ``shared.config.FleetConfig`` plus one section per registered daemon, and the
-rules that span daemons (a standby_dir holding a database another daemon writes).
+"""The root config: ``shared.config.FleetConfig`` plus one section per registered daemon, the
+host layout's presets (``fleet.layout``), and the rules that span daemons (a standby_dir
+holding a database another daemon writes).
 
 The root model is composed from the manifests (``pydantic.create_model``), so a new daemon's
 section appears with its registry line. Loading never echoes a secret (``shared.config``).
@@ -20,7 +21,13 @@ from shared.config import load_config as load_shared
 from shared.manifest import DaemonManifest, WrittenDb
 from shared.roles import Role, effective_role
 
-__all__ = ["fleet_written_dbs", "load_config", "root_model", "standby_dir_conflicts"]
+__all__ = [
+    "example_toml",
+    "fleet_written_dbs",
+    "load_config",
+    "root_model",
+    "standby_dir_conflicts",
+]
 
 
 @functools.cache
@@ -49,8 +56,23 @@ def root_model(lines: tuple[RegistryLine, ...] | None = None) -> type[FleetConfi
 def load_config(
     path: str | os.PathLike[str] | None = None, lines: tuple[RegistryLine, ...] | None = None
 ) -> FleetConfig:
-    """Load and validate the whole config (every daemon's section), raising ConfigError."""
-    return load_shared(path, root_model(lines))
+    """Load and validate the whole config (every daemon's section), raising ConfigError.
+    ``[fleet] layout`` presets the keys the file and the environment leave unset
+    (``fleet.layout``)."""
+    from fleet.layout import all_presets
+
+    model = root_model(lines)
+    return load_shared(path, model, all_presets(model))
+
+
+def example_toml(lines: tuple[RegistryLine, ...] | None = None) -> str:
+    """config/fleet.example.toml: every key of the root model with its default; the keys a
+    host layout may preset are commented out, so a copied example leaves them to the layout."""
+    from fleet.layout import LAYOUTS
+    from shared.example_config import render_example_toml
+
+    preset_keys = {pair for table in LAYOUTS.values() for pair in table}
+    return render_example_toml(root_model(lines), preset_keys)
 
 
 def fleet_written_dbs(

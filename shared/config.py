@@ -2,22 +2,25 @@
 
 ``FleetConfig`` holds the sections every daemon shares (``[fleet]``, ``[slack]``, ``[notify]``,
 ``[mission_control]``); the app composes the root model by adding each registered daemon's
-section (``fleet.config``), so this library names no daemon. The pydantic models are the single
-source of every default (config/fleet.example.toml is generated from them). Loading never echoes
-a secret: validation errors are re-formatted as ``dotted.path: message`` without the raw input.
-This module must never start anything.
+section (``fleet.config``), so this library names no daemon. Sources, highest first: init
+values, the environment, the TOML file, the app's preset for the chosen ``[fleet] layout``,
+the models' defaults. The pydantic models are the single source of every default
+(config/fleet.example.toml is generated from them). Loading never echoes a secret: validation
+errors are re-formatted as ``dotted.path: message`` without the raw input. This module must
+never start anything.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,6 +46,7 @@ __all__ = [
     "DaemonSection",
     "FleetConfig",
     "FleetSection",
+    "LayoutPresets",
     "MissionControlSection",
     "NotifySection",
     "SlackSection",
@@ -51,13 +55,18 @@ __all__ = [
     "default_host",
     "find_config_file",
     "load_config",
+    "resolve_root_path",
 ]
 
 ROOT_TOKEN = "<root>"
 C = TypeVar("C", bound="FleetConfig")
 S = TypeVar("S", bound=BaseModel)
 
+# layout name -> section -> key -> value: what each [fleet] layout presets (the app's table).
+LayoutPresets = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
 _toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
+_presets: ContextVar[LayoutPresets | None] = ContextVar("_presets", default=None)
 
 
 class ConfigError(Exception):
@@ -105,12 +114,15 @@ class FleetConfig(BaseSettings):
         toml_file = _toml_file.get()
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        presets = _presets.get()
+        if presets:
+            sources.append(_LayoutPresetSource(settings_cls, presets))
         return tuple(sources)
 
     @model_validator(mode="after")
     def _resolve_root_paths(self) -> FleetConfig:
         root = self.fleet.root.expanduser()
-        self.fleet.root = root
+        object.__setattr__(self.fleet, "root", root)  # resolved, not set: fields_set unchanged
         for _name, section in self.sections():
             for field_name in type(section).model_fields:
                 value = getattr(section, field_name)
@@ -156,12 +168,42 @@ class FleetConfig(BaseSettings):
         return self.state_dir / "role"
 
 
+class _LayoutPresetSource(PydanticBaseSettingsSource):
+    """The lowest-priority source: the values the chosen ``[fleet] layout`` presets. It reads
+    the layout from what the sources above it (init, env, TOML) set, so a key set in any of
+    them wins over the preset, and the preset wins over the models' defaults. An unknown layout
+    presets nothing (the ``[fleet] layout`` field itself then reports it)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], presets: LayoutPresets) -> None:
+        super().__init__(settings_cls)
+        self._presets = presets
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole preset
+
+    def __call__(self) -> dict[str, Any]:
+        fleet = self.current_state.get("fleet")
+        if isinstance(fleet, Mapping):
+            layout = fleet.get("layout", "default")
+        else:
+            layout = getattr(fleet, "layout", "default")
+        preset = self._presets.get(layout) if isinstance(layout, str) else None
+        return {section: dict(keys) for section, keys in (preset or {}).items()}
+
+
+def resolve_root_path(path: Path, root: Path) -> Path:
+    """``path`` as the config resolves it: ``<root>/...`` under ``root``, ``~`` expanded."""
+    text = str(path)
+    if text == ROOT_TOKEN:
+        return root
+    if text.startswith(ROOT_TOKEN + "/"):
+        return root / text[len(ROOT_TOKEN) + 1 :]
+    return path.expanduser()
+
+
 def _resolve_path_value(value: Any, root: Path) -> Any:
     if isinstance(value, Path):
-        text = str(value)
-        if text == ROOT_TOKEN or text.startswith(ROOT_TOKEN + "/"):
-            return root / text[len(ROOT_TOKEN) + 1 :] if text != ROOT_TOKEN else root
-        return value.expanduser()
+        return resolve_root_path(value, root)
     if isinstance(value, list):
         items = [_resolve_path_value(v, root) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
@@ -205,9 +247,11 @@ def _read_secret_files(cfg: FleetConfig) -> list[tuple[str, str]]:
 def load_config(
     path: str | os.PathLike[str] | None = None,
     model: type[C] = FleetConfig,  # type: ignore[assignment]
+    presets: LayoutPresets | None = None,
 ) -> C:
     """Load and validate the configuration into ``model`` (the app's root model; the shared
-    sections alone by default), raising ConfigError naming every bad key."""
+    sections alone by default), raising ConfigError naming every bad key. ``presets`` (the
+    app's layout table) fills keys neither the file nor the environment set."""
     config_file = find_config_file(path)
     source = str(config_file) if config_file else "embedded defaults"
     if config_file is not None:
@@ -225,12 +269,14 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([("<file>", f"not valid TOML: {exc}")], source) from None
     token = _toml_file.set(config_file)
+    presets_token = _presets.set(presets)
     try:
         cfg = model()
     except ValidationError as exc:
         errors = [(_format_loc(err["loc"]), err["msg"]) for err in exc.errors(include_input=False)]
         raise ConfigError(errors, source) from None
     finally:
+        _presets.reset(presets_token)
         _toml_file.reset(token)
     errors = _read_secret_files(cfg) + cross_section_errors(cfg)
     if errors:

@@ -7,6 +7,7 @@ no I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ HEADER = """\
 # Any key can be overridden from the environment: FLEET_<SECTION>__<KEY>, e.g.
 # FLEET_CLAIM_SWEEPER__INTERVAL_S=30. Secrets (SecretStr) can instead be read from *_file.
 # "<root>" in a path stands for [fleet] root.
+# [fleet] layout presets the operator-visible paths (docs/operations.md, "Host layouts"): a
+# key a layout may preset is commented out here, so copying this file does not undo the preset.
 """
 
 
@@ -56,7 +59,9 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _render_section(name: str, model: type[BaseModel]) -> list[str]:
+def _render_section(
+    name: str, model: type[BaseModel], preset_keys: Collection[tuple[str, str]] = ()
+) -> list[str]:
     lines = [f"[{name}]"]
     nested: list[tuple[str, type[BaseModel]]] = []
     for key, field in model.model_fields.items():
@@ -71,6 +76,8 @@ def _render_section(name: str, model: type[BaseModel]) -> list[str]:
         rendered = _toml_value(field.default)
         if rendered is None:
             lines.append(f'# {key} = ""  # {doc} (default: unset)')
+        elif (name, key) in preset_keys:
+            lines.append(f"# {key} = {rendered}  # {doc} (default; a layout may preset it)")
         else:
             lines.append(f"{key} = {rendered}  # {doc}")
     for sub_name, sub_model in nested:
@@ -81,12 +88,16 @@ def _render_section(name: str, model: type[BaseModel]) -> list[str]:
     return lines
 
 
-def render_example_toml(model: type[FleetConfig]) -> str:
-    """The example file for ``model``: one table per section, in field order."""
+def render_example_toml(
+    model: type[FleetConfig], preset_keys: Collection[tuple[str, str]] = ()
+) -> str:
+    """The example file for ``model``: one table per section, in field order. The
+    ``(section, key)`` pairs in ``preset_keys`` (those a host layout may preset) are shown
+    commented out with their default."""
     out = [HEADER]
     for name, field in model.model_fields.items():
         section = field.annotation
         assert isinstance(section, type) and issubclass(section, BaseModel)
-        out.extend(_render_section(name, section))
+        out.extend(_render_section(name, section, preset_keys))
         out.append("")
     return "\n".join(out)

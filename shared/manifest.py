@@ -129,6 +129,10 @@ class UnitProfile:
     tasks_max: int = 64
     memory_max_mb: int = 256
     needs_network: bool = True
+    # The service's stdout/stderr files (set both, in one directory); None: launchd writes
+    # <root>/logs/<name>.log and .err.log, systemd the journal.
+    log_file: Path | None = None
+    error_log_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,17 @@ from shared.shared_tables import TASK_FILLED
 __all__ = [
     "DaemonSection",
     "FleetSection",
+    "Layout",
     "MissionControlSection",
     "NotifySection",
     "SlackSection",
     "default_host",
 ]
+
+
+# Host layouts: where the operator-visible files go. The app's table (fleet/layout.py) says
+# which keys each one presets; keys set in the file or the environment win over it.
+Layout = Literal["default", "alai"]
 
 
 def default_host() -> str:
@@ -38,6 +44,11 @@ class FleetSection(_Section):
     root: Path = Field(
         Path("~/.local/share/alai-fleet"),
         description="state root holding databases/, state/, logs/, config/ (hosts use ~/system)",
+    )
+    layout: Layout = Field(
+        "default",
+        description="host preset for operator-visible paths: default, or alai (root ~/system and "
+        "the seed runbook's file names; keys set here win; `fleet config paths` shows them)",
     )
     host: str = Field(default_factory=default_host, description="this host's short name")
     role: Literal["primary", "standby"] = Field(

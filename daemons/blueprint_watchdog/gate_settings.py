@@ -4,9 +4,10 @@ mission-control.db, the override audit log and the document schemas.
 Each value comes from the command line, else the environment (the same ``FLEET_*`` names the
 full config honours), else the TOML file shared/config.py would load (``--config``,
 ``$FLEET_CONFIG``, ./fleet.toml, ~/.config/alai-fleet/fleet.toml, /etc/alai-fleet/fleet.toml),
-else the embedded defaults. Standard library only (tomllib): this runs before every write an
-agent makes. It must never import the CLI framework or pydantic, and never guess past an
-unreadable config file (that is an error the gate fails closed on).
+else the embedded defaults (for the root: the one ``[fleet] layout`` presets). Standard library
+only (tomllib): this runs before every write an agent makes. It must never import the CLI
+framework or pydantic, and never guess past an unreadable config file or an unknown layout
+(errors the gate fails closed on).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_LOG_KEEP",
     "DEFAULT_LOG_MAX_BYTES",
     "DEFAULT_ROOT",
+    "LAYOUT_ROOTS",
     "GateConfigError",
     "GateSettings",
     "resolve_gate_settings",
@@ -35,6 +37,10 @@ DEFAULT_ROOT = "~/.local/share/alai-fleet"
 DEFAULT_LOG_MAX_BYTES = 10_000_000
 DEFAULT_LOG_KEEP = 5
 ROOT_TOKEN = "<root>"
+# Mirror of the root each [fleet] layout presets (fleet/layout.py; tests/unit/test_layouts.py
+# keeps the gate's paths equal to the full config's in every layout). The other paths the gate
+# reads default under the root in every layout.
+LAYOUT_ROOTS = {"default": DEFAULT_ROOT, "alai": "~/system"}
 
 
 class GateConfigError(Exception):
@@ -124,8 +130,16 @@ def resolve_gate_settings(
     section = _table(data, "blueprint_watchdog")
     mission = _table(data, "mission_control")
 
+    layout = env.get("FLEET_FLEET__LAYOUT") or _str_setting(fleet, "layout", "fleet") or "default"
+    if layout not in LAYOUT_ROOTS:
+        raise GateConfigError(
+            f"fleet.layout: unknown layout {layout!r}; known: {', '.join(LAYOUT_ROOTS)}"
+        )
     root_text = (
-        root or env.get("FLEET_FLEET__ROOT") or _str_setting(fleet, "root", "fleet") or DEFAULT_ROOT
+        root
+        or env.get("FLEET_FLEET__ROOT")
+        or _str_setting(fleet, "root", "fleet")
+        or LAYOUT_ROOTS[layout]
     )
     root_path = Path(_expand(root_text, home))
 

@@ -28,7 +28,11 @@ def email() -> None:
 
 @email.command()
 @click.option("--once", is_flag=True, help="run exactly one cycle")
-@click.option("--dry-run", is_flag=True, help="decide and audit to audit.dry-run.jsonl only")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="decide and audit to the dry-run audit file only (audit.dry-run.jsonl)",
+)
 @config_option
 @click.pass_context
 def process(ctx: click.Context, once: bool, dry_run: bool, config_path: str | None) -> None:

@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from shared.sections import DaemonSection
 
-__all__ = ["EmailReactorSection", "HeuristicRules", "SecurityRules"]
+__all__ = ["STATE_FILE_NAMES", "EmailReactorSection", "HeuristicRules", "SecurityRules"]
+
+# The state files' names inside state_dir when their own key is empty (today's layout).
+STATE_FILE_NAMES = {
+    "audit_file": "audit.jsonl",
+    "quarantine_file": "quarantine.jsonl",
+    "digest_state_file": "digest-state.json",
+}
 
 FREE_MAIL_DOMAINS = [
     "gmail.com",
@@ -159,6 +166,17 @@ class EmailReactorSection(DaemonSection):
     state_dir: Path = Field(
         Path("<root>/state/email-reactor"), description="audit, quarantine and digest state"
     )
+    audit_file: Path | None = Field(
+        None,
+        description="audit JSONL, one line per decision; empty: <state_dir>/audit.jsonl "
+        "(--dry-run writes <name>.dry-run<suffix> beside it)",
+    )
+    quarantine_file: Path | None = Field(
+        None, description="quarantined emails, JSONL; empty: <state_dir>/quarantine.jsonl"
+    )
+    digest_state_file: Path | None = Field(
+        None, description="the daily digest's last-sent state; empty: <state_dir>/digest-state.json"
+    )
     recency_days: int = Field(30, ge=1, description="only mail newer than this is triaged")
     max_emails_per_cycle: int = Field(500, ge=1, description="emails decided per cycle at most")
     pushes_per_cycle: int = Field(
@@ -225,3 +243,38 @@ class EmailReactorSection(DaemonSection):
     audit_keep: int = Field(10, ge=1, description="rotated audit files kept")
     security: SecurityRules = Field(default_factory=SecurityRules)
     heuristics: HeuristicRules = Field(default_factory=HeuristicRules)
+
+    @field_validator("audit_file", "quarantine_file", "digest_state_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _files_default_into_state_dir(self) -> EmailReactorSection:
+        # Filled here, not as field defaults, so a state_dir set alone still moves all three
+        # (object.__setattr__: a derived value is not a key the operator set).
+        for key in STATE_FILE_NAMES:
+            object.__setattr__(self, key, self._state_file(key))
+        return self
+
+    def _state_file(self, key: str) -> Path:
+        value = getattr(self, key)
+        return value if isinstance(value, Path) else self.state_dir / STATE_FILE_NAMES[key]
+
+    @property
+    def audit_path(self) -> Path:
+        return self._state_file("audit_file")
+
+    @property
+    def dry_run_audit_path(self) -> Path:
+        """Where --dry-run audits: ``audit.jsonl`` -> ``audit.dry-run.jsonl``, beside it."""
+        path = self.audit_path
+        return path.with_name(f"{path.stem}.dry-run{path.suffix}")
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self._state_file("quarantine_file")
+
+    @property
+    def digest_state_path(self) -> Path:
+        return self._state_file("digest_state_file")

@@ -52,7 +52,15 @@ def contracts(config: FleetConfig, section: EmailReactorSection) -> Sequence[Con
 
 def unit_profile(config: FleetConfig, section: EmailReactorSection) -> UnitProfile:
     return UnitProfile(
-        write_paths=(section.inbox_db.parent, config.mission_control.db.parent, section.state_dir),
+        write_paths=(
+            section.inbox_db.parent,
+            config.mission_control.db.parent,
+            section.state_dir,
+            # each state file may live elsewhere (the alai layout: state/ and logs/)
+            section.audit_path.parent,
+            section.quarantine_path.parent,
+            section.digest_state_path.parent,
+        ),
         tasks_max=64,
         memory_max_mb=384,
     )

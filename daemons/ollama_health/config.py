@@ -98,7 +98,7 @@ class OllamaHealthSection(DaemonSection):
     )
     status_file: Path = Field(
         Path("<root>/state/ollama-health.json"),
-        description="routing/status JSON tier-router.js reads (the hosts use /tmp/...)",
+        description="routing/status JSON tier-router.js reads (layout alai: the seed's /tmp path)",
     )
     override_file: Path = Field(
         Path("<root>/state/ollama-health-override.json"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -86,6 +86,24 @@ class RestoreLoopSection(DaemonSection):
     restart_backoff_max_s: float = Field(
         60.0, gt=0, description="cap on the delay before restarting a follower that keeps exiting"
     )
+    log_file: Path | None = Field(
+        None,
+        description="restore-loop's service stdout (launchd StandardOutPath, systemd "
+        "StandardOutput=append:); empty: <root>/logs/restore-loop.log under launchd, the journal "
+        "under systemd",
+    )
+    error_log_file: Path | None = Field(
+        None, description="its stderr; set with log_file, in the same directory"
+    )
+    replicate_log_file: Path | None = Field(
+        None,
+        description="stdout of the primary's `litestream replicate` services, one file for "
+        "every retention class; empty: <root>/logs/litestream-<class>.log (launchd), the "
+        "journal (systemd)",
+    )
+    replicate_error_log_file: Path | None = Field(
+        None, description="their stderr; set with replicate_log_file, in the same directory"
+    )
     list_price_per_10k: float = Field(
         0.05, ge=0, description="price of 10,000 blob LIST operations, for the cost estimate"
     )
@@ -108,6 +126,34 @@ class RestoreLoopSection(DaemonSection):
             if not math.isfinite(seconds) or seconds <= 0:
                 raise ValueError(f"{tier}: must be > 0 and finite, got {seconds}")
         return value
+
+    @field_validator(
+        "log_file",
+        "error_log_file",
+        "replicate_log_file",
+        "replicate_error_log_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _log_pairs(self) -> RestoreLoopSection:
+        # launchd wants StandardOutPath and StandardErrorPath side by side (and install creates
+        # that one directory), so each pair is set together, in one directory.
+        for out_key, err_key in (
+            ("log_file", "error_log_file"),
+            ("replicate_log_file", "replicate_error_log_file"),
+        ):
+            out, err = getattr(self, out_key), getattr(self, err_key)
+            if (out is None) != (err is None):
+                raise ValueError(f"set {out_key} and {err_key} together, or neither")
+            if out is not None and err is not None and out.parent != err.parent:
+                raise ValueError(
+                    f"{out_key} ({out}) and {err_key} ({err}) must be in one directory"
+                )
+        return self
 
     @model_validator(mode="after")
     def _stall_needs_checks(self) -> RestoreLoopSection:

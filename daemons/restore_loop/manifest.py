@@ -36,6 +36,8 @@ def unit_profile(config: FleetConfig, section: RestoreLoopSection) -> UnitProfil
         write_paths=(section.standby_dir, config.state_dir / "restore-loop"),
         tasks_max=64 + 12 * count,
         memory_max_mb=256 + 40 * count,
+        log_file=section.log_file,
+        error_log_file=section.error_log_file,
     )
 
 
@@ -64,7 +66,13 @@ def companions(config: FleetConfig, prefix: Path) -> Sequence[CompanionService]:
                 "-config",
                 str(conf_dir / f.name),
             ),
-            profile=UnitProfile(write_paths=(section.standby_dir,), memory_max_mb=512),
+            profile=UnitProfile(
+                write_paths=(section.standby_dir,),
+                memory_max_mb=512,
+                # one file for every class (launchd appends), as the seed's single replicator
+                log_file=section.replicate_log_file,
+                error_log_file=section.replicate_error_log_file,
+            ),
             environment_file=conf_dir / "litestream.env",
         )
         for f in render_primary(table, section.standby_dir)

@@ -59,7 +59,9 @@ def generate(
     """Every file for ``target`` from ``config`` and the daemons' ``manifests``."""
     out = GeneratedSet(target=target, skipped=skipped_daemons(config, manifests))
     specs = service_specs(config, manifests, layout)
-    out.write_dirs = dedupe_paths(p for spec in specs for p in (*spec.write_paths, spec.log_dir))
+    out.write_dirs = dedupe_paths(
+        p for spec in specs for p in (*spec.write_paths, spec.log_dir, *spec.log_dirs)
+    )
     for spec in specs:
         if target == "systemd":
             data = render_systemd(spec, config, layout, timings).encode()

@@ -125,7 +125,7 @@ class ServiceSpec:
     description: str
     argv: tuple[str, ...]
     write_paths: tuple[Path, ...]
-    log_dir: Path
+    log_dir: Path  # launchd's default log directory; install creates it
     working_dir: Path
     shared_tmp: bool = False
     tasks_max: int = 64
@@ -135,6 +135,23 @@ class ServiceSpec:
     fleet_daemon: bool = True
     environment_file: Path | None = None
     credentials: tuple[Credential, ...] = ()
+    # Where stdout/stderr go when the config names files (UnitProfile.log_file); None: launchd
+    # writes <log_dir>/<name>.log and .err.log, systemd the journal.
+    log_file: Path | None = None
+    error_log_file: Path | None = None
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_file or self.log_dir / f"{self.name}.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.error_log_file or self.log_dir / f"{self.name}.err.log"
+
+    @property
+    def log_dirs(self) -> tuple[Path, ...]:
+        """Directories the service manager opens its log files in (install creates them)."""
+        return dedupe_paths((self.stdout_path.parent, self.stderr_path.parent))
 
 
 def _paths_in(value: object) -> Iterator[Path]:
@@ -241,6 +258,8 @@ def service_specs(
                 memory_max_mb=profile.memory_max_mb,
                 needs_network=profile.needs_network,
                 credentials=_credentials(sections),
+                log_file=_absolute(profile.log_file),
+                error_log_file=_absolute(profile.error_log_file),
             )
         )
     names = [s.name for s in (*daemons, *companions)]
@@ -270,4 +289,10 @@ def _companion_spec(
         notify=False,
         fleet_daemon=False,
         environment_file=comp.environment_file,
+        log_file=_absolute(comp.profile.log_file),
+        error_log_file=_absolute(comp.profile.error_log_file),
     )
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return Path(os.path.abspath(path.expanduser())) if path is not None else None

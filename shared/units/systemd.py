@@ -151,6 +151,11 @@ def render_systemd(
         ("SyslogIdentifier", f"{UNIT_PREFIX}{spec.name}"),
         ("Environment", "PYTHONUNBUFFERED=1"),
     ]
+    # Files the config names (the alai layout's litestream logs); else the journal.
+    if spec.log_file is not None:
+        service.append(("StandardOutput", "append:" + _sd_single_path(spec.stdout_path)))
+    if spec.error_log_file is not None:
+        service.append(("StandardError", "append:" + _sd_single_path(spec.stderr_path)))
     env_file = spec.environment_file or (layout.env_file if spec.fleet_daemon else None)
     if env_file is not None:
         service.append(("EnvironmentFile", "-" + _sd_single_path(env_file)))
