@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemons.email_reactor import reminders
 from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import EmailReactorSection
-from daemons.email_reactor.digest import digest_due, format_digest, local_date
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
 from daemons.email_reactor.llm_health import STATE_FILE, LLMHealth, event_message
 from daemons.email_reactor.manifest import MANIFEST
@@ -31,7 +31,6 @@ from daemons.email_reactor.paperless import PaperlessClient, PaperlessError
 from daemons.email_reactor.pipeline import (
     TriageInputs,
     llm_decision,
-    stale_text,
     triage,
     unreachable_decision,
 )
@@ -87,16 +86,15 @@ class EmailReactor(Daemon[EmailReactorSection]):
     # paths ---------------------------------------------------------------------------------
     @property
     def audit_path(self) -> Path:
-        name = "audit.dry-run.jsonl" if self.ctx.dry_run else "audit.jsonl"
-        return self.s.state_dir / name
+        return self.s.dry_run_audit_path if self.ctx.dry_run else self.s.audit_path
 
     @property
     def quarantine_path(self) -> Path:
-        return self.s.state_dir / "quarantine.jsonl"
+        return self.s.quarantine_path
 
     @property
     def digest_state_path(self) -> Path:
-        return self.s.state_dir / "digest-state.json"
+        return self.s.digest_state_path
 
     # lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -474,38 +472,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 )
 
     async def _alert_stale(self, now: float) -> None:
-        """One #ceo message per email nobody acts on past ``stale_after_h`` (the founding
-        incident: a partner's mail sat 72 h). Remembered in ``reactor_stale_alerts``; the
-        outbox dedup key ``email-stale:<id>`` covers a crash between enqueue and mark."""
-        assert self.store is not None
-        cutoff = _sql_now(now - self.s.stale_after_h * 3600)
-        stale = await self.store.stale_emails(self._since(now), cutoff)
-        self.m_stale.set(len(stale))
-        alerted = await self.store.stale_alerted([e.id for e in stale])
-        budget = self.s.pushes_per_cycle
-        for email in stale:
-            if email.id in alerted:
-                continue
-            if budget <= 0:
-                break  # the rest next cycle
-            budget -= 1
-            try:
-                created = datetime.fromisoformat(email.created_at).replace(tzinfo=UTC)
-                age_h = (now - created.timestamp()) / 3600
-            except ValueError:
-                age_h = self.s.stale_after_h
-            await self.ctx.notify(
-                Message(
-                    channel=self.ctx.config.slack.ceo_channel,
-                    text=stale_text(email, age_h),
-                    dedup_key=f"email-stale:{email.id}",
-                    kind="push",
-                    daemon=self.name,
-                )
-            )
-            await self.store.mark_stale_alerted(email.id, _sql_now(self.ctx.clock()))
-            self.m_stale_alerts.inc()
-            self.log.warning("stale email sent to #ceo", email_id=email.id, age_h=round(age_h, 1))
+        await reminders.alert_stale(self, now)
 
     async def _check_llm_health(self) -> None:
         """One #ops alert per incident of malformed LLM answers, one recovery (llm_health.py)."""
@@ -585,48 +552,9 @@ class EmailReactor(Daemon[EmailReactorSection]):
         )
 
     # digest ----------------------------------------------------------------------------------
-    def _digest_state(self) -> dict[str, Any]:
-        """The digest state file (blocking: call through a worker thread)."""
-        try:
-            data = json.loads(self.digest_state_path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
     async def _maybe_digest(self, now: float) -> None:
-        now_dt = datetime.fromtimestamp(now, UTC)
-        state = await asyncio.to_thread(self._digest_state)
-        if digest_due(now_dt, self.s.timezone, self.s.digest_time, state.get("last_sent_date")):
-            await self.send_digest(now, force=False, dry_run=False)
+        await reminders.maybe_digest(self, now)
 
     async def send_digest(self, now: float, *, force: bool, dry_run: bool) -> str | None:
         """Build today's digest; enqueue it unless dry-run. Returns the text (None: nothing)."""
-        assert self.store is not None
-        now_dt = datetime.fromtimestamp(now, UTC)
-        day = local_date(now_dt, self.s.timezone)
-        state = await asyncio.to_thread(self._digest_state)
-        if state.get("last_sent_date") == day and not force:
-            return None
-        cutoff = format_sql_ts(now_dt - timedelta(hours=self.s.digest_min_age_h))
-        rows = await self.store.digest_candidates(self._since(now), cutoff)
-        text = format_digest(rows, day)
-        if dry_run:
-            return text
-        if text is not None:
-            suffix = f":{int(now)}" if force else ""
-            await self.ctx.notify(
-                Message(
-                    channel=self.ctx.config.slack.ceo_channel,
-                    text=text,
-                    dedup_key=f"digest:{day}{suffix}",
-                    kind="push",
-                    daemon=self.name,
-                )
-            )
-        await complete_in_thread(
-            atomic_write_json,
-            self.digest_state_path,
-            {"last_sent_date": day, "items": len(rows), "sent": text is not None},
-        )
-        self.log.info("digest done", day=day, items=len(rows), sent=text is not None)
-        return text
+        return await reminders.send_digest(self, now, force=force, dry_run=dry_run)

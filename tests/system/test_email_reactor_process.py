@@ -469,3 +469,31 @@ def test_stale_mail_gets_one_ceo_message_each(  # type: ignore[no-untyped-def]
         ids["partner mail marked read, no task, no push"],
         ids["ACTION mail the LLM never answered"],
     }
+
+
+def test_the_alai_layout_writes_the_seed_runbook_files(  # type: ignore[no-untyped-def]
+    world, fleet_root: Path, tmp_path: Path
+) -> None:
+    """`[fleet] layout = "alai"`: the audit, quarantine and digest state are where the seed's
+    runbook reads them (tail ... inbox-watcher-audit.log | jq ., cat ...-quarantine.jsonl,
+    cat ~/system/logs/email-reactor-digest-state.json); the explicit root still wins."""
+    env, *_ = world
+    env = {**env, "FLEET_FLEET__LAYOUT": "alai", "FLEET_EMAIL_REACTOR__DIGEST_MIN_AGE_H": "0"}
+    ids = create_inbox(
+        fleet_root / "databases/email-inbox.db",
+        [c for c in CASES if c.name in ("partner exact", "macro attachment", "llm yes")],
+    )
+    assert once(env, tmp_path).returncode == 0
+    audit = fleet_root / "state/inbox-watcher-audit.log"
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert sorted(int(x["email_id"]) for x in lines) == sorted(ids.values())
+    assert f'"email_id":{ids["partner exact"]}' in audit.read_text()  # the runbook's grep
+    quarantined = fleet_root / "state/inbox-watcher-quarantine.jsonl"
+    assert [json.loads(x)["email_id"] for x in quarantined.read_text().splitlines()] == [
+        ids["macro attachment"]
+    ]
+    assert run_fleet(["email", "digest"], env, tmp_path).returncode == 0
+    state = json.loads((fleet_root / "logs/email-reactor-digest-state.json").read_text())
+    assert state["sent"] is True
+    assert not (fleet_root / "state/email-reactor/audit.jsonl").exists()
+    assert not (fleet_root / "state/email-reactor/quarantine.jsonl").exists()
