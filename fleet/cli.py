@@ -148,9 +148,10 @@ def check_config(config_path: str | None) -> None:
     from shared.config import find_config_file
 
     config = _load_config(config_path)
-    from fleet.config import standby_dir_conflicts
+    from fleet.config import role_file_errors, standby_dir_conflicts
+    from shared.roles import effective_role
 
-    conflicts = standby_dir_conflicts(config)
+    conflicts = role_file_errors(config) + standby_dir_conflicts(config)
     if conflicts:
         _die(
             EX_CONFIG,
@@ -161,7 +162,7 @@ def check_config(config_path: str | None) -> None:
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
-        f"host {config.fleet.host}, role {config.fleet.role}"
+        f"host {config.fleet.host}, role {effective_role(config.fleet.role, config.role_file)}"
     )
 
 
@@ -170,20 +171,27 @@ def check_config(config_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_config_option
 def status(as_json: bool, config_path: str | None) -> None:
-    """One row per daemon from the heartbeat files; exit 1 if an enabled daemon is stale."""
+    """One row per daemon from the heartbeat files, and this host's role; exit 1 if an enabled
+    daemon is stale, 78 if the role file is garbled (the error is shown instead of a role)."""
     from fleet.registry import manifests
     from shared.heartbeats import read_status
-    from shared.roles import effective_role
+    from shared.roles import Role, RoleFileError, effective_role
 
     config = _load_config(config_path)
     now = time.time()
     rows = []
+    role: Role | None = None
+    try:
+        role = effective_role(config.fleet.role, config.role_file)
+        role_text = f"{role} (from {'role file' if config.role_file.exists() else 'config'})"
+    except RoleFileError as exc:
+        # Shown instead of a role; the daemons that need one refuse to start.
+        role_text = f"ERROR: {exc}"
     all_ok = True
-    role = effective_role(config.fleet.role, config.role_file)
     for manifest in manifests():
         section = config.daemon_section(manifest.section_name)
         # A daemon fenced off this host's role (restore-loop on a primary) is not expected.
-        enabled = section.enabled and not manifest.fenced(section, role)
+        enabled = section.enabled and (role is None or not manifest.fenced(section, role))
         st = read_status(config.heartbeat_dir, manifest.name, now)
         if enabled and not st.ok:
             all_ok = False
@@ -197,11 +205,15 @@ def status(as_json: bool, config_path: str | None) -> None:
                 "expected_interval_s": st.expected_interval_s,
                 "cycles": st.cycles,
                 "reason": st.reason,
+                "role": role,
             }
         )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        if role is None:
+            click.echo(role_text, err=True)
     else:
+        click.echo(f"role: {role_text}")
         click.echo(f"{'DAEMON':<20} {'OK':<4} {'AGE':>8} {'INTERVAL':>9} {'CYCLES':>7}  REASON")
         for r in rows:
             age = f"{r['age_s']:.0f}s" if r["age_s"] is not None else "-"
@@ -210,6 +222,8 @@ def status(as_json: bool, config_path: str | None) -> None:
             click.echo(
                 f"{r['daemon']:<20} {ok:<4} {age:>8} {interval:>9} {r['cycles']:>7}  {r['reason']}"
             )
+    if role is None:
+        raise SystemExit(EX_CONFIG)
     raise SystemExit(EX_OK if all_ok else EX_FAIL)
 
 
@@ -222,22 +236,31 @@ def role() -> None:
 @role.command("show")
 @_config_option
 def role_show(config_path: str | None) -> None:
-    from shared.roles import effective_role
+    """Print this host's role and where it comes from; exit 78 if the role file is garbled."""
+    from shared.roles import RoleFileError, effective_role
 
     config = _load_config(config_path)
+    try:
+        role_now = effective_role(config.fleet.role, config.role_file)
+    except RoleFileError as exc:
+        _die(EX_CONFIG, f"{exc}")
     source = "role file" if config.role_file.exists() else "config"
-    click.echo(f"{effective_role(config.fleet.role, config.role_file)} (from {source})")
+    click.echo(f"{role_now} (from {source})")
 
 
 @role.command("set")
 @click.argument("value", type=click.Choice(["primary", "standby"]))
 @_config_option
 def role_set(value: str, config_path: str | None) -> None:
-    """Write <root>/state/role; daemons read it at start (restart them to apply)."""
-    from shared.files import atomic_write_text
+    """Write <root>/state/role (the only way to change it; it also replaces a garbled one);
+    daemons read it at start (restart them to apply)."""
+    from shared.roles import Role, write_role_file
 
     config = _load_config(config_path)
-    atomic_write_text(config.role_file, value + "\n")
+    try:
+        write_role_file(config.role_file, Role(value))
+    except OSError as exc:
+        _die(EX_FAIL, f"cannot write the role file {config.role_file}: {exc.strerror or exc}")
     click.echo(f"role set to {value} ({config.role_file}); restart the fleet's daemons")
 
 

@@ -28,7 +28,7 @@ from shared.daemon import Daemon, DaemonContext, RefusedToStart
 from shared.exitcodes import EX_CONFIG, ExitCode
 from shared.logging import get_logger
 from shared.manifest import DaemonManifest, UnitProfile
-from shared.roles import Role, effective_role
+from shared.roles import Role, RoleFileError
 from shared.runner import DaemonRunner, build_sinks, wait_any
 from shared.sdnotify import Notifier, watchdog_interval_s
 
@@ -101,7 +101,12 @@ async def run_daemons(
     if not fleet:
         # Without the app's registry, the daemons being run are all this process knows of.
         fleet = [cls.manifest for cls in classes if cls.manifest is not None]
-    runners = [DaemonRunner(cls, config, dry_run=dry_run, fleet=fleet) for cls in classes]
+    try:
+        runners = [DaemonRunner(cls, config, dry_run=dry_run, fleet=fleet) for cls in classes]
+    except RoleFileError as exc:
+        log.error("refusing to start", reason=str(exc))
+        return ExitCode.CONFIG
+    role = runners[0].role if runners else None
     if len(runners) > 1:
         kept = []
         for r in runners:
@@ -112,7 +117,6 @@ async def run_daemons(
                 log.warning("not starting daemon here", reason=str(exc))
         runners = kept
         if not runners:
-            role = effective_role(config.fleet.role, config.role_file)
             log.error("no daemon can run with this role", role=role)
             return ExitCode.CONFIG
     notifier = notifier or Notifier()

@@ -244,13 +244,16 @@ def restore_promote(
     from daemons.restore_loop.promote import Promoter
     from daemons.restore_loop.state import StatePaths
     from shared.logging import configure_logging, get_logger
-    from shared.roles import effective_role
+    from shared.roles import RoleFileError, effective_role
 
     if bool(dbs) == promote_all:
         _die(EX_USAGE, "give DB names or --all (not both)")
     config = load_config_or_exit(config_path)
     section = config.section(RestoreLoopSection)
-    role = effective_role(config.fleet.role, config.role_file)
+    try:
+        role = effective_role(config.fleet.role, config.role_file)
+    except RoleFileError as exc:
+        _die(EX_CONFIG, str(exc))
     if role != "standby":
         _die(
             EX_FAIL,
