@@ -118,7 +118,7 @@ def cli() -> None:
 def run(
     name: str | None, run_all: bool, once: bool, dry_run: bool, config_path: str | None
 ) -> None:
-    """Run daemon NAME (or --all) until SIGTERM/SIGINT."""
+    """Run daemon NAME (or --all) until SIGTERM/SIGINT; SIGHUP reloads the config."""
     import asyncio
 
     from fleet.registry import by_name, manifests
@@ -133,11 +133,30 @@ def run(
     from shared.runtime import run_daemons
 
     configure_logging(host=config.fleet.host, level=config.fleet.log_level, daemon=name or "fleet")
-    if name:
-        chosen = [known[name]]
-    else:
-        chosen = [m for m in manifests() if config.daemon_section(m.section_name).enabled]
-    code = asyncio.run(run_daemons(chosen, config, once=once, dry_run=dry_run, fleet=manifests()))
+
+    def chosen(cfg: FleetConfig) -> list[DaemonManifest]:
+        if name:
+            return [known[name]]
+        return [m for m in manifests() if cfg.daemon_section(m.section_name).enabled]
+
+    def reload() -> tuple[FleetConfig, list[DaemonManifest]]:
+        """SIGHUP: the config file (and FLEET_* of this process) again; ConfigError if bad."""
+        fresh = _load_root_config(config_path)
+        configure_logging(
+            host=fresh.fleet.host, level=fresh.fleet.log_level, daemon=name or "fleet"
+        )
+        return fresh, chosen(fresh)
+
+    code = asyncio.run(
+        run_daemons(
+            chosen(config),
+            config,
+            once=once,
+            dry_run=dry_run,
+            fleet=manifests(),
+            reload=reload,
+        )
+    )
     raise SystemExit(code)
 
 
