@@ -6,10 +6,11 @@ systemd's ``ExecReload=kill -HUP`` and launchd's ``launchctl kill HUP`` both rea
 and SIGUSR2: log a state dump, change nothing. Every other catchable signal whose default is to
 end the process (SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, and SIGIO/SIGPWR/SIGSTKFLT on Linux,
 SIGEMT on macOS): graceful stop with exit 128+signal, which is a failure to ``Restart=on-failure``
-and to launchd's ``KeepAlive{SuccessfulExit=false}``, so the process is brought back. SIGXFSZ is
-ignored, so a write past a file-size limit fails with EFBIG (reported by the writer) instead of
-killing the process. Synchronous fault signals (SIGSEGV, SIGBUS, SIGABRT, ...) and SIGQUIT keep
-their default. A second stop signal, later than ``SECOND_SIGNAL_AFTER_S``, exits at once.
+and to launchd's ``KeepAlive{SuccessfulExit=false}``, so the process is brought back. SIGXFSZ
+stays ignored (Python ignores it at start), so a write past a file-size limit fails with EFBIG,
+which the writer reports, instead of killing the process. Synchronous fault signals (SIGSEGV,
+SIGBUS, SIGABRT, ...) and SIGQUIT keep their default. A second stop signal, later than
+``SECOND_SIGNAL_AFTER_S``, exits at once.
 Handlers only set events or log; they never do I/O beyond the sd_notify datagram.
 """
 
@@ -63,7 +64,6 @@ class ProcessSignals:
         self.exit_code = 0
         self._first_stop_at: float | None = None
         self._installed: list[signal.Signals] = []
-        self._xfsz: Any = None
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,18 +76,12 @@ class ProcessSignals:
         for sig in DUMP_SIGNALS:
             loop.add_signal_handler(sig, self._on_dump, sig)
             self._installed.append(sig)
-        if hasattr(signal, "SIGXFSZ"):
-            # Children get the default back (subprocess' restore_signals).
-            self._xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     def remove(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in self._installed:
             loop.remove_signal_handler(sig)
         self._installed.clear()
-        if self._xfsz is not None:
-            signal.signal(signal.SIGXFSZ, self._xfsz)
-            self._xfsz = None
 
     def _on_stop(self, sig: signal.Signals) -> None:
         if self.stop.is_set():
