@@ -321,11 +321,22 @@ def _fmt_ts(ts: float) -> str:
 
 
 @silence.command("set")
-@click.option("--for", "duration", required=True, help="how long, e.g. 2h, 90m, 1h30m")
+@click.option(
+    "--for", "duration", required=True, help="how long, e.g. 2h, 90m, 1h30m (at most 30d)"
+)
 @click.option("--reason", default="", help="shown in status and the summary afterwards")
 @_config_option
 def silence_set(duration: str, reason: str, config_path: str | None) -> None:
+    """Hold alerts (never #ceo pushes) for a while; at most 30d."""
+    from shared.notify import MAX_SILENCE_S
+
     seconds = parse_duration(duration)
+    if seconds > MAX_SILENCE_S:
+        raise click.BadParameter(
+            f"{duration!r} is longer than a silence may last ({MAX_SILENCE_S / 86400:.0f}d); "
+            "silence a drill or a maintenance, and set it again if it runs long",
+            param_hint="'--for'",
+        )
     s = _with_outbox(config_path, lambda ob: ob.set_silence(seconds, reason))
     click.echo(f"alerts silenced until {_fmt_ts(s.until)}" + (f" ({reason})" if reason else ""))
 
@@ -345,8 +356,11 @@ def silence_clear(config_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @_config_option
 def silence_show(as_json: bool, config_path: str | None) -> None:
-    s = _with_outbox(config_path, lambda ob: ob.silence())
-    active = s is not None and s.active(time.time())
+    async def _show(ob: Any) -> tuple[Any, bool]:
+        current = await ob.silence()
+        return current, ob.silenced(current)
+
+    s, active = _with_outbox(config_path, _show)
     if as_json:
         click.echo(
             json.dumps(

@@ -89,8 +89,7 @@ class OutboxSender:
         ob = self.outbox
         now = ob.now()
         await ob.requeue_abandoned()
-        silence = await ob.silence()
-        silenced = silence is not None and silence.active(now)
+        silenced = ob.silenced(await ob.silence())
         if silenced:
             await ob.hold_alerts()
         else:
@@ -106,6 +105,7 @@ class OutboxSender:
             include_alerts=not silenced,
             limit=self.batch,
             per_channel=self.settings.rate_per_minute,
+            max_delay_s=self.settings.max_backoff_s,
         ):
             sink = self.sinks.get(row.sink)
             if sink is None or not sink.available:
