@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from shared.backoff import backoff_delay
 from shared.config import ConfigError, FleetConfig
@@ -216,18 +216,24 @@ class _Process:
             return ExitCode.FAILURE
         return None
 
+    def _spawn(self) -> tuple[asyncio.Event, list[asyncio.Task[Any]]]:
+        """Start the current runners' loops and senders; the event stops this set only."""
+        generation = asyncio.Event()
+        tasks = [
+            asyncio.create_task(r.loop(generation), name=f"{r.name}-loop") for r in self.runners
+        ]
+        tasks += [
+            asyncio.create_task(r.run_sender(generation), name=f"{r.name}-sender")
+            for r in self.runners
+        ]
+        return generation, tasks
+
     async def _serve(self) -> int:
-        """Cycle the current runners until a stop; on SIGHUP swap them for a new set."""
+        """Cycle the current runners until a stop; on SIGHUP swap them for a new set (or keep
+        them, still running, when the new config cannot start)."""
         signals = self.signals
+        generation, tasks = self._spawn()
         while True:
-            generation = asyncio.Event()  # stops this set of runners only
-            tasks = [
-                asyncio.create_task(r.loop(generation), name=f"{r.name}-loop") for r in self.runners
-            ]
-            tasks += [
-                asyncio.create_task(r.run_sender(generation), name=f"{r.name}-sender")
-                for r in self.runners
-            ]
             waiters = [
                 asyncio.create_task(signals.stop.wait()),
                 asyncio.create_task(signals.reload.wait()),
@@ -256,9 +262,11 @@ class _Process:
             signals.reload.clear()
             self.notifier.reloading()
             outcome = await self._reload(generation, tasks)
-            if outcome is not None:
-                return outcome
-            self.notifier.ready(status="cycling")  # reloaded, or kept: either way ready
+            if outcome == "swapped":
+                generation, tasks = self._spawn()
+            elif outcome != "kept":
+                return int(outcome)
+            self.notifier.ready(status="cycling")
 
     async def _stop(self, generation: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
         generation.set()
@@ -271,9 +279,11 @@ class _Process:
 
     async def _reload(
         self, generation: asyncio.Event, tasks: list[asyncio.Task[Any]]
-    ) -> int | None:
-        """Swap the running daemons for ones on the reloaded config. None: serving again
-        (new or, when the new config cannot start, the old); an exit code: stop."""
+    ) -> int | Literal["kept", "swapped"]:
+        """Swap the running daemons for ones on the reloaded config. "kept": the new config
+        cannot start, the running set (and its tasks) goes on untouched; "swapped": the old set
+        is stopped and a new one is open (on the new config, or on the old one when the new set
+        failed to open); an exit code: stop."""
         try:
             config, daemons = await asyncio.to_thread(self.reloader)
             fresh = _build(daemons, config, dry_run=self.dry_run, fleet=self.fleet, log=self.log)
@@ -287,10 +297,10 @@ class _Process:
             return ExitCode.CONFIG
         except ConfigError as exc:
             self.log.error("reload failed; still running as before", errors=exc.errors)
-            return None
+            return "kept"
         except Exception as exc:  # a garbled role file, a daemon that no longer imports
             self.log.error("reload failed; still running as before", error=describe_error(exc))
-            return None
+            return "kept"
         old = self.runners
         await self._stop(generation, tasks)
         if self.signals.stop.is_set():
@@ -299,7 +309,7 @@ class _Process:
         if await self._open(fresh) is None:
             self.reloads += 1
             self.log.info("reloaded", daemons=[r.name for r in fresh], reloads=self.reloads)
-            return None
+            return "swapped"
         # The new set cannot start (a port taken, a resource gone): the old config again.
         self.log.error("reloaded daemons did not start; starting the previous config again")
         self.runners = [
@@ -307,7 +317,7 @@ class _Process:
             for r in old
         ]
         code = await self._open(self.runners)
-        return code
+        return "swapped" if code is None else code
 
     def dump(self, signal_name: str) -> None:
         """SIGUSR1/SIGUSR2: one log line with where each daemon is; nothing changes."""

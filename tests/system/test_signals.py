@@ -138,3 +138,73 @@ def test_another_terminating_signal_stops_gracefully_and_is_restarted(
     assert notify_socket.wait_for("STOPPING=1", timeout=5)
     assert any(r["event"] == "stopping" and r.get("signal") == "SIGALRM" for r in lines)
     assert any(r["event"] == "stopped" for r in lines)
+
+
+async def test_a_kept_or_swapped_reload_never_runs_two_loops_at_once(tmp_path: Path) -> None:
+    """In process: SIGHUP with a config that does not load keeps the running loop (not a second
+    one beside it); SIGHUP with a good one replaces it. Cycles never overlap."""
+    import asyncio
+    import os
+
+    from fleet.config import RootConfig
+    from shared.config import ConfigError
+    from shared.runtime import CycleResult, Daemon, run_daemons
+    from shared.sections import FleetSection
+
+    state = {"running": 0, "most": 0, "cycles": 0, "opened": 0}
+
+    class Counting(Daemon):  # type: ignore[type-arg]
+        name = "claim-sweeper"
+
+        async def open(self) -> None:
+            state["opened"] += 1
+
+        async def cycle(self) -> CycleResult:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+            state["cycles"] += 1
+            try:
+                await asyncio.sleep(0.01)
+            finally:
+                state["running"] -= 1
+            return CycleResult()
+
+    config = RootConfig(fleet=FleetSection(root=tmp_path, host="t", stop_grace_s=0.5))
+    config.claim_sweeper.interval_s = 0.01
+    config.claim_sweeper.metrics_port = 0
+    answers: list[object] = [ConfigError([("claim_sweeper.bad", "nope")]), config]
+
+    def reload() -> tuple[object, list[type]]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, [Counting]
+
+    async def until(predicate, limit: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not predicate():
+            assert loop.time() < deadline, state
+            await asyncio.sleep(0.01)
+
+    async def drive() -> None:
+        await until(lambda: state["cycles"] >= 3)
+        os.kill(os.getpid(), signal.SIGHUP)  # kept: the config does not load
+        await until(lambda: not answers[:1] or not isinstance(answers[0], Exception))
+        seen = state["cycles"]
+        await until(lambda: state["cycles"] >= seen + 20)
+        os.kill(os.getpid(), signal.SIGHUP)  # swapped
+        await until(lambda: state["opened"] == 2)
+        seen = state["cycles"]
+        await until(lambda: state["cycles"] >= seen + 20)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = asyncio.create_task(drive())
+    code = await asyncio.wait_for(
+        run_daemons([Counting], config, reload=reload),  # type: ignore[arg-type]
+        60,
+    )
+    await driver
+    assert code == 0
+    assert state["most"] == 1, "two loops cycled the same daemon at once"
+    assert state["opened"] == 2 and answers == []
