@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.backoff import backoff_delay
+from shared.logging import describe_error
 from shared.notify.message import OutboxRow
 from shared.notify.metrics import NotifyMetrics
 from shared.notify.outbox import Outbox
@@ -142,7 +143,7 @@ class OutboxSender:
         except Exception as exc:
             # A sink bug or an answer nobody anticipated: push the row back to be retried
             # instead of leaving it claimed and crash-looping the daemon on it.
-            failure = SinkError("unexpected", detail=f"{type(exc).__name__}: {exc}")
+            failure = SinkError("unexpected", detail=describe_error(exc))
         else:
             failure = None
         if failure is not None:
