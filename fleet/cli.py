@@ -120,7 +120,7 @@ def cli() -> None:
 def run(
     name: str | None, run_all: bool, once: bool, dry_run: bool, config_path: str | None
 ) -> None:
-    """Run daemon NAME (or --all) until SIGTERM/SIGINT."""
+    """Run daemon NAME (or --all) until SIGTERM/SIGINT; SIGHUP reloads the config."""
     import asyncio
 
     from fleet.registry import by_name, manifests
@@ -135,11 +135,30 @@ def run(
     from shared.runtime import run_daemons
 
     configure_logging(host=config.fleet.host, level=config.fleet.log_level, daemon=name or "fleet")
-    if name:
-        chosen = [known[name]]
-    else:
-        chosen = [m for m in manifests() if config.daemon_section(m.section_name).enabled]
-    code = asyncio.run(run_daemons(chosen, config, once=once, dry_run=dry_run, fleet=manifests()))
+
+    def chosen(cfg: FleetConfig) -> list[DaemonManifest]:
+        if name:
+            return [known[name]]
+        return [m for m in manifests() if cfg.daemon_section(m.section_name).enabled]
+
+    def reload() -> tuple[FleetConfig, list[DaemonManifest]]:
+        """SIGHUP: the config file (and FLEET_* of this process) again; ConfigError if bad."""
+        fresh = _load_root_config(config_path)
+        configure_logging(
+            host=fresh.fleet.host, level=fresh.fleet.log_level, daemon=name or "fleet"
+        )
+        return fresh, chosen(fresh)
+
+    code = asyncio.run(
+        run_daemons(
+            chosen(config),
+            config,
+            once=once,
+            dry_run=dry_run,
+            fleet=manifests(),
+            reload=reload,
+        )
+    )
     raise SystemExit(code)
 
 
@@ -150,9 +169,10 @@ def check_config(config_path: str | None) -> None:
     from shared.config import find_config_file
 
     config = _load_config(config_path)
-    from fleet.config import standby_dir_conflicts
+    from fleet.config import role_file_errors, standby_dir_conflicts
+    from shared.roles import effective_role
 
-    conflicts = standby_dir_conflicts(config)
+    conflicts = role_file_errors(config) + standby_dir_conflicts(config)
     if conflicts:
         _die(
             EX_CONFIG,
@@ -163,7 +183,8 @@ def check_config(config_path: str | None) -> None:
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
-        f"host {config.fleet.host}, role {config.fleet.role}, layout {config.fleet.layout}"
+        f"host {config.fleet.host}, role {effective_role(config.fleet.role, config.role_file)}, "
+        f"layout {config.fleet.layout}"
     )
 
 
@@ -172,20 +193,27 @@ def check_config(config_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_config_option
 def status(as_json: bool, config_path: str | None) -> None:
-    """One row per daemon from the heartbeat files; exit 1 if an enabled daemon is stale."""
+    """One row per daemon from the heartbeat files, and this host's role; exit 1 if an enabled
+    daemon is stale, 78 if the role file is garbled (the error is shown instead of a role)."""
     from fleet.registry import manifests
     from shared.heartbeats import read_status
-    from shared.roles import effective_role
+    from shared.roles import Role, RoleFileError, effective_role
 
     config = _load_config(config_path)
     now = time.time()
     rows = []
+    role: Role | None = None
+    try:
+        role = effective_role(config.fleet.role, config.role_file)
+        role_text = f"{role} (from {'role file' if config.role_file.exists() else 'config'})"
+    except RoleFileError as exc:
+        # Shown instead of a role; the daemons that need one refuse to start.
+        role_text = f"ERROR: {exc}"
     all_ok = True
-    role = effective_role(config.fleet.role, config.role_file)
     for manifest in manifests():
         section = config.daemon_section(manifest.section_name)
         # A daemon fenced off this host's role (restore-loop on a primary) is not expected.
-        enabled = section.enabled and not manifest.fenced(section, role)
+        enabled = section.enabled and (role is None or not manifest.fenced(section, role))
         st = read_status(config.heartbeat_dir, manifest.name, now)
         if enabled and not st.ok:
             all_ok = False
@@ -199,11 +227,15 @@ def status(as_json: bool, config_path: str | None) -> None:
                 "expected_interval_s": st.expected_interval_s,
                 "cycles": st.cycles,
                 "reason": st.reason,
+                "role": role,
             }
         )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        if role is None:
+            click.echo(role_text, err=True)
     else:
+        click.echo(f"role: {role_text}")
         click.echo(f"{'DAEMON':<20} {'OK':<4} {'AGE':>8} {'INTERVAL':>9} {'CYCLES':>7}  REASON")
         for r in rows:
             age = f"{r['age_s']:.0f}s" if r["age_s"] is not None else "-"
@@ -213,6 +245,8 @@ def status(as_json: bool, config_path: str | None) -> None:
                 f"{r['daemon']:<20} {ok:<4} {age:>8} {interval:>9} {r['cycles']:>7}  {r['reason']}"
             )
         click.echo(f"layout {config.fleet.layout} (paths: fleet config paths)")
+    if role is None:
+        raise SystemExit(EX_CONFIG)
     raise SystemExit(EX_OK if all_ok else EX_FAIL)
 
 
@@ -225,22 +259,31 @@ def role() -> None:
 @role.command("show")
 @_config_option
 def role_show(config_path: str | None) -> None:
-    from shared.roles import effective_role
+    """Print this host's role and where it comes from; exit 78 if the role file is garbled."""
+    from shared.roles import RoleFileError, effective_role
 
     config = _load_config(config_path)
+    try:
+        role_now = effective_role(config.fleet.role, config.role_file)
+    except RoleFileError as exc:
+        _die(EX_CONFIG, f"{exc}")
     source = "role file" if config.role_file.exists() else "config"
-    click.echo(f"{effective_role(config.fleet.role, config.role_file)} (from {source})")
+    click.echo(f"{role_now} (from {source})")
 
 
 @role.command("set")
 @click.argument("value", type=click.Choice(["primary", "standby"]))
 @_config_option
 def role_set(value: str, config_path: str | None) -> None:
-    """Write <root>/state/role; daemons read it at start (restart them to apply)."""
-    from shared.files import atomic_write_text
+    """Write <root>/state/role (the only way to change it; it also replaces a garbled one);
+    daemons read it at start (restart them to apply)."""
+    from shared.roles import Role, write_role_file
 
     config = _load_config(config_path)
-    atomic_write_text(config.role_file, value + "\n")
+    try:
+        write_role_file(config.role_file, Role(value))
+    except OSError as exc:
+        _die(EX_FAIL, f"cannot write the role file {config.role_file}: {exc.strerror or exc}")
     click.echo(f"role set to {value} ({config.role_file}); restart the fleet's daemons")
 
 
@@ -282,11 +325,22 @@ def _fmt_ts(ts: float) -> str:
 
 
 @silence.command("set")
-@click.option("--for", "duration", required=True, help="how long, e.g. 2h, 90m, 1h30m")
+@click.option(
+    "--for", "duration", required=True, help="how long, e.g. 2h, 90m, 1h30m (at most 30d)"
+)
 @click.option("--reason", default="", help="shown in status and the summary afterwards")
 @_config_option
 def silence_set(duration: str, reason: str, config_path: str | None) -> None:
+    """Hold alerts (never #ceo pushes) for a while; at most 30d."""
+    from shared.notify import MAX_SILENCE_S
+
     seconds = parse_duration(duration)
+    if seconds > MAX_SILENCE_S:
+        raise click.BadParameter(
+            f"{duration!r} is longer than a silence may last ({MAX_SILENCE_S / 86400:.0f}d); "
+            "silence a drill or a maintenance, and set it again if it runs long",
+            param_hint="'--for'",
+        )
     s = _with_outbox(config_path, lambda ob: ob.set_silence(seconds, reason))
     click.echo(f"alerts silenced until {_fmt_ts(s.until)}" + (f" ({reason})" if reason else ""))
 
@@ -306,8 +360,11 @@ def silence_clear(config_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @_config_option
 def silence_show(as_json: bool, config_path: str | None) -> None:
-    s = _with_outbox(config_path, lambda ob: ob.silence())
-    active = s is not None and s.active(time.time())
+    async def _show(ob: Any) -> tuple[Any, bool]:
+        current = await ob.silence()
+        return current, ob.silenced(current)
+
+    s, active = _with_outbox(config_path, _show)
     if as_json:
         click.echo(
             json.dumps(

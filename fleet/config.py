@@ -19,12 +19,13 @@ from fleet.registry import RegistryLine, manifests
 from shared.config import FleetConfig
 from shared.config import load_config as load_shared
 from shared.manifest import DaemonManifest, WrittenDb
-from shared.roles import Role, effective_role
+from shared.roles import Role, RoleFileError, effective_role
 
 __all__ = [
     "example_toml",
     "fleet_written_dbs",
     "load_config",
+    "role_file_errors",
     "root_model",
     "standby_dir_conflicts",
 ]
@@ -102,20 +103,34 @@ def _under(path: Path, directory: Path) -> bool:
     return resolved.parent == base or base in resolved.parents
 
 
+def role_file_errors(config: FleetConfig) -> list[tuple[str, str]]:
+    """``(path, message)`` when the role file is there but does not name a role: every
+    daemon would refuse to start, so check-config refuses too."""
+    try:
+        effective_role(config.fleet.role, config.role_file)
+    except RoleFileError as exc:
+        return [(str(exc.path), exc.detail)]
+    return []
+
+
 def standby_dir_conflicts(
     config: FleetConfig, lines: tuple[RegistryLine, ...] | None = None
 ) -> list[tuple[str, str]]:
     """``(dotted path, message)`` for each fleet-written DB inside restore-loop's
     ``standby_dir`` (empty when restore-loop is disabled or not registered). On a primary
-    restore-loop refuses to run and nothing can be clobbered, so the rule is quiet there. A pure
-    function of the config plus the role file; it never creates or modifies a file."""
+    restore-loop refuses to run and nothing can be clobbered, so the rule is quiet there (and
+    with a garbled role file, which ``role_file_errors`` reports). A pure function of the config
+    plus the role file; it never creates or modifies a file."""
     try:
         section: Any = config.daemon_section("restore_loop")
     except KeyError:
         return []
     if not section.enabled:
         return []
-    role = effective_role(config.fleet.role, config.role_file)
+    try:
+        role = effective_role(config.fleet.role, config.role_file)
+    except RoleFileError:
+        return []
     writers: dict[tuple[str, Path], list[str]] = {}
     for db in fleet_written_dbs(config, role, lines):
         if _under(db.path, section.standby_dir):

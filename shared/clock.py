@@ -1,13 +1,31 @@
 """The one clock type: a callable returning Unix seconds, injected wherever time is read so
-tests drive it instead of sleeping. Standard library only."""
+tests drive it instead of sleeping; the monotonic clock for intervals; and ``boot_id()``, which
+says whether a monotonic reading stored by another process is comparable with ours (the
+monotonic clock restarts at boot). Standard library only."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["Clock", "MonotonicClock"]
+__all__ = ["Clock", "MonotonicClock", "boot_id"]
 
 #: wall-clock seconds since the epoch (``time.time``)
 Clock = Callable[[], float]
 #: monotonic seconds for intervals (``time.monotonic``)
 MonotonicClock = Callable[[], float]
+
+
+_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    """This boot's identity: Linux's boot_id; elsewhere (macOS) the boot time the clocks imply,
+    to the minute. The fallback moves when the wall clock is stepped, which makes readings
+    stored before the step look like another boot's: callers then fall back to wall-clock
+    time, as before, rather than compare readings of two different clocks."""
+    try:
+        return _BOOT_ID_FILE.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return f"booted-at:{round((time.time() - time.monotonic()) / 60)}"

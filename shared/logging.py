@@ -12,13 +12,23 @@ import hashlib
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretStr
 
-__all__ = ["configure_logging", "get_logger", "hash_email", "redact_event", "redact_text"]
+__all__ = [
+    "configure_logging",
+    "describe_error",
+    "error_leaves",
+    "get_logger",
+    "hash_email",
+    "log_tracebacks",
+    "redact_event",
+    "redact_text",
+]
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 TOKEN_RE = re.compile(
@@ -29,6 +39,8 @@ SECRET_KEY_RE = re.compile(
 )
 REDACTED = "[redacted]"
 _MAX_DEPTH = 6
+#: the longest exception message a log line carries (a message may quote input)
+MAX_ERROR_CHARS = 300
 
 
 def hash_email(addr: str) -> str:
@@ -39,6 +51,35 @@ def hash_email(addr: str) -> str:
 def redact_text(text: str) -> str:
     text = TOKEN_RE.sub(REDACTED, text)
     return EMAIL_RE.sub(lambda m: hash_email(m.group(0)), text)
+
+
+def error_leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions that actually happened: ``exc`` itself, or for an ExceptionGroup (a
+    failing TaskGroup) every non-group exception inside it, depth first."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in error_leaves(inner)]
+    return [exc]
+
+
+def _one(exc: BaseException) -> str:
+    message = str(exc)
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + f"... ({len(message)} chars)"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for a log line, each message cut to ``MAX_ERROR_CHARS``; a group is
+    described by its leaves joined with ``; `` (never by "unhandled errors in a TaskGroup")."""
+    return "; ".join(_one(leaf) for leaf in error_leaves(exc))
+
+
+def log_tracebacks(log: Any, event: str, exc: BaseException, **fields: Any) -> None:
+    """One debug line per leaf of ``exc`` with its traceback (only at debug: a traceback
+    quotes source lines and messages, which the error line already summarizes)."""
+    for leaf in error_leaves(exc):
+        text = "".join(traceback.format_exception(leaf))
+        log.debug(event, error=_one(leaf), traceback=text[-8000:], **fields)
 
 
 def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
@@ -61,7 +102,7 @@ def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_redact_value("", v, depth + 1) for v in value]
     if isinstance(value, BaseException):
-        return redact_text(f"{type(value).__name__}: {value}")
+        return redact_text(describe_error(value))
     return value
 
 

@@ -25,7 +25,7 @@ from shared.cycles import CycleOutcome, CycleResult
 from shared.daemon import Daemon, DaemonContext, RefusedToStart
 from shared.files import complete_in_thread
 from shared.heartbeats import Heartbeat, assess, read_heartbeat, write_heartbeat
-from shared.logging import get_logger
+from shared.logging import describe_error, error_leaves, get_logger, log_tracebacks
 from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
 from shared.metrics_server import HealthReport, MetricsServer
@@ -219,6 +219,21 @@ class DaemonRunner:
         finally:
             self.write_started_mono = None
 
+    def state(self, now_mono: float) -> dict[str, Any]:
+        """Where this daemon is, for a state dump (SIGUSR1): plain values, no I/O."""
+        started = self.cycle_started_mono
+        return {
+            "daemon": self.name,
+            "role": self.role,
+            "cycles": self.cycles,
+            "consecutive_failures": self.failures,
+            "last_ok_at": self.last_ok_at,
+            "last_duration_s": self.last_duration_s,
+            "cycle_running_s": round(now_mono - started, 3) if started is not None else None,
+            "next_due_at": self.next_due_at,
+            "wedged": self.wedged(),
+        }
+
     # cycles ----------------------------------------------------------------------------------
     async def run_cycle(self) -> CycleResult | None:
         """Run one cycle under its timeout; record metrics, heartbeat and state-change logs.
@@ -229,6 +244,7 @@ class DaemonRunner:
         self.cycle_started_mono = start
         outcome = CycleOutcome.OK
         error: str | None = None
+        failure: Exception | None = None
         result: CycleResult | None = None
         try:
             async with asyncio.timeout(self.section.cycle_timeout_s):
@@ -238,7 +254,7 @@ class DaemonRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failing cycle must never end the daemon
-            outcome, error = CycleOutcome.ERROR, f"{type(exc).__name__}: {exc}"
+            outcome, error, failure = CycleOutcome.ERROR, describe_error(exc), exc
         finally:
             self.cycle_started_mono = None
         duration = time.monotonic() - start
@@ -257,7 +273,13 @@ class DaemonRunner:
         self.failures += 1
         self.metrics.consecutive_failures.labels(self.name).set(self.failures)
         if self.failures == 1:
-            self.log.error("cycle failed", outcome=outcome, error=error)
+            extra: dict[str, Any] = {}
+            if isinstance(failure, BaseExceptionGroup):
+                # A TaskGroup's ExceptionGroup: each real error, one per list item.
+                extra["causes"] = [describe_error(leaf) for leaf in error_leaves(failure)]
+            self.log.error("cycle failed", outcome=outcome, error=error, **extra)
+            if failure is not None:
+                log_tracebacks(self.log, "cycle failure traceback", failure)
         else:
             self.log.debug("cycle still failing", outcome=outcome, failures=self.failures)
         return None

@@ -1,4 +1,5 @@
-"""sd_notify without C dependencies: datagrams to ``$NOTIFY_SOCKET`` (READY, WATCHDOG, STOPPING).
+"""sd_notify without C dependencies: datagrams to ``$NOTIFY_SOCKET`` (READY, WATCHDOG, STOPPING,
+RELOADING).
 
 Outside systemd (no NOTIFY_SOCKET, e.g. launchd or a terminal) every call is a no-op. A send
 that fails is reported by return value and never raises: notification must never kill a daemon.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 __all__ = ["Notifier", "watchdog_interval_s"]
 
@@ -46,6 +48,12 @@ class Notifier:
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
+
+    def reloading(self) -> bool:
+        """RELOADING=1 with the CLOCK_MONOTONIC timestamp ``Type=notify-reload`` asks for;
+        READY=1 must follow once the reload is done (or given up)."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")

@@ -12,7 +12,7 @@ from daemons.blueprint_watchdog.schedule import schedule_period_s
 from shared.config import FleetConfig
 from shared.files import under_shared_tmp
 from shared.manifest import AlertRule, DaemonManifest, UnitProfile, WrittenDb, metric
-from shared.roles import Role, effective_role
+from shared.roles import Role, RoleFileError, effective_role
 from shared.schema_contract import ContractUse
 from shared.shared_tables import HIVEMIND_MESSAGES
 
@@ -72,14 +72,17 @@ def sinks(config: FleetConfig, section: BlueprintWatchdogSection) -> Mapping[str
     replicated from the primary: a standby must never write it."""
     from shared.hivemind import HiveMindSink
 
-    role = effective_role(config.fleet.role, config.role_file)
+    try:
+        writable = effective_role(config.fleet.role, config.role_file) is Role.PRIMARY
+    except RoleFileError:
+        writable = False  # a garbled role file never makes a host writable
     return {
         "hivemind": HiveMindSink(
             db=section.hivemind_db,
             url=section.hivemind_url,
             token=section.hivemind_token.get_secret_value(),
             timeout_s=section.hivemind_timeout_s,
-            writable=role is Role.PRIMARY,
+            writable=writable,
         )
     }
 

@@ -14,7 +14,7 @@ import click
 
 from daemons.email_reactor.config import EmailReactorSection
 from shared.cli import config_option, die, invoke_app_command, load_config_or_exit
-from shared.exitcodes import EX_CONFIG
+from shared.exitcodes import EX_CONFIG, ExitCode
 
 __all__ = ["email"]
 
@@ -54,12 +54,15 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
     from shared.logging import configure_logging, get_logger
     from shared.metrics import DaemonMetrics
     from shared.notify import Outbox
-    from shared.roles import effective_role
+    from shared.roles import RoleFileError, effective_role
     from shared.runtime import DaemonContext, RefusedToStart
 
     config = load_config_or_exit(config_path)
     configure_logging(host=config.fleet.host, level="warning", daemon="email-reactor")
-    role = effective_role(config.fleet.role, config.role_file)
+    try:
+        role = effective_role(config.fleet.role, config.role_file)
+    except RoleFileError as exc:
+        die(ExitCode.CONFIG, str(exc))
     reason = EmailReactor.refuse_reason(config.section(EmailReactorSection), role)
     if reason and not dry_run:
         raise click.ClickException(reason)

@@ -35,7 +35,7 @@ from daemons.heartbeat.probe import PeerProbe, PingResult, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
 from shared.files import complete_in_thread
 from shared.notify import Message
-from shared.roles import Role, effective_role
+from shared.roles import Role, RoleFileError, effective_role
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
 
 __all__ = ["Heartbeat", "HeartbeatUnhealthy", "PingTarget"]
@@ -119,6 +119,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
         self.ping_failing: dict[str, bool] = {}
         self._dirty = False
         self._problems_logged: set[str] = set()
+        self._last_role = ctx.role
         self._last_stale: tuple[str, ...] | None = None
         metrics = self.own_metrics()
         self.m_peer_up = metrics.gauge("fleet_heartbeat_peer_up")
@@ -279,9 +280,20 @@ class Heartbeat(Daemon[HeartbeatSection]):
 
     async def _local_role(self) -> Role:
         """This host's role now (the role file wins), read off the loop: a promotion or
-        demotion takes effect on the next probe result without a restart."""
+        demotion takes effect on the next probe result without a restart. A role file garbled
+        since the last good read is reported once (and /health shows it); the peer checks go
+        on with the last role that was read."""
         config = self.ctx.config
-        return await asyncio.to_thread(effective_role, config.fleet.role, config.role_file)
+        try:
+            role = await asyncio.to_thread(effective_role, config.fleet.role, config.role_file)
+        except RoleFileError as exc:
+            self._problem(
+                "role-file", "role file unreadable; using the last role read", error=str(exc)
+            )
+            return self._last_role
+        self._resolved("role-file")
+        self._last_role = role
+        return role
 
     def _harvest(self, local_role: Role) -> None:
         for key, probe in list(self.in_flight.items()):

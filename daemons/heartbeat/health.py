@@ -24,21 +24,23 @@ from shared.clock import Clock
 from shared.config import FleetConfig
 from shared.heartbeats import HeartbeatStatus, read_status
 from shared.manifest import DaemonManifest
-from shared.roles import Role, effective_role
+from shared.roles import Role, RoleFileError, effective_role
 
 __all__ = ["HEALTH_PATHS", "HealthServer", "HealthView", "expected_daemons"]
 
 HEALTH_PATHS = ("/health", "/health/fleet")
 
 
-def expected_daemons(config: FleetConfig, fleet: Sequence[DaemonManifest], role: Role) -> list[str]:
-    """The daemons this host should be running: enabled, and not fenced off its role. Only
-    manifests are read (no sibling daemon's code is imported, so a broken sibling cannot take
-    /health down with it)."""
+def expected_daemons(
+    config: FleetConfig, fleet: Sequence[DaemonManifest], role: Role | None
+) -> list[str]:
+    """The daemons this host should be running: enabled, and not fenced off its role (every
+    enabled one when the role is unknown). Only manifests are read (no sibling daemon's code
+    is imported, so a broken sibling cannot take /health down with it)."""
     expected = []
     for manifest in fleet:
         section = config.daemon_section(manifest.section_name)
-        if section.enabled and not manifest.fenced(section, role):
+        if section.enabled and (role is None or not manifest.fenced(section, role)):
             expected.append(manifest.name)
     return expected
 
@@ -65,7 +67,13 @@ class HealthView:
     def read(self) -> FleetReport:
         """Read the heartbeat files now (blocking file I/O: call from a thread)."""
         now = self.clock()
-        role = effective_role(self.config.fleet.role, self.config.role_file)
+        try:
+            role: Role | None = effective_role(self.config.fleet.role, self.config.role_file)
+            role_error = ""
+        except RoleFileError as exc:
+            # Shown instead of a role (and degraded): the daemons that need the role refuse
+            # to start until `fleet role set` writes a good one.
+            role, role_error = None, str(exc)
         expected = expected_daemons(self.config, self.fleet, role)
         statuses = {name: self._status(name, now) for name in expected}
         return fleet_report(
@@ -74,6 +82,7 @@ class HealthView:
             version=__version__,
             now=now,
             statuses=statuses,
+            role_error=role_error,
         )
 
     def _status(self, name: str, now: float) -> HeartbeatStatus:

@@ -320,13 +320,15 @@ class FleetReport:
 def fleet_report(
     *,
     host: str,
-    role: Role,
+    role: Role | None,
     version: str,
     now: float,
     statuses: Mapping[str, HeartbeatStatus],
+    role_error: str = "",
 ) -> FleetReport:
     """The /health answer for the daemons enabled on this host: ``degraded`` as soon as one is
-    stale (no success for 3 expected intervals) or has no heartbeat file."""
+    stale (no success for 3 expected intervals) or has no heartbeat file, or when the role file
+    is garbled (``role`` None, ``role_error`` saying why)."""
     daemons: dict[str, dict[str, Any]] = {}
     stale: list[str] = []
     for name in sorted(statuses):
@@ -345,8 +347,8 @@ def fleet_report(
             "expected_interval_s": st.expected_interval_s,
             "reason": st.reason,
         }
-    ok = not stale
-    body = {
+    ok = not stale and not role_error
+    body: dict[str, Any] = {
         "status": "ok" if ok else "degraded",
         "host": host,
         "role": role,
@@ -355,6 +357,8 @@ def fleet_report(
         "daemons": daemons,
         "stale": stale,
     }
+    if role_error:
+        body["role_error"] = role_error
     return FleetReport(ok, body)
 
 

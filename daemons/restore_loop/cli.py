@@ -1,7 +1,9 @@
 """``fleet restore ...`` (status, promote) and ``fleet litestream ...`` (config, lint).
 
-Exit codes: 0 ok; 1 a DB stale, failing or refused (or lint findings); 64 usage (an unknown DB
-name); 78 invalid config, tier table or litestream config. Nothing here prints a secret: the
+Exit codes: 0 ok; 1 a DB stale, failing or refused (or lint findings, or the host already
+promoted); 64 usage (an unknown DB name); 75 another ``fleet restore promote`` holds the
+promotion lock (its pid is named); 78 invalid config, role file, tier table or litestream
+config. Nothing here prints a secret: the
 generated YAML keeps ``${ENV}`` references.
 """
 
@@ -18,6 +20,7 @@ import click
 
 from daemons.restore_loop.config import RestoreLoopSection
 from shared.cli import config_option, load_config_or_exit
+from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from daemons.restore_loop.catalog import TierTable
@@ -26,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["litestream", "restore"]
 
-EX_FAIL, EX_USAGE, EX_CONFIG = 1, 64, 78
+EX_FAIL, EX_USAGE, EX_CONFIG = ExitCode.FAILURE, ExitCode.USAGE, ExitCode.CONFIG
+EX_BUSY = ExitCode.BUSY
 
 
 def _die(code: int, message: str) -> NoReturn:
@@ -241,16 +245,19 @@ def restore_promote(
     """Failover: make the standby copies of DBS (or --all) the primary's writable databases."""
     from daemons.restore_loop.litestream import Litestream, LitestreamError, find_litestream
     from daemons.restore_loop.plan import select_targets
-    from daemons.restore_loop.promote import Promoter
-    from daemons.restore_loop.state import StatePaths
+    from daemons.restore_loop.promote import AlreadyPromoted, Promoter
+    from daemons.restore_loop.state import PromotionLocked, StatePaths
     from shared.logging import configure_logging, get_logger
-    from shared.roles import effective_role
+    from shared.roles import RoleFileError, effective_role
 
     if bool(dbs) == promote_all:
         _die(EX_USAGE, "give DB names or --all (not both)")
     config = load_config_or_exit(config_path)
     section = config.section(RestoreLoopSection)
-    role = effective_role(config.fleet.role, config.role_file)
+    try:
+        role = effective_role(config.fleet.role, config.role_file)
+    except RoleFileError as exc:
+        _die(EX_CONFIG, str(exc))
     if role != "standby":
         _die(
             EX_FAIL,
@@ -291,20 +298,29 @@ def restore_promote(
         ls,
         log=log,
     )
-    report = asyncio.run(
-        promoter.promote(
-            targets,
-            catch_up_timeout_s=catch_up_timeout or section.restore_timeout_s,
-            ack_timeout_s=ack_timeout,
-            set_role=not no_role,
-            allow_partial=allow_partial,
+    try:
+        report = asyncio.run(
+            promoter.promote(
+                targets,
+                catch_up_timeout_s=catch_up_timeout or section.restore_timeout_s,
+                ack_timeout_s=ack_timeout,
+                set_role=not no_role,
+                allow_partial=allow_partial,
+            )
         )
-    )
+    except PromotionLocked as exc:
+        _die(EX_BUSY, str(exc))
+    except AlreadyPromoted as exc:
+        _die(EX_FAIL, str(exc))
+    except RoleFileError as exc:
+        _die(EX_CONFIG, str(exc))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         _print_report(report, config)
-    raise SystemExit(EX_FAIL if report.refused else 0)
+    if report.record_error:
+        click.echo(f"error: the promotion record was not written: {report.record_error}", err=True)
+    raise SystemExit(EX_FAIL if report.refused or report.record_error else 0)
 
 
 def _print_report(report: Any, config: FleetConfig) -> None:

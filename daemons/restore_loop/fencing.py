@@ -13,9 +13,18 @@ from pathlib import Path
 from daemons.restore_loop.state import Fence, read_fence_file
 from daemons.restore_loop.watched_file import WatchedFile
 from shared.clock import Clock
-from shared.roles import Role, read_role_file
+from shared.roles import Role, RoleFileError, read_role_file
 
 __all__ = ["Fencing"]
+
+
+def _role_or_none(path: Path) -> Role | None:
+    """The role file's role; None when absent or garbled. A garbled file is not a promotion
+    (the daemons refuse to start over it, and /health and ``fleet status`` show it)."""
+    try:
+        return read_role_file(path)
+    except RoleFileError:
+        return None
 
 
 class Fencing:
@@ -27,7 +36,7 @@ class Fencing:
         self.ack: str | None = None
         self._primary_reads = 0
         self._was_active = False
-        self._role = WatchedFile(role_file, read_role_file)
+        self._role = WatchedFile(role_file, _role_or_none)
         self._fence = WatchedFile(fence_file, read_fence_file)
 
     def role_confirms_primary(self) -> bool:

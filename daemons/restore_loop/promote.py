@@ -5,8 +5,9 @@ follower left over, one last bounded catch-up from the replica (a full restore t
 copy only when newer and intact), a full integrity check, sidecars removed and WAL mode set, then
 per DB the RPO (age of the newest applied change) and the elapsed RTO. The promotion record is
 appended to ``promotions.jsonl`` and this host's role file set to primary, so no restore-loop
-touches the promoted files again. A DB that fails integrity is refused, with the reason, and left
-as it was. It must never write to a replica.
+touches the promoted files again. All of it runs under the promotion lock: a second promote
+refuses at once instead of running beside the first. A DB that fails integrity is refused, with
+the reason, and left as it was. It must never write to a replica.
 """
 
 from __future__ import annotations
@@ -37,9 +38,21 @@ from daemons.restore_loop.state import (
     read_txid_file,
     work_dir_for,
 )
-from shared.files import atomic_write_text
+from shared.roles import Role, read_role_file, write_role_file
 
-__all__ = ["DbPromotion", "Promoter", "PromotionReport"]
+__all__ = ["AlreadyPromoted", "DbPromotion", "Promoter", "PromotionReport"]
+
+
+class AlreadyPromoted(Exception):
+    """The role file already says primary: a promote finished while this one waited to
+    start. Nothing is promoted twice."""
+
+    def __init__(self, role_file: Path) -> None:
+        self.role_file = role_file
+        super().__init__(
+            f"this host's role is already primary ({role_file}): another promote finished "
+            "first; nothing to promote (`fleet role show`)"
+        )
 
 
 @dataclass
@@ -70,6 +83,8 @@ class PromotionReport:
     daemon_acknowledged: bool | None = None
     killed_followers: list[int] = field(default_factory=list)
     dbs: list[DbPromotion] = field(default_factory=list)
+    #: why promotions.jsonl could not take this record ("" when it did)
+    record_error: str = ""
 
     @property
     def refused(self) -> list[DbPromotion]:
@@ -135,6 +150,29 @@ class Promoter:
         set_role: bool = True,
         allow_partial: bool = False,
     ) -> PromotionReport:
+        """Promote ``targets`` under the promotion lock: PromotionLocked at once when another
+        promote holds it, AlreadyPromoted when (with ``set_role``) a promote that finished
+        meanwhile already set the role file to primary. Either way nothing is touched."""
+        with self.paths.promotion_lock():
+            if set_role and read_role_file(self.role_file) is Role.PRIMARY:
+                raise AlreadyPromoted(self.role_file)
+            return await self._promote_locked(
+                targets,
+                catch_up_timeout_s=catch_up_timeout_s,
+                ack_timeout_s=ack_timeout_s,
+                set_role=set_role,
+                allow_partial=allow_partial,
+            )
+
+    async def _promote_locked(
+        self,
+        targets: list[RestoreTarget],
+        *,
+        catch_up_timeout_s: float,
+        ack_timeout_s: float,
+        set_role: bool,
+        allow_partial: bool,
+    ) -> PromotionReport:
         started = self.clock()
         report = PromotionReport(id=uuid.uuid4().hex[:12], host=self.host, started_at=started)
         fence = Fence(report.id, os.getpid(), tuple(t.name for t in targets), started)
@@ -162,9 +200,12 @@ class Promoter:
             report.rto_s = report.finished_at - started
             promoted_any = any(d.status == "promoted" for d in report.dbs)
             if set_role and promoted_any and (allow_partial or not report.refused):
-                atomic_write_text(self.role_file, "primary\n")
+                write_role_file(self.role_file, Role.PRIMARY)
                 report.role_set = True
-            self.paths.append_promotion(report.to_json())
+            try:
+                self.paths.append_promotion(report.to_json())
+            except OSError as exc:  # a full disk must not hide the report the CLI prints
+                report.record_error = str(exc)
         finally:
             self.paths.clear_fence(fence.id)
         return report

@@ -1,5 +1,6 @@
 """restore-loop's own files: the status file the daemon writes and the CLI reads, the fence the
-promote command raises, the promotion record, and each DB's target paths.
+promote command raises, the promotion lock that keeps a second promote out, the promotion
+record, and each DB's target paths.
 
 Writes are atomic (temp + fsync + rename, 0600); reads tolerate a missing or torn file by
 returning None. This module must never touch a standby copy's contents.
@@ -7,11 +8,14 @@ returning None. This module must never touch a standby copy's contents.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from shared.files import append_jsonl, atomic_write_json, atomic_write_text, ens
 __all__ = [
     "FENCE_MAX_AGE_S",
     "Fence",
+    "PromotionLocked",
     "RestoreTarget",
     "StatePaths",
     "fsync_dir",
@@ -81,6 +86,34 @@ class StatePaths:
     def promotions(self) -> Path:
         return self.dir / "promotions.jsonl"
 
+    @property
+    def promote_lock(self) -> Path:
+        return self.dir / "promote.lock"
+
+    @contextlib.contextmanager
+    def promotion_lock(self) -> Iterator[None]:
+        """Hold the promotion lock (``flock`` on ``promote.lock``, 0600, holding this pid) for
+        the block; PromotionLocked at once when another process holds it. The kernel drops
+        the lock when its holder dies, so a crashed promote never leaves it stuck; the file
+        itself stays (unlinking a flock file lets two holders lock two different files)."""
+        ensure_private_dir(self.dir)
+        fd = os.open(self.promote_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PromotionLocked(self.promote_lock, _lock_holder(fd)) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # no stale pid for the next reader
+        finally:
+            os.close(fd)  # releases the flock
+
     def write_status(self, data: dict[str, Any]) -> None:
         atomic_write_json(self.status, {"version": STATUS_VERSION, **data})
 
@@ -100,6 +133,35 @@ class StatePaths:
 
     def append_promotion(self, record: dict[str, Any]) -> None:
         append_jsonl(self.promotions, record, max_bytes=10_000_000, keep=5)
+
+
+class PromotionLocked(Exception):
+    """Another `fleet restore promote` holds the promotion lock."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        self.path = path
+        self.holder = holder
+        who = f"pid {holder}" if holder is not None else "a process that has not written its pid"
+        super().__init__(
+            f"another promotion is running: {path} is held by {who}; wait for it to finish "
+            "(`fleet restore status`), then check `fleet role show`"
+        )
+
+
+def _lock_holder(fd: int, wait_s: float = 2.0) -> int | None:
+    """The pid the lock's holder wrote, or None. The holder writes it just after it takes
+    the lock, so a reader that lost the race by a hair waits (at most ``wait_s``) for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+        except OSError:
+            return None
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ any number of senders on one host share the outbox without sending a row twice; 
 dies mid-send leaves its row to be retried when the lease lapses (the one duplicate a crash can
 cause). Policy lives in small functions of data and ``now``: stale or silenced alerts collapse
 into one summary per channel (``collapse``), bursts collapse, each channel is rate limited, and
-#ceo pushes are never silenced. Transports raise one ``SinkError`` with a ``permanent`` flag.
+#ceo pushes are never silenced. Intervals (the rate limit's minute, a silence's length) are
+measured on the monotonic clock, so a wall-clock step never holds a push. Transports raise one
+``SinkError`` with a ``permanent`` flag.
 Nothing here may drop a message silently: every row ends as sent, collapsed (into a sent
 summary) or dead (permanent error, counted and logged).
 
@@ -15,7 +17,7 @@ SQLite store), ``sink`` and ``slack`` (transports), ``sender`` (the delivery loo
 """
 
 from shared.notify.collapse import summary_text
-from shared.notify.message import Kind, Message, OutboxRow, Silence
+from shared.notify.message import MAX_SILENCE_S, Kind, Message, OutboxRow, Silence
 from shared.notify.metrics import NotifyMetrics
 from shared.notify.outbox import Outbox
 from shared.notify.sender import OutboxSender, retry_delay_s
@@ -23,6 +25,7 @@ from shared.notify.sink import Sink, SinkError
 from shared.notify.slack import SlackSink
 
 __all__ = [
+    "MAX_SILENCE_S",
     "Kind",
     "Message",
     "NotifyMetrics",

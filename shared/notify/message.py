@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Kind", "Message", "OutboxRow", "Silence"]
+__all__ = ["MAX_SILENCE_S", "Kind", "Message", "OutboxRow", "Silence"]
+
+#: the longest silence ``fleet silence set`` accepts: a drill or a maintenance, not "forever"
+MAX_SILENCE_S = 30 * 86400.0
 
 #: ``alert``: may be silenced and collapsed; ``push`` (e.g. #ceo): never is;
 #: ``summary``: made by the outbox from collapsed alerts.
@@ -48,11 +51,23 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class Silence:
-    """Alerts are held (pushes are not) until ``until``."""
+    """Alerts are held (pushes are not) for ``until - set_at`` seconds. Measured on the
+    monotonic clock when it was set in this boot (``set_mono``, ``boot``), so a wall-clock
+    step neither stretches nor cuts it; else (another boot, an older row) until ``until``."""
 
     until: float
     reason: str
     set_at: float
+    set_mono: float | None = None
+    boot: str | None = None
 
-    def active(self, now: float) -> bool:
+    @property
+    def duration_s(self) -> float:
+        return self.until - self.set_at
+
+    def active(self, now: float, mono: float | None = None, boot: str | None = None) -> bool:
+        """Still in force at wall time ``now`` / monotonic ``mono`` in boot ``boot``."""
+        same_boot = boot is not None and boot == self.boot and self.set_mono is not None
+        if same_boot and mono is not None and self.set_mono is not None and mono >= self.set_mono:
+            return mono - self.set_mono < self.duration_s
         return self.until > now

@@ -18,9 +18,9 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.clock import Clock
+from shared.clock import Clock, MonotonicClock, boot_id
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
-from shared.notify.message import Message, OutboxRow, Silence
+from shared.notify.message import MAX_SILENCE_S, Message, OutboxRow, Silence
 from shared.sqlite import AsyncDatabase, apply_migrations, connect_sync, retry_busy_async
 
 __all__ = ["COMPONENT", "MIGRATIONS", "Outbox"]
@@ -59,7 +59,19 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_migration_1]
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """Monotonic readings (and the boot they belong to) for the intervals measured on them:
+    the rate limit's window over sends and a silence's length."""
+    conn.execute("ALTER TABLE outbox ADD COLUMN sent_mono REAL")
+    conn.execute("ALTER TABLE outbox ADD COLUMN sent_boot TEXT")
+    conn.execute("ALTER TABLE silence ADD COLUMN set_mono REAL")
+    conn.execute("ALTER TABLE silence ADD COLUMN set_boot TEXT")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idx_outbox_channel_sent_mono ON outbox(channel, sent_mono)"
+    )
+
+
+MIGRATIONS = [_migration_1, _migration_2]
 
 _ROW_COLUMNS = "id, dedup_key, sink, channel, kind, text, payload, daemon, created_at, attempts"
 
@@ -85,9 +97,19 @@ class Outbox(AsyncDatabase):
 
     label = "outbox"
 
-    def __init__(self, path: str | Path, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = time.time,
+        mono: MonotonicClock = time.monotonic,
+        boot: str | None = None,
+    ) -> None:
         super().__init__(path)
         self._clock = clock
+        self._mono = mono
+        #: whose monotonic readings are comparable with ours (the clock restarts at boot)
+        self.boot = boot if boot is not None else boot_id()
 
     async def open(self) -> Outbox:
         def _migrate() -> None:
@@ -103,6 +125,9 @@ class Outbox(AsyncDatabase):
 
     def now(self) -> float:
         return self._clock()
+
+    def mono(self) -> float:
+        return self._mono()
 
     async def enqueue(self, msg: Message) -> bool:
         """Store ``msg`` durably; False if its dedup key was already enqueued (a no-op)."""
@@ -134,20 +159,41 @@ class Outbox(AsyncDatabase):
 
     # silence -----------------------------------------------------------------------------
     async def silence(self) -> Silence | None:
-        rows = await self._fetchall("SELECT until, reason, set_at FROM silence WHERE id = 1")
+        rows = await self._fetchall(
+            "SELECT until, reason, set_at, set_mono, set_boot FROM silence WHERE id = 1"
+        )
         if not rows:
             return None
-        until, reason, set_at = rows[0]
-        return Silence(float(until), str(reason), float(set_at))
+        until, reason, set_at, set_mono, set_boot = rows[0]
+        return Silence(
+            float(until),
+            str(reason),
+            float(set_at),
+            float(set_mono) if set_mono is not None else None,
+            str(set_boot) if set_boot is not None else None,
+        )
+
+    def silenced(self, silence: Silence | None) -> bool:
+        """Is ``silence`` in force now (on the monotonic clock when it was set this boot)?"""
+        return silence is not None and silence.active(self.now(), self.mono(), self.boot)
 
     async def set_silence(self, duration_s: float, reason: str = "") -> Silence:
+        """Silence alerts for ``duration_s`` (more than 0, at most ``MAX_SILENCE_S``; else
+        ValueError)."""
+        if not 0 < duration_s <= MAX_SILENCE_S:
+            raise ValueError(
+                f"a silence lasts more than 0 s and at most {MAX_SILENCE_S / 86400:.0f}d "
+                f"({MAX_SILENCE_S:.0f} s), not {duration_s:g} s"
+            )
         now = self.now()
-        silence = Silence(now + duration_s, reason, now)
+        silence = Silence(now + duration_s, reason, now, self.mono(), self.boot)
         await self._execute(
-            "INSERT INTO silence(id, until, reason, set_at) VALUES (1, ?, ?, ?)"
+            "INSERT INTO silence(id, until, reason, set_at, set_mono, set_boot)"
+            " VALUES (1, ?, ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET until = excluded.until, reason = excluded.reason,"
-            " set_at = excluded.set_at",
-            (silence.until, reason, now),
+            " set_at = excluded.set_at, set_mono = excluded.set_mono,"
+            " set_boot = excluded.set_boot",
+            (silence.until, reason, now, silence.set_mono, silence.boot),
         )
         return silence
 
@@ -281,19 +327,29 @@ class Outbox(AsyncDatabase):
         return created
 
     async def ready(
-        self, *, include_alerts: bool, limit: int, per_channel: int | None = None
+        self,
+        *,
+        include_alerts: bool,
+        limit: int,
+        per_channel: int | None = None,
+        max_delay_s: float | None = None,
     ) -> list[OutboxRow]:
         """Rows due now, oldest first; at most ``per_channel`` per (sink, channel), so one
-        rate-limited channel's backlog cannot starve the others out of the batch."""
+        rate-limited channel's backlog cannot starve the others out of the batch. With
+        ``max_delay_s`` (the longest retry delay ever set), a row due later than that from
+        now is due now: the wall clock was set back after its delay was set."""
         kinds = "('alert', 'push', 'summary')" if include_alerts else "('push')"
         cap = per_channel if per_channel is not None else limit
+        now = self.now()
+        horizon = now + max_delay_s if max_delay_s is not None else float("inf")
         rows = await self._fetchall(
             f"SELECT {_ROW_COLUMNS} FROM ("
             f" SELECT {_ROW_COLUMNS}, ROW_NUMBER() OVER"
             " (PARTITION BY sink, channel ORDER BY id) AS rn FROM outbox"
-            f" WHERE status = 'pending' AND kind IN {kinds} AND next_attempt_at <= ?"
+            f" WHERE status = 'pending' AND kind IN {kinds}"
+            " AND (next_attempt_at <= ? OR next_attempt_at > ?)"
             ") WHERE rn <= ? ORDER BY id LIMIT ?",
-            (self.now(), cap, limit),
+            (now, horizon, cap, limit),
         )
         return [_to_row(r) for r in rows]
 
@@ -311,9 +367,9 @@ class Outbox(AsyncDatabase):
 
     async def mark_sent(self, row_id: int, owner: str) -> None:
         await self._execute(
-            "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL"
-            " WHERE id = ? AND claimed_by = ?",
-            (self.now(), row_id, owner),
+            "UPDATE outbox SET status = 'sent', sent_at = ?, sent_mono = ?, sent_boot = ?,"
+            " last_error = NULL WHERE id = ? AND claimed_by = ?",
+            (self.now(), self.mono(), self.boot, row_id, owner),
         )
 
     async def mark_retry(self, row_id: int, owner: str, delay_s: float, error: str) -> None:
@@ -344,9 +400,15 @@ class Outbox(AsyncDatabase):
         return out
 
     async def sent_recently(self, sink: str, channel: str, window_s: float = 60.0) -> int:
+        """Sends on (sink, channel) in the last ``window_s``, on the monotonic clock (sends of
+        this boot; a wall-clock step changes nothing). Rows sent before the monotonic column
+        existed count by wall time, never from the future."""
+        mono, now = self.mono(), self.now()
         rows = await self._fetchall(
-            "SELECT count(*) FROM outbox WHERE channel = ? AND sink = ? AND sent_at > ?",
-            (channel, sink, self.now() - window_s),
+            "SELECT count(*) FROM outbox WHERE channel = ? AND sink = ? AND ("
+            " (sent_boot = ? AND sent_mono > ? AND sent_mono <= ?)"
+            " OR (sent_boot IS NULL AND sent_at > ? AND sent_at <= ?))",
+            (channel, sink, self.boot, mono - window_s, mono, now - window_s, now),
         )
         return int(rows[0][0])
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.backoff import backoff_delay
+from shared.logging import describe_error
 from shared.notify.message import OutboxRow
 from shared.notify.metrics import NotifyMetrics
 from shared.notify.outbox import Outbox
@@ -89,8 +90,7 @@ class OutboxSender:
         ob = self.outbox
         now = ob.now()
         await ob.requeue_abandoned()
-        silence = await ob.silence()
-        silenced = silence is not None and silence.active(now)
+        silenced = ob.silenced(await ob.silence())
         if silenced:
             await ob.hold_alerts()
         else:
@@ -106,6 +106,7 @@ class OutboxSender:
             include_alerts=not silenced,
             limit=self.batch,
             per_channel=self.settings.rate_per_minute,
+            max_delay_s=self.settings.max_backoff_s,
         ):
             sink = self.sinks.get(row.sink)
             if sink is None or not sink.available:
@@ -142,7 +143,7 @@ class OutboxSender:
         except Exception as exc:
             # A sink bug or an answer nobody anticipated: push the row back to be retried
             # instead of leaving it claimed and crash-looping the daemon on it.
-            failure = SinkError("unexpected", detail=f"{type(exc).__name__}: {exc}")
+            failure = SinkError("unexpected", detail=describe_error(exc))
         else:
             failure = None
         if failure is not None:

@@ -137,6 +137,10 @@ def render_systemd(
     else:
         service += [("Type", "exec")]
     service.append(("ExecStart", " ".join(_sd_word(a) for a in spec.argv)))
+    if spec.notify:
+        # `systemctl reload`: SIGHUP, which a fleet daemon answers by reloading its config in
+        # process (RELOADING=1 ... READY=1); shared.signals.
+        service.append(("ExecReload", "/bin/kill -HUP $MAINPID"))
     if layout.mode == "system" and layout.user:
         service.append(("User", layout.user))
     service += [

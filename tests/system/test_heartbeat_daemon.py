@@ -385,6 +385,63 @@ url = "{peer.health_url}"
     assert daemon.states["forge"].two_primaries_at is not None
 
 
+async def test_a_garbled_role_file_mid_run_keeps_the_last_role_and_is_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role file garbled while the daemon runs: the peer checks go on with the last role
+    read (a "two primaries" incident is not resolved by garbage), the problem is logged once,
+    and a good file again resolves it."""
+    from tests.recording_log import RecordingLog
+
+    with FakePeer(role="primary") as peer:
+        config = make_config(
+            tmp_path,
+            monkeypatch,
+            f"""
+[heartbeat]
+health_port = {free_port()}
+[[heartbeat.peers]]
+name = "forge"
+url = "{peer.health_url}"
+""",
+        )
+        config.role_file.parent.mkdir(parents=True, exist_ok=True)
+        config.role_file.write_text("primary\n")
+        clock = ManualClock()
+        ctx = context(config, clock=clock)
+        log = RecordingLog()
+        ctx.log = log
+        daemon = Heartbeat(ctx)
+        await daemon.open()
+
+        async def next_probe_result() -> None:
+            seen = daemon.states["forge"].probes
+            for _ in range(20):  # waits for the probe's result, not for a wall-clock delay
+                clock.advance()
+                await daemon.cycle()
+                if daemon.states["forge"].probes > seen:
+                    return
+            raise AssertionError("no probe result came in")
+
+        try:
+            await next_probe_result()
+            config.role_file.write_bytes(b"\xef\xbb\xbfstanby\x00")
+            await next_probe_result()
+            await next_probe_result()
+            keys = [m.dedup_key.rsplit(":", 1)[1] for m in ctx.sent]
+            assert keys == ["two_primaries"], "garbage never resolves (or raises) an incident"
+            problems = log.events("role file unreadable; using the last role read")
+            assert len(problems) == 1 and "stanby" in problems[0]["error"]
+            config.role_file.write_text("standby\n")
+            await next_probe_result()
+        finally:
+            await daemon.close()
+    assert [m.dedup_key.rsplit(":", 1)[1] for m in ctx.sent] == [
+        "two_primaries",
+        "two_primaries_resolved",
+    ]
+
+
 @pytest.mark.system
 def test_once_and_bad_url_file(fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path) -> None:
     env = {

@@ -50,7 +50,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def outbox(db_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
-    ob = await Outbox(db_path, clock=clock).open()
+    ob = await Outbox(db_path, clock=clock, mono=clock).open()
     yield ob
     await ob.close()
 
@@ -59,8 +59,8 @@ async def outbox(db_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
 async def test_two_senders_never_send_the_same_row_twice(
     db_path: Path, slack: FakeSlack, clock: Clock
 ) -> None:
-    ob_a = await Outbox(db_path, clock=clock).open()
-    ob_b = await Outbox(db_path, clock=clock).open()
+    ob_a = await Outbox(db_path, clock=clock, mono=clock).open()
+    ob_b = await Outbox(db_path, clock=clock, mono=clock).open()
     try:
         channels = ["#ceo", "#ops", "#dev", "#alerts"]
         for i in range(200):
@@ -86,8 +86,8 @@ async def test_two_senders_never_send_the_same_row_twice(
 async def test_two_senders_collapse_a_burst_into_one_summary(
     db_path: Path, slack: FakeSlack, clock: Clock
 ) -> None:
-    ob_a = await Outbox(db_path, clock=clock).open()
-    ob_b = await Outbox(db_path, clock=clock).open()
+    ob_a = await Outbox(db_path, clock=clock, mono=clock).open()
+    ob_b = await Outbox(db_path, clock=clock, mono=clock).open()
     try:
         for i in range(200):
             await ob_a.enqueue(alert("#ops", f"alert {i}", key=f"k{i}"))
@@ -111,7 +111,7 @@ async def test_row_claimed_by_a_dead_sender_is_requeued_after_the_lease(
     await outbox.enqueue(push("#ceo", "survives a crash"))
     row_id = rows(db_path)[0]["id"]
     # Another sender claims the row, then dies before sending or marking it.
-    ghost = await Outbox(db_path, clock=clock).open()
+    ghost = await Outbox(db_path, clock=clock, mono=clock).open()
     try:
         assert await ghost.claim(row_id, "ghost:1", 60) is True
     finally:

@@ -106,6 +106,8 @@ def test_system_unit_directives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert one(d, "Service.NotifyAccess") == "main"
     assert one(d, "Service.WatchdogSec") == f"{ServiceTimings().watchdog_s}s"
     assert one(d, "Service.ExecStart") == (f"{VENV}/bin/fleet run claim-sweeper --config {cfg}")
+    # systemctl reload: SIGHUP, which the daemon answers by reloading its config in process
+    assert one(d, "Service.ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(d, "Service.User") == "alai"
     assert one(d, "Service.Restart") == "on-failure"
     assert one(d, "Service.RestartPreventExitStatus") == "78"
