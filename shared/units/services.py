@@ -228,6 +228,7 @@ def service_specs(
         argv = [str(layout.fleet_bin), "run", manifest.name]
         if layout.config_file is not None:
             argv += ["--config", str(layout.config_file)]
+        secrets = manifest.secrets_env(config, section)
         daemons.append(
             ServiceSpec(
                 name=manifest.name,
@@ -241,6 +242,7 @@ def service_specs(
                 memory_max_mb=profile.memory_max_mb,
                 needs_network=profile.needs_network,
                 credentials=_credentials(sections),
+                environment_file=secrets.path if secrets is not None else None,
             )
         )
     names = [s.name for s in (*daemons, *companions)]
