@@ -57,6 +57,7 @@ APP_COMMANDS: dict[str, str] = {
     "units": "fleet.units_cli:units",
     "observability": "fleet.units_cli:observability",
     "mc": "fleet.mc_cli:mc",
+    "cutover": "fleet.cutover.cli:cutover",
 }
 
 

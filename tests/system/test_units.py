@@ -254,7 +254,12 @@ def test_companion_services_get_a_plain_unit_and_an_env_file_loader(
     )
     LaunchAgentPlist.model_validate(plist)
     args = plist["ProgramArguments"]
-    litestream = [f"{VENV}/bin/litestream", "replicate", "-config", f"{root}/config/litestream-p0.yml"]
+    litestream = [
+        f"{VENV}/bin/litestream",
+        "replicate",
+        "-config",
+        f"{root}/config/litestream-p0.yml",
+    ]
     assert args == [
         f"{VENV}/bin/fleet",
         "units",
