@@ -101,9 +101,19 @@ def _plist(path: Path, data: dict[str, Any]) -> None:
     path.write_bytes(plistlib.dumps(data))
 
 
-def build_legacy_host(tmp_path: Path, port: int, *, role: str = "primary") -> LegacyHost:
-    home = tmp_path / "home"
-    root = tmp_path / "root"
+def build_legacy_host(
+    tmp_path: Path,
+    port: int,
+    *,
+    role: str = "primary",
+    home: Path | None = None,
+    root: Path | None = None,
+    fleet: str = "",
+) -> LegacyHost:
+    """The legacy host under ``tmp_path`` (``home``/``root`` elsewhere for the docs' run:
+    docs/cutover.md); ``fleet`` adds [fleet] lines."""
+    home = home or tmp_path / "home"
+    root = root or tmp_path / "root"
     agents = home / "Library" / "LaunchAgents"
     tools = home / "system" / "tools"
     node = "/usr/local/bin/node"
@@ -180,7 +190,7 @@ def build_legacy_host(tmp_path: Path, port: int, *, role: str = "primary") -> Le
     )
     (units / "unrelated.service").write_text("[Service]\nExecStart=/usr/bin/true\n")
     config_dir = home / "system" / "config"
-    config_dir.mkdir(parents=True)
+    config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "ops-watchdog.json").write_text(
         json.dumps(
             {
@@ -197,7 +207,7 @@ def build_legacy_host(tmp_path: Path, port: int, *, role: str = "primary") -> Le
     (config_dir / "litestream.yml").write_text(
         OLD_LITESTREAM_YML.format(db_dir=home / "system" / "databases")
     )
-    (root / "config").mkdir(parents=True)
+    (root / "config").mkdir(parents=True, exist_ok=True)
     (root / "config" / "databases.toml").write_text(TIER_TABLE)
     token_file = root / "config" / "slack.token"
     token_file.write_text(DEFAULT_TOKEN + "\n")
@@ -206,7 +216,7 @@ def build_legacy_host(tmp_path: Path, port: int, *, role: str = "primary") -> Le
         tmp_path / "fleet.toml",
         root,
         enable="all",
-        fleet=f'role = "{role}"',
+        fleet=f'role = "{role}"\n{fleet}',
         body="\n".join(
             [
                 "[slack]",

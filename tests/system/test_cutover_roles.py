@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,36 @@ def test_the_standby_retires_the_restore_loop_not_the_inbox_watcher(
         f"launchctl bootout gui/{os.getuid()} {host.plist('com.alai.litestream-restore')}" in plan
     )
     assert "inbox-watcher" not in plan.split("then verify")[0]
+
+
+def test_the_anvil_plan_in_the_docs_is_what_plan_prints(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/cutover.md pastes a real run on this fixture (its prefix cut from the paths)."""
+    base = tmp_path / "anvil"
+    home = base / "Users" / "alai"
+    host = build_legacy_host(
+        base,
+        free_port(),
+        home=home,
+        root=home / "system",
+        fleet='install_prefix = "/opt/alai-fleet/venv"\nhost = "anvil"',
+    )
+    host.config.write_text(host.config.read_text().replace('host = "testhost"\n', ""))
+    env = {k: v for k, v in fleet_env.items() if not k.startswith("FLEET_FLEET__")}
+    env["HOME"] = str(home)
+    res = run_fleet(
+        ["cutover", "plan", "--config", str(host.config), "--platform", "darwin"], env, base
+    )
+    assert res.returncode == 0, res.stderr
+    printed = res.stdout.replace(str(base), "").replace(f"gui/{os.getuid()}", "gui/0")
+
+    def steps(text: str) -> list[str]:
+        lines = text.split("then verify")[0].splitlines()
+        return [line for line in lines if re.match(r"^ ?\d+\. |^ +(do|rollback): ", line)]
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cutover.md").read_text()
+    block = doc.split("$ fleet cutover plan --config fleet.toml --platform darwin\n")[1]
+    assert block.startswith("cutover plan: host anvil")
+    assert len(steps(printed)) > 30
+    assert steps(block) == steps(printed)
