@@ -43,7 +43,8 @@ def build_plan(s: Survey) -> list[Step]:
             by_command.setdefault(tuple(argv), []).append(path)
     for command, files in by_command.items():
         steps.append(GenerateStep(command, files, "the fleet's litestream configs"))
-    steps.append(FleetUnitsStep(s.host, start=False))
+    write = FleetUnitsStep(s.host, start=False)
+    steps.append(write)
     for svc in s.legacy:
         if svc.manager == "launchd":
             steps.append(LegacyLaunchdStep(s.host, svc))
@@ -54,7 +55,7 @@ def build_plan(s: Survey) -> list[Step]:
             steps.append(RetireFileStep(lint.path, "the old litestream replicate config"))
     if s.watchdog_legacy:
         steps.append(WatchdogStep(s.watchdog_path, s.label_replacements()))
-    steps.append(FleetUnitsStep(s.host, start=True))
+    steps.append(FleetUnitsStep(s.host, start=True, after=write))
     return steps
 
 

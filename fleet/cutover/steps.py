@@ -139,7 +139,10 @@ class SecretsFileStep(Step):
             return
         existing = ""
         if self.path.exists():
-            existing = self.path.read_text(encoding="utf-8")
+            try:
+                existing = self.path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise StepFailed(f"{self.path} is not UTF-8 text; repair it by hand") from None
             if not self.backup.exists():
                 shutil.copy2(self.path, self.backup)
                 self.backup.chmod(0o600)
@@ -184,9 +187,13 @@ class FleetUnitsStep(Step):
     """``fleet units install`` for this host: write the fleet's units / plists (``start``:
     also enable and start them, ``--now``)."""
 
-    def __init__(self, host: Host, *, start: bool) -> None:
+    def __init__(self, host: Host, *, start: bool, after: FleetUnitsStep | None = None) -> None:
         self.host = host
         self.start = start
+        # the write step before this start step: when it rewrote files in this run, the
+        # services must be (re)started even if the old definitions are loaded
+        self.after = after
+        self.wrote = False
         self.key = "fleet-units:start" if start else "fleet-units:write"
         where = host.fleet_unit_dir
         self.title = (
@@ -243,10 +250,30 @@ class FleetUnitsStep(Step):
     def done(self, runner: CommandRunner) -> bool:
         if not self._written():
             return False
-        return self._running(runner) if self.start else True
+        if not self.start:
+            return True
+        if self.after is not None and self.after.wrote and not self.wrote:
+            return False
+        return self._running(runner)
 
     def perform(self, runner: CommandRunner) -> None:
+        rewritten = self.start and self.after is not None and self.after.wrote
+        h = self.host
+        names = sorted(self._expected())
+        if rewritten and h.target == "launchd":
+            # `install --now` sees the files written by the write step as unchanged and
+            # only bootstraps: unload the loaded ones so the new definitions are loaded
+            for label in (n.removesuffix(".plist") for n in names):
+                if runner.run(["launchctl", "print", f"{h.domain}/{label}"]).ok:
+                    _run(runner, ["launchctl", "bootout", f"{h.domain}/{label}"])
+        sc = ["systemctl"] if h.mode == "system" else ["systemctl", "--user"]
+        active: list[str] = []
+        if rewritten and h.target == "systemd":
+            active = [n for n in names if runner.run([*sc, "is-active", "--quiet", n]).ok]
         _run(runner, self.argv())
+        if active:  # those running the old definitions restart with the new ones
+            _run(runner, [*sc, "try-restart", *active])
+        self.wrote = True
 
     def record(self) -> dict[str, Any]:
         return {"files": sorted(self._expected())}

@@ -265,3 +265,23 @@ def test_the_port_of_a_disabled_daemon_is_not_a_conflict(
     # health-server.js is not replaced either: left alone, noted
     assert "com.example.health" not in " ".join(subjects(report, "legacy-job"))
     assert "health-server" in "\n".join(report["notes"])
+
+
+def test_a_second_apply_after_a_config_change_reloads_the_rewritten_agents(
+    host: LegacyHost, held: HeldPort, env: dict[str, str], tmp_path: Path
+) -> None:
+    held.release()
+    assert run_fleet(host.args("cutover", "apply", "--yes"), env, tmp_path).returncode == 0
+    before = len(logged_calls(env))
+    text = host.config.read_text()
+    host.config.write_text(text.replace("[fleet]\n", "[fleet]\nstop_grace_s = 20\n", 1))
+    res = run_fleet(host.args("cutover", "apply", "--yes"), env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "switched: 2 step(s) done" in res.stdout  # rewrite the plists, reload them
+    calls = logged_calls(env)[before:]
+    uid = os.getuid()
+    label = "no.alai.fleet.email-reactor"
+    bootout = calls.index(["launchctl", "bootout", f"gui/{uid}/{label}"])
+    bootstrap = calls.index(["launchctl", "bootstrap", f"gui/{uid}", str(host.plist(label))])
+    assert bootout < bootstrap
+    assert b"<integer>35</integer>" in host.plist(label).read_bytes()  # ExitTimeOut: 20 + 15

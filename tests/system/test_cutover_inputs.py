@@ -167,3 +167,13 @@ def test_a_port_the_fleets_own_heartbeat_holds_is_no_conflict(
         )
         write_heartbeat(fleet_root / "state" / "heartbeats", beat)
         assert kinds(check(host, fleet_env, tmp_path), "port") == []
+
+
+def test_an_invalid_config_exits_78_naming_the_key(
+    host: LegacyHost, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    host.config.write_text(host.config.read_text() + "\n[cutover_nonsense]\nx = 1\n")
+    for verb in ("check", "plan", "apply"):
+        res = run_fleet(host.args("cutover", verb), fleet_env, tmp_path)
+        assert res.returncode == 78, res.stdout + res.stderr
+        assert "cutover_nonsense" in res.stderr and "Traceback" not in res.stderr
