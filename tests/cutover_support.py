@@ -286,7 +286,7 @@ else:
     verb = words[0] if words else ""
     units = words[1:]
     if verb == "is-active":
-        code = 0 if units and all(u in loaded for u in units) else 3
+        code = 0 if any(u in loaded for u in units) else 3  # as systemctl: ANY is active
     elif verb in ("enable", "start", "restart", "try-restart"):
         if verb != "enable" or "--now" in args:
             loaded.update(units)

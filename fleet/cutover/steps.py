@@ -245,7 +245,8 @@ class FleetUnitsStep(Step):
                 for n in names
             )
         sc = ["systemctl"] if h.mode == "system" else ["systemctl", "--user"]
-        return runner.run([*sc, "is-active", "--quiet", *names]).ok
+        # one unit per call: with several, `is-active` succeeds when ANY of them is active
+        return all(runner.run([*sc, "is-active", "--quiet", n]).ok for n in names)
 
     def done(self, runner: CommandRunner) -> bool:
         if not self._written():

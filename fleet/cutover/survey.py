@@ -164,7 +164,12 @@ def _legacy_fix(s: Survey, svc: LegacyService) -> str:
     return f"{sc} disable --now {svc.name}; then move it into {disabled}/ and daemon-reload"
 
 
-def _port_fix(s: Survey, port: FleetPort) -> str:
+def _port_fix(s: Survey, port: FleetPort, why: str) -> str:
+    if not why.startswith("another process"):
+        return (
+            f"the daemon could not bind {port.address}:{port.port} either: check the address "
+            f"({port.key.removesuffix('_port')}_bind or [fleet] bind) and the port"
+        )
     fix = f"stop the process holding it (lsof -nP -iTCP:{port.port} -sTCP:LISTEN)"
     likely = [svc for svc in s.legacy if port.daemon in s.replacements(svc.job)]
     if likely:
@@ -265,7 +270,7 @@ def conflicts(s: Survey) -> list[Conflict]:
                 "port",
                 f"{port.address}:{port.port}",
                 f"{why}; the fleet's {port.daemon} listens there ({port.key})",
-                _port_fix(s, port),
+                _port_fix(s, port, why),
                 False,
             )
         )

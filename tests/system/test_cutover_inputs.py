@@ -177,3 +177,15 @@ def test_an_invalid_config_exits_78_naming_the_key(
         res = run_fleet(host.args("cutover", verb), fleet_env, tmp_path)
         assert res.returncode == 78, res.stdout + res.stderr
         assert "cutover_nonsense" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_bind_address_this_host_lacks_is_a_conflict_with_its_own_fix(
+    host: LegacyHost, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    text = host.config.read_text()
+    host.config.write_text(
+        text.replace("[heartbeat]\n", '[heartbeat]\nhealth_bind = "192.0.2.1"\n')
+    )
+    (conflict,) = kinds(check(host, fleet_env, tmp_path), "port")
+    assert conflict["subject"] == f"192.0.2.1:{host.port}"
+    assert "cannot bind it" in conflict["problem"] and "heartbeat.health_bind" in conflict["fix"]
