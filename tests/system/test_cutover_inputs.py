@@ -45,7 +45,9 @@ def kinds(report: dict, kind: str) -> list[dict]:  # type: ignore[type-arg]
 
 @pytest.fixture
 def host(tmp_path: Path, fleet_root: Path) -> LegacyHost:
-    return build_legacy_host(tmp_path, free_port())
+    # health_port 0: no port is probed unless a test is about ports (a free port picked now
+    # could be taken by another process before the test probes it)
+    return build_legacy_host(tmp_path, 0)
 
 
 def test_a_legacy_plist_that_is_not_a_plist_is_found_and_moved_aside(
@@ -180,8 +182,9 @@ def test_an_invalid_config_exits_78_naming_the_key(
 
 
 def test_a_bind_address_this_host_lacks_is_a_conflict_with_its_own_fix(
-    host: LegacyHost, fleet_env: dict[str, str], tmp_path: Path
+    fleet_env: dict[str, str], tmp_path: Path, fleet_root: Path
 ) -> None:
+    host = build_legacy_host(tmp_path, free_port())  # 192.0.2.1 is nobody's: any port fails
     text = host.config.read_text()
     host.config.write_text(
         text.replace("[heartbeat]\n", '[heartbeat]\nhealth_bind = "192.0.2.1"\n')

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_fleet
+from tests.conftest import run_fleet
 from tests.cutover_support import (
     AZURE_ACCOUNT,
     AZURE_KEY,
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.system
 
 
 def _linux_host(tmp_path: Path) -> LegacyHost:
-    host = build_legacy_host(tmp_path, free_port())
+    host = build_legacy_host(tmp_path, 0)
     system = host.home / "etc-systemd-system"
     system.mkdir()
     (system / "litestream.service").write_text(
@@ -104,7 +104,7 @@ def test_linux_check_plan_and_apply_with_systemd_units(
 def test_the_standby_retires_the_restore_loop_not_the_inbox_watcher(
     fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
 ) -> None:
-    host = build_legacy_host(tmp_path, free_port(), role="standby")
+    host = build_legacy_host(tmp_path, 0, role="standby")
     env = {**fleet_env, "FLEET_FLEET__ROLE": "standby"}
     res = run_fleet(host.args("cutover", "check", "--json"), env, tmp_path)
     report = json.loads(res.stdout)
@@ -139,7 +139,7 @@ def test_the_anvil_plan_in_the_docs_is_what_plan_prints(
     home = base / "Users" / "alai"
     host = build_legacy_host(
         base,
-        free_port(),
+        0,
         home=home,
         root=home / "system",
         fleet='install_prefix = "/opt/alai-fleet/venv"\nhost = "anvil"',
