@@ -59,6 +59,7 @@ APP_COMMANDS: dict[str, str] = {
     "mc": "fleet.mc_cli:mc",
     "db": "fleet.db_cli:db",
     "doctor": "fleet.db_cli:doctor",
+    "cutover": "fleet.cutover.cli:cutover",
 }
 
 

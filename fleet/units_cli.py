@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -303,15 +303,54 @@ def uninstall_cmd(target: str | None, mode: str | None, now: bool, dest: str | N
     raise SystemExit(code)
 
 
-@units.command("launchd-run", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("name")
-@config_option
-def launchd_run_cmd(name: str, config_path: str | None) -> None:
-    """`fleet run NAME` for launchd: exit 78 (invalid config, refused role) becomes exit 0,
-    so KeepAlive{SuccessfulExit=false} restarts crashes but never loops on a refusal."""
-    from fleet.cli import run as run_command
+def _launchd_refusal(job: str, why: str) -> NoReturn:
+    """Under launchd a refusal exits 0 (KeepAlive{SuccessfulExit=false} would respawn a
+    non-zero exit every ThrottleInterval forever): say why and how to restart it."""
     from fleet.install import launchd_domain
 
+    click.echo(
+        f"fleet: {job} refused to start (exit 78: {why}); launchd will not restart it. Fix "
+        f"it, then: launchctl kickstart -k {launchd_domain()}/no.alai.fleet.{job}",
+        err=True,
+    )
+    raise SystemExit(ExitCode.OK)
+
+
+def _secrets(env_file: str) -> dict[str, str] | str:
+    """The variables of a secrets file, or why it is refused (names the file and its mode,
+    never a value)."""
+    from shared.envfile import EnvFileError, read_env_file
+
+    try:
+        return read_env_file(Path(env_file))
+    except EnvFileError as exc:
+        return f"secrets file {exc}"
+
+
+_env_file_option = click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="KEY=VALUE secrets file to load first (must be 0600 and yours, else refused)",
+)
+
+
+@units.command("launchd-run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name")
+@_env_file_option
+@config_option
+def launchd_run_cmd(name: str, env_file: str | None, config_path: str | None) -> None:
+    """`fleet run NAME` for launchd: exit 78 (invalid config, refused role, a secrets file
+    that is not private) becomes exit 0, so KeepAlive{SuccessfulExit=false} restarts crashes
+    but never loops on a refusal."""
+    from fleet.cli import run as run_command
+
+    if env_file is not None:
+        loaded = _secrets(env_file)
+        if isinstance(loaded, str):
+            _launchd_refusal(name, loaded)
+        else:
+            os.environ.update(loaded)
     callback = run_command.callback
     assert callback is not None
     code: Any = ExitCode.OK
@@ -320,14 +359,30 @@ def launchd_run_cmd(name: str, config_path: str | None) -> None:
     except SystemExit as exc:
         code = exc.code
     if code == ExitCode.CONFIG:
-        click.echo(
-            f"fleet: {name} refused to start (exit 78: invalid config or wrong role); launchd "
-            f"will not restart it. Fix it, then: launchctl kickstart -k "
-            f"{launchd_domain()}/no.alai.fleet.{name}",
-            err=True,
-        )
-        raise SystemExit(ExitCode.OK)
+        _launchd_refusal(name, "invalid config or wrong role")
     raise SystemExit(code)
+
+
+@units.command(
+    "launchd-exec",
+    context_settings={"help_option_names": ["-h", "--help"], "allow_interspersed_args": False},
+)
+@click.option("--name", required=True, help="the service name (its label is no.alai.fleet.NAME)")
+@click.option("--env-file", type=click.Path(dir_okay=False), required=True, help="as launchd-run")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+def launchd_exec_cmd(name: str, env_file: str, argv: tuple[str, ...]) -> None:
+    """Run a companion program (litestream) for launchd with the secrets file's variables:
+    refused like launchd-run (exit 0 with the reason) unless the file is private; then exec,
+    so the program is the job's process.
+    Usage: launchd-exec --name SERVICE --env-file F -- PROGRAM ARGS..."""
+    loaded = _secrets(env_file)
+    if isinstance(loaded, str):
+        _launchd_refusal(name, loaded)
+    try:
+        os.execve(argv[0], list(argv), {**os.environ, **loaded})
+    except OSError as exc:
+        click.echo(f"fleet: cannot run {argv[0]}: {exc.strerror}", err=True)
+        raise SystemExit(ExitCode.FAILURE) from None
 
 
 # observability -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "DaemonManifest",
     "MetricKind",
     "MetricSpec",
+    "SecretsEnvFile",
     "UnitProfile",
     "WrittenDb",
     "load_entry",
@@ -149,6 +150,18 @@ class CompanionService:
     environment_file: Path | None = None
 
 
+@dataclass(frozen=True)
+class SecretsEnvFile:
+    """A KEY=VALUE file of secrets (``shared.envfile``) a daemon's own service loads as its
+    environment: mode 0600, owned by the service's user, outside the repo. ``variables`` are
+    the names the daemon's programs read from it (restore-loop: the ``${VAR}`` references of
+    the litestream YAML its children run); one missing is a ``fleet cutover check`` conflict.
+    Only a daemon that declares one gets it: no daemon is handed another's secrets."""
+
+    path: Path
+    variables: tuple[str, ...] = ()
+
+
 def _never_refuses(_section: Any, _role: Role) -> str | None:
     return None
 
@@ -163,6 +176,10 @@ def _default_profile(_config: Any, _section: Any) -> UnitProfile:
 
 def _no_companions(_config: Any, _prefix: Path) -> Sequence[CompanionService]:
     return ()
+
+
+def _no_secrets_env(_config: Any, _section: Any) -> SecretsEnvFile | None:
+    return None
 
 
 def _no_sinks(_config: Any, _section: Any) -> Mapping[str, Any]:
@@ -204,6 +221,8 @@ class DaemonManifest:
     writes: Callable[[FleetConfig, Any], Sequence[WrittenDb]] = _writes_nothing
     unit_profile: Callable[[FleetConfig, Any], UnitProfile] = _default_profile
     companions: Callable[[FleetConfig, Path], Sequence[CompanionService]] = _no_companions
+    #: the secrets environment file this daemon's service loads (None: it gets none)
+    secrets_env: Callable[[FleetConfig, Any], SecretsEnvFile | None] = _no_secrets_env
     #: delivery channels (``Message.sink`` name -> ``shared.notify`` Sink) this daemon's
     #: settings define; every outbox sender on the host gets them, enabled or not
     sinks: Callable[[FleetConfig, Any], Mapping[str, Any]] = _no_sinks

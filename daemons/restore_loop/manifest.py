@@ -3,12 +3,21 @@ The unit profile and companion services read the tier table (a small TOML file).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from daemons.restore_loop.config import RestoreLoopSection
 from shared.config import FleetConfig
-from shared.manifest import AlertRule, CompanionService, DaemonManifest, UnitProfile, metric
+from shared.envfile import env_references
+from shared.manifest import (
+    AlertRule,
+    CompanionService,
+    DaemonManifest,
+    SecretsEnvFile,
+    UnitProfile,
+    metric,
+)
 from shared.roles import Role, effective_role
 
 __all__ = ["MANIFEST"]
@@ -41,6 +50,34 @@ def unit_profile(config: FleetConfig, section: RestoreLoopSection) -> UnitProfil
     )
 
 
+def _env_path(config: FleetConfig) -> Path:
+    return config.fleet.root / "config" / "litestream.env"
+
+
+def _primary_yaml_texts(section: RestoreLoopSection) -> list[str]:
+    from daemons.restore_loop.catalog import CatalogError, load_tier_table
+    from daemons.restore_loop.litestream_yaml import render_primary
+
+    if not section.databases_file.is_file():
+        return []
+    try:
+        table = load_tier_table(section.databases_file)
+    except CatalogError:
+        return []
+    return [f.text for f in render_primary(table, section.standby_dir) if f.name.endswith(".yml")]
+
+
+def secrets_env(config: FleetConfig, section: RestoreLoopSection) -> SecretsEnvFile | None:
+    """``<root>/config/litestream.env`` when the litestream YAML this host's litestream
+    processes run (the restore config, the replicate configs rendered from the tier table)
+    references ``${VAR}``s; None when nothing needs a secret (a file replica)."""
+    texts = _primary_yaml_texts(section)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        texts.append(section.config_path.read_text(encoding="utf-8"))
+    names = tuple(dict.fromkeys(v for text in texts for v in env_references(text)))
+    return SecretsEnvFile(_env_path(config), names) if names else None
+
+
 def companions(config: FleetConfig, prefix: Path) -> Sequence[CompanionService]:
     """On the primary: one hardened `litestream replicate` service per retention class
     (0.5 has a single global snapshot.retention), generated with the fleet's units."""
@@ -56,6 +93,9 @@ def companions(config: FleetConfig, prefix: Path) -> Sequence[CompanionService]:
     except CatalogError:
         return []
     conf_dir = config.fleet.root / "config"
+    files = [f for f in render_primary(table, section.standby_dir) if f.name.endswith(".yml")]
+    # the file replica needs no secret; an Azure one references ${LITESTREAM_AZURE_*}
+    needs_env = any(env_references(f.text) for f in files)
     return [
         CompanionService(
             name=f"litestream-{f.retention_class}",
@@ -73,10 +113,9 @@ def companions(config: FleetConfig, prefix: Path) -> Sequence[CompanionService]:
                 log_file=section.replicate_log_file,
                 error_log_file=section.replicate_error_log_file,
             ),
-            environment_file=conf_dir / "litestream.env",
+            environment_file=_env_path(config) if needs_env else None,
         )
-        for f in render_primary(table, section.standby_dir)
-        if f.name.endswith(".yml")
+        for f in files
     ]
 
 
@@ -155,6 +194,7 @@ MANIFEST = DaemonManifest(
     alerts=alerts,
     unit_profile=unit_profile,
     companions=companions,
+    secrets_env=secrets_env,
     commands={
         "restore": "daemons.restore_loop.cli:restore",
         "litestream": "daemons.restore_loop.cli:litestream",

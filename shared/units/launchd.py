@@ -1,7 +1,7 @@
 """The LaunchAgent plist for one ``ServiceSpec``, built through ``LaunchAgentPlist``: a typed
 model of the launchd keys we use (launchd ignores unknown keys silently and no validator exists
 off macOS), used both to render plists and to check parsed ones. Pure; a plist names a secret's
-file, never its contents.
+file (loaded by ``fleet units launchd-run/launchd-exec --env-file``), never its contents.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ __all__ = ["KeepAliveConditions", "LaunchAgentPlist", "launchd_agent", "render_l
 
 _LABEL_RE = re.compile(r"^no\.alai\.fleet\.[a-z0-9][a-z0-9-]*$")
 _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|PRIVATE", re.I)
-# Runs argv with KEY=VALUE lines of $0 exported (when readable): the plist names the file,
-# never its contents, and exec keeps the real program as the job's process.
-_ENV_FILE_WRAPPER = 'if [ -r "$0" ]; then set -a; . "$0"; set +a; fi; exec "$@"'
 
 
 class KeepAliveConditions(BaseModel):
@@ -106,12 +103,18 @@ def launchd_agent(
     layout: InstallLayout,
     timings: ServiceTimings = DEFAULT_TIMINGS,
 ) -> LaunchAgentPlist:
+    env_args = [] if spec.environment_file is None else ["--env-file", str(spec.environment_file)]
     if spec.fleet_daemon:
-        # `launchd-run` is `fleet run` whose exit 78 (bad config, refused role) becomes 0,
-        # so KeepAlive{SuccessfulExit=false} restarts crashes but not a refusal.
-        args = [str(layout.fleet_bin), "units", "launchd-run", *spec.argv[2:]]
-    elif spec.environment_file is not None:
-        args = ["/bin/sh", "-c", _ENV_FILE_WRAPPER, str(spec.environment_file), *spec.argv]
+        # `launchd-run` is `fleet run` whose exit 78 (bad config, refused role, a secrets file
+        # that is not private) becomes 0, so KeepAlive{SuccessfulExit=false} restarts crashes
+        # but not a refusal. With --env-file it loads the secrets file first.
+        args = [str(layout.fleet_bin), "units", "launchd-run", *spec.argv[2:], *env_args]
+    elif env_args:
+        # A companion (litestream): `launchd-exec` checks and loads the secrets file the same
+        # way, then execs the program, which stays the job's process. The plist names the
+        # file, never its contents.
+        args = [str(layout.fleet_bin), "units", "launchd-exec", "--name", spec.name, *env_args]
+        args += ["--", *spec.argv]
     else:
         args = list(spec.argv)
     return LaunchAgentPlist(

@@ -245,6 +245,7 @@ def service_specs(
         argv = [str(layout.fleet_bin), "run", manifest.name]
         if layout.config_file is not None:
             argv += ["--config", str(layout.config_file)]
+        secrets = manifest.secrets_env(config, section)
         daemons.append(
             ServiceSpec(
                 name=manifest.name,
@@ -260,6 +261,7 @@ def service_specs(
                 credentials=_credentials(sections),
                 log_file=_absolute(profile.log_file),
                 error_log_file=_absolute(profile.error_log_file),
+                environment_file=secrets.path if secrets is not None else None,
             )
         )
     names = [s.name for s in (*daemons, *companions)]

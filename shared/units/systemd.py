@@ -160,9 +160,12 @@ def render_systemd(
         service.append(("StandardOutput", "append:" + _sd_single_path(spec.stdout_path)))
     if spec.error_log_file is not None:
         service.append(("StandardError", "append:" + _sd_single_path(spec.stderr_path)))
-    env_file = spec.environment_file or (layout.env_file if spec.fleet_daemon else None)
-    if env_file is not None:
-        service.append(("EnvironmentFile", "-" + _sd_single_path(env_file)))
+    if spec.fleet_daemon:  # FLEET_* overrides and secrets, optional
+        service.append(("EnvironmentFile", "-" + _sd_single_path(layout.env_file)))
+    if spec.environment_file is not None:
+        # The secrets file the manifest declares (litestream.env): required, so a missing one
+        # fails the start with systemd's own message instead of running without credentials.
+        service.append(("EnvironmentFile", _sd_single_path(spec.environment_file)))
     if layout.mode == "system":
         for cred in spec.credentials:
             service.append(("LoadCredential", f"{cred.name}:{_sd_single_path(cred.path)}"))

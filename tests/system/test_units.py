@@ -206,7 +206,7 @@ def test_paths_with_spaces_and_percent_survive_systemd_parsing(
     verify(write_all(files, tmp_path / "out"))
 
 
-def test_companion_services_get_a_plain_unit_and_an_env_file_wrapper(
+def test_companion_services_get_a_plain_unit_and_an_env_file_loader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A manifest asking for a companion process, as restore-loop's does for litestream."""
@@ -244,7 +244,9 @@ def test_companion_services_get_a_plain_unit_and_an_env_file_wrapper(
     assert one(d, "Service.ExecStart") == (
         f"{VENV}/bin/litestream replicate -config {root}/config/litestream-p0.yml"
     )
-    assert one(d, "Service.EnvironmentFile") == "-/etc/alai-fleet/litestream.env"
+    # a secrets file the service cannot run without: required (no "-"), so a missing one
+    # fails the start with systemd's own message
+    assert one(d, "Service.EnvironmentFile") == "/etc/alai-fleet/litestream.env"
     assert one(d, "Service.TasksMax") == "16"
     assert one(d, "Service.RestartPreventExitStatus") == "78"
     plist = plistlib.loads(
@@ -254,23 +256,32 @@ def test_companion_services_get_a_plain_unit_and_an_env_file_wrapper(
     )
     LaunchAgentPlist.model_validate(plist)
     args = plist["ProgramArguments"]
-    assert args[:2] == ["/bin/sh", "-c"] and args[3] == "/etc/alai-fleet/litestream.env"
-    assert args[4:] == [
+    litestream = [
         f"{VENV}/bin/litestream",
         "replicate",
         "-config",
         f"{root}/config/litestream-p0.yml",
     ]
-    # the wrapper really exports the file's variables and execs the program
+    assert args == [
+        f"{VENV}/bin/fleet",
+        "units",
+        "launchd-exec",
+        "--name",
+        "litestream-p0",
+        "--env-file",
+        "/etc/alai-fleet/litestream.env",
+        "--",
+        *litestream,
+    ]
+    # the loader really checks the file, exports its variables and execs the program
     env_file = tmp_path / "lite.env"
     env_file.write_text("AZURE_CLIENT_SECRET=s3cr3t\n")
+    env_file.chmod(0o600)
+    show = ["/bin/sh", "-c", 'echo "$AZURE_CLIENT_SECRET"']
     out = subprocess.run(
-        ["/bin/sh", "-c", args[2], str(env_file), "/bin/sh", "-c", 'echo "$AZURE_CLIENT_SECRET"'],
-        capture_output=True,
-        text=True,
-        timeout=10,
+        [*args[:6], str(env_file), "--", *show], capture_output=True, text=True, timeout=60
     )
-    assert out.stdout.strip() == "s3cr3t"
+    assert out.returncode == 0 and out.stdout.strip() == "s3cr3t", out.stderr
     verify(write_all(generated.files, tmp_path / "out"))
 
 
