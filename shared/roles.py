@@ -85,7 +85,9 @@ def read_role_file(path: Path) -> Role | None:
     at the path but it does not hold exactly a role name."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # Nothing there (a parent that is not a directory holds no role file either: the
+        # start then fails on that directory, an error the service manager retries).
         if os.path.lexists(path):
             raise RoleFileError(path, "is a symlink to nothing") from None
         return None
