@@ -6,12 +6,14 @@ section (``fleet.config``), so this library names no daemon. Sources, highest fi
 values, the environment, the TOML file, the app's preset for the chosen ``[fleet] layout``,
 the models' defaults. The pydantic models are the single source of every default
 (config/fleet.example.toml is generated from them). Loading never echoes a secret: validation
-errors are re-formatted as ``dotted.path: message`` without the raw input. This module must
-never start anything.
+errors are re-formatted as ``dotted.path: message`` without the raw input; an unreadable or
+undecodable file or ``FLEET_*`` variable is a ConfigError naming it, never a traceback. This
+module must never start anything.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -23,8 +25,10 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -240,8 +244,88 @@ def _read_secret_files(cfg: FleetConfig) -> list[tuple[str, str]]:
             except OSError as exc:
                 errors.append((f"{section_name}.{field_name}", f"cannot read: {exc.strerror}"))
                 continue
+            except UnicodeDecodeError:
+                errors.append((f"{section_name}.{field_name}", f"{path} is not UTF-8 text"))
+                continue
             object.__setattr__(section, target, SecretStr(secret))
     return errors
+
+
+def _check_toml_file(config_file: Path, source: str) -> None:
+    """Read and parse the file once up front, so an unreadable one is a ConfigError naming it."""
+    try:
+        with config_file.open("rb") as fh:
+            tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([("<file>", f"config file not found: {config_file}")], source) from None
+    except OSError as exc:
+        raise ConfigError(
+            [("<file>", f"cannot read {config_file}: {exc.strerror}")], source
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [("<file>", f"{config_file} is not UTF-8 text (byte {exc.start}); TOML must be UTF-8")],
+            source,
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message names the line and column, never the text there.
+        raise ConfigError([("<file>", f"{config_file} is not valid TOML: {exc}")], source) from None
+
+
+def _fleet_env() -> list[tuple[str, str]]:
+    """The ``FLEET_*`` variables (any case, as pydantic-settings reads them), sorted."""
+    prefix = str(FleetConfig.model_config.get("env_prefix", "FLEET_")).upper()
+    return sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(prefix))
+
+
+def _undecodable_env_values() -> list[tuple[str, str]]:
+    # os.environ holds undecodable bytes as lone surrogates, which later fail wherever the
+    # value is written (a log line, a file name); say so now, naming the variable.
+    errors = []
+    for name, value in _fleet_env():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            errors.append((ascii(name)[1:-1], f"is not valid UTF-8 (at character {exc.start})"))
+    return errors
+
+
+def _env_hint(loc: tuple[int | str, ...]) -> str:
+    """`` (from $FLEET_X__Y)`` when the variable for ``loc`` (or a table holding it) is set."""
+    names = {name.upper(): name for name, _ in _fleet_env()}
+    keys = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        keys.append(part)
+    for k in range(len(keys), 0, -1):
+        var = "FLEET_" + "__".join(keys[:k]).upper()
+        if var in names:
+            return f" (from ${names[var]})"
+    return ""
+
+
+def _env_decode_errors(model: type[FleetConfig], exc: SettingsError) -> list[tuple[str, str]]:
+    """Which ``FLEET_*`` variables pydantic-settings cannot decode (a list or table value is
+    JSON), found by reading each on its own with the same source; never their values."""
+    errors: list[tuple[str, str]] = []
+    source = EnvSettingsSource(model)
+    for name, value in _fleet_env():
+        source.env_vars = {name.lower(): value}
+        try:
+            source()
+        except SettingsError as one:
+            cause = one.__cause__
+            if isinstance(cause, json.JSONDecodeError):
+                # str(JSONDecodeError) is the message and position, never the document
+                problem = (
+                    f"not valid JSON ({cause}); a list or table value is JSON, "
+                    'e.g. ["a", "b"] or {"key": "value"}'
+                )
+            else:
+                problem = f"cannot be decoded ({type(cause).__name__})"
+            errors.append((name, problem))
+    return errors or [("<environment>", f"a FLEET_* variable cannot be decoded: {exc}")]
 
 
 def load_config(
@@ -255,26 +339,22 @@ def load_config(
     config_file = find_config_file(path)
     source = str(config_file) if config_file else "embedded defaults"
     if config_file is not None:
-        try:
-            with config_file.open("rb") as fh:
-                tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(
-                [("<file>", f"config file not found: {config_file}")], source
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                [("<file>", f"cannot read {config_file}: {exc.strerror}")], source
-            ) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([("<file>", f"not valid TOML: {exc}")], source) from None
+        _check_toml_file(config_file, source)
+    env_errors = _undecodable_env_values()
+    if env_errors:
+        raise ConfigError(env_errors, source)
     token = _toml_file.set(config_file)
     presets_token = _presets.set(presets)
     try:
         cfg = model()
     except ValidationError as exc:
-        errors = [(_format_loc(err["loc"]), err["msg"]) for err in exc.errors(include_input=False)]
+        errors = [
+            (_format_loc(err["loc"]), err["msg"] + _env_hint(err["loc"]))
+            for err in exc.errors(include_input=False)
+        ]
         raise ConfigError(errors, source) from None
+    except SettingsError as exc:
+        raise ConfigError(_env_decode_errors(model, exc), source) from None
     finally:
         _presets.reset(presets_token)
         _toml_file.reset(token)
