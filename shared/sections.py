@@ -1,18 +1,27 @@
 """Config section models shared by every daemon: the ``[fleet]``, ``[slack]``, ``[notify]``
 and ``[mission_control]`` tables and the ``DaemonSection`` base each daemon's section extends.
 
-Plain pydantic data with every default documented once, in ``description``. No I/O beyond
-reading the hostname for a default.
+Plain pydantic data with every default documented once, in ``description``. Every config model
+(the daemons' tables too) derives from ``SettingsModel``, whose checks and those of
+``shared.config_values`` refuse at load time what would fail only at run time. No I/O beyond
+reading the hostname for a default and zoneinfo's lookup of a time zone.
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
+from shared.config_values import (
+    check_bind_address,
+    check_duration,
+    check_http_url,
+    check_no_nul,
+    duration_unit_s,
+)
 from shared.schema_contract import valid_column_name
 from shared.shared_tables import TASK_FILLED
 
@@ -22,6 +31,7 @@ __all__ = [
     "Layout",
     "MissionControlSection",
     "NotifySection",
+    "SettingsModel",
     "SlackSection",
     "default_host",
 ]
@@ -36,8 +46,30 @@ def default_host() -> str:
     return socket.gethostname().split(".")[0].lower() or "localhost"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class SettingsModel(BaseModel):
+    """Base of every config model: unknown keys are errors, floats must be finite, a key named
+    as a duration (``*_ms``, ``*_s``, ``*_h``, ``*_days``; numbers or a table of them) holds at
+    most ten years, and no path holds a NUL character."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _run_time_safe(cls, value: Any, info: ValidationInfo) -> Any:
+        unit = duration_unit_s(info.field_name or "")
+        if unit is not None:
+            numbers = value.values() if isinstance(value, dict) else [value]
+            for number in numbers:
+                if isinstance(number, int | float) and not isinstance(number, bool):
+                    check_duration(number, unit)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Path):
+                check_no_nul(str(item))
+        return value
+
+
+class _Section(SettingsModel):
+    model_config = ConfigDict(validate_default=True)
 
 
 class FleetSection(_Section):
@@ -72,6 +104,11 @@ class FleetSection(_Section):
         10.0, gt=0, le=300, description="time an in-flight cycle gets to finish on SIGTERM"
     )
 
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        return check_bind_address(value)
+
 
 class SlackSection(_Section):
     token: SecretStr = Field(
@@ -82,6 +119,11 @@ class SlackSection(_Section):
     ceo_channel: str = Field("#ceo", description="channel for CEO pushes (never silenced)")
     ops_channel: str = Field("#ops", description="channel for operational alerts")
     timeout_s: float = Field(10.0, gt=0, le=120, description="per-request timeout")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return check_http_url(value)
 
 
 class NotifySection(_Section):

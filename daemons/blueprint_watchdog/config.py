@@ -7,17 +7,20 @@ sink (shared/hivemind.py) reads its ``hivemind_*`` keys from this section too.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from daemons.blueprint_watchdog.schedule import schedule_period_s
 from daemons.blueprint_watchdog.schema import (
     DEFAULT_DOC_TYPES,
+    SECTION_PATTERN_FLAGS,
     DocType,
     SchemaError,
     doc_types_from_settings,
+    glob_regex,
 )
+from shared.config_values import check_http_url, check_regexes
 from shared.sections import DaemonSection
 
 __all__ = ["DEFAULT_OVERRIDE_LOG", "DEFAULT_REGISTRY_FILE", "BlueprintWatchdogSection"]
@@ -25,7 +28,6 @@ __all__ = ["DEFAULT_OVERRIDE_LOG", "DEFAULT_REGISTRY_FILE", "BlueprintWatchdogSe
 DEFAULT_REGISTRY_FILE = "<root>/rules/zakon-registry.json"
 DEFAULT_OVERRIDE_LOG = "<root>/logs/blueprint-override.jsonl"
 _BLUEPRINT, _DEPLOY_MAP, _ZAKON = DEFAULT_DOC_TYPES
-_CRON_FIELD_RE = re.compile(r"[0-9A-Za-z*,/?-]+")
 
 
 class BlueprintWatchdogSection(DaemonSection):
@@ -124,18 +126,36 @@ class BlueprintWatchdogSection(DaemonSection):
     @field_validator("schedule")
     @classmethod
     def _check_schedule(cls, value: str) -> str:
-        # Shape only (cheap: every command loads the config); the daemon parses it fully
-        # before starting and refuses to start on an expression APScheduler rejects.
-        if len(value.split()) != 5 or not _CRON_FIELD_RE.fullmatch(value.replace(" ", "")):
-            raise ValueError("must be a 5-field crontab expression (UTC), e.g. '0 2 * * *'")
+        # The parser the runner schedules with (APScheduler's CronTrigger), and an expression
+        # that parses but never fires ("0 0 30 2 *") is refused too.
+        try:
+            schedule_period_s(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"is not a usable 5-field crontab expression (UTC), e.g. '0 2 * * *': {exc}"
+            ) from None
+        return value
+
+    @field_validator("blueprint_sections", "deploy_map_sections", "zakon_sections")
+    @classmethod
+    def _check_section_patterns(cls, value: list[str]) -> list[str]:
+        check_regexes(value, SECTION_PATTERN_FLAGS)
+        return value
+
+    @field_validator("blueprint_globs", "deploy_map_globs", "zakon_globs")
+    @classmethod
+    def _check_globs(cls, value: list[str]) -> list[str]:
+        for i, pattern in enumerate(value):
+            try:
+                glob_regex(pattern)
+            except SchemaError as exc:
+                raise ValueError(f"entry [{i}]: {exc}") from None
         return value
 
     @field_validator("hivemind_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, or empty")
-        return value
+        return check_http_url(value) if value else value
 
     @model_validator(mode="after")
     def _check_schemas(self) -> BlueprintWatchdogSection:

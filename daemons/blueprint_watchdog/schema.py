@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_DOC_TYPES",
     "DOC_TYPE_NAMES",
     "REASONS",
+    "SECTION_PATTERN_FLAGS",
     "DocType",
     "DocVerdict",
     "DocumentFacts",
@@ -60,6 +61,10 @@ REASONS: tuple[str, ...] = (
 DOC_TYPE_NAMES: tuple[str, ...] = ("blueprint", "deploy-map", "zakon")
 
 
+# Section patterns match a heading's text case-insensitively (the config validates them so).
+SECTION_PATTERN_FLAGS = re.IGNORECASE
+
+
 class SchemaError(ValueError):
     """A schema setting is unusable (a heading pattern that is not a regex, a bad glob)."""
 
@@ -81,7 +86,7 @@ class DocType:
 
     def __post_init__(self) -> None:
         try:
-            patterns = tuple(re.compile(p, re.IGNORECASE) for p in self.sections)
+            patterns = tuple(re.compile(p, SECTION_PATTERN_FLAGS) for p in self.sections)
         except re.error as exc:
             raise SchemaError(f"{self.name}: bad section pattern: {exc}") from None
         object.__setattr__(self, "_patterns", patterns)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from shared.sections import DaemonSection
+from shared.config_values import check_clock_time, check_http_url, check_regexes, check_timezone
+from shared.sections import DaemonSection, SettingsModel
 
 __all__ = ["STATE_FILE_NAMES", "EmailReactorSection", "HeuristicRules", "SecurityRules"]
 
@@ -42,10 +43,8 @@ FREE_MAIL_DOMAINS = [
 ]
 
 
-class SecurityRules(BaseModel):
+class SecurityRules(SettingsModel):
     """Rule-based phishing scan. Strong signals quarantine alone; weak ones only together."""
-
-    model_config = ConfigDict(extra="forbid")
 
     threshold: int = Field(10, ge=1, description="score at which an email is quarantined")
     strong_weight: int = Field(10, ge=0, description="score of one strong signal")
@@ -105,10 +104,8 @@ class SecurityRules(BaseModel):
     plain_http_is_weak: bool = Field(True, description="an http:// link is a weak signal")
 
 
-class HeuristicRules(BaseModel):
+class HeuristicRules(SettingsModel):
     """Newsletter / transactional pre-filter before the LLM (saves tokens)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     transactional_senders: list[str] = Field(
         [
@@ -147,6 +144,12 @@ class HeuristicRules(BaseModel):
         ],
         description="subject/body phrases (case-insensitive) that mean a newsletter",
     )
+
+    @field_validator("transactional_senders", "newsletter_senders")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        check_regexes(value)  # as rules.heuristic_reason searches them: no flags
+        return value
 
 
 class EmailReactorSection(DaemonSection):
@@ -219,9 +222,11 @@ class EmailReactorSection(DaemonSection):
     cf_access_client_secret_file: Path | None = Field(None, description="file holding it")
     paperless_timeout_s: float = Field(10.0, gt=0, description="Paperless request timeout")
     digest_time: str = Field(
-        "08:00", pattern=r"^\d{2}:\d{2}$", description="local time of the daily #ceo digest"
+        "08:00", description="local time (HH:MM, 00:00-23:59) of the daily #ceo digest"
     )
-    timezone: str = Field("Europe/Oslo", description="timezone of digest_time and the day")
+    timezone: str = Field(
+        "Europe/Oslo", description="IANA time zone of digest_time and of the digest's day"
+    )
     digest_min_age_h: float = Field(6.0, ge=0, description="unanswered longer than this: digest")
     stale_after_h: float = Field(
         6.0,
@@ -243,6 +248,26 @@ class EmailReactorSection(DaemonSection):
     audit_keep: int = Field(10, ge=1, description="rotated audit files kept")
     security: SecurityRules = Field(default_factory=SecurityRules)
     heuristics: HeuristicRules = Field(default_factory=HeuristicRules)
+
+    @field_validator("digest_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        return check_clock_time(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("llm_url")
+    @classmethod
+    def _llm_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("paperless_url")
+    @classmethod
+    def _paperless_url(cls, value: str) -> str:
+        return check_http_url(value) if value else value
 
     @field_validator("audit_file", "quarantine_file", "digest_state_file", mode="before")
     @classmethod

@@ -8,38 +8,28 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Self
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from shared.sections import DaemonSection
+from shared.config_values import check_bind_address, check_http_url
+from shared.sections import DaemonSection, SettingsModel
 
 __all__ = ["HeartbeatSection", "PeerConfig", "PingConfig"]
 
 PEER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-def check_http_url(url: str) -> str:
-    """An absolute http(s) URL without whitespace or GitHub expression markers (a peer URL
-    can end up in a generated workflow)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    try:
-        port = parts.port
-    except ValueError:  # its message may quote the URL, which can be a secret
-        port = 0
-    if port == 0:
-        raise ValueError("must have a port between 1 and 65535 (or none)")
-    if any(ch.isspace() for ch in url) or "${{" in url or '"' in url or "'" in url:
-        raise ValueError("must not contain whitespace, quotes or '${{'")
+def check_peer_url(url: str, *, allow_credentials: bool = False) -> str:
+    """An absolute http(s) URL (``shared.config_values``) without quotes or GitHub expression
+    markers (a peer URL can end up in a generated workflow)."""
+    check_http_url(url, allow_credentials=allow_credentials)
+    if "${{" in url or '"' in url or "'" in url:
+        raise ValueError("must not contain quotes or '${{'")
     return url
 
 
-class PeerConfig(BaseModel):
+class PeerConfig(SettingsModel):
     """Another host whose /health this one watches (FORGE watches ANVIL and the reverse)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="the peer's short name, used in alerts and metric labels")
     url: str = Field(description="the peer's health URL, e.g. http://forge.example.org:8099/health")
@@ -63,7 +53,7 @@ class PeerConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return check_http_url(value)
+        return check_peer_url(value)
 
     @model_validator(mode="after")
     def _check_levels(self) -> Self:
@@ -75,7 +65,7 @@ class PeerConfig(BaseModel):
         return self
 
 
-class PingConfig(BaseModel):
+class PingConfig(SettingsModel):
     """A dead-man's switch (healthchecks.io-compatible): ``url`` while this host's fleet is ok,
     ``<url>/fail`` while it is degraded. Silence from us is what raises the alarm there."""
 
@@ -105,7 +95,8 @@ class PingConfig(BaseModel):
         if raw:
             # Never echo the URL: it is the secret.
             try:
-                check_http_url(raw)
+                # The whole URL is the secret (never logged), so credentials in it may stay.
+                check_peer_url(raw, allow_credentials=True)
             except ValueError as exc:
                 raise ValueError(f"url {exc}") from None
         return self
@@ -147,6 +138,11 @@ class HeartbeatSection(DaemonSection):
     pings: list[PingConfig] = Field(
         [], description="[[heartbeat.pings]] name, url or url_file, interval_s, timeout_s, retries"
     )
+
+    @field_validator("health_bind")
+    @classmethod
+    def _check_bind(cls, value: str) -> str:
+        return check_bind_address(value)
 
     def listening_ports(self) -> dict[str, int]:
         return {**super().listening_ports(), "health_port": self.health_port}

@@ -72,7 +72,7 @@ class _Probe:
 def resolve_pings(pings: list[PingConfig]) -> list[PingTarget]:
     """Read each ping's URL (``url_file`` wins). Raises RefusedToStart naming the ping (by
     name or position, never by URL) when a file is unreadable or holds no usable URL."""
-    from daemons.heartbeat.config import check_http_url
+    from daemons.heartbeat.config import check_peer_url
 
     out: list[PingTarget] = []
     seen: set[str] = set()
@@ -85,8 +85,12 @@ def resolve_pings(pings: list[PingConfig]) -> list[PingTarget]:
                 raise RefusedToStart(
                     f"{where}.url_file: cannot read {ping.url_file}: {exc.strerror}"
                 ) from None
+            except UnicodeDecodeError:
+                raise RefusedToStart(
+                    f"{where}.url_file: {ping.url_file} is not UTF-8 text"
+                ) from None
             try:
-                check_http_url(url)
+                check_peer_url(url, allow_credentials=True)
             except ValueError as exc:
                 raise RefusedToStart(f"{where}.url_file: the URL in it {exc}") from None
         else:

@@ -10,32 +10,26 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from shared.sections import DaemonSection
+from shared.config_values import check_http_url
+from shared.sections import DaemonSection, SettingsModel
 
 __all__ = ["DEFAULT_HEALTH_PATHS", "OllamaHealthSection", "OllamaHostSection", "default_hosts"]
 
 DEFAULT_HEALTH_PATHS = {"ollama": "/api/tags", "openai": "/v1/models"}
 
 
-def _check_base_url(value: str, key: str) -> str:
-    text = value.strip()
-    if not text.startswith(("http://", "https://")) or len(text) <= len("https://"):
-        raise ValueError(f"{key} must be an http:// or https:// URL, got {value!r}")
-    try:
-        urlsplit(text).port  # noqa: B018 - raises on a port out of range or not a number
-    except ValueError as exc:
-        raise ValueError(f"{key} {value!r}: {exc}") from None
-    return text.rstrip("/")
+def _check_base_url(value: str) -> str:
+    # The key is in the error's path; the value is not echoed (it may carry credentials).
+    return check_http_url(value.strip()).rstrip("/")
 
 
-class OllamaHostSection(BaseModel):
+class OllamaHostSection(SettingsModel):
     """One watched LLM server (a value of ``ollamaHosts`` in tier-routing.json)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     url: str = Field(description="base URL probed first, e.g. http://127.0.0.1:11434")
     tailscale_url: str | None = Field(
@@ -56,14 +50,14 @@ class OllamaHostSection(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_base_url(value, "url")
+        return _check_base_url(value)
 
     @field_validator("tailscale_url")
     @classmethod
     def _tailscale_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        return _check_base_url(value, "tailscale_url")
+        return _check_base_url(value)
 
     @field_validator("health_path")
     @classmethod

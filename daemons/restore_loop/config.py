@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from shared.config_values import check_duration
 from shared.sections import DaemonSection
 
 __all__ = ["KNOWN_TIERS", "RestoreLoopSection"]
@@ -125,6 +126,10 @@ class RestoreLoopSection(DaemonSection):
                 raise ValueError(f"unknown tier {tier!r}; known: {list(KNOWN_TIERS)}")
             if not math.isfinite(seconds) or seconds <= 0:
                 raise ValueError(f"{tier}: must be > 0 and finite, got {seconds}")
+            try:
+                check_duration(seconds, 1.0)
+            except ValueError as exc:
+                raise ValueError(f"{tier}: {exc}") from None
         return value
 
     @field_validator(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.llm_health import (
@@ -149,9 +150,14 @@ def test_an_unreadable_state_starts_fresh(data: object) -> None:
 
 
 def test_the_alert_escapes_the_model_and_hides_url_credentials() -> None:
+    # Credentials in the URL itself are refused when the config loads (issue 14); a key in
+    # the query string is allowed and must still stay out of Slack.
+    with pytest.raises(ValidationError, match="credentials") as info:
+        EmailReactorSection(llm_url="http://user:secret@10.0.0.2:11435/v1/chat/completions")
+    assert "secret" not in str(info.value.errors(include_input=False))
     section = EmailReactorSection(
         llm_model="evil/<!channel> & <https://example.com|click>",
-        llm_url="http://user:secret@10.0.0.2:11435/v1/chat/completions?key=abc",
+        llm_url="http://10.0.0.2:11435/v1/chat/completions?key=abc",
     )
     event = HealthEvent("malformed", T0, T0, 12, 12, 0.5)
     msg = event_message(event, section, "#ops")
