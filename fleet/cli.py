@@ -164,13 +164,21 @@ def run(
 
 
 @cli.command("check-config")
+@click.argument("name", required=False)
 @_config_option
-def check_config(config_path: str | None) -> None:
-    """Validate the config (exit 78 naming every bad key) without starting anything."""
+def check_config(name: str | None, config_path: str | None) -> None:
+    """Validate the config as `fleet run` would, without starting anything: exit 78 naming
+    every bad key, or when role fencing leaves nothing to run. With NAME, as `fleet run NAME`
+    would (78 if NAME is fenced off this host's role); without, as `fleet run --all`."""
+    from fleet.registry import by_name, manifests
     from shared.config import find_config_file
 
+    known = by_name()
+    if name and name not in known:
+        raise click.UsageError(f"unknown daemon {name!r}; known: {', '.join(sorted(known))}")
     config = _load_config(config_path)
     from fleet.config import role_file_errors, standby_dir_conflicts
+    from shared.manifest import fenced_off
     from shared.roles import effective_role
 
     conflicts = role_file_errors(config) + standby_dir_conflicts(config)
@@ -181,12 +189,25 @@ def check_config(config_path: str | None) -> None:
             + f"{len(conflicts)} error(s)\n"
             + "\n".join(f"  {path}: {msg}" for path, msg in conflicts),
         )
+    role = effective_role(config.fleet.role, config.role_file)
+    if name:
+        chosen = [known[name]]
+    else:
+        chosen = [m for m in manifests() if config.daemon_section(m.section_name).enabled]
+    fenced = fenced_off(chosen, config, role)
+    runnable = [m.name for m in chosen if m.name not in fenced]
+    listing = "".join(f"\n  {n}: {why}" for n, why in fenced.items())
+    if chosen and not runnable:
+        what = f"{name} cannot run" if name else "no enabled daemon can run"
+        _die(EX_CONFIG, f"{what} on this {role} host (role fencing):{listing}")
     source = find_config_file(config_path)
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
-        f"host {config.fleet.host}, role {effective_role(config.fleet.role, config.role_file)}, "
-        f"layout {config.fleet.layout}"
+        f"host {config.fleet.host}, role {role}, layout {config.fleet.layout}"
     )
+    click.echo(f"runs here: {', '.join(runnable) or 'nothing (no daemon is enabled)'}")
+    if fenced:
+        click.echo(f"fenced off on this {role} host (`fleet run --all` skips them):{listing}")
 
 
 # status ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pydantic import Field, create_model
 from fleet.registry import RegistryLine, manifests
 from shared.config import FleetConfig
 from shared.config import load_config as load_shared
-from shared.manifest import DaemonManifest, WrittenDb
+from shared.manifest import DaemonManifest, WrittenDb, fenced_off
 from shared.roles import Role, RoleFileError, effective_role
 
 __all__ = [
@@ -80,9 +80,10 @@ def fleet_written_dbs(
     config: FleetConfig, role: Role, lines: tuple[RegistryLine, ...] | None = None
 ) -> list[WrittenDb]:
     """The databases the fleet writes on a host of ``role`` with this config: the outbox on
-    every host; on a standby also those of the enabled daemons that would refuse to start there
-    (configuring them is a mistake the operator should hear about before a restore renames a
-    copy over their file)."""
+    every host; on a standby also those of the enabled daemons that run there. A daemon fenced
+    off the standby (email-reactor, claim-sweeper with auto_release, blueprint-watchdog writing
+    hivemind_db) writes nothing there: its databases are the replica copies restore-loop keeps
+    fresh, which it takes over after a promotion, exactly as ``fleet run --all`` decides."""
     out = [
         WrittenDb(
             "notify.outbox_db", config.notify.outbox_db, "the notification outbox (every host)"
@@ -90,10 +91,11 @@ def fleet_written_dbs(
     ]
     if role is not Role.STANDBY:
         return out
-    for manifest in manifests(lines):
-        section = config.daemon_section(manifest.section_name)
-        if section.enabled:
-            out.extend(manifest.writes(config, section))
+    enabled = [m for m in manifests(lines) if config.daemon_section(m.section_name).enabled]
+    fenced = fenced_off(enabled, config, role)
+    for manifest in enabled:
+        if manifest.name not in fenced:
+            out.extend(manifest.writes(config, config.daemon_section(manifest.section_name)))
     return out
 
 

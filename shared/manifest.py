@@ -35,6 +35,7 @@ __all__ = [
     "SecretsEnvFile",
     "UnitProfile",
     "WrittenDb",
+    "fenced_off",
     "load_entry",
     "metric",
 ]
@@ -252,3 +253,17 @@ class DaemonManifest:
     def load_daemon(self) -> Any:
         """The Daemon subclass (imports the daemon's runtime code)."""
         return load_entry(self.daemon)
+
+
+def fenced_off(
+    manifests: Sequence[DaemonManifest], config: FleetConfig, role: Role
+) -> dict[str, str]:
+    """Daemon name -> why it must not start on a host of ``role``, for each of ``manifests``
+    whose role rule refuses it there. The one fencing decision: ``fleet run --all`` skips these
+    daemons and ``fleet check-config`` lists them."""
+    fenced: dict[str, str] = {}
+    for manifest in manifests:
+        reason = manifest.refuse_reason(config.daemon_section(manifest.section_name), role)
+        if reason is not None:
+            fenced[manifest.name] = reason
+    return fenced

@@ -31,7 +31,7 @@ from shared.cycles import CycleOutcome, CycleResult
 from shared.daemon import Daemon, DaemonContext, RefusedToStart
 from shared.exitcodes import EX_CONFIG, ExitCode
 from shared.logging import describe_error, get_logger, log_tracebacks
-from shared.manifest import DaemonManifest, UnitProfile
+from shared.manifest import DaemonManifest, UnitProfile, fenced_off
 from shared.roles import Role, RoleFileError
 from shared.runner import DaemonRunner, build_sinks, wait_any
 from shared.sdnotify import Notifier, watchdog_interval_s
@@ -87,17 +87,15 @@ def _build(
     classes = [d.load_daemon() if isinstance(d, DaemonManifest) else d for d in daemons]
     runners = [DaemonRunner(cls, config, dry_run=dry_run, fleet=fleet) for cls in classes]
     if len(runners) > 1:
+        # Several daemons (run --all): those fenced off this role are skipped, the rest run.
+        # `fleet check-config` reports the same decision (shared.manifest.fenced_off).
         role = runners[0].role
-        kept = []
-        for r in runners:
-            try:
-                r.check_role()
-                kept.append(r)
-            except RefusedToStart as exc:
-                log.warning("not starting daemon here", reason=str(exc))
-        if not kept:
+        fenced = fenced_off([c.manifest for c in classes if c.manifest is not None], config, role)
+        for name, reason in fenced.items():
+            log.warning("not starting daemon here", reason=f"{name}: {reason}")
+        runners = [r for r in runners if r.name not in fenced]
+        if not runners:
             raise RefusedToStart(f"no daemon can run with this role ({role})")
-        runners = kept
     return runners
 
 

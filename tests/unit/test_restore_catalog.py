@@ -151,7 +151,17 @@ def test_conflicts_on_a_standby(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     errors = standby_dir_conflicts(cfg)
     text = "\n".join(m for _, m in errors)
     assert {p for p, _ in errors} == {"restore_loop.standby_dir"}
-    assert "outbox.db" in text and "mission-control.db" in text and "auto_release" in text
+    assert "outbox.db" in text
+    # claim-sweeper with auto_release is fenced off a standby (`run --all` skips it), so it
+    # writes nothing here: mission-control.db is the replica copy it takes over on promotion.
+    assert "mission-control.db" not in text and "auto_release" not in text
+
+
+def test_default_standby_has_no_conflicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every daemon enabled: the ones writing replicated DBs are fenced off the standby, as
+    # `fleet run --all` decides, so their files in standby_dir are the copies restore-loop keeps.
+    cfg = load_config(_config(tmp_path, 'role = "standby"\n', monkeypatch))
+    assert standby_dir_conflicts(cfg) == []
 
 
 def test_conflicts_off_when_disabled_or_dirs_apart(
