@@ -47,14 +47,16 @@ def check_http_url(value: str, *, allow_credentials: bool = False) -> str:
     itself a secret): URLs appear in logs and errors, tokens go in their own keys."""
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("must be a URL without whitespace or control characters")
+    # urllib's messages may quote the URL, which can hold a password: never pass them on.
     try:
         parts = urlsplit(value)
         hostname = parts.hostname
+    except ValueError:
+        raise ValueError("is not a valid URL (check the host's brackets)") from None
+    try:
         port = parts.port  # raises on a port out of range or not a number
-    except ValueError:  # its message may quote the URL, which can hold a password
-        raise ValueError(
-            "is not a valid URL (check the host and that the port is 1-65535)"
-        ) from None
+    except ValueError:
+        port = 0
     if parts.scheme not in ("http", "https"):
         shown = parts.scheme if parts.scheme.isalnum() else ""
         raise ValueError(

@@ -22,10 +22,9 @@ PEER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 def check_peer_url(url: str, *, allow_credentials: bool = False) -> str:
     """An absolute http(s) URL (``shared.config_values``) without quotes or GitHub expression
     markers (a peer URL can end up in a generated workflow)."""
-    check_http_url(url, allow_credentials=allow_credentials)
     if "${{" in url or '"' in url or "'" in url:
         raise ValueError("must not contain quotes or '${{'")
-    return url
+    return check_http_url(url, allow_credentials=allow_credentials)
 
 
 class PeerConfig(SettingsModel):

@@ -43,6 +43,7 @@ def test_good_urls(url: str) -> None:
         ("http://admin:SECRET@127.0.0.1/", "credentials"),
         ("ftp://admin:SECRET@127.0.0.1/", "http:// or https://"),
         ("http://[::1/", "not a valid URL"),
+        ("http://127.0.0.1:x/", "port between 1 and 65535"),
     ],
 )
 def test_bad_urls_say_why_without_the_value(url: str, why: str) -> None:
