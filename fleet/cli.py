@@ -215,10 +215,11 @@ def check_config(name: str | None, config_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_config_option
 def status(as_json: bool, config_path: str | None) -> None:
-    """One row per daemon from the heartbeat files, and this host's role; exit 1 if an enabled
-    daemon is stale, 78 if the role file is garbled (the error is shown instead of a role)."""
+    """One row per daemon from the heartbeat files (is its process running, when did it last
+    succeed), and this host's role; exit 1 if an expected daemon is stopped or stale, 78 if the
+    role file is garbled (the error is shown instead of a role)."""
     from fleet.registry import manifests
-    from shared.heartbeats import read_status
+    from shared.heartbeats import process_state, read_heartbeat, read_status
     from shared.roles import Role, RoleFileError, effective_role
 
     config = _load_config(config_path)
@@ -237,18 +238,25 @@ def status(as_json: bool, config_path: str | None) -> None:
         # A daemon fenced off this host's role (restore-loop on a primary) is not expected.
         enabled = section.enabled and (role is None or not manifest.fenced(section, role))
         st = read_status(config.heartbeat_dir, manifest.name, now)
-        if enabled and not st.ok:
+        beat = read_heartbeat(config.heartbeat_dir, manifest.name)
+        process = process_state(beat.pid, beat.started_at) if beat is not None else "stopped"
+        ok, reason = st.ok, st.reason
+        if process == "stopped" and beat is not None:
+            ok, reason = False, f"stopped: pid {beat.pid} is gone or reused; last: {st.reason}"
+        if enabled and not ok:
             all_ok = False
         rows.append(
             {
                 "daemon": manifest.name,
                 "enabled": enabled,
-                "ok": st.ok,
+                "ok": ok,
+                "process": process,
+                "pid": beat.pid if beat is not None else None,
                 "last_ok_at": st.last_ok_at,
                 "age_s": round(st.age_s, 1) if st.age_s is not None else None,
                 "expected_interval_s": st.expected_interval_s,
                 "cycles": st.cycles,
-                "reason": st.reason,
+                "reason": reason,
                 "role": role,
             }
         )
@@ -258,13 +266,17 @@ def status(as_json: bool, config_path: str | None) -> None:
             click.echo(role_text, err=True)
     else:
         click.echo(f"role: {role_text}")
-        click.echo(f"{'DAEMON':<20} {'OK':<4} {'AGE':>8} {'INTERVAL':>9} {'CYCLES':>7}  REASON")
+        click.echo(
+            f"{'DAEMON':<20} {'OK':<4} {'PROCESS':<8} {'AGE':>8} {'INTERVAL':>9} {'CYCLES':>7}"
+            "  REASON"
+        )
         for r in rows:
             age = f"{r['age_s']:.0f}s" if r["age_s"] is not None else "-"
             interval = f"{r['expected_interval_s']:.0f}s" if r["expected_interval_s"] else "-"
-            ok = "yes" if r["ok"] else ("no" if r["enabled"] else "off")
+            shown = "yes" if r["ok"] else ("no" if r["enabled"] else "off")
             click.echo(
-                f"{r['daemon']:<20} {ok:<4} {age:>8} {interval:>9} {r['cycles']:>7}  {r['reason']}"
+                f"{r['daemon']:<20} {shown:<4} {r['process']:<8} {age:>8} {interval:>9} "
+                f"{r['cycles']:>7}  {r['reason']}"
             )
         click.echo(f"layout {config.fleet.layout} (paths: fleet config paths)")
     if role is None:

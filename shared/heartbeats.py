@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,18 @@ __all__ = [
     "Heartbeat",
     "HeartbeatStatus",
     "assess",
+    "process_state",
     "read_heartbeat",
     "read_status",
     "write_heartbeat",
 ]
 
 STALE_FACTOR = 3.0
+#: a scheduled (cron) daemon is late this long after its run was due without a success
+CRON_GRACE_S = 3600.0
+#: how far a process's start may lie from the heartbeat's started_at and still be that daemon
+#: (imports and config load happen in between); beyond it the pid was reused
+START_SLACK_S = 120.0
 MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it datetime cannot render
 
 
@@ -101,6 +108,41 @@ def read_status(directory: Path, daemon: str, now: float) -> HeartbeatStatus:
     return assess(daemon, beat, now)
 
 
+def _linux_start_time(pid: int) -> tuple[float, str] | None:
+    """(start time as Unix seconds, state letter) from /proc, or None where there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+        with open("/proc/stat", encoding="ascii", errors="replace") as fh:
+            btime = next(int(x.split()[1]) for x in fh if x.startswith("btime "))
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return btime + int(fields[19]) / ticks, fields[0]
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+
+
+def process_state(pid: int, started_at: float) -> str:
+    """``running``, ``stopped`` (no such process, a zombie, or the pid now belongs to a process
+    started at another time) or ``unknown`` (the OS would not say)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return "unknown"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "stopped"
+    except PermissionError:
+        pass  # it exists, under another account (a system unit's service user)
+    except OSError:
+        return "unknown"
+    linux = _linux_start_time(pid)
+    if linux is not None:
+        start, state = linux
+        if state in ("Z", "X") or abs(start - started_at) > START_SLACK_S:
+            return "stopped"
+    return "running"
+
+
 def assess(daemon: str, beat: Heartbeat | None, now: float) -> HeartbeatStatus:
     """Is ``daemon`` healthy at ``now``? Stale after 3 expected intervals without a success;
     a daemon that has not succeeded yet is healthy until its first run is due (cron) or for
@@ -110,7 +152,7 @@ def assess(daemon: str, beat: Heartbeat | None, now: float) -> HeartbeatStatus:
     limit = STALE_FACTOR * beat.expected_interval_s
     if beat.last_ok_at is None:
         if beat.next_due_at is not None:
-            ok = now <= beat.next_due_at + beat.expected_interval_s
+            ok = now <= beat.next_due_at + CRON_GRACE_S
         else:
             ok = now - beat.started_at <= limit
         return HeartbeatStatus(
@@ -123,7 +165,7 @@ def assess(daemon: str, beat: Heartbeat | None, now: float) -> HeartbeatStatus:
             "starting" if ok else "never succeeded",
         )
     age = max(0.0, now - beat.last_ok_at)
-    if beat.next_due_at is not None and now <= beat.next_due_at + beat.expected_interval_s:
+    if beat.next_due_at is not None and now <= beat.next_due_at + CRON_GRACE_S:
         ok = True
     else:
         ok = age <= limit

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from shared.heartbeats import Heartbeat, write_heartbeat
-from tests.conftest import run_fleet
+from tests.conftest import FLEET_BIN, run_fleet, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -20,17 +22,34 @@ def test_status_reads_heartbeat_files(
     from fleet.registry import by_name
 
     # Only claim-sweeper enabled here, so the exit code speaks about it alone.
-    fleet_env = {**fleet_env, **{f"FLEET_{s.section_name.upper()}__ENABLED": "false"
-                                 for s in by_name().values() if s.name != "claim-sweeper"}}
+    fleet_env = {
+        **fleet_env,
+        **{
+            f"FLEET_{s.section_name.upper()}__ENABLED": "false"
+            for s in by_name().values()
+            if s.name != "claim-sweeper"
+        },
+    }
     res = run_fleet(["status", "--json"], fleet_env, tmp_path)
     assert res.returncode == 1  # nothing has run yet: the enabled daemon is stale
     (row,) = [r for r in json.loads(res.stdout) if r["daemon"] == "claim-sweeper"]
     assert row["ok"] is False and row["reason"] == "no heartbeat file"
     now = time.time()
+    stand_in = subprocess.Popen(["sleep", "120"])  # a live process for the heartbeat's pid
+    try:
+        check_heartbeat_rows(fleet_env, fleet_root, tmp_path, stand_in.pid, now)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def check_heartbeat_rows(
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path, pid: int, now: float
+) -> None:
     write_heartbeat(
         fleet_root / "state/heartbeats",
         Heartbeat(
-            "claim-sweeper", "testhost", 1, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now - 600
+            "claim-sweeper", "testhost", pid, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now
         ),
     )
     res = run_fleet(["status", "--json"], fleet_env, tmp_path)
@@ -39,15 +58,29 @@ def test_status_reads_heartbeat_files(
     assert {"daemon", "ok", "last_ok_at", "age_s", "expected_interval_s", "cycles"} <= set(row)
     assert row["ok"] is True and row["cycles"] == 12 and 29 <= row["age_s"] <= 60
     assert row["expected_interval_s"] == 60.0
+    assert row["process"] == "running" and row["pid"] == pid
     text = run_fleet(["status"], fleet_env, tmp_path)
-    assert "claim-sweeper" in text.stdout and "yes" in text.stdout
+    assert "claim-sweeper" in text.stdout and "yes" in text.stdout and "running" in text.stdout
     write_heartbeat(
         fleet_root / "state/heartbeats",
         Heartbeat(
-            "claim-sweeper", "testhost", 1, "0.1.0", "primary", now - 500, 0.01, 12, 60.0, now - 900
+            "claim-sweeper", "testhost", pid, "0.1.0", "primary", now - 500, 0.01, 12, 60.0, now
         ),
     )
     assert run_fleet(["status"], fleet_env, tmp_path).returncode == 1
+    # pid 1 is a live process, but not one that started when this heartbeat says: stopped
+    write_heartbeat(
+        fleet_root / "state/heartbeats",
+        Heartbeat(
+            "claim-sweeper", "testhost", 1, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now
+        ),
+    )
+    res = run_fleet(["status", "--json"], fleet_env, tmp_path)
+    assert res.returncode == 1
+    (row,) = [r for r in json.loads(res.stdout) if r["daemon"] == "claim-sweeper"]
+    assert row["process"] == "stopped" and row["reason"].startswith(
+        "stopped: pid 1 is gone or reused"
+    )
 
 
 def test_role_show_and_set(fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path) -> None:
@@ -77,3 +110,45 @@ def test_usage_errors_exit_64(fleet_env: dict[str, str], tmp_path: Path) -> None
     assert run_fleet(["run", "no-such-daemon"], fleet_env, tmp_path).returncode == 64
     assert run_fleet(["frobnicate"], fleet_env, tmp_path).returncode == 64
     assert run_fleet(["--version"], fleet_env, tmp_path).returncode == 0
+
+
+def test_status_shows_a_killed_daemon_stopped_at_once(
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
+) -> None:
+    """Why-bullet (issue 15): after the fleet was stopped, status still printed "yes ... ok"."""
+    from fleet.registry import by_name
+
+    env = {
+        **fleet_env,
+        **{
+            f"FLEET_{s.section_name.upper()}__ENABLED": "false"
+            for s in by_name().values()
+            if s.name != "claim-sweeper"
+        },
+        "FLEET_CLAIM_SWEEPER__METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [str(FLEET_BIN), "run", "claim-sweeper"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def row() -> dict[str, object]:
+            res = run_fleet(["status", "--json"], env, tmp_path)
+            rows = json.loads(res.stdout) if res.stdout.strip() else []
+            found = [r for r in rows if r["daemon"] == "claim-sweeper"]
+            return {**found[0], "code": res.returncode} if found else {}
+
+        assert wait_until(lambda: row().get("ok") is True, timeout=60)
+        running = row()
+        assert running["process"] == "running" and running["pid"] == proc.pid
+        assert running["code"] == 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    stopped = row()
+    assert stopped["ok"] is False and stopped["process"] == "stopped"
+    assert stopped["code"] == 1
