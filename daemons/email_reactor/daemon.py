@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemons.email_reactor import reminders
+from daemons.email_reactor import poison, reminders
 from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
@@ -295,7 +295,10 @@ class EmailReactor(Daemon[EmailReactorSection]):
         if not self.ctx.dry_run:
             await self._confirm_delivered()
             budget -= await self._flush_deferred(budget)
-        emails = await self.store.new_emails(self._since(now), self.s.max_emails_per_cycle)
+            await poison.release_fixed(self)
+        read = await self.store.new_emails(self._since(now), self.s.max_emails_per_cycle)
+        await poison.set_aside(self, read.poison)
+        emails = read.emails
         inputs = await self._inputs() if emails else None
         pushes = [budget]
         triaged = [(email, triage(email, inputs)) for email in emails] if inputs else []
@@ -333,7 +336,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         )
         self.m_oldest.set(max(0.0, age))
         return CycleResult(
-            more=len(emails) >= self.s.max_emails_per_cycle,
+            more=len(emails) + len(read.poison) >= self.s.max_emails_per_cycle,
             detail={"emails": len(emails), "llm": len(needs_llm)},
         )
 
