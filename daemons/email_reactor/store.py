@@ -424,13 +424,15 @@ class InboxStore(AsyncDatabase):
         return stored(rows[0]) if rows else None
 
     async def deferred_pushes(self, limit: int) -> list[tuple[int, str, str, str]]:
-        """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first;
-        not those the ingest path pushed meanwhile (``reactor_pushed_at`` set)."""
+        """(email_id, push_key, channel, text) decided but not yet enqueued, strategic
+        partners' first, then oldest mail first; not those the ingest path pushed meanwhile
+        (``reactor_pushed_at`` set)."""
         rows = await self._fetchall(
             "SELECT d.email_id, d.push_key, d.push_channel, d.push_text FROM reactor_decisions d"
             " JOIN emails e ON e.id = d.email_id WHERE d.push_key IS NOT NULL"
-            " AND d.push_enqueued_at IS NULL AND e.reactor_pushed_at IS NULL"
-            " ORDER BY d.email_id LIMIT ?",
+            " AND d.push_enqueued_at IS NULL AND e.reactor_pushed_at IS NULL ORDER BY"
+            " CASE WHEN typeof(e.partner_tier) = 'integer' AND e.partner_tier > 0 THEN 0 ELSE 1"
+            f" END, {_CREATED}, d.email_id LIMIT ?",
             (limit,),
         )
         return [(int(r[0]), r[1], r[2], r[3]) for r in rows]

@@ -118,6 +118,9 @@ def encode_body(body: Body, headers: dict[str, str]) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog of 5 resets a burst of concurrent connects (an
+    # LLM client with 32 requests in flight); real servers queue them.
+    request_queue_size = 128
     fake: FakeHTTPServer
 
     def server_bind(self) -> None:
