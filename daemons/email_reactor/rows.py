@@ -52,17 +52,8 @@ EMAIL_COLUMNS = (  # the order the store selects them in
     "partner_tier",
 )
 _CREATED_AT = EMAIL_COLUMNS.index("created_at")
-_TEXT = (
-    "account",
-    "from_addr",
-    "from_name",
-    "to_addr",
-    "reply_to",
-    "subject",
-    "body_text",
-    "classification",
-    "status",
-)
+_TYPED = ("id", "attachments", "headers", "created_at", "mc_task_id", "partner_tier")
+_TEXT = tuple(c for c in EMAIL_COLUMNS if c not in (*_TYPED, "reactor_pushed_at"))
 #: attachments/headers JSON larger than this is not read (a header block is a few KiB)
 MAX_JSON_BYTES = 1_000_000
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
