@@ -131,7 +131,7 @@ def explain(email_id: int, ask: bool, config_path: str | None) -> None:
             since = await store.set_aside_since(email_id)
             return [
                 f"email #{email_id} cannot be read: {mail.reason}",
-                f"=> set aside since {since}: not triaged until the row is fixed (the next "
+                f"=> set aside since {since} UTC: not triaged until the row is fixed (the next "
                 "cycle after that triages it)"
                 if since
                 else "=> would be set aside at the next cycle (not triaged)",
