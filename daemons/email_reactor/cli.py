@@ -120,12 +120,22 @@ def digest(dry_run: bool, force: bool, config_path: str | None) -> None:
 def explain(email_id: int, ask: bool, config_path: str | None) -> None:
     """Print the decision path for one email without acting."""
     from daemons.email_reactor.pipeline import llm_decision, triage
+    from daemons.email_reactor.rows import PoisonRow
 
     async def _run(reactor: Any) -> list[str]:
         store = reactor.store
         mail = await store.email(email_id)
         if mail is None:
             raise click.ClickException(f"no email {email_id} in {reactor.s.inbox_db}")
+        if isinstance(mail, PoisonRow):
+            since = await store.set_aside_since(email_id)
+            return [
+                f"email #{email_id} cannot be read: {mail.reason}",
+                f"=> set aside since {since} UTC: not triaged until the row is fixed (the next "
+                "cycle after that triages it)"
+                if since
+                else "=> would be set aside at the next cycle (not triaged)",
+            ]
         await reactor._reload_partners()
         inputs = await reactor._inputs()
         result = triage(mail, inputs)

@@ -18,11 +18,13 @@ import contextlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from daemons.email_reactor import reminders
+from daemons.email_reactor import poison, reminders
 from daemons.email_reactor.actions import EmailAction
+from daemons.email_reactor.budget import PushBudget
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
 from daemons.email_reactor.llm_health import STATE_FILE, LLMHealth, event_message
@@ -291,13 +293,15 @@ class EmailReactor(Daemon[EmailReactorSection]):
         now = self.ctx.clock()
         await self._check_contracts()
         await self._reload_partners()
-        budget = self.s.pushes_per_cycle
+        pushes = PushBudget(self.s.pushes_per_cycle)
         if not self.ctx.dry_run:
             await self._confirm_delivered()
-            budget -= await self._flush_deferred(budget)
-        emails = await self.store.new_emails(self._since(now), self.s.max_emails_per_cycle)
+            await self._flush_deferred(pushes)
+            await poison.release_fixed(self)
+        read = await self.store.new_emails(self._since(now), self.s.max_emails_per_cycle)
+        await poison.set_aside(self, read.poison)
+        emails = read.emails
         inputs = await self._inputs() if emails else None
-        pushes = [budget]
         triaged = [(email, triage(email, inputs)) for email in emails] if inputs else []
         needs_llm = [email for email, result in triaged if result.decision is None]
         # The LLM calls (the slow part) start at once; rule-decided mail commits meanwhile.
@@ -333,7 +337,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         )
         self.m_oldest.set(max(0.0, age))
         return CycleResult(
-            more=len(emails) >= self.s.max_emails_per_cycle,
+            more=len(emails) + len(read.poison) >= self.s.max_emails_per_cycle,
             detail={"emails": len(emails), "llm": len(needs_llm)},
         )
 
@@ -369,7 +373,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 )
             )
 
-    async def _commit(self, email: Email, decision: Decision, pushes: list[int]) -> None:
+    async def _commit(self, email: Email, decision: Decision, pushes: PushBudget) -> None:
         """Apply one decision's effects in the crash-safe order (see module doc)."""
         assert self.store is not None
         now = self.ctx.clock()
@@ -419,11 +423,11 @@ class EmailReactor(Daemon[EmailReactorSection]):
         if not recorded.inserted:
             return  # decided by an earlier run; its effects are already recorded
         self.m_decisions.labels(action, decision.source).inc()
-        if recorded.push and push_key and decision.push_text and pushes[0] > 0:
-            await self._enqueue_push(
-                email.id, push_key, decision.push_channel or "", decision.push_text
+        if recorded.push and push_key and decision.push_text:  # else deferred (budget.py)
+            channel = decision.push_channel or ""
+            await pushes.spend(
+                partial(self._enqueue_push, email.id, push_key, channel, decision.push_text)
             )
-            pushes[0] -= 1
         record = StoredDecision(
             email.id, action, decision.reason, decision.source, mc_task_id, _sql_now(now), sender
         ).audit_record()
@@ -444,16 +448,14 @@ class EmailReactor(Daemon[EmailReactorSection]):
         )
         await self.store.mark_push_enqueued(email_id, _sql_now(self.ctx.clock()))
 
-    async def _flush_deferred(self, budget: int) -> int:
-        """Enqueue pushes decided earlier but held back by pushes_per_cycle."""
+    async def _flush_deferred(self, pushes: PushBudget) -> None:
+        """Enqueue pushes decided earlier but held back by pushes_per_cycle (partners first)."""
         assert self.store is not None
-        if budget <= 0:
-            return 0
-        sent = 0
-        for email_id, key, channel, text in await self.store.deferred_pushes(budget):
-            await self._enqueue_push(email_id, key, channel, text)
-            sent += 1
-        return sent
+        if pushes.left <= 0:
+            return
+        for email_id, key, channel, text in await self.store.deferred_pushes(pushes.left):
+            if not await pushes.spend(partial(self._enqueue_push, email_id, key, channel, text)):
+                return
 
     async def _confirm_delivered(self) -> None:
         """Write reactor_pushed_at (the seed's DB gate) for pushes the outbox delivered."""
@@ -486,7 +488,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
 
     # LLM -------------------------------------------------------------------------------------
     async def _classify_all(
-        self, emails: list[Email], inputs: TriageInputs, pushes: list[int]
+        self, emails: list[Email], inputs: TriageInputs, pushes: PushBudget
     ) -> None:
         gate = asyncio.Semaphore(self.s.llm_concurrency)
 

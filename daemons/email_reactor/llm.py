@@ -3,8 +3,10 @@ OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
 The email is untrusted data: it is truncated, stripped of the fence markers, and fenced in the
 user message; the parser accepts exactly ``YES`` or ``NO`` (after trimming) and nothing else,
-so no email text can change what counts as an answer. The client never raises past
-``LLMError``; it must never decide policy (that is the daemon's job).
+so no email text can change what counts as an answer. Each request has one deadline,
+``timeout_s``, from connect to the last byte (``shared.http``): a server that trickles its answer
+is a transient failure like a timeout. The client never raises past ``LLMError`` (an answer of
+the wrong shape is a malformed answer); it must never decide policy (that is the daemon's job).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+
+from shared.http import PeerError, request_with_deadline
 
 __all__ = ["LLMClient", "LLMError", "LLMReply", "build_messages", "parse_answer"]
 
@@ -29,6 +33,8 @@ SYSTEM_PROMPT = (
 STRICT_SUFFIX = " Your previous answer was not valid. Reply with the single word YES or NO only."
 
 Answer = Literal["YES", "NO"]
+#: a chat completion of ``max_tokens`` 32 is a few hundred bytes; anything this large is broken
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 def _clean(text: str, limit: int) -> str:
@@ -108,20 +114,24 @@ class LLMClient:
         }
         start = time.monotonic()
         try:
-            resp = await self._client.post(self.url, json=body, timeout=self.timeout_s)
-        except httpx.TimeoutException:
-            raise LLMError("transient", "timeout") from None
-        except httpx.HTTPError as exc:
-            raise LLMError("transient", type(exc).__name__) from None
+            resp = await request_with_deadline(
+                self._client,
+                "POST",
+                self.url,
+                deadline_s=self.timeout_s,
+                max_body_bytes=MAX_ANSWER_BYTES,
+                json=body,
+            )
+        except PeerError as exc:
+            raise LLMError("transient", exc.detail) from None
         duration = time.monotonic() - start
-        if resp.status_code in (401, 403):
-            raise LLMError("auth", f"HTTP {resp.status_code}", resp.status_code)
-        if resp.status_code == 404:
+        status = resp.status
+        if status in (401, 403):
+            raise LLMError("auth", f"HTTP {status}", status)
+        if status == 404:
             raise LLMError("not_found", "HTTP 404 (wrong model or path?)", 404)
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise LLMError("transient", f"HTTP {resp.status_code}", resp.status_code)
-        if resp.status_code != 200:
-            raise LLMError("transient", f"HTTP {resp.status_code}", resp.status_code)
+        if status != 200:  # 429, 5xx and anything else: retried next cycle
+            raise LLMError("transient", f"HTTP {status}", status)
         try:
             payload = resp.json()
         except ValueError:

@@ -30,6 +30,7 @@ __all__ = [
     "Triage",
     "TriageInputs",
     "llm_decision",
+    "poison_text",
     "slack_escape",
     "stale_text",
     "triage",
@@ -265,4 +266,15 @@ def stale_text(email: Email, age_h: float) -> str:
         f"[EMAIL WAITING {int(age_h)} h] {_sender_label(email)} emailed "
         f"{slack_escape(email.account, 80)} — {slack_escape(email.subject)} ({why}). "
         f"Email #{email.id}: `fleet email explain {email.id}`"
+    )
+
+
+def poison_text(kind: str, email_ids: list[int]) -> str:
+    """The #ops message for inbox rows that cannot be read (one per kind of problem)."""
+    shown = ", ".join(f"#{i}" for i in email_ids[:10]) + (" …" if len(email_ids) > 10 else "")
+    return (
+        f"[email-reactor] {len(email_ids)} inbox row(s) cannot be read ({kind}): email "
+        f"{shown} set aside, the rest of the inbox is triaged. `fleet email explain "
+        f"{email_ids[0]}` says why; a fixed row is triaged on the next cycle. Later rows "
+        "with this problem are only logged."
     )

@@ -1,11 +1,9 @@
 """The reactor's records: a decision before its effects, what ``InboxStore.record`` committed,
-a stored decision (and its audit line), a digest row; plus the JSON readers for the inbox's
-list/dict columns, which other tools fill (anything unreadable reads as empty, never raises).
+a stored decision (and its audit line), a digest row. (Inbox rows are typed in ``rows.py``.)
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +15,6 @@ __all__ = [
     "DigestRow",
     "Recorded",
     "StoredDecision",
-    "json_dict",
-    "json_list",
     "stored",
 ]
 
@@ -84,25 +80,3 @@ def stored(row: Sequence[Any]) -> StoredDecision:
     """A ``reactor_decisions`` row (email_id, action, reason, source, mc_task_id, decided_at,
     sender_hash); only this reactor writes the table, so its action is always an EmailAction."""
     return StoredDecision(int(row[0]), EmailAction(row[1]), row[2], row[3], row[4], row[5], row[6])
-
-
-def json_list(value: Any) -> tuple[str, ...]:
-    if not value:
-        return ()
-    try:
-        data = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return (str(value),)  # not JSON: one opaque name, still scanned
-    if isinstance(data, list):
-        return tuple(str(x.get("name", x)) if isinstance(x, dict) else str(x) for x in data)
-    return (str(data),)
-
-
-def json_dict(value: Any) -> dict[str, Any]:
-    if not value:
-        return {}
-    try:
-        data = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}

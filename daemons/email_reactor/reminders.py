@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from daemons.email_reactor import poison
 from daemons.email_reactor.digest import digest_due, format_digest, local_date
 from daemons.email_reactor.pipeline import stale_text
 from shared.files import atomic_write_json, complete_in_thread
@@ -32,7 +33,9 @@ async def alert_stale(r: EmailReactor, now: float) -> None:
     outbox dedup key ``email-stale:<id>`` covers a crash between enqueue and mark."""
     assert r.store is not None
     cutoff = _sql_now(now - r.s.stale_after_h * 3600)
-    stale = await r.store.stale_emails(r._since(now), cutoff)
+    read = await r.store.stale_emails(r._since(now), cutoff)
+    await poison.set_aside(r, read.poison)
+    stale = read.emails
     r.m_stale.set(len(stale))
     alerted = await r.store.stale_alerted([e.id for e in stale])
     budget = r.s.pushes_per_cycle
@@ -86,7 +89,8 @@ async def send_digest(r: EmailReactor, now: float, *, force: bool, dry_run: bool
     if state.get("last_sent_date") == day and not force:
         return None
     cutoff = format_sql_ts(now_dt - timedelta(hours=r.s.digest_min_age_h))
-    rows = await r.store.digest_candidates(r._since(now), cutoff)
+    rows, unreadable = await r.store.digest_candidates(r._since(now), cutoff)
+    await poison.set_aside(r, unreadable)
     text = format_digest(rows, day)
     if dry_run:
         return text

@@ -149,7 +149,8 @@ def partner_name_spoof(email: Email, partners: PartnerList) -> Partner | None:
 def _auth_results(headers: dict[str, Any]) -> str:
     for key, value in headers.items():
         if str(key).lower() == "authentication-results":
-            return " ".join(value) if isinstance(value, list) else str(value)
+            # any JSON the ingest stored: a list of non-strings must not stop the scan
+            return " ".join(map(str, value)) if isinstance(value, list) else str(value)
     return ""
 
 

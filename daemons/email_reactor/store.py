@@ -3,14 +3,17 @@
 ``emails`` belongs to the ingesting agent (email-agent.js): the reactor creates it only when
 missing (a fresh machine) and never alters it; its own bookkeeping lives in its own tables,
 ``reactor_decisions`` (the source of truth: an email is decided once, ever),
-``reactor_llm_attempts`` and ``reactor_stale_alerts``. The live layout is checked against the
-``EMAILS`` contract at open and whenever ``PRAGMA schema_version`` moves: a missing required
-column raises ``ContractViolation``; a missing optional one reads as NULL (the feature it feeds
-is degraded, see ``report``). ``created_at`` is read in every form the Node tools write (SQLite
-text, ISO with ``T`` and ``Z`` or an offset, epoch seconds or milliseconds): rows in the
-canonical form compare as text (indexed), the others through ``fleet_ts`` (registered on the
-connection, ``shared.timestamps``); a value nobody can read counts as new mail (never lost).
-Nothing here drops or rewrites foreign data.
+``reactor_llm_attempts``, ``reactor_stale_alerts`` and ``reactor_poison_rows`` (rows that
+cannot be typed, see ``rows.py``: set aside with their reason, released once they read clean).
+The live layout is checked against the ``EMAILS`` contract at open and whenever
+``PRAGMA schema_version`` moves: a missing required column raises ``ContractViolation``; a
+missing optional one reads as NULL (the feature it feeds is degraded, see ``report``).
+``created_at`` is read in every form the Node tools write (SQLite text, ISO with ``T`` and ``Z``
+or an offset, epoch seconds or milliseconds): rows in the canonical form compare as text
+(indexed), the others through ``fleet_ts`` (registered on the connection,
+``shared.timestamps``); a value nobody can read counts as new mail (never lost).
+Every read types its rows one by one; text that is not UTF-8 never raises (nor reaches a
+message). Nothing here drops or rewrites foreign data.
 """
 
 from __future__ import annotations
@@ -28,11 +31,19 @@ from daemons.email_reactor.records import (
     DigestRow,
     Recorded,
     StoredDecision,
-    json_dict,
-    json_list,
     stored,
 )
-from daemons.email_reactor.rules import Email
+from daemons.email_reactor.rows import (
+    EMAIL_COLUMNS,
+    InboxRows,
+    PoisonRow,
+    decode_text,
+    sql_timestamp,
+    text_or_none,
+    typed_row,
+    typed_rows,
+)
+from daemons.email_reactor.rules import Email, domain_of
 from shared.schema_contract import ContractReport, ContractUse, ContractViolation, check_contract
 from shared.sqlite import (
     AsyncDatabase,
@@ -41,36 +52,20 @@ from shared.sqlite import (
     retry_busy_async,
     table_columns,
 )
-from shared.timestamps import CANONICAL_GLOB, TimestampError, format_sql_ts, parse_timestamp
+from shared.timestamps import CANONICAL_GLOB
 
 __all__ = [
     "Decision",
     "DigestRow",
+    "InboxRows",
     "InboxStore",
+    "PoisonRow",
     "Recorded",
     "StoredDecision",
     "sql_timestamp",
 ]
 
 COMPONENT = "email_reactor"
-EMAIL_COLUMNS = (
-    "id",
-    "account",
-    "from_addr",
-    "from_name",
-    "to_addr",
-    "reply_to",
-    "subject",
-    "body_text",
-    "attachments",
-    "headers",
-    "classification",
-    "status",
-    "created_at",
-    "mc_task_id",
-    "reactor_pushed_at",
-    "partner_tier",
-)
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -136,18 +131,15 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_migration_1, _migration_2]
+def _migration_3(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS reactor_poison_rows ("
+        " email_id INTEGER PRIMARY KEY, kind TEXT NOT NULL, reason TEXT NOT NULL,"
+        " first_seen TEXT NOT NULL)"
+    )
 
 
-def sql_timestamp(value: object) -> str | None:
-    """``fleet_ts(x)`` in SQL: any timestamp the Node tools write, as SQLite's canonical
-    ``YYYY-MM-DD HH:MM:SS`` UTC text; None (NULL) for a value nobody can read."""
-    if value is None:
-        return None
-    try:
-        return format_sql_ts(parse_timestamp(value))
-    except TimestampError:
-        return None
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]
 
 
 #: an unreadable created_at sorts after every real one: such mail is still triaged (never
@@ -156,10 +148,12 @@ _UNREADABLE_TS = "9999-12-31 23:59:59"
 
 
 def _ts(column: str) -> str:
-    """SQL for ``column`` as canonical UTC text, whatever form another tool wrote."""
+    """SQL for ``column`` as canonical UTC text, whatever form another tool wrote. Text goes
+    to ``fleet_ts`` as a BLOB: sqlite3 fails the whole query on an argument not UTF-8."""
+    raw = f"CASE WHEN typeof({column}) = 'text' THEN CAST({column} AS BLOB) ELSE {column} END"
     return (
         f"(CASE WHEN typeof({column}) = 'text' AND {column} GLOB '{CANONICAL_GLOB}'"
-        f" THEN {column} ELSE coalesce(fleet_ts({column}), '{_UNREADABLE_TS}') END)"
+        f" THEN {column} ELSE coalesce(fleet_ts({raw}), '{_UNREADABLE_TS}') END)"
     )
 
 
@@ -178,13 +172,15 @@ class InboxStore(AsyncDatabase):
         self._select = ""
         self._new_where = ""
         self._has_decisions = False
+        self._has_poison = False
+        self._not_poison = ""
         self._lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> InboxStore:
         """Open (``migrate``: create what is missing on a fresh machine and the reactor's own
         tables; False: read only). Raises ContractViolation when ``emails`` cannot be used."""
 
-        def _prepare() -> tuple[ContractReport, bool]:
+        def _prepare() -> tuple[ContractReport, bool, bool]:
             conn = connect_sync(
                 self.path, busy_timeout_ms=self._busy_timeout_ms, readonly=not migrate
             )
@@ -192,15 +188,21 @@ class InboxStore(AsyncDatabase):
                 if migrate:
                     apply_migrations(conn, COMPONENT, MIGRATIONS)
                 decided = bool(table_columns(conn, "reactor_decisions"))
-                return check_contract(conn, self._use), decided
+                poison = bool(table_columns(conn, "reactor_poison_rows"))
+                return check_contract(conn, self._use), decided, poison
             finally:
                 conn.close()
 
-        report, has_decisions = await asyncio.to_thread(_prepare)
+        report, has_decisions, self._has_poison = await asyncio.to_thread(_prepare)
         if not report.ok:
             raise ContractViolation(report)
+        if self._has_poison:  # else: a --dry-run before the first real run
+            self._not_poison = (
+                " AND NOT EXISTS (SELECT 1 FROM reactor_poison_rows p WHERE p.email_id = e.id)"
+            )
         self._apply(report, has_decisions)
         await self._connect(readonly=not migrate)
+        self.db.text_factory = decode_text  # before any read: see rows.py
         await self.db.create_function("fleet_ts", 1, sql_timestamp, deterministic=True)
         self._cookie = await self._schema_cookie()
         return self
@@ -212,7 +214,7 @@ class InboxStore(AsyncDatabase):
         self._select = ", ".join(f"e.{c}" if c in names else f"NULL AS {c}" for c in EMAIL_COLUMNS)
         self._new_where = (
             f" FROM emails e WHERE e.status = 'new' AND {_CREATED} >= ?"
-            f" AND coalesce({self._col['classification']}, '') != 'OWN'"
+            f" AND coalesce({self._col['classification']}, '') != 'OWN'{self._not_poison}"
         )
         if has_decisions:  # else: a --dry-run before the first real run, nothing decided yet
             self._new_where += (
@@ -246,42 +248,55 @@ class InboxStore(AsyncDatabase):
         self._cookie = cookie
         return report
 
-    @staticmethod
-    def _email(row: Sequence[Any]) -> Email:
-        r = dict(zip(EMAIL_COLUMNS, row, strict=True))
-        created = r["created_at"]
-        return Email(
-            id=int(r["id"]),
-            account=str(r["account"] or ""),
-            from_addr=str(r["from_addr"] or ""),
-            from_name=str(r["from_name"] or ""),
-            to_addr=str(r["to_addr"] or ""),
-            reply_to=str(r["reply_to"] or ""),
-            subject=str(r["subject"] or ""),
-            body_text=str(r["body_text"] or ""),
-            attachments=json_list(r["attachments"]),
-            headers=json_dict(r["headers"]),
-            classification=str(r["classification"] or ""),
-            status=str(r["status"] or ""),
-            created_at=sql_timestamp(created) or str(created or ""),
-            mc_task_id=int(r["mc_task_id"]) if r["mc_task_id"] is not None else None,
-            reactor_pushed_at=r["reactor_pushed_at"],
-            partner_tier=int(r["partner_tier"] or 0),
-        )
-
-    async def new_emails(self, since: str, limit: int) -> list[Email]:
-        """Undecided new mail created at or after ``since`` (SQLite UTC text), oldest first."""
+    async def new_emails(self, since: str, limit: int) -> InboxRows:
+        """Undecided new mail created at or after ``since`` (SQLite UTC text), oldest first,
+        and the rows among them that cannot be typed (not already set aside)."""
         rows = await self._fetchall(
             f"SELECT {self._select}{self._new_where} ORDER BY {_CREATED}, e.id LIMIT ?",
             (since, limit),
         )
-        return [self._email(r) for r in rows]
+        return typed_rows(rows)
 
-    async def email(self, email_id: int) -> Email | None:
+    async def email(self, email_id: int) -> Email | PoisonRow | None:
         rows = await self._fetchall(
             f"SELECT {self._select} FROM emails e WHERE e.id = ?", (email_id,)
         )
-        return self._email(rows[0]) if rows else None
+        return typed_row(rows[0]) if rows else None
+
+    # rows set aside ------------------------------------------------------------------------
+    async def set_aside(self, rows: Sequence[PoisonRow], at: str) -> list[PoisonRow]:
+        """Record rows that cannot be typed; return those not recorded before."""
+        new = []
+        for row in rows:
+            if await self._write(
+                "INSERT OR IGNORE INTO reactor_poison_rows(email_id, kind, reason, first_seen)"
+                " VALUES (?, ?, ?, ?)",
+                (row.email_id, row.kind, row.reason, at),
+            ):
+                new.append(row)
+        return new
+
+    async def set_aside_since(self, email_id: int) -> str | None:
+        """When this row was set aside (None: it is not)."""
+        if not self._has_poison:
+            return None
+        rows = await self._fetchall(
+            "SELECT first_seen FROM reactor_poison_rows WHERE email_id = ?", (email_id,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def release_fixed(self, limit: int = 100) -> list[int]:
+        """Release the rows set aside that now type cleanly (someone fixed them): they are
+        read as new mail again. Returns their ids."""
+        rows = await self._fetchall(
+            f"SELECT {self._select} FROM emails e JOIN reactor_poison_rows p"
+            " ON p.email_id = e.id ORDER BY p.email_id LIMIT ?",
+            (limit,),
+        )
+        fixed = [int(row[0]) for row in rows if not isinstance(typed_row(row), PoisonRow)]
+        for email_id in fixed:
+            await self._write("DELETE FROM reactor_poison_rows WHERE email_id = ?", (email_id,))
+        return fixed
 
     async def backlog(self, since: str) -> tuple[int, str | None]:
         """How many undecided new mails, and the oldest one's created_at (canonical text)."""
@@ -298,8 +313,9 @@ class InboxStore(AsyncDatabase):
             f"SELECT {to} FROM emails e WHERE {cls} = 'OWN' AND {to} IS NOT NULL"
         )
         out: set[str] = set()
-        for (to_addr,) in rows:
-            for part in str(to_addr).replace(";", ",").split(","):
+        for (value,) in rows:
+            to_addr = text_or_none(value)
+            for part in (to_addr or "").replace(";", ",").split(","):
                 addr = part.strip()
                 if "<" in addr and ">" in addr:
                     addr = addr[addr.index("<") + 1 : addr.index(">")]
@@ -408,13 +424,15 @@ class InboxStore(AsyncDatabase):
         return stored(rows[0]) if rows else None
 
     async def deferred_pushes(self, limit: int) -> list[tuple[int, str, str, str]]:
-        """(email_id, push_key, channel, text) decided but not yet enqueued, oldest first;
-        not those the ingest path pushed meanwhile (``reactor_pushed_at`` set)."""
+        """(email_id, push_key, channel, text) decided but not yet enqueued, strategic
+        partners' first, then oldest mail first; not those the ingest path pushed meanwhile
+        (``reactor_pushed_at`` set)."""
         rows = await self._fetchall(
             "SELECT d.email_id, d.push_key, d.push_channel, d.push_text FROM reactor_decisions d"
             " JOIN emails e ON e.id = d.email_id WHERE d.push_key IS NOT NULL"
-            " AND d.push_enqueued_at IS NULL AND e.reactor_pushed_at IS NULL"
-            " ORDER BY d.email_id LIMIT ?",
+            " AND d.push_enqueued_at IS NULL AND e.reactor_pushed_at IS NULL ORDER BY"
+            " CASE WHEN typeof(e.partner_tier) = 'integer' AND e.partner_tier > 0 THEN 0 ELSE 1"
+            f" END, {_CREATED}, d.email_id LIMIT ?",
             (limit,),
         )
         return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
@@ -465,15 +483,15 @@ class InboxStore(AsyncDatabase):
             (EmailAction.SKIPPED_CUTOVER, decided_at, before),
         )
 
-    async def stale_emails(self, since: str, cutoff: str, limit: int = 1000) -> list[Email]:
+    async def stale_emails(self, since: str, cutoff: str, limit: int = 1000) -> InboxRows:
         """Mail created between ``since`` and ``cutoff`` (SQLite UTC text) that nobody acts
         on: an ACTION email still new and undecided, or a partner email (``partner_tier`` > 0)
         with neither a task nor a push (unless quarantined or skipped at cutover). Oldest
-        first, already-alerted ones included (see ``stale_alerted``)."""
+        first, already-alerted ones included (see ``stale_alerted``); rows set aside are not."""
         rows = await self._fetchall(
             f"SELECT {self._select} FROM emails e"
             " LEFT JOIN reactor_decisions d ON d.email_id = e.id"
-            f" WHERE {_CREATED} >= ? AND {_CREATED} < ?"
+            f" WHERE {_CREATED} >= ? AND {_CREATED} < ?{self._not_poison}"
             f" AND coalesce({self._col['classification']}, '') != 'OWN' AND ("
             " (d.email_id IS NULL AND e.status = 'new'"
             f"  AND {self._col['classification']} = 'ACTION')"
@@ -489,7 +507,7 @@ class InboxStore(AsyncDatabase):
                 limit,
             ),
         )
-        return [self._email(r) for r in rows]
+        return typed_rows(rows)
 
     async def stale_alerted(self, email_ids: Sequence[int]) -> set[int]:
         """Which of these emails already had their stale message."""
@@ -508,23 +526,26 @@ class InboxStore(AsyncDatabase):
             (email_id, at),
         )
 
-    async def digest_candidates(self, since: str, cutoff: str) -> list[DigestRow]:
+    async def digest_candidates(
+        self, since: str, cutoff: str
+    ) -> tuple[list[DigestRow], list[PoisonRow]]:
         """ACTION mail from partners, or mail decided linked/llm_yes (``TASK_ACTIONS``),
-        created between ``since`` and ``cutoff``, with no later OWN mail to that sender."""
+        created between ``since`` and ``cutoff``, with no later OWN mail to that sender; and
+        the rows among them that cannot be typed."""
         rows = await self._fetchall(
-            f"SELECT e.id, {self._col['account']}, {self._col['from_name']}, e.from_addr,"
-            f" e.subject, {_CREATED},"
-            " coalesce(e.partner_tier, 0), lower(e.from_addr)"
+            f"SELECT {self._select}, {_CREATED}"
             " FROM emails e LEFT JOIN reactor_decisions d ON d.email_id = e.id"
-            f" WHERE {_CREATED} >= ? AND {_CREATED} <= ?"
+            f" WHERE {_CREATED} >= ? AND {_CREATED} <= ?{self._not_poison}"
             f" AND (({self._col['classification']} = 'ACTION'"
             "       AND coalesce(e.partner_tier, 0) > 0)"
             f"      OR d.action IN ({', '.join('?' for _ in TASK_ACTIONS)}))"
             f" ORDER BY coalesce(e.partner_tier, 0) = 0, {_CREATED}",
             (since, cutoff, *TASK_ACTIONS),
         )
-        if not rows:
-            return []
+        typed = typed_rows([r[:-1] for r in rows])
+        if not typed.emails:
+            return [], typed.poison
+        created = {int(r[0]): str(r[-1]) for r in rows}
         cls, to = self._col["classification"], self._col["to_addr"]
         replies = (
             []
@@ -535,21 +556,13 @@ class InboxStore(AsyncDatabase):
                 (since,),
             )
         )
+        answers = [(text_or_none(to) or "", ts) for to, ts in replies]
         out = []
-        for r in rows:
-            sender = r[7]
-            answered = any(sender and sender in (to or "") and ts > r[5] for to, ts in replies)
-            if not answered:
-                domain = str(r[3]).rpartition("@")[2].lower()
+        for e in typed.emails:
+            sender, at = e.from_addr.lower(), created[e.id]
+            if not any(sender and sender in to and ts > at for to, ts in answers):
+                domain = domain_of(e.from_addr)
                 out.append(
-                    DigestRow(
-                        int(r[0]),
-                        str(r[1] or ""),
-                        str(r[2] or ""),
-                        domain,
-                        str(r[4] or ""),
-                        str(r[5]),
-                        int(r[6]),
-                    )
+                    DigestRow(e.id, e.account, e.from_name, domain, e.subject, at, e.partner_tier)
                 )
-        return out
+        return out, typed.poison

@@ -2,10 +2,12 @@
 
 It runs a ``ThreadingHTTPServer`` in a background thread on a free port picked at start, so an
 in-process async client and a subprocess can both talk to it. Faults queued with ``inject``
-(or the helpers ``slow``, ``fail``, ``garbage``, ``reset``, ``close``, ``hang``) apply to the
-next matching requests in order; everything else goes to ``handle(method, path, headers, body)``,
-which subclasses (Slack, Ollama, an LLM endpoint, Paperless, a ping receiver) override or which
-is passed as ``handler=``. Every request is recorded. It must never talk to anything but
+(or the helpers ``slow``, ``fail``, ``garbage``, ``reset``, ``close``, ``hang``, ``trickle``)
+apply to the next matching requests in order; everything else goes to
+``handle(method, path, headers, body)``, which subclasses (Slack, Ollama, an LLM endpoint,
+Paperless, a ping receiver) override or which is passed as ``handler=``. ``trickle_s`` set on
+the server sends every answer one byte per ``trickle_s`` seconds (a peer that never trips a
+per-read timeout). Every request is recorded. It must never talk to anything but
 127.0.0.1.
 """
 
@@ -46,7 +48,8 @@ class Fault:
 
     ``delay_s`` is waited first (cut short when the server stops). Then ``action``:
     ``respond`` answers ``status``/``headers``/``body`` if ``status`` is set, else hands the
-    request to ``handle`` (so ``Fault(delay_s=2)`` is just "slow"); ``reset`` closes the
+    request to ``handle`` (so ``Fault(delay_s=2)`` is just "slow"), one byte per ``trickle_s``
+    seconds when that is set (status line and headers too); ``reset`` closes the
     connection with a TCP RST; ``close`` closes it cleanly without a response; ``hang`` keeps it
     open, unanswered, until the server stops. ``path`` limits the fault to request paths
     starting with it.
@@ -59,6 +62,7 @@ class Fault:
     body: Body = None
     path: str | None = None
     name: str = ""
+    trickle_s: float = 0.0
 
     @property
     def label(self) -> str:
@@ -66,6 +70,8 @@ class Fault:
             return self.name
         if self.action != "respond":
             return self.action
+        if self.trickle_s:
+            return "trickle"
         if self.status is not None:
             return f"status:{self.status}"
         return "slow"
@@ -118,6 +124,9 @@ def encode_body(body: Body, headers: dict[str, str]) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog of 5 resets a burst of concurrent connects (an
+    # LLM client with 32 requests in flight); real servers queue them.
+    request_queue_size = 128
     fake: FakeHTTPServer
 
     def server_bind(self) -> None:
@@ -169,6 +178,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         fault = fake._next_fault(split.path)
         fake._record(self.command, split, headers, body, fault)
+        trickle_s = fault.trickle_s if fault is not None else fake.trickle_s
         if fault is not None:
             if fault.delay_s > 0 and fake._stopping.wait(fault.delay_s):
                 self._drop(rst=False)
@@ -184,19 +194,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._drop(rst=False)
                 return
             if fault.status is not None:
-                self._respond(fault.status, fault.headers, fault.body)
+                self._respond(fault.status, fault.headers, fault.body, trickle_s)
                 return
         try:
-            status, resp_headers, resp_body = fake.handle(self.command, split.path, headers, body)
+            path = self.path if fake.wants_query else split.path
+            status, resp_headers, resp_body = fake.handle(self.command, path, headers, body)
         except Exception as exc:  # a bug in a fake must show up in the test, not hang it
             fake._record_error(exc)
             self._respond(500, {}, {"error": f"fake handler raised {type(exc).__name__}"})
             return
-        self._respond(status, resp_headers, resp_body)
+        self._respond(status, resp_headers, resp_body, trickle_s)
 
-    def _respond(self, status: int, headers: Mapping[str, str], body: Body) -> None:
+    def _respond(
+        self, status: int, headers: Mapping[str, str], body: Body, trickle_s: float = 0.0
+    ) -> None:
         out_headers = dict(headers)
         data = encode_body(body, out_headers)
+        if trickle_s > 0:
+            self._trickle(status, out_headers, data, trickle_s)
+            return
         self.send_response(status)
         for name, value in out_headers.items():
             self.send_header(name, value)
@@ -205,6 +221,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
         self.wfile.flush()
+
+    def _trickle(self, status: int, headers: dict[str, str], data: bytes, every_s: float) -> None:
+        """The whole answer, status line first, one byte every ``every_s`` seconds; stops when
+        the client goes away or the server stops."""
+        self.close_connection = True
+        reason = self.responses.get(status, ("",))[0]
+        head = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+        head.append(f"Content-Length: {len(data)}")
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
+        stopping = self.server.fake._stopping
+        for i in range(len(raw)):
+            if stopping.wait(every_s):
+                break
+            try:
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+            except OSError:
+                break
 
     def _drop(self, *, rst: bool) -> None:
         self.close_connection = True
@@ -251,6 +285,8 @@ class FakeHTTPServer:
         self._connections: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.trickle_s = 0.0  # > 0: every answer one byte per trickle_s seconds
+        self.wants_query = False  # True: ``handle`` gets the path with its query string
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
@@ -362,6 +398,10 @@ class FakeHTTPServer:
 
     def hang(self, times: int = 1, path: str | None = None) -> None:
         self.inject(Fault(action="hang", path=path), times)
+
+    def trickle(self, every_s: float = 1.0, times: int = 1, path: str | None = None) -> None:
+        """Answer normally, but one byte every ``every_s`` seconds."""
+        self.inject(Fault(trickle_s=every_s, path=path), times)
 
     def clear_faults(self) -> None:
         with self._lock:

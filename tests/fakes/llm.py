@@ -3,7 +3,8 @@
 The answer for a request comes from ``answer_for(user_text)`` (default: YES when the email
 mentions an invoice, contract, proposal or partnership, else NO). An answer of ``None`` is a
 reasoning model's reply (``content: null``); any other string is sent verbatim, so tests can
-return garbage. ``latency_s`` delays every answer (benchmarks). Faults come from the base.
+return garbage. ``latency_s`` delays every answer (benchmarks); ``trickle_s`` sends every answer
+one byte per ``trickle_s`` seconds (the 1 byte/s classifier). Faults come from the base.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class FakeLLM(FakeHTTPServer):
         latency_s: float = 0.0,
         model: str | None = None,
         status: int = 200,
+        trickle_s: float = 0.0,
     ) -> None:
         super().__init__()
+        self.trickle_s = trickle_s
         self.answer_for = answer_for
         self.latency_s = latency_s
         self.model = model  # when set, any other model name gets 404 (the gemma-4 incident)

@@ -1,5 +1,7 @@
 """A fake Paperless-ngx correspondents API on FakeHTTPServer: paginated
-``GET /api/correspondents/``, ``Authorization: Token <t>`` required (401 otherwise)."""
+``GET /api/correspondents/``, ``Authorization: Token <t>`` required (401 otherwise).
+``trickle_s`` sends every answer one byte per ``trickle_s`` seconds; ``results`` set to
+anything but None replaces the ``results`` of every page (e.g. ``"null"`` for a JSON null)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,17 @@ __all__ = ["FakePaperless"]
 
 class FakePaperless(FakeHTTPServer):
     def __init__(
-        self, correspondents: list[dict[str, Any]], *, token: str = "pl-token", page_size: int = 2
+        self,
+        correspondents: list[dict[str, Any]],
+        *,
+        token: str = "pl-token",
+        page_size: int = 2,
+        trickle_s: float = 0.0,
     ) -> None:
         super().__init__()
+        self.wants_query = True  # pages are ?page=N
+        self.trickle_s = trickle_s
+        self.results: Any = None  # set: every page's "results" is this ("null": JSON null)
         self.correspondents = correspondents
         self.token = token
         self.page_size = page_size
@@ -32,4 +42,7 @@ class FakePaperless(FakeHTTPServer):
         chunk = self.correspondents[start : start + self.page_size]
         more = start + self.page_size < len(self.correspondents)
         nxt = f"{self.base_url}/api/correspondents/?page={page + 1}" if more else None
-        return 200, {}, {"count": len(self.correspondents), "next": nxt, "results": chunk}
+        results: Any = chunk
+        if self.results is not None:
+            results = None if self.results == "null" else self.results
+        return 200, {}, {"count": len(self.correspondents), "next": nxt, "results": results}

@@ -114,7 +114,7 @@ def test_ingest_push_after_the_read_cancels_our_push(tmp_path: Path) -> None:
     async def run() -> None:
         store = await InboxStore(db).open()
         try:
-            first, second = await store.new_emails("2026-11-01 00:00:00", 10)
+            first, second = (await store.new_emails("2026-11-01 00:00:00", 10)).emails
             decided = triage(first, inputs()).decision
             assert decided is not None and decided.push_text
             with sqlite3.connect(db) as other:  # email-agent.js pushes meanwhile

@@ -73,7 +73,7 @@ def test_new_mail_in_every_node_timestamp_form_is_seen(tmp_path: Path) -> None:
     async def go() -> list[str]:
         store = await InboxStore(db).open()
         try:
-            return [e.subject for e in await store.new_emails(SINCE, 100)]
+            return [e.subject for e in (await store.new_emails(SINCE, 100)).emails]
         finally:
             await store.close()
 
@@ -94,7 +94,7 @@ def test_cutover_before_marks_every_form_by_its_instant(tmp_path: Path) -> None:
         store = await InboxStore(db).open()
         try:
             await store.cutover(BEFORE, "2026-11-23 12:00:01")
-            return {e.id for e in await store.new_emails(SINCE, 100)}
+            return {e.id for e in (await store.new_emails(SINCE, 100)).emails}
         finally:
             await store.close()
 
@@ -109,7 +109,7 @@ def test_stale_check_reads_iso_and_epoch_rows(tmp_path: Path) -> None:
     async def go() -> set[int]:
         store = await InboxStore(db).open()
         try:
-            return {e.id for e in await store.stale_emails(SINCE, BEFORE)}
+            return {e.id for e in (await store.stale_emails(SINCE, BEFORE)).emails}
         finally:
             await store.close()
 
@@ -123,8 +123,8 @@ def test_unreadable_created_at_is_still_triaged_never_stale(tmp_path: Path) -> N
     async def go() -> tuple[set[int], set[int], int]:
         store = await InboxStore(db).open()
         try:
-            new = {e.id for e in await store.new_emails(SINCE, 100)}
-            stale = {e.id for e in await store.stale_emails(SINCE, "2100-01-01 00:00:00")}
+            new = {e.id for e in (await store.new_emails(SINCE, 100)).emails}
+            stale = {e.id for e in (await store.stale_emails(SINCE, "2100-01-01 00:00:00")).emails}
             count, oldest = await store.backlog(SINCE)
             assert oldest is None
             return new, stale, count
@@ -173,9 +173,9 @@ def test_optional_columns_missing_degrade_and_read_as_empty(tmp_path: Path) -> N
     async def go() -> tuple[list[str], list[str], set[str], int]:
         store = await InboxStore(db).open()
         try:
-            mails = await store.new_emails(SINCE, 10)
+            mails = (await store.new_emails(SINCE, 10)).emails
             assert store.report is not None
-            digest = await store.digest_candidates(SINCE, "2100-01-01 00:00:00")
+            digest, _unreadable = await store.digest_candidates(SINCE, "2100-01-01 00:00:00")
             return (
                 [m.body_text for m in mails],
                 store.report.degraded(),
@@ -214,7 +214,7 @@ def test_schema_change_while_running_is_seen_at_the_next_check(tmp_path: Path) -
             other.close()
             report = await store.recheck()
             assert report is not None and report.ok
-            assert [e.subject for e in await store.new_emails(SINCE, 10)] == ["a"]
+            assert [e.subject for e in (await store.new_emails(SINCE, 10)).emails] == ["a"]
         finally:
             await store.close()
 
