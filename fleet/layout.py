@@ -40,9 +40,12 @@ LAYOUTS: dict[Layout, dict[tuple[str, str], str]] = {
         ("email_reactor", "audit_file"): "<root>/state/inbox-watcher-audit.log",
         ("email_reactor", "quarantine_file"): "<root>/state/inbox-watcher-quarantine.jsonl",
         ("email_reactor", "digest_state_file"): "<root>/logs/email-reactor-digest-state.json",
-        # what tier routing reads and the manual failover file (world-readable /tmp, as the
-        # Node monitor had it)
-        ("ollama_health", "status_file"): "/tmp/ollama-health.json",
+        # what tier routing reads: the real file stays in the private state dir and the
+        # daemon publishes a symlink it owns at the Node monitor's /tmp path; the manual
+        # failover file stays in /tmp (the runbook's `echo ... >`), trusted only when it is
+        # a regular file of the fleet's user or root, not group/world-writable
+        ("ollama_health", "status_file"): "<root>/state/ollama-health.json",
+        ("ollama_health", "status_link"): "/tmp/ollama-health.json",
         ("ollama_health", "override_file"): "/tmp/ollama-health-override.json",
         # com.alai.litestream-restore's and com.alai.litestream's log files
         ("restore_loop", "log_file"): "<root>/logs/litestream-restore.log",
@@ -104,14 +107,13 @@ def operator_paths(config: FleetConfig) -> list[OperatorPath]:
             continue
         value = getattr(section, key)
         if value is None:
-            rows.append(
-                OperatorPath(
-                    f"{section_name}.{key}",
+            unset = "(none)"
+            if key.endswith("log_file"):
+                unset = (
                     "(service default: <root>/logs/<service>.log and .err.log under launchd, "
-                    "the journal under systemd)",
-                    "default",
+                    "the journal under systemd)"
                 )
-            )
+            rows.append(OperatorPath(f"{section_name}.{key}", unset, "default"))
             continue
         template = preset.get((section_name, key))
         if template is not None and resolve_root_path(Path(template), root) == value:

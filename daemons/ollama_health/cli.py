@@ -1,9 +1,11 @@
 """``fleet ollama ...``: the ollama-health commands for operators and routers.
 
-``status`` prints the hosts table from the status file; ``route TIER`` resolves a tier exactly
-as the daemon's failover rules do (stale or missing status: the configured primary, saying so).
-Exit codes: 0 ok, 1 unhealthy/stale (status) or tier unavailable (route), 64 unknown tier,
-78 unusable config. Read-only: these commands never write the status or override file.
+``status`` prints the hosts table from the private status file, and whether the legacy-path
+symlink (``status_link``) is published or what another user put there instead; ``route TIER``
+resolves a tier exactly as the daemon's failover rules do (stale or missing status: the
+configured primary, saying so). Exit codes: 0 ok, 1 unhealthy, stale or link not published
+(status) or tier unavailable (route), 64 unknown tier, 78 unusable config. Read-only: these
+commands never write the status or override file, nor touch the link.
 """
 
 from __future__ import annotations
@@ -73,24 +75,38 @@ def ollama() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @config_option
 def status_cmd(as_json: bool, config_path: str | None) -> None:
-    """Hosts table from the status file; exit 1 if a host is unhealthy or the file is stale."""
+    """Hosts table from the status file; exit 1 if a host is unhealthy, the file is stale or
+    the legacy-path link is not published."""
+    from daemons.ollama_health.file_trust import inspect_link
     from daemons.ollama_health.routing import STALE_INTERVALS, status_age
 
     config = load_config_or_exit(config_path)
-    path = config.section(OllamaHealthSection).status_file
+    section = config.section(OllamaHealthSection)
+    path = section.status_file
+    link: dict[str, Any] | None = None
+    link_line = None
+    if section.status_link is not None:
+        link = inspect_link(section.status_link, path.absolute()).to_json()
+        if not link["published"]:
+            link_line = f"LEGACY PATH {link['path']} NOT PUBLISHED: {link['error']}"
+    link_ok = link_line is None
     status = _read(config)
     now = time.time()
     if status is None:
         if as_json:
-            click.echo(json.dumps({"file": str(path), "present": False, "stale": True}))
+            click.echo(
+                json.dumps({"file": str(path), "present": False, "stale": True, "link": link})
+            )
         else:
             click.echo(f"no usable status file at {path} (is ollama-health running?)")
+            if link_line:
+                click.echo(link_line)
         raise SystemExit(ExitCode.FAILURE)
     age = status_age(status, now)
     interval = status.get("_interval_s") or config.section(OllamaHealthSection).interval_s
     stale = age is None or age > STALE_INTERVALS * float(interval)
     hosts = {k: v for k, v in status.items() if not k.startswith("_") and isinstance(v, dict)}
-    all_ok = not stale and all(h.get("healthy") is True for h in hosts.values())
+    all_ok = link_ok and not stale and all(h.get("healthy") is True for h in hosts.values())
     if as_json:
         click.echo(
             json.dumps(
@@ -104,6 +120,7 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
                     "routing": status.get("_routing"),
                     "override": status.get("_override"),
                     "config_error": status.get("_config_error"),
+                    "link": link,
                 },
                 indent=2,
                 sort_keys=True,
@@ -145,6 +162,10 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
         click.echo(f"override file ignored: {override['error']}")
     if status.get("_config_error"):
         click.echo(f"tier routing file unusable (last good in use): {status['_config_error']}")
+    if link_line:
+        click.echo(link_line)
+    elif link is not None:
+        click.echo(f"published at {link['path']} (symlink)")
     raise SystemExit(ExitCode.OK if all_ok else ExitCode.FAILURE)
 
 

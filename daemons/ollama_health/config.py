@@ -92,11 +92,13 @@ class OllamaHealthSection(DaemonSection):
     )
     status_file: Path = Field(
         Path("<root>/state/ollama-health.json"),
-        description="routing/status JSON tier-router.js reads (layout alai: the seed's /tmp path)",
+        description="routing/status JSON the daemon writes; its directory must be private "
+        "(routers on the hosts read it through status_link)",
     )
     override_file: Path = Field(
         Path("<root>/state/ollama-health-override.json"),
-        description="manual failover file; its host entries win over probes",
+        description="manual failover file; its host entries win over probes (a regular file "
+        "of this user or root, not group/world-writable, at most 64 KiB)",
     )
     tier_routing_file: Path | None = Field(
         None,
@@ -138,3 +140,15 @@ class OllamaHealthSection(DaemonSection):
             except TableError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+    # issue 13: the real status file stays private; the legacy /tmp path gets a symlink to it
+    status_link: Path | None = Field(
+        None,
+        description="legacy path (layout alai: /tmp/ollama-health.json) where the daemon "
+        "publishes a symlink to status_file; empty: none",
+    )
+
+    @field_validator("status_link", mode="before")
+    @classmethod
+    def _no_link(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value

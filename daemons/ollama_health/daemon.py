@@ -1,37 +1,50 @@
 """The ollama-health daemon: each cycle probes every watched LLM server at once, folds the
 results through the thresholds, merges the manual override, decides tier routing from the
 failover rules, writes the status file the routers read, and queues one #ops alert per
-transition (host down / recovered, failover rule activated / cleared).
+transition (host down / recovered, failover rule activated / cleared). With ``status_link``
+set it also publishes its own symlink at that legacy path (the hosts' /tmp), pointing at the
+private status file, and reports (once per episode) whatever another user put there instead.
 
 A dead host is a reported state, never a failed cycle. A malformed tier-routing file or override
 file is reported once and worked around (last good table; no override), never fatal. File I/O
 runs in worker threads (the tier-routing file is re-read only when its (mtime, size) changed),
 and the status and memory writes finish even when a stop interrupts the cycle. Its memory
-(thresholds, incidents, unsent alerts) lives in its own file under the state dir, not in the
-status file the hosts keep in /tmp. It must never write the status file in place, send to Slack
-itself, or change the tier-routing file, and never trust an override file others could write.
+(thresholds, incidents, unsent alerts) lives only in its own file under the private state dir
+and is never read back from anywhere else. It must never write the status file in place or in
+a directory others can write, send to Slack itself, change the tier-routing file, trust an
+override file others could write (or wait on one), or alert a channel [slack] does not name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-import os
 import sqlite3
 from typing import Any
 
 from daemons.ollama_health.config import OllamaHealthSection
+from daemons.ollama_health.file_trust import (
+    LinkState,
+    UntrustedFile,
+    inspect_link,
+    publish_link,
+    read_trusted,
+    unsafe_setup,
+)
 from daemons.ollama_health.manifest import MANIFEST
 from daemons.ollama_health.policy import (
     MAX_OVERRIDE_BYTES,
     HostState,
     Override,
     OverrideError,
+    alert_channel,
     config_error_alert,
     effective_health,
     format_iso,
     host_alert,
+    link_error_alert,
     observe,
     override_error_alert,
     parse_override,
@@ -41,12 +54,12 @@ from daemons.ollama_health.policy import (
 from daemons.ollama_health.probe import Prober, ProbeResult
 from daemons.ollama_health.routing import RoutingDecision, decide
 from daemons.ollama_health.status_file import (
+    MAX_STATUS_BYTES,
     Memory,
     StatusFileError,
     build_status,
     memory_from_json,
-    memory_from_status,
-    read_status,
+    parse_status,
     write_status,
 )
 from daemons.ollama_health.table import (
@@ -57,7 +70,7 @@ from daemons.ollama_health.table import (
 )
 from shared.files import atomic_write_json, complete_in_thread
 from shared.notify import Message
-from shared.runtime import CycleResult, Daemon, DaemonContext
+from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
 
 __all__ = ["OllamaHealth", "TierRoutingUnusable"]
 
@@ -74,20 +87,6 @@ class StatusWriteFailed(Exception):
     """The status or memory file could not be written (the cycle's other work was done)."""
 
 
-def untrusted_override(st: os.stat_result) -> str | None:
-    """Why an override file must not steer routing (someone else could have written it), or
-    None. Without ``os.geteuid`` (Windows) there is no owner to compare, so it is trusted."""
-    geteuid = getattr(os, "geteuid", None)
-    if geteuid is None:
-        return None
-    uid = geteuid()
-    if st.st_uid != uid:
-        return f"owned by uid {st.st_uid}, not this daemon's uid {uid}"
-    if st.st_mode & 0o022:
-        return f"writable by group or others (mode {st.st_mode & 0o777:o}; chmod go-w)"
-    return None
-
-
 class OllamaHealth(Daemon[OllamaHealthSection]):
     manifest = MANIFEST
 
@@ -102,6 +101,8 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
         self._table_key: tuple[int, int] | None = None
         self._config_error: str | None = None
         self._override_error: str | None = None
+        self._link_error: str | None = None
+        self.status_path = ctx.section.status_file.absolute()
         self._override_state: tuple[tuple[str, bool], ...] = ()
         self._expired_logged: set[str] = set()
         self._known_hosts: set[str] = set()
@@ -118,32 +119,32 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
     # lifecycle -----------------------------------------------------------------------------
 
     async def open(self) -> None:
+        problem = await asyncio.to_thread(
+            unsafe_setup, self.status_path, self.memory_path.parent, self.section.status_link
+        )
+        if problem is not None:
+            raise RefusedToStart(f"{self.name}: {problem}")
         if self.prober is None:
             self.prober = Prober()
         # Hosts no longer watched are dropped by the first cycle, once the table is known.
         self.memory = await asyncio.to_thread(self._restore_memory)
 
     def _restore_memory(self) -> Memory:
-        """The memory file; without one (first start after an upgrade, or it is corrupt), the
-        ``_monitor`` copy in the previous status file."""
+        """The memory file under the state dir, if it is a regular file of this user; else a
+        fresh memory (open incidents are alerted again once they cross the threshold)."""
         try:
-            saved = read_status(self.memory_path)
-        except StatusFileError as exc:
-            self.log.warning("memory file unusable; trying the status file", error=str(exc))
+            raw = read_trusted(self.memory_path, MAX_STATUS_BYTES, root_may_own=False)
+            saved = None if raw is None else parse_status(raw, self.memory_path)
+        except (UntrustedFile, StatusFileError) as exc:
+            self.log.warning(
+                "memory file not used; starting fresh", path=str(self.memory_path), error=str(exc)
+            )
             saved = None
-        if saved is not None:
-            memory, source = memory_from_json(saved), self.memory_path
-        else:
-            try:
-                previous = read_status(self.section.status_file)
-            except StatusFileError as exc:
-                self.log.warning("previous status file unusable; starting fresh", error=str(exc))
-                previous = None
-            memory, source = memory_from_status(previous), self.section.status_file
+        memory = memory_from_json(saved)
         if memory.hosts:
             self.log.info(
                 "restored host states",
-                source=str(source),
+                source=str(self.memory_path),
                 hosts={n: s.healthy for n, s in memory.hosts.items()},
             )
         return memory
@@ -229,21 +230,15 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
     def _read_override(self, table: RoutingTable) -> Override:
         """The override file, or an empty override (missing, or malformed: reported once)."""
         path = self.section.override_file
+        error: str | None = None
         try:
-            with path.open("rb") as fh:
-                raw = fh.read(MAX_OVERRIDE_BYTES + 1)
-                distrust = untrusted_override(os.fstat(fh.fileno()))
-            if distrust is not None:
-                raise OverrideError(distrust)
-            override = parse_override(raw.decode("utf-8", errors="replace"), table.hosts)
-        except FileNotFoundError:
-            override, error = Override(), None
-        except OSError as exc:
-            override, error = Override(), f"cannot read: {exc.strerror or exc}"
-        except OverrideError as exc:
+            # Never blocks (O_NONBLOCK: a FIFO is refused), never follows a link.
+            raw = read_trusted(path, MAX_OVERRIDE_BYTES)
+            override = Override()
+            if raw is not None:
+                override = parse_override(raw.decode("utf-8", errors="replace"), table.hosts)
+        except (UntrustedFile, OverrideError) as exc:
             override, error = Override(), str(exc)
-        else:
-            error = None
         if error is None:
             self.memory.errors_since.pop("override", None)
         else:
@@ -270,6 +265,7 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
         assert self.prober is not None
         table = await self._refresh_table()
         override = await asyncio.to_thread(self._read_override, table)
+        link = await self._publish_link()
         probes = await self.prober.probe_all(table.hosts.values())
         now = self.ctx.clock()
         forced = override.active(now)
@@ -304,6 +300,7 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
             now=now,
             interval_s=self.section.interval_s,
             config_error=self._config_error,
+            link=link.to_json() if link is not None else None,
         )
         # Status and memory first (routing matters most), alerts after: a crash in between
         # leaves them in the memory file's pending_alerts, and the next start enqueues them
@@ -434,6 +431,40 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
                 self.log.info("override entry expired", llm_host=host)
         self._expired_logged &= set(override.expired(now))
 
+    async def _publish_link(self) -> LinkState | None:
+        """Publish (or, with --dry-run, only inspect) the symlink at the legacy path; report
+        once per episode what keeps it from being ours."""
+        link = self.section.status_link
+        if link is None:
+            self.memory.errors_since.pop("link", None)
+            return None
+        if self.ctx.dry_run:
+            state = await asyncio.to_thread(inspect_link, link, self.status_path)
+            if not state.published:
+                self.log.info("dry-run: would publish status link", path=str(link))
+            return state
+        state = await asyncio.to_thread(publish_link, link, self.status_path)
+        if state.error is None:
+            self.memory.errors_since.pop("link", None)
+            if self._link_error is not None:
+                self.log.info("status link published again", path=str(link))
+        else:
+            since = self.memory.errors_since.setdefault("link", self.ctx.clock())
+            if state.error != self._link_error:
+                self.log.error("status link not published", path=str(link), error=state.error)
+                self._queue(
+                    link_error_alert(
+                        state.error,
+                        link=str(link),
+                        target=str(self.status_path),
+                        channel=self.ctx.config.slack.ops_channel,
+                        monitor_host=self.ctx.config.fleet.host,
+                        since=since,
+                    )
+                )
+        self._link_error = state.error
+        return state
+
     # outputs -------------------------------------------------------------------------------
     def _queue(self, message: Message) -> None:
         if all(m.dedup_key != message.dedup_key for m in self.memory.pending_alerts):
@@ -449,9 +480,9 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
             )
             return None
         try:
-            await complete_in_thread(write_status, self.section.status_file, doc)
+            await complete_in_thread(write_status, self.status_path, doc)
         except OSError as exc:
-            error = f"cannot write {self.section.status_file}: {exc.strerror or exc}"
+            error = f"cannot write {self.status_path}: {exc.strerror or exc}"
             self.log.error("status file not written", error=error)
             return error
         return None
@@ -472,7 +503,18 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
         just written, so a restart re-enqueues it; the dedup key makes repeats no-ops).
         Returns whether any left the pending list."""
         remaining = []
+        slack = self.ctx.config.slack
         for message in self.memory.pending_alerts:
+            channel = alert_channel(
+                message.channel, ops_channel=slack.ops_channel, ceo_channel=slack.ceo_channel
+            )
+            if channel != message.channel:
+                self.log.warning(
+                    "alert names an unconfigured channel; sent to ops",
+                    channel=message.channel,
+                    dedup_key=message.dedup_key,
+                )
+                message = dataclasses.replace(message, channel=channel)
             try:
                 await self.ctx.notify(message)
             except (sqlite3.Error, OSError) as exc:  # outbox locked/unwritable: keep it

@@ -15,9 +15,15 @@ PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 1
 
 
 def unit_profile(_config: FleetConfig, section: OllamaHealthSection) -> UnitProfile:
+    """The status file's private directory is written; so is the legacy link's directory,
+    the only reason to share the host's /tmp (with the override file read there). With
+    neither link nor override in /tmp (layout default) the unit keeps PrivateTmp."""
+    link = section.status_link
     return UnitProfile(
-        write_paths=(section.status_file.parent,),
-        shared_tmp=under_shared_tmp(section.status_file, section.override_file),
+        write_paths=(section.status_file.parent, *((link.parent,) if link else ())),
+        shared_tmp=under_shared_tmp(
+            section.status_file, section.override_file, *((link,) if link else ())
+        ),
         tasks_max=32,
         memory_max_mb=192,
     )

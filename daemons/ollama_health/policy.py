@@ -29,11 +29,13 @@ __all__ = [
     "OverrideError",
     "RuleChange",
     "Transition",
+    "alert_channel",
     "config_error_alert",
     "describe_duration",
     "effective_health",
     "format_iso",
     "host_alert",
+    "link_error_alert",
     "observe",
     "override_error_alert",
     "parse_iso",
@@ -410,3 +412,28 @@ def override_error_alert(
         kind="alert",
         daemon=DAEMON,
     )
+
+
+def link_error_alert(
+    error: str, *, link: str, target: str, channel: str, monitor_host: str, since: float
+) -> Message:
+    """The legacy status path cannot carry the daemon's link (another user's file is there,
+    or the link cannot be made). ``since``: when this episode began."""
+    text = (
+        f"[ollama-health@{monitor_host}] legacy status path {link} is not published: {error}. "
+        f"Routers reading {link} may see stale or forged routing; the real status is {target}. "
+        "Once the path is free the daemon publishes its link there within one interval."
+    )
+    return Message(
+        channel=channel,
+        text=text,
+        dedup_key=f"ollama-link-error:{_digest(link + error)}:{int(since)}",
+        kind="alert",
+        daemon=DAEMON,
+    )
+
+
+def alert_channel(channel: str, *, ops_channel: str, ceo_channel: str) -> str:
+    """Where an alert may go: a channel ``[slack]`` configures (ops, ceo) as named; any other
+    (a row restored from the memory file, however it got there) goes to the ops channel."""
+    return channel if channel in (ops_channel, ceo_channel) else ops_channel

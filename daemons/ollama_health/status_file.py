@@ -4,11 +4,12 @@ One top-level key per host ``{"healthy", "last_check", "latency_ms", "models",
 "consecutive_failures", "via", "error", "override"}`` (so tier-router.js keeps reading
 ``status.anvil.healthy``), plus keys starting with ``_`` that are never host names:
 ``_generated_at``, ``_interval_s``, ``_routing``, ``_override``, ``_config`` (the table in
-tier-routing.json's shape, for ``route()``), ``_config_error`` and ``_monitor`` (a copy of the
-daemon's memory for people reading it; the daemon keeps and restores it from its own memory
-file under the state dir, because the hosts put the status file in /tmp, which a reboot clears).
-Writes go through ``shared.files.atomic_write_json`` (temp + fsync + rename, 0600), so a reader
-sees the old file or the new one, never a mix. This module must never write in place.
+tier-routing.json's shape, for ``route()``), ``_config_error``, ``_link`` (the legacy-path
+symlink and whether it is published) and ``_monitor`` (a copy of the daemon's memory for people
+reading it). The daemon restores its memory only from its own memory file under the private
+state dir, never from a status file: the legacy status path is in /tmp, where anyone can plant
+one. Writes go through ``shared.files.atomic_write_json`` (temp + fsync + rename, 0600), so a
+reader sees the old file or the new one, never a mix. This module must never write in place.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = [
     "build_status",
     "host_entry",
     "memory_from_json",
-    "memory_from_status",
+    "parse_status",
     "read_status",
     "write_status",
 ]
@@ -104,6 +105,7 @@ def build_status(
     now: float,
     interval_s: float,
     config_error: str | None,
+    link: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {
         name: host_entry(
@@ -117,6 +119,7 @@ def build_status(
     doc["_override"] = dict(override)
     doc["_config"] = table.to_json()
     doc["_config_error"] = config_error
+    doc["_link"] = dict(link) if link is not None else None
     doc["_monitor"] = memory.to_json()
     return doc
 
@@ -134,6 +137,11 @@ def read_status(path: Path) -> dict[str, Any] | None:
         return None
     except OSError as exc:
         raise StatusFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_status(raw, path)
+
+
+def parse_status(raw: bytes, path: Path) -> dict[str, Any]:
+    """``raw`` (the content of ``path``) as a JSON object; StatusFileError if it is not one."""
     if len(raw) > MAX_STATUS_BYTES:
         raise StatusFileError(f"{path} is larger than {MAX_STATUS_BYTES} bytes")
     try:
@@ -151,12 +159,12 @@ def _message(raw: Any) -> Message | None:
     fields = ("channel", "text", "dedup_key")
     if not all(isinstance(raw.get(k), str) and raw.get(k) for k in fields):
         return None
-    kind = raw.get("kind", "alert")
+    # Always an alert: this daemon sends nothing else, and a push would bypass silences.
     return Message(
         channel=raw["channel"],
         text=raw["text"],
         dedup_key=raw["dedup_key"],
-        kind=kind if kind in ("alert", "push") else "alert",
+        kind="alert",
         daemon=str(raw.get("daemon", "")),
     )
 
@@ -171,17 +179,9 @@ def _times(raw: Any) -> dict[str, float]:
     }
 
 
-def memory_from_status(
-    doc: Mapping[str, Any] | None, hosts: Mapping[str, Any] | None = None
-) -> Memory:
-    """Restore the daemon's memory from a previous status file's ``_monitor``."""
-    raw = doc.get("_monitor") if doc is not None else None
-    return memory_from_json(raw, hosts)
-
-
 def memory_from_json(raw: Any, hosts: Mapping[str, Any] | None = None) -> Memory:
-    """Restore the daemon's memory from its JSON form (the memory file, or ``_monitor``);
-    entries that do not parse, or name hosts not in ``hosts`` when given, are dropped."""
+    """Restore the daemon's memory from its JSON form (the memory file's content); entries
+    that do not parse, or name hosts not in ``hosts`` when given, are dropped."""
     memory = Memory()
     if not isinstance(raw, Mapping):
         return memory

@@ -2,7 +2,8 @@
 on 127.0.0.1, a real outbox SQLite file, a real status file. Host state: the status file's
 shape, thresholds and one alert per transition, the Tailscale fallback, dead and misbehaving
 hosts, an unwritable outbox or status file, and what a restart (or a reboot clearing /tmp)
-keeps. The override and tier-routing files: test_ollama_health_files.py."""
+keeps: its own memory file, never the status file. The override and tier-routing files:
+test_ollama_health_files.py."""
 
 from __future__ import annotations
 
@@ -292,18 +293,45 @@ async def test_reboot_clearing_tmp_keeps_the_incident(
     assert "forge (compute) recovered" in alerts[2] and "forge-down cleared" in alerts[3]
 
 
-async def test_memory_falls_back_to_the_status_file(
-    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama
+async def test_memory_is_read_only_from_its_own_file(
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama, tmp_path: Path
 ) -> None:
-    """First start after the upgrade: no memory file yet, the status file's _monitor is used."""
+    """The memory is never restored from the status file (the hosts publish it in /tmp, where
+    anyone can plant one), nor through a symlink: without its own file the daemon starts fresh,
+    so an open outage is alerted again once it crosses the threshold, never before."""
     rig = await make_rig(tier_doc(anvil, forge))
     forge.stop()
     await rig.cycle()
     await rig.cycle()
+    assert len(rig.alerts()) == 2
     await rig.daemon.close()
-    rig.daemon.memory_path.unlink()
+    memory_path = rig.daemon.memory_path
+    memory_path.unlink()
+    status = json.loads(rig.status_path.read_text())
+    status["_monitor"]["pending_alerts"] = [
+        {"channel": "#ops", "text": "from the status file", "dedup_key": "planted-1"}
+    ]
+    rig.status_path.write_text(json.dumps(status))
     again = await make_rig(tier_doc(anvil, forge))
     again.clock.t = rig.clock.t
     status = await again.cycle()
-    assert status["forge"]["consecutive_failures"] == 3 and len(again.alerts()) == 2
-    assert again.daemon.memory_path.exists()
+    assert status["forge"]["consecutive_failures"] == 1 and len(again.alerts()) == 2
+    assert again.log.events("restored host states") == []
+    assert memory_path.exists()
+    # A symlink in its place (here to a copy with a pending alert) is not followed.
+    await again.daemon.close()
+    elsewhere = tmp_path / "elsewhere.json"
+    memory = json.loads(memory_path.read_text())
+    memory["pending_alerts"] = [
+        {"channel": "#ops", "text": "through a link", "dedup_key": "planted-2"}
+    ]
+    elsewhere.write_text(json.dumps(memory))
+    memory_path.unlink()
+    memory_path.symlink_to(elsewhere)
+    third = await make_rig(tier_doc(anvil, forge))
+    third.clock.t = again.clock.t
+    await third.cycle()
+    (warning,) = third.log.events("memory file not used; starting fresh")
+    assert "symbolic link" in warning["error"]
+    assert all("planted" not in a and "through a link" not in a for a in third.alerts())
+    assert not memory_path.is_symlink()  # replaced by the daemon's own file

@@ -1,12 +1,14 @@
 """The files that steer ollama-health, in-process with an injected clock (fake Ollama servers on
 127.0.0.1, a real outbox, a real status file): the manual override file (forcing, expiry,
-malformed, unrepresentable expiry, writable by others) and the tier-routing file (malformed:
-last good kept; unusable at start; timeouts that do not fit the cycle), each error alerted once
-per episode. Host state and restarts: test_ollama_health_daemon.py."""
+malformed, unrepresentable expiry, writable by others or owned by a stranger) and the
+tier-routing file (malformed: last good kept; unusable at start; timeouts that do not fit the
+cycle), each error alerted once per episode. Host state and restarts:
+test_ollama_health_daemon.py. Files planted by another uid: test_ollama_health_shared_tmp.py."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,8 @@ async def test_override_others_could_write_is_ignored(
     forge: FakeOllama,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Loose mode or a stranger's file: ignored. Root's file is trusted whoever the daemon
+    runs as (an admin may write it). Another uid planting it: test_ollama_health_shared_tmp."""
     rig = await make_rig(tier_doc(anvil, forge))
     rig.override_path.parent.mkdir(parents=True, exist_ok=True)
     rig.override_path.write_text('{"forge": {"healthy": false}}')
@@ -146,13 +150,15 @@ async def test_override_others_could_write_is_ignored(
     rig.override_path.chmod(0o644)
     status = await rig.cycle()
     assert status["forge"]["healthy"] is False and status["_override"]["error"] is None
-    monkeypatch.setattr("daemons.ollama_health.daemon.os.geteuid", lambda: 4242)
-    status = await rig.cycle()
-    assert status["forge"]["healthy"] is True
-    assert "not this daemon's uid 4242" in status["_override"]["error"]
-    monkeypatch.delattr("daemons.ollama_health.daemon.os.geteuid")
+    if rig.override_path.stat().st_uid != 0:
+        pytest.skip("the rest needs files owned by root (run as root)")
+    monkeypatch.setattr("daemons.ollama_health.file_trust.os.geteuid", lambda: 4242)
     status = await rig.cycle()
     assert status["forge"]["healthy"] is False and status["_override"]["error"] is None
+    os.chown(rig.override_path, 4243, 4243)
+    status = await rig.cycle()
+    assert status["forge"]["healthy"] is True
+    assert "owned by uid 4243, not this daemon's uid 4242 or root" in status["_override"]["error"]
 
 
 async def test_tier_routing_file_malformed_keeps_last_good(

@@ -47,6 +47,7 @@ def paths(config: FleetConfig) -> dict[str, Path | None]:
         "email_reactor.quarantine_file": c.email_reactor.quarantine_file,
         "email_reactor.digest_state_file": c.email_reactor.digest_state_file,
         "ollama_health.status_file": c.ollama_health.status_file,
+        "ollama_health.status_link": c.ollama_health.status_link,
         "ollama_health.override_file": c.ollama_health.override_file,
         "restore_loop.log_file": c.restore_loop.log_file,
         "restore_loop.error_log_file": c.restore_loop.error_log_file,
@@ -81,6 +82,7 @@ def test_the_default_layout_keeps_todays_paths(
     # the services keep their own log names (<root>/logs/<service>.log, or the journal)
     for key in ("log_file", "error_log_file", "replicate_log_file", "replicate_error_log_file"):
         assert got[f"restore_loop.{key}"] is None
+    assert got["ollama_health.status_link"] is None  # no legacy link on a new host
     dry_run = config.email_reactor.dry_run_audit_path
     assert dry_run == root / "state/email-reactor/audit.dry-run.jsonl"
 
@@ -102,7 +104,9 @@ def test_the_alai_layout_puts_each_file_where_the_seed_runbook_looks(
         "email_reactor.audit_file": system / "state/inbox-watcher-audit.log",
         "email_reactor.quarantine_file": system / "state/inbox-watcher-quarantine.jsonl",
         "email_reactor.digest_state_file": system / "logs/email-reactor-digest-state.json",
-        "ollama_health.status_file": Path("/tmp/ollama-health.json"),
+        # the real file stays private; the Node monitor's /tmp path gets the daemon's link
+        "ollama_health.status_file": system / "state/ollama-health.json",
+        "ollama_health.status_link": Path("/tmp/ollama-health.json"),
         "ollama_health.override_file": Path("/tmp/ollama-health-override.json"),
         "restore_loop.log_file": system / "logs/litestream-restore.log",
         "restore_loop.error_log_file": system / "logs/litestream-restore-error.log",
@@ -215,13 +219,15 @@ def test_operator_paths_say_where_each_value_came_from(tmp_path: Path, home: Pat
     )
     assert rows["email_reactor.audit_file"].source == "layout alai"
     assert rows["email_reactor.quarantine_file"].source == "config"
-    assert rows["ollama_health.status_file"].path == "/tmp/ollama-health.json"
+    assert rows["ollama_health.status_link"].path == "/tmp/ollama-health.json"
+    assert rows["ollama_health.status_file"].path == str(home / "system/state/ollama-health.json")
     assert rows["fleet.root"].source == "layout alai"
     default = load(tmp_path, "")
     rows = {row.key: row for row in operator_paths(default)}
     assert rows["fleet.root"].source == "default"  # resolving ~ is not setting it
     assert rows["email_reactor.audit_file"].source == "default"
     assert rows["restore_loop.replicate_log_file"].path.startswith("(service default")
+    assert rows["ollama_health.status_link"].path == "(none)"
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -1,5 +1,6 @@
 """The pure core of ollama-health, table-driven: the tier-routing table parser, the failure /
-recovery thresholds, the override file, and tier routing (``decide``, ``route``)."""
+recovery thresholds, the override file, tier routing (``decide``, ``route``), and where alerts
+may go."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from daemons.ollama_health.config import OllamaHealthSection
 from daemons.ollama_health.policy import (
     HostState,
     OverrideError,
+    alert_channel,
     describe_duration,
     effective_health,
     format_iso,
     host_alert,
+    link_error_alert,
     observe,
     parse_iso,
     parse_override,
@@ -479,3 +482,51 @@ def test_small_formatters() -> None:
         "2h01m",
         "2d7h",
     ]
+
+
+@pytest.mark.parametrize(
+    ("channel", "goes_to"),
+    [
+        ("#ops", "#ops"),
+        ("#ceo", "#ceo"),
+        ("#random", "#ops"),
+        ("U0SOMEONE", "#ops"),
+        ("", "#ops"),
+        ("#OPS", "#ops"),
+        ("#ops ", "#ops"),
+    ],
+)
+def test_alerts_only_go_to_configured_channels(channel: str, goes_to: str) -> None:
+    assert alert_channel(channel, ops_channel="#ops", ceo_channel="#ceo") == goes_to
+
+
+def test_link_error_alert_names_both_paths_and_is_one_per_episode() -> None:
+    first = link_error_alert(
+        "a file owned by uid 65534 is in the way",
+        link="/tmp/ollama-health.json",
+        target="/home/alai/system/state/ollama-health.json",
+        channel="#ops",
+        monitor_host="anvil",
+        since=T0,
+    )
+    assert first.channel == "#ops" and first.kind == "alert"
+    assert first.text.startswith("[ollama-health@anvil] legacy status path /tmp/ollama-health.json")
+    assert "uid 65534" in first.text and "/home/alai/system/state/ollama-health.json" in first.text
+    again = link_error_alert(
+        "a file owned by uid 65534 is in the way",
+        link="/tmp/ollama-health.json",
+        target="/elsewhere",
+        channel="#ops",
+        monitor_host="anvil",
+        since=T0,
+    )
+    assert again.dedup_key == first.dedup_key
+    later = link_error_alert(
+        "a file owned by uid 65534 is in the way",
+        link="/tmp/ollama-health.json",
+        target="/elsewhere",
+        channel="#ops",
+        monitor_host="anvil",
+        since=T0 + 3600,
+    )
+    assert later.dedup_key != first.dedup_key

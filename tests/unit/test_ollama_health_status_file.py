@@ -18,25 +18,32 @@ from shared.files import under_shared_tmp
 T0 = 1_795_000_000.0
 
 
-def test_unit_profile_keeps_tmp_shared(tmp_path: Path) -> None:
+def test_unit_profile_shares_tmp_only_for_the_link_and_override(tmp_path: Path) -> None:
     assert under_shared_tmp(Path("/tmp/ollama-health.json"))
     assert under_shared_tmp(Path("/private/tmp/ollama-health-override.json"))
     assert not under_shared_tmp(Path("/home/x/system/state/ollama-health.json"))
-    assert not under_shared_tmp(Path("/tmpfoo/x.json"))
+    assert not under_shared_tmp(Path("/tmp-not/x.json"))
     hosts = FleetConfig(
         fleet={"root": str(tmp_path)},
         ollama_health={
-            "status_file": "/tmp/ollama-health.json",
+            "status_link": "/tmp/ollama-health.json",
             "override_file": "/tmp/ollama-health-override.json",
         },
     )
-    profile = MANIFEST.unit_profile(hosts, hosts.section(OllamaHealthSection))
-    assert profile.shared_tmp and Path("/tmp") in profile.write_paths
-    # The embedded defaults keep both files under [fleet] root (never created here).
+    section = hosts.section(OllamaHealthSection)
+    assert section.status_file == tmp_path / "state/ollama-health.json"  # stays private
+    profile = MANIFEST.unit_profile(hosts, section)
+    # /tmp is written for the link alone; the status file stays in the state dir
+    assert profile.shared_tmp
+    assert profile.write_paths == (tmp_path / "state", Path("/tmp"))
+    # The embedded defaults keep everything under [fleet] root: PrivateTmp stays on.
     defaults = FleetConfig(fleet={"root": "/srv/alai-fleet-test"})
     local = MANIFEST.unit_profile(defaults, defaults.section(OllamaHealthSection))
     assert not local.shared_tmp
     assert local.write_paths == (Path("/srv/alai-fleet-test/state"),)
+    assert defaults.section(OllamaHealthSection).status_link is None
+    empty = FleetConfig(fleet={"root": "/srv/x"}, ollama_health={"status_link": ""})
+    assert empty.section(OllamaHealthSection).status_link is None
 
 
 def test_reader_never_sees_a_half_written_status_file(tmp_path: Path) -> None:
