@@ -122,6 +122,10 @@ class BlueprintWatchdogSection(DaemonSection):
     hivemind_timeout_s: float = Field(
         10.0, gt=0, le=120, description="HiveMind HTTP request timeout"
     )
+    follow_symlinks_outside_roots: bool = Field(
+        False,
+        description="follow symlinks (files and directories) whose target is outside every root",
+    )
 
     @field_validator("schedule")
     @classmethod

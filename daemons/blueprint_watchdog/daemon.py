@@ -38,6 +38,7 @@ def scan_settings(config: FleetConfig) -> ScanSettings:
         max_file_bytes=section.max_file_bytes,
         max_entries=section.max_walk_entries,
         follow_symlinks=section.follow_symlinks,
+        follow_outside_roots=section.follow_symlinks_outside_roots,
     )
 
 

@@ -59,6 +59,7 @@ _REASON_WORDS = {
     "not_utf8": "not UTF-8",
     "symlink_loop": "symlink loop",
     "too_large": "too large",
+    "outside_root": "symlink out of the scan roots",
 }
 
 

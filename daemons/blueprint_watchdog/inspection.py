@@ -33,6 +33,7 @@ class ScanSettings:
     max_entries: int = 1_000_000
     follow_symlinks: bool = True
     home: str | None = None  # what "~" in the registry means; None: this user's home
+    follow_outside_roots: bool = False
 
 
 def inspect_tree(
@@ -50,6 +51,7 @@ def inspect_tree(
         max_file_bytes=settings.max_file_bytes,
         max_entries=settings.max_entries,
         follow_symlinks=settings.follow_symlinks,
+        follow_outside_roots=settings.follow_outside_roots,
     )
     registry: Registry | RegistryError
     try:

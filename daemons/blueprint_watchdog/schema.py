@@ -56,6 +56,7 @@ REASONS: tuple[str, ...] = (
     "not_utf8",
     "symlink_loop",
     "too_large",
+    "outside_root",  # a symlink leaving the scan roots, not followed
 )
 
 DOC_TYPE_NAMES: tuple[str, ...] = ("blueprint", "deploy-map", "zakon")
@@ -340,7 +341,8 @@ def judge_document(facts: DocumentFacts, doc_type: DocType, today: date) -> DocV
             )
         elif verified is None:
             reasons.append(
-                ("invalid_last_verified", f"Last-Verified {raw[:40]!r} is not a YYYY-MM-DD date")
+                # The value is not quoted: findings name the rule, never the file's text.
+                ("invalid_last_verified", "Last-Verified is not a YYYY-MM-DD date")
             )
         elif verified > today + timedelta(days=1):
             reasons.append(

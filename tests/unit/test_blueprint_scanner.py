@@ -3,12 +3,14 @@ non-UTF-8, unreadable and oversized files) are findings, never crashes."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
+from daemons.blueprint_watchdog.findings import alert_text
 from daemons.blueprint_watchdog.inspection import ScanSettings, inspect_tree
 from daemons.blueprint_watchdog.scanner import read_document, scan_tree
 from daemons.blueprint_watchdog.schema import DEFAULT_DOC_TYPES
@@ -142,10 +144,100 @@ def test_symlinked_directory_is_followed_once(tmp_path: Path) -> None:
     root.mkdir()
     (root / "linked").symlink_to(outside, target_is_directory=True)
     (root / "linked-again").symlink_to(outside, target_is_directory=True)
-    scan = scan_tree([root, root], DEFAULT_DOC_TYPES)
+    scan = scan_tree([root, root], DEFAULT_DOC_TYPES, follow_outside_roots=True)
     assert len(scan.files) == 1 and scan.files[0].text is not None
     assert scan.problems == []
     assert scan_tree([root], DEFAULT_DOC_TYPES, follow_symlinks=False).files == []
+    # Inside the roots a directory link is followed by default.
+    inner = write(root / "real/svc/DEPLOY-MAP.md", blueprint_text())
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)
+    scan = scan_tree([root], DEFAULT_DOC_TYPES)
+    assert [f.path for f in scan.files] == [root / "alias/svc/DEPLOY-MAP.md"]
+    assert inner.read_text() == scan.files[0].text
+
+
+def test_symlinks_out_of_the_roots_are_not_followed(tmp_path: Path) -> None:
+    secret_text = "## Purpose\nLast-Verified: sk-FAKE-SECRET-0042\n"
+    outside = write(tmp_path / "home/.secrets/token.md", secret_text)
+    write(tmp_path / "elsewhere/BUILD-BLUEPRINT.md", secret_text)
+    real_root = tmp_path / "real-root"
+    write(real_root / "svc/DEPLOY-MAP.md", blueprint_text())
+    (real_root / "svc/BUILD-BLUEPRINT.md").symlink_to(outside)
+    (real_root / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (real_root / "inside").symlink_to("svc", target_is_directory=True)
+    root = tmp_path / "root-link"  # a root reached through a link is still that root
+    root.symlink_to(real_root, target_is_directory=True)
+    scan = scan_tree([root], DEFAULT_DOC_TYPES)
+    by_path = {f.path: f for f in scan.files}
+    leak = by_path[root / "svc/BUILD-BLUEPRINT.md"]
+    assert (leak.problem, leak.text, leak.sha256) == ("outside_root", None, None)
+    assert by_path[root / "svc/DEPLOY-MAP.md"].text is not None
+    assert [(p.path, p.problem) for p in scan.problems] == [(root / "more", "outside_root")]
+    report = inspect_tree(settings_for(root), now=time.time(), host="h")
+    assert "sk-FAKE-SECRET" not in json.dumps(report.to_json())
+    assert "sk-FAKE-SECRET" not in alert_text(report, report_path="r.json")
+    assert report.by_reason()["outside_root"] == 1
+    # Configured to follow them, it does.
+    followed = scan_tree([root], DEFAULT_DOC_TYPES, follow_outside_roots=True)
+    assert {f.path.name for f in followed.files if f.text is not None} == {
+        "BUILD-BLUEPRINT.md",
+        "DEPLOY-MAP.md",
+    }
+    assert followed.problems == []
+
+
+def test_entries_vanishing_mid_scan_are_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent `rm` between the listing and the visit: the listing is the real one, and
+    each entry named below is really deleted the moment the scan has listed it."""
+    root = tmp_path / "root"
+    write(root / "a/BUILD-BLUEPRINT.md", blueprint_text())
+    write(root / "b/BUILD-BLUEPRINT.md", blueprint_text())
+    write(root / "c/DEPLOY-MAP.md", blueprint_text())
+    vanish = {root / "b/BUILD-BLUEPRINT.md", root / "c"}
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, path: Path) -> None:
+            self.it = real_scandir(path)
+
+        def __enter__(self) -> Listing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.it.close()
+
+        def __iter__(self) -> Listing:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            entry = next(self.it)
+            path = Path(entry.path)
+            if path in vanish:
+                if path.is_dir():
+                    __import__("shutil").rmtree(path)
+                else:
+                    path.unlink()
+            return entry
+
+    monkeypatch.setattr(os, "scandir", Listing)
+    scan = scan_tree([root], DEFAULT_DOC_TYPES)
+    assert [(f.path.parent.name, f.problem) for f in scan.files] == [
+        ("a", ""),
+        ("b", "unreadable"),
+    ]
+    assert [(p.path.name, p.problem) for p in scan.problems] == [("c", "unreadable")]
+
+
+def test_findings_name_the_rule_never_the_text(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root / "a/BUILD-BLUEPRINT.md", "## Purpose\nLast-Verified: hunter2-PASSWORD\n")
+    report = inspect_tree(settings_for(root), now=time.time(), host="h")
+    (finding,) = report.findings
+    assert [r for r, _ in finding.reasons] == ["schema", "invalid_last_verified"]
+    assert "hunter2" not in json.dumps(report.to_json())
+    assert "hunter2" not in alert_text(report, report_path="r.json")
 
 
 def test_too_large_and_max_entries(tmp_path: Path) -> None:
