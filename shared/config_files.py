@@ -1,5 +1,6 @@
-"""Where the fleet's TOML config file is looked for. Standard library only: the pre-write hook
-gates (``fleet zakon validate``) resolve the same file without importing pydantic."""
+"""Where the fleet's TOML config file is looked for. Standard library only: commands that must
+start fast resolve the same file without importing pydantic. (The pre-write gates do not use
+this search: they read only the system config.)"""
 
 from __future__ import annotations
 

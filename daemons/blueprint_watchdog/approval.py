@@ -1,6 +1,7 @@
 """Read-only lookups in Mission Control for the registry gate: a task's text (title and
-description), to check that the CEO approval token lives in the task, and whether a task
-exists (for ``BLUEPRINT_OVERRIDE=ceo-approved-<MC_ID>``).
+description), to check that the CEO approval token lives in the task, whether a task exists
+(for ``BLUEPRINT_OVERRIDE=ceo-approved-<MC_ID>``), and where it came from: a task created from
+mail (``source = 'email'``) carries a stranger's subject, so it never approves anything.
 
 Standard library ``sqlite3`` only, opened ``mode=ro`` with a short busy timeout: this runs in
 the pre-write hook and must never write, create or migrate mission-control.db, nor stall a
@@ -13,7 +14,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TaskLookup", "TaskReader"]
+__all__ = ["MAIL_SOURCES", "TaskLookup", "TaskReader"]
+
+# tasks.source values of tasks created from mail (compared stripped and case-folded).
+MAIL_SOURCES = frozenset({"email"})
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,11 @@ class TaskLookup:
     available: bool
     text: str | None = None
     problem: str = ""
+    source: str | None = None  # tasks.source (None: no such column, or NULL)
+
+    @property
+    def from_mail(self) -> bool:
+        return self.source is not None and self.source.strip().casefold() in MAIL_SOURCES
 
 
 class TaskReader:
@@ -38,7 +47,8 @@ class TaskReader:
         if self.db is None:
             return TaskLookup(False, problem="no Mission Control database configured")
         if not self.db.is_file():
-            return TaskLookup(False, problem=f"{self.db} does not exist")
+            what = "is not a regular file" if self.db.exists() else "does not exist"
+            return TaskLookup(False, problem=f"{self.db} {what}")
         try:
             uri = self.db.absolute().as_uri() + "?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_ms / 1000)
@@ -51,11 +61,14 @@ class TaskReader:
                 return TaskLookup(False, problem=f"{self.db} has no tasks table")
             wanted = [c for c in ("title", "description") if c in columns] or ["id"]
             select = ", ".join(f"coalesce(CAST({c} AS TEXT), '')" for c in wanted)
-            row = conn.execute(f"SELECT {select} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            source = "CAST(source AS TEXT)" if "source" in columns else "NULL"
+            row = conn.execute(
+                f"SELECT {source}, {select} FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
         except sqlite3.Error as exc:
             return TaskLookup(False, problem=f"cannot read {self.db}: {exc}")
         finally:
             conn.close()
         if row is None:
             return TaskLookup(True, None)
-        return TaskLookup(True, "\n".join(str(v) for v in row))
+        return TaskLookup(True, "\n".join(str(v) for v in row[1:]), source=row[0])

@@ -55,6 +55,54 @@ def zakon_validate(args: tuple[str, ...]) -> None:
     raise SystemExit(zakon_validate_main(list(args)))
 
 
+@blueprint.command("gate-script")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="the config file the gates will read (fixed in the script)",
+)
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="script to write"
+)
+def blueprint_gate_script(config_path: str, out_path: str) -> None:
+    """Write an executable gate script with its config fixed inside, for hooks on hosts whose
+    config is not /etc/alai-fleet/fleet.toml: `SCRIPT zakon validate FILE`,
+    `SCRIPT blueprint validate FILE --stdin`. Exit 78 if the config is invalid."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from daemons.blueprint_watchdog.gate_script import render_gate_script
+    from daemons.blueprint_watchdog.gate_settings import GateConfigError, resolve_gate_settings
+    from shared.cli import die
+    from shared.files import atomic_write_text
+
+    config_file = Path(config_path).expanduser().absolute()
+    if not config_file.is_file():
+        die(ExitCode.CONFIG, f"--config: {config_file}: no such file")
+    load_config_or_exit(str(config_file))  # every bad key, with its path
+    try:
+        resolve_gate_settings(system_config=config_file)
+    except GateConfigError as exc:
+        die(ExitCode.CONFIG, f"{config_file}: {exc}")
+    try:
+        text = render_gate_script(python=sys.executable, system_config=str(config_file))
+    except ValueError as exc:
+        die(ExitCode.CONFIG, str(exc))
+    out = Path(out_path).expanduser().absolute()
+    atomic_write_text(out, text, mode=0o755)
+    click.echo(f"wrote {out} (config {config_file})")
+    click.echo(f'hook: {out} blueprint validate "$FILE" --stdin < "$NEW_CONTENT" || exit 2')
+    if os.access(config_file, os.W_OK) and os.getuid() != 0:
+        click.echo(
+            f"note: {config_file} is writable by this user; a session running as this user "
+            "could change what the gates read",
+            err=True,
+        )
+
+
 def _print_summary(report_json: dict[str, Any]) -> None:
     summary = report_json["summary"]
     files = ", ".join(f"{k} {v}" for k, v in summary["files"].items())

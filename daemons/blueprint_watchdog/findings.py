@@ -158,7 +158,7 @@ def _registry_status(
     if approval.ok and entry is not None and entry.mc_task is not None and lookup_task:
         task = lookup_task(entry.mc_task)
         if task.available:
-            approval = judge_task_text(entry, task.text)
+            approval = judge_task_text(entry, task.text, from_mail=task.from_mail)
     reasons: list[tuple[str, str]] = []
     if not approval.ok:
         reasons.append((approval.reason, approval.describe()))

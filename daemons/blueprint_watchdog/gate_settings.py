@@ -1,13 +1,17 @@
 """Where the hook gates find things, without pydantic: the fleet root, the ZAKON registry,
 mission-control.db, the override audit log and the document schemas.
 
-Each value comes from the command line, else the environment (the same ``FLEET_*`` names the
-full config honours), else the TOML file shared/config.py would load (``--config``,
-``$FLEET_CONFIG``, ./fleet.toml, ~/.config/alai-fleet/fleet.toml, /etc/alai-fleet/fleet.toml),
-else the embedded defaults (for the root: the one ``[fleet] layout`` presets). Standard library
-only (tomllib): this runs before every write an agent makes. It must never import the CLI
-framework or pydantic, and never guess past an unreadable config file or an unknown layout
-(errors the gate fails closed on).
+The gates run inside an agent's session, so everything that session controls is untrusted:
+its environment (``FLEET_*``, ``FLEET_CONFIG``, ``HOME``) and its working directory
+(``./fleet.toml``). The values come only from the system config: ``/etc/alai-fleet/fleet.toml``
+(``SYSTEM_CONFIG``; embedded defaults when it does not exist), or the path a generated gate
+script embeds (``fleet blueprint gate-script``; then the file must exist). An explicit
+``--config`` (or ``--root``/``--registry``/``--mc-db``) on the hook's command line replaces it;
+``GateSettings.overrides`` lists those so the gate logs them. ``~`` is the home directory of
+the user the gate runs as, from the password database. Standard library only (tomllib): this
+runs before every write an agent makes. It must never import the CLI framework or pydantic,
+never read the environment, and never guess past an unreadable config file or an unknown
+layout (errors the gate fails closed on).
 """
 
 from __future__ import annotations
@@ -20,17 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from daemons.blueprint_watchdog.schema import DocType, SchemaError, doc_types_from_settings
-from shared.config_files import find_config_file
 
 __all__ = [
     "DEFAULT_LOG_KEEP",
     "DEFAULT_LOG_MAX_BYTES",
     "DEFAULT_ROOT",
     "LAYOUT_ROOTS",
+    "SYSTEM_CONFIG",
     "GateConfigError",
     "GateSettings",
     "resolve_gate_settings",
+    "system_home",
 ]
+
+# The only config file the gates read unless their command line names another.
+SYSTEM_CONFIG = Path("/etc/alai-fleet/fleet.toml")
 
 # Mirrors of shared.sections.FleetSection defaults (a test keeps them equal).
 DEFAULT_ROOT = "~/.local/share/alai-fleet"
@@ -58,6 +66,19 @@ class GateSettings:
     log_max_bytes: int
     log_keep: int
     config_file: Path | None
+    # Explicit command-line choices that replaced the system config ("--config PATH", ...).
+    overrides: tuple[str, ...] = ()
+
+
+def system_home() -> str:
+    """The home of the user the gate runs as, from the password database (``$HOME`` belongs to
+    the caller)."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return os.path.expanduser("~")
 
 
 def _expand(value: str, home: str) -> str:
@@ -114,60 +135,65 @@ def _int_setting(raw: str | int | None, default: int, where: str) -> int:
     return value
 
 
+def _config_data(
+    config: str | None, system_config: str | os.PathLike[str] | None, home: str
+) -> tuple[Path | None, dict[str, Any]]:
+    if config:
+        path = Path(_expand(config, home))
+    elif system_config is not None:
+        path = Path(system_config)  # embedded in a generated gate script: must exist
+    elif os.path.lexists(SYSTEM_CONFIG):
+        path = SYSTEM_CONFIG
+    else:
+        return None, {}
+    return path, _load_toml(path)
+
+
 def resolve_gate_settings(
     *,
     root: str | None = None,
     registry: str | None = None,
     config: str | None = None,
     mc_db: str | None = None,
-    env: Mapping[str, str] | None = None,
+    system_config: str | os.PathLike[str] | None = None,
+    home: str | None = None,
 ) -> GateSettings:
-    env = os.environ if env is None else env
-    home = env.get("HOME") or os.path.expanduser("~")
-    config_file = find_config_file(config, env=env, home=home)
-    data = _load_toml(config_file) if config_file is not None else {}
+    """The gate's settings. ``root``/``registry``/``config``/``mc_db`` are the hook's explicit
+    command-line flags; ``system_config`` is the path a generated gate script embeds (None:
+    ``SYSTEM_CONFIG`` if it exists, else the embedded defaults); ``home`` is for tests (None:
+    ``system_home()``)."""
+    home = home if home is not None else system_home()
+    config_file, data = _config_data(config, system_config, home)
     fleet = _table(data, "fleet")
     section = _table(data, "blueprint_watchdog")
     mission = _table(data, "mission_control")
 
-    layout = env.get("FLEET_FLEET__LAYOUT") or _str_setting(fleet, "layout", "fleet") or "default"
+    layout = _str_setting(fleet, "layout", "fleet") or "default"
     if layout not in LAYOUT_ROOTS:
         raise GateConfigError(
             f"fleet.layout: unknown layout {layout!r}; known: {', '.join(LAYOUT_ROOTS)}"
         )
-    root_text = (
-        root
-        or env.get("FLEET_FLEET__ROOT")
-        or _str_setting(fleet, "root", "fleet")
-        or LAYOUT_ROOTS[layout]
-    )
+    root_text = root or _str_setting(fleet, "root", "fleet") or LAYOUT_ROOTS[layout]
     root_path = Path(_expand(root_text, home))
 
     def pick(
-        flag: str | None, env_key: str, table: Mapping[str, Any], key: str, where: str, default: str
+        flag: str | None, table: Mapping[str, Any], key: str, where: str, default: str
     ) -> Path:
-        text = flag or env.get(env_key) or _str_setting(table, key, where) or default
+        text = flag or _str_setting(table, key, where) or default
         return _resolve(text, root_path, home)
 
     registry_file = pick(
         registry,
-        "FLEET_BLUEPRINT_WATCHDOG__REGISTRY_FILE",
         section,
         "registry_file",
         "blueprint_watchdog",
         "<root>/rules/zakon-registry.json",
     )
     mission_db = pick(
-        mc_db,
-        "FLEET_MISSION_CONTROL__DB",
-        mission,
-        "db",
-        "mission_control",
-        "<root>/databases/mission-control.db",
+        mc_db, mission, "db", "mission_control", "<root>/databases/mission-control.db"
     )
     override_log = pick(
         None,
-        "FLEET_BLUEPRINT_WATCHDOG__OVERRIDE_LOG",
         section,
         "override_log",
         "blueprint_watchdog",
@@ -177,6 +203,7 @@ def resolve_gate_settings(
         doc_types = doc_types_from_settings(section)
     except SchemaError as exc:
         raise GateConfigError(f"blueprint_watchdog: {exc}") from None
+    flags = (("--config", config), ("--root", root), ("--registry", registry), ("--mc-db", mc_db))
     return GateSettings(
         root=root_path,
         home=home,
@@ -185,14 +212,9 @@ def resolve_gate_settings(
         override_log=override_log,
         doc_types=doc_types,
         log_max_bytes=_int_setting(
-            env.get("FLEET_FLEET__LOG_MAX_BYTES") or fleet.get("log_max_bytes"),
-            DEFAULT_LOG_MAX_BYTES,
-            "fleet.log_max_bytes",
+            fleet.get("log_max_bytes"), DEFAULT_LOG_MAX_BYTES, "fleet.log_max_bytes"
         ),
-        log_keep=_int_setting(
-            env.get("FLEET_FLEET__LOG_KEEP") or fleet.get("log_keep"),
-            DEFAULT_LOG_KEEP,
-            "fleet.log_keep",
-        ),
+        log_keep=_int_setting(fleet.get("log_keep"), DEFAULT_LOG_KEEP, "fleet.log_keep"),
         config_file=config_file,
+        overrides=tuple(f"{flag} {value}" for flag, value in flags if value),
     )

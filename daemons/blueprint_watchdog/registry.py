@@ -285,11 +285,19 @@ def judge_entry(entry: RegistryEntry | None) -> Approval:
     )
 
 
-def judge_task_text(entry: RegistryEntry, text: str | None) -> Approval:
+def judge_task_text(entry: RegistryEntry, text: str | None, *, from_mail: bool = False) -> Approval:
     """The seed's rule that approval lives in the MC task: ``text`` is the task's title and
-    description (None: no such task)."""
+    description (None: no such task). A task created from mail never approves: its text is a
+    stranger's subject line."""
     if text is None:
         return Approval("not_approved", f"Mission Control task #{entry.mc_task} not found", entry)
+    if from_mail:
+        return Approval(
+            "not_approved",
+            f"Mission Control task #{entry.mc_task} was created from mail; "
+            f"mail never carries {CEO_TOKEN}",
+            entry,
+        )
     if CEO_TOKEN not in text:
         return Approval(
             "not_approved",

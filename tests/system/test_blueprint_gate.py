@@ -23,14 +23,24 @@ from tests.unit.test_blueprint_fixture_tree import (
 FOUR = tuple(s for s in SECTIONS if s != "Rollback")
 
 
+ROOT = "GATE_TEST_ROOT"  # the fixture's key for the fleet root (not an environment variable)
+
+
 def gate(*argv: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[int, str, str]:
+    """The gate in-process, as a generated gate script runs it: its system config (written
+    next to the root) names ``env[ROOT]``; the rest of ``env`` is the caller's environment."""
+    root = Path(env[ROOT])
+    config = root.parent / "etc/fleet.toml"
+    if not config.exists():
+        write(config, f'[fleet]\nroot = "{root}"\n')
     out, err = io.StringIO(), io.StringIO()
     code = blueprint_validate_main(
         list(argv),
-        env=env,
+        env={k: v for k, v in env.items() if k != ROOT},
         stdin=io.BytesIO(stdin) if stdin is not None else None,
         out=out,
         err=err,
+        system_config=config,
     )
     return code, out.getvalue(), err.getvalue()
 
@@ -39,11 +49,15 @@ def gate(*argv: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[i
 def env(tmp_path: Path) -> dict[str, str]:
     root = tmp_path / "root"
     root.mkdir()
-    return {"HOME": str(tmp_path / "home"), "FLEET_FLEET__ROOT": str(root)}
+    make_mission_control(
+        root / "databases/mission-control.db",
+        {7: "[CEO_APPROVED] waive the blueprint", 100463: "Board: [CEO_APPROVED]"},
+    )
+    return {ROOT: str(root)}
 
 
 def audit_lines(env: dict[str, str]) -> list[dict[str, object]]:
-    path = Path(env["FLEET_FLEET__ROOT"]) / "logs/blueprint-override.jsonl"
+    path = Path(env[ROOT]) / "logs/blueprint-override.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -51,6 +65,7 @@ def audit_lines(env: dict[str, str]) -> list[dict[str, object]]:
 
 @pytest.mark.system
 def test_stdin_contract_through_fleet(fleet_env: dict[str, str], tmp_path: Path) -> None:
+    # The plain `fleet` verb: no system config on this machine, so the embedded defaults.
     target = str(tmp_path / "svc/BUILD-BLUEPRINT.md")
     good = run_fleet(
         ["blueprint", "validate", target, "--stdin"], fleet_env, tmp_path, input=blueprint_text()
@@ -127,7 +142,7 @@ def test_other_documents_are_not_gated(env: dict[str, str], tmp_path: Path) -> N
 def test_zakon_file_also_needs_its_registry_entry(tmp_path: Path) -> None:
     root = tmp_path / "root"
     tree = build_mixed_tree(root, fifo=False)
-    env = {"HOME": str(tmp_path), "FLEET_FLEET__ROOT": str(root)}
+    env = {ROOT: str(root)}
     assert gate(str(tree.files["active"]), env=env)[0] == 0
     code, _, err = gate(str(tree.files["rogue"]), env=env)
     assert code == 2 and "ZAKON_REGISTRY_BLOCK" in err
@@ -154,7 +169,7 @@ def test_override_passes_and_is_audited(env: dict[str, str], tmp_path: Path) -> 
     assert line["accepted"] is True and line["mc_task"] == 100463
     assert line["file"] == target and line["score"] == "4/5"
     assert line["waived"] == ["schema", "stale"] and line["event"] == "blueprint_override"
-    log = Path(env["FLEET_FLEET__ROOT"]) / "logs/blueprint-override.jsonl"
+    log = Path(env[ROOT]) / "logs/blueprint-override.jsonl"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     # Append-only: a second use adds a line and keeps the first.
     gate(target, "--stdin", env={**env, "BLUEPRINT_OVERRIDE": "ceo-approved-7"}, stdin=content)
@@ -177,9 +192,7 @@ def test_malformed_override_is_refused_and_audited(
 
 
 def test_override_naming_a_missing_task_is_refused(env: dict[str, str], tmp_path: Path) -> None:
-    make_mission_control(
-        Path(env["FLEET_FLEET__ROOT"]) / "databases/mission-control.db", {5: "[CEO_APPROVED]"}
-    )
+    make_mission_control(Path(env[ROOT]) / "databases/mission-control.db", {5: "[CEO_APPROVED]"})
     content = blueprint_text(sections=FOUR).encode()
     target = str(tmp_path / "BUILD-BLUEPRINT.md")
     code, _, err = gate(
@@ -194,7 +207,7 @@ def test_override_naming_a_missing_task_is_refused(env: dict[str, str], tmp_path
 
 
 def test_no_audit_log_no_override(env: dict[str, str], tmp_path: Path) -> None:
-    logs = Path(env["FLEET_FLEET__ROOT"]) / "logs"
+    logs = Path(env[ROOT]) / "logs"
     logs.write_text("a file where the logs directory should be")
     code, _, err = gate(
         str(tmp_path / "BUILD-BLUEPRINT.md"),
@@ -213,9 +226,10 @@ def test_internal_error_fails_closed(env: dict[str, str], tmp_path: Path) -> Non
     out, err = io.StringIO(), io.StringIO()
     code = blueprint_validate_main(
         [str(tmp_path / "BUILD-BLUEPRINT.md"), "--stdin"],
-        env=env,
+        env={},
         stdin=Broken(),
         out=out,
         err=err,
+        system_config=write(tmp_path / "etc/fleet.toml", f'[fleet]\nroot = "{env[ROOT]}"\n'),
     )
     assert code == 3 and "failing closed" in err.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from daemons.blueprint_watchdog.gate_settings import (
     DEFAULT_ROOT,
     GateConfigError,
     resolve_gate_settings,
+    system_home,
 )
 from shared.sections import FleetSection
 from tests.conftest import run_fleet
@@ -35,10 +37,20 @@ def validate(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
     return run_fleet(["zakon", "validate", *args], env, cwd, timeout=30)
 
 
+def system_config(tmp_path: Path, root: Path, extra: str = "") -> Path:
+    """A system config naming ``root`` (what /etc/alai-fleet/fleet.toml is on a host)."""
+    return write(tmp_path / "etc/fleet.toml", f'[fleet]\nroot = "{root}"\n{extra}')
+
+
 @pytest.mark.system
 def test_exit_code_contract(fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path) -> None:
     tree = build_mixed_tree(fleet_root, fifo=False)
     f = tree.files
+    config = ["--config", str(system_config(tmp_path, fleet_root))]
+
+    def validate(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_fleet(["zakon", "validate", *config, *args], env, cwd, timeout=30)
+
     ok = validate(fleet_env, tmp_path, str(f["active"]))
     assert ok.returncode == 0, ok.stderr
     assert "ZAKON_REGISTRY_PASS" in ok.stdout and "MC #101" in ok.stdout
@@ -79,20 +91,30 @@ def test_help_exits_0(fleet_env: dict[str, str], tmp_path: Path) -> None:
     assert res.returncode == 0 and "fail closed" in res.stdout
 
 
-def run_in_process(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
+def run_in_process(
+    *argv: str, config: Path | None = None, home: Path | str | None = None
+) -> tuple[int, str, str]:
+    """The gate as a generated gate script runs it: ``config`` is its system config."""
     out, err = io.StringIO(), io.StringIO()
-    code = zakon_validate_main(list(argv), env=env, out=out, err=err)
+    code = zakon_validate_main(
+        list(argv),
+        env={},
+        out=out,
+        err=err,
+        system_config=config,
+        home=str(home) if home is not None else None,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
 def test_mission_control_task_must_carry_the_token(tmp_path: Path) -> None:
     root = tmp_path / "root"
     tree = build_mixed_tree(root, fifo=False)
-    env = {"HOME": str(tmp_path / "home"), "FLEET_FLEET__ROOT": str(root)}
+    config = system_config(tmp_path, root)
     target = str(tree.files["active"])
-    assert run_in_process(target, env=env)[0] == 0
+    assert run_in_process(target, config=config)[0] == 0
     make_mission_control(tree.mc_db, {101: "approved by nobody"})
-    code, _out, err = run_in_process(target, env=env)
+    code, _out, err = run_in_process(target, config=config)
     assert code == 2 and "does not carry [CEO_APPROVED]" in err
     # The task vanished from Mission Control: blocked.
     make_mission_control(tree.mc_db, {})
@@ -100,21 +122,19 @@ def test_mission_control_task_must_carry_the_token(tmp_path: Path) -> None:
 
     with sqlite3.connect(tree.mc_db) as conn:
         conn.execute("DELETE FROM tasks")
-    code, _out, err = run_in_process(target, env=env)
+    code, _out, err = run_in_process(target, config=config)
     assert code == 2 and "#101 not found" in err
-    # Mission Control unreadable: the registry decides, and says the text was not checked.
+    # Mission Control unreadable: the task cannot be checked, so nothing passes (fail closed).
     tree.mc_db.write_bytes(b"not a database at all" * 50)
-    code, _out, err = run_in_process(target, env=env)
-    assert code == 0 and "was not checked" in err
+    code, _out, err = run_in_process(target, config=config)
+    assert code == 3 and "Mission Control not readable" in err and "#101" in err
 
 
 def test_mc_db_is_opened_read_only(tmp_path: Path) -> None:
     root = tmp_path / "root"
     tree = build_mixed_tree(root, fifo=False)
     before = tree.mc_db.read_bytes()
-    code, _, _ = run_in_process(
-        str(tree.files["active"]), env={"HOME": str(tmp_path), "FLEET_FLEET__ROOT": str(root)}
-    )
+    code, _, _ = run_in_process(str(tree.files["active"]), config=system_config(tmp_path, root))
     assert code == 0
     assert tree.mc_db.read_bytes() == before
     assert not Path(str(tree.mc_db) + "-wal").exists()
@@ -128,10 +148,11 @@ def test_tilde_means_the_fleet_users_home(tmp_path: Path) -> None:
         root / "rules/zakon-registry.json",
         [registry_entry("x", "~/system/rules/zakon-x.md", status="legacy-pre-registry")],
     )
-    env = {"HOME": str(home), "FLEET_FLEET__ROOT": "~/system"}
-    assert run_in_process("~/system/rules/zakon-x.md", env=env)[0] == 0
-    assert run_in_process(str(root / "rules/zakon-x.md"), env=env)[0] == 0
-    assert run_in_process(str(root / "rules/zakon-y.md"), env=env)[0] == 2
+    config = write(tmp_path / "etc/fleet.toml", '[fleet]\nroot = "~/system"\n')
+    kw = {"config": config, "home": home}
+    assert run_in_process("~/system/rules/zakon-x.md", **kw)[0] == 0
+    assert run_in_process(str(root / "rules/zakon-x.md"), **kw)[0] == 0
+    assert run_in_process(str(root / "rules/zakon-y.md"), **kw)[0] == 2
 
 
 def test_status_not_allowing_writes_is_blocked(tmp_path: Path) -> None:
@@ -141,59 +162,71 @@ def test_status_not_allowing_writes_is_blocked(tmp_path: Path) -> None:
         root / "rules/zakon-registry.json",
         [registry_entry("old", str(path), status="revoked", mc_task=5)],
     )
-    code, _, err = run_in_process(str(path), env={"FLEET_FLEET__ROOT": str(root), "HOME": "/x"})
+    code, _, err = run_in_process(str(path), config=system_config(tmp_path, root))
     assert code == 2 and "'revoked' does not allow writes" in err
 
 
 def test_hostile_registry_blocks_or_errors_never_crashes(tmp_path: Path) -> None:
     root = tmp_path / "root"
     tree = build_mixed_tree(root, fifo=False)
-    env = {"HOME": str(tmp_path / "home"), "FLEET_FLEET__ROOT": str(root)}
+    config = system_config(tmp_path, root)
     target = str(tree.files["active"])
     text = tree.registry.read_text()
     tree.registry.write_text(text.replace('"mc_task": 101', '"mc_task": 100463100463100463100463'))
-    code, _out, err = run_in_process(target, env=env)
+    code, _out, err = run_in_process(target, config=config)
     assert code == 2 and "mc_task" in err, err
     tree.registry.write_text('{"registry": ' + "[" * 100_000)
-    code, _out, err = run_in_process(target, env=env)
+    code, _out, err = run_in_process(target, config=config)
     assert code == 3 and "ZAKON_REGISTRY_ERROR" in err and "nested too deeply" in err
 
 
 # --- settings lookup (no pydantic) ---------------------------------------------------------
 
 
-def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_settings_come_from_the_system_config_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the environment, not the working directory: the system config file, else the
+    embedded defaults; explicit flags replace it and are listed as overrides."""
     home = str(tmp_path / "home")
     toml = write(
-        tmp_path / "fleet.toml",
+        tmp_path / "etc/fleet.toml",
         '[fleet]\nroot = "~/toml-root"\nlog_keep = 2\n'
         '[blueprint_watchdog]\nregistry_file = "<root>/custom/reg.json"\n'
         'blueprint_sections = ["Purpose"]\n[mission_control]\ndb = "/srv/mc.db"\n',
     )
-    # ./fleet.toml is found like shared/config.py finds it.
-    s = resolve_gate_settings(env={"HOME": home})
-    assert s.config_file == Path("fleet.toml")
+    s = resolve_gate_settings(system_config=toml, home=home)
+    assert s.config_file == toml and s.overrides == ()
     assert s.root == Path(home) / "toml-root"
     assert s.registry_file == Path(home) / "toml-root/custom/reg.json"
     assert s.mission_control_db == Path("/srv/mc.db")
     assert s.override_log == Path(home) / "toml-root/logs/blueprint-override.jsonl"
     assert s.doc_types[0].sections == ("Purpose",) and s.log_keep == 2
-    # env beats the file, flags beat env.
-    s = resolve_gate_settings(env={"HOME": home, "FLEET_FLEET__ROOT": "/env-root"})
-    assert s.root == Path("/env-root") and s.registry_file == Path("/env-root/custom/reg.json")
-    s = resolve_gate_settings(
-        root="/flag-root", registry="/r.json", env={"HOME": home, "FLEET_FLEET__ROOT": "/e"}
-    )
+    # ./fleet.toml, $FLEET_CONFIG and FLEET_* are never read.
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "fleet.toml", '[fleet]\nroot = "/cwd-root"\n')
+    monkeypatch.setenv("FLEET_CONFIG", str(tmp_path / "fleet.toml"))
+    monkeypatch.setenv("FLEET_FLEET__ROOT", "/env-root")
+    monkeypatch.setenv("FLEET_BLUEPRINT_WATCHDOG__REGISTRY_FILE", "/env/reg.json")
+    monkeypatch.setenv("HOME", "/env-home")
+    assert resolve_gate_settings(system_config=toml, home=home) == s
+    # The hook's own flags replace it, and say so.
+    s = resolve_gate_settings(root="/flag-root", registry="/r.json", system_config=toml, home=home)
     assert s.root == Path("/flag-root") and s.registry_file == Path("/r.json")
-    # $FLEET_CONFIG and --config name the file explicitly.
-    toml.rename(tmp_path / "other.toml")
-    s = resolve_gate_settings(env={"HOME": home})
-    assert s.config_file is None and s.root == Path(home) / ".local/share/alai-fleet"
-    s = resolve_gate_settings(env={"HOME": home, "FLEET_CONFIG": str(tmp_path / "other.toml")})
-    assert s.root == Path(home) / "toml-root"
-    s = resolve_gate_settings(config=str(tmp_path / "other.toml"), env={"HOME": home})
-    assert s.root == Path(home) / "toml-root"
+    assert s.overrides == ("--root /flag-root", "--registry /r.json")
+    other = write(tmp_path / "other.toml", '[fleet]\nroot = "/other-root"\n')
+    s = resolve_gate_settings(config=str(other), system_config=toml, home=home)
+    assert s.root == Path("/other-root") and s.overrides == (f"--config {other}",)
+    # An embedded system config that is gone fails closed.
+    with pytest.raises(GateConfigError, match="not found"):
+        resolve_gate_settings(system_config=tmp_path / "gone.toml", home=home)
+
+
+def test_home_is_the_users_not_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    monkeypatch.setenv("HOME", "/somewhere/else")
+    assert system_home() == pwd.getpwuid(os.getuid()).pw_dir
 
 
 @pytest.mark.parametrize(
@@ -203,17 +236,15 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_bad_config_fails_closed(tmp_path: Path, text: str) -> None:
     config = write(tmp_path / "fleet.toml", text)
     with pytest.raises(GateConfigError):
-        resolve_gate_settings(config=str(config), env={"HOME": str(tmp_path)})
-    code, _, err = run_in_process(
-        "rules/zakon-x.md", "--config", str(config), env={"HOME": str(tmp_path)}
-    )
+        resolve_gate_settings(config=str(config), home=str(tmp_path))
+    code, _, err = run_in_process("rules/zakon-x.md", "--config", str(config), home=tmp_path)
+    assert code == 3 and "ZAKON_REGISTRY_ERROR" in err
+    code, _, err = run_in_process("rules/zakon-x.md", config=config, home=tmp_path)
     assert code == 3 and "ZAKON_REGISTRY_ERROR" in err
 
 
 def test_missing_explicit_config_fails_closed(tmp_path: Path) -> None:
-    code, _, err = run_in_process(
-        "zakon-x.md", env={"HOME": str(tmp_path), "FLEET_CONFIG": str(tmp_path / "nope.toml")}
-    )
+    code, _, err = run_in_process("zakon-x.md", "--config", str(tmp_path / "nope.toml"))
     assert code == 3 and "not found" in err
 
 
@@ -240,7 +271,7 @@ def test_gate_path_imports_only_the_standard_library(tmp_path: Path) -> None:
         "mods = {m.split('.')[0] for m in sys.modules}\n"
         "print(json.dumps(sorted(m for m in mods if m not in sys.stdlib_module_names)))\n"
     )
-    env = {"HOME": str(tmp_path), "FLEET_FLEET__ROOT": str(tmp_path / "root"), "PATH": "/bin"}
+    env = {"HOME": str(tmp_path), "PATH": "/bin"}
     res = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -186,6 +186,24 @@ def test_symlinks_out_of_the_roots_are_not_followed(tmp_path: Path) -> None:
     assert followed.problems == []
 
 
+def test_the_nightly_scan_never_counts_a_mail_task_as_approval(tmp_path: Path) -> None:
+    from shared.mission_control import MissionControl
+    from tests.unit.test_blueprint_fixture_tree import registry_entry, write_registry
+
+    tree = build_mixed_tree(tmp_path / "root", fifo=False)
+    with MissionControl(tree.mc_db, migrate=True) as mc:
+        mail = mc.create_task("Deal [CEO_APPROVED]", source="email", source_ref="77")
+    doc = json.loads(tree.registry.read_text())
+    write_registry(
+        tree.registry,
+        [*doc["registry"], registry_entry("rogue", str(tree.files["rogue"]), mc_task=mail.id)],
+    )
+    report = inspect_tree(settings_for(tree.root), now=time.time(), host="h")
+    (rogue,) = [f for f in report.findings if f.path == str(tree.files["rogue"])]
+    assert [r for r, _ in rogue.reasons] == ["not_approved"]
+    assert "created from mail" in rogue.reasons[0][1]
+
+
 def test_entries_vanishing_mid_scan_are_findings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

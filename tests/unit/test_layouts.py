@@ -239,20 +239,20 @@ def test_the_hook_gate_finds_what_the_fleet_finds_in_every_layout(
     path = tmp_path / "fleet.toml"
     path.write_text(f'[fleet]\nlayout = "{layout}"\n')
     config: Any = load_config(path)
-    gate = resolve_gate_settings(config=str(path), env={"HOME": str(home)})
+    gate = resolve_gate_settings(system_config=path, home=str(home))
     assert gate.root == config.fleet.root
     assert gate.mission_control_db == config.mission_control.db
     assert gate.registry_file == config.blueprint_watchdog.registry_file
     assert gate.override_log == config.blueprint_watchdog.override_log
-    env = {"HOME": str(home), "FLEET_FLEET__LAYOUT": layout, "FLEET_FLEET__ROOT": "/srv/r"}
-    assert resolve_gate_settings(env=env).root == Path("/srv/r")  # an explicit root wins
+    explicit = resolve_gate_settings(root="/srv/r", system_config=path, home=str(home))
+    assert explicit.root == Path("/srv/r")  # an explicit --root wins
 
 
 def test_the_hook_gate_fails_closed_on_an_unknown_layout(tmp_path: Path, home: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text('[fleet]\nlayout = "forge"\n')
     with pytest.raises(GateConfigError, match=r"fleet\.layout"):
-        resolve_gate_settings(config=str(path), env={"HOME": str(home)})
+        resolve_gate_settings(system_config=path, home=str(home))
 
 
 def test_the_operations_doc_lists_every_preset() -> None:
