@@ -239,7 +239,9 @@ def status(as_json: bool, config_path: str | None) -> None:
         enabled = section.enabled and (role is None or not manifest.fenced(section, role))
         st = read_status(config.heartbeat_dir, manifest.name, now)
         beat = read_heartbeat(config.heartbeat_dir, manifest.name)
-        process = process_state(beat.pid, beat.started_at) if beat is not None else "stopped"
+        process = "stopped"
+        if beat is not None:
+            process = process_state(beat.pid, beat.process_started_at)
         ok, reason = st.ok, st.reason
         if process == "stopped" and beat is not None:
             ok, reason = False, f"stopped: pid {beat.pid} is gone or reused; last: {st.reason}"

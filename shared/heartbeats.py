@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,12 @@ __all__ = [
 STALE_FACTOR = 3.0
 #: a scheduled (cron) daemon is late this long after its run was due without a success
 CRON_GRACE_S = 3600.0
-#: how far a process's start may lie from the heartbeat's started_at and still be that daemon
-#: (imports and config load happen in between); beyond it the pid was reused
+#: how far the OS's start time of a pid may lie from the heartbeat's process_started_at and
+#: still be that process (interpreter start and imports happen in between); beyond it the pid
+#: was reused
 START_SLACK_S = 120.0
+#: when this process started, as near as Python can tell (this module loads at start-up)
+PROCESS_STARTED_AT = time.time()
 MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z: beyond it datetime cannot render
 
 
@@ -49,6 +53,7 @@ class Heartbeat:
     expected_interval_s: float
     started_at: float
     next_due_at: float | None = None  # cron daemons: when the first/next run is due
+    process_started_at: float | None = None  # the writing process's start (a reload keeps it)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +98,10 @@ def read_heartbeat(directory: Path, daemon: str) -> Heartbeat | None:
         return None
     if not timestamp(beat.started_at) or not isinstance(beat.cycles, int):
         return None
-    if not all(v is None or timestamp(v) for v in (beat.last_ok_at, beat.next_due_at)):
+    if not all(
+        v is None or timestamp(v)
+        for v in (beat.last_ok_at, beat.next_due_at, beat.process_started_at)
+    ):
         return None
     if beat.last_duration_s is not None and not number(beat.last_duration_s):
         return None
@@ -122,9 +130,10 @@ def _linux_start_time(pid: int) -> tuple[float, str] | None:
         return None
 
 
-def process_state(pid: int, started_at: float) -> str:
+def process_state(pid: int, started_at: float | None) -> str:
     """``running``, ``stopped`` (no such process, a zombie, or the pid now belongs to a process
-    started at another time) or ``unknown`` (the OS would not say)."""
+    started at another time than ``started_at``, the heartbeat's ``process_started_at``; None:
+    not checked) or ``unknown`` (the OS would not say)."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return "unknown"
     try:
@@ -138,7 +147,9 @@ def process_state(pid: int, started_at: float) -> str:
     linux = _linux_start_time(pid)
     if linux is not None:
         start, state = linux
-        if state in ("Z", "X") or abs(start - started_at) > START_SLACK_S:
+        if state in ("Z", "X"):
+            return "stopped"
+        if started_at is not None and abs(start - started_at) > START_SLACK_S:
             return "stopped"
     return "running"
 

@@ -24,7 +24,13 @@ from shared.config import FleetConfig
 from shared.cycles import CycleOutcome, CycleResult
 from shared.daemon import Daemon, DaemonContext, RefusedToStart
 from shared.files import complete_in_thread
-from shared.heartbeats import Heartbeat, assess, read_heartbeat, write_heartbeat
+from shared.heartbeats import (
+    PROCESS_STARTED_AT,
+    Heartbeat,
+    assess,
+    read_heartbeat,
+    write_heartbeat,
+)
 from shared.logging import describe_error, error_leaves, get_logger, log_tracebacks
 from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
@@ -191,6 +197,7 @@ class DaemonRunner:
             expected_interval_s=self.expected_interval_s,
             started_at=self.started_at,
             next_due_at=self.next_due_at,
+            process_started_at=PROCESS_STARTED_AT,
         )
 
     def health(self) -> HealthReport:

@@ -49,7 +49,8 @@ def check_heartbeat_rows(
     write_heartbeat(
         fleet_root / "state/heartbeats",
         Heartbeat(
-            "claim-sweeper", "testhost", pid, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now
+            "claim-sweeper", "testhost", pid, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now,
+            process_started_at=now,
         ),
     )
     res = run_fleet(["status", "--json"], fleet_env, tmp_path)
@@ -72,7 +73,8 @@ def check_heartbeat_rows(
     write_heartbeat(
         fleet_root / "state/heartbeats",
         Heartbeat(
-            "claim-sweeper", "testhost", 1, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now
+            "claim-sweeper", "testhost", 1, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now,
+            process_started_at=now,
         ),
     )
     res = run_fleet(["status", "--json"], fleet_env, tmp_path)
