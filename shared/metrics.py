@@ -32,10 +32,10 @@ __all__ = [
     "MetricSet",
 ]
 
-# When this process started (this module is imported as the process starts): every daemon in
-# it exports the same value, a restart a new one, which FleetDaemonCrashLooping counts. Not
-# prometheus-client's process_start_time_seconds: that lives on the global registry, and each
-# daemon serves its own.
+# When this process started, to within its start-up (`fleet run` imports this module before
+# any daemon opens): every daemon in the process exports the same value, a SIGHUP reload keeps
+# it, a restart exports a new one, which FleetDaemonCrashLooping counts. Not prometheus-client's
+# process_start_time_seconds: that lives on the global registry, and each daemon serves its own.
 PROCESS_STARTED_AT = time.time()
 
 # `_created` series double every counter's cardinality and nobody graphs them.
