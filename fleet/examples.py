@@ -1,7 +1,8 @@
 """The generated files committed to the repository, rendered from config/fleet.example.toml for
 documented example hosts (so they do not depend on who runs the generator), and the one drift
 check that keeps them equal to the generators: units/ and launchagents/ (``fleet units
-example``), config/prometheus/ and config/grafana/ (``fleet observability example``).
+example``), config/prometheus/, config/alertmanager/ and config/grafana/ (``fleet observability
+example``).
 
 Loads the whole config (every registered daemon's section) with HOME pinned and no FLEET_*
 overrides from the caller's shell. Writes only with ``fix``, only generated files, and never
@@ -16,11 +17,18 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.alerting import DAEMON_ANNOUNCED
 from fleet.config import load_config
 from fleet.install import write_if_changed
 from fleet.registry import RegistryLine, manifests
 from shared.config import FleetConfig
-from shared.observability import HostTarget, render_grafana, render_prometheus_config, render_rules
+from shared.observability import (
+    HostTarget,
+    render_alertmanager_config,
+    render_grafana,
+    render_prometheus_config,
+    render_rules,
+)
 from shared.roles import Role
 from shared.units import InstallLayout, Mode, Target, generate, is_generated_file
 
@@ -129,8 +137,8 @@ def unit_examples(
 def pack_examples(
     example_config: Path, lines: tuple[RegistryLine, ...] | None = None
 ) -> dict[str, bytes]:
-    """Repository-relative path -> content for config/prometheus/ and config/grafana/, for
-    the example hosts anvil (primary) and forge (standby)."""
+    """Repository-relative path -> content for config/prometheus/, config/alertmanager/ and
+    config/grafana/, for the example hosts anvil (primary) and forge (standby)."""
     daemons = manifests(lines)
     config = load_example_config(example_config, _PACK_HOME, lines)
     files = {
@@ -138,6 +146,9 @@ def pack_examples(
             config, daemons, EXAMPLE_HOSTS
         ),
         "config/prometheus/rules/fleet.rules.yml": render_rules(config, daemons),
+        "config/alertmanager/alertmanager.yml": render_alertmanager_config(
+            config, quiet_alerts=DAEMON_ANNOUNCED
+        ),
     }
     files.update({f"config/grafana/{rel}": text for rel, text in render_grafana(daemons).items()})
     return {rel: text.encode() for rel, text in files.items()}
@@ -162,7 +173,7 @@ UNIT_EXAMPLES = ExampleSet(
     tuple(ex.out_dir for ex in EXAMPLE_LAYOUTS),
 )
 PACK_EXAMPLES = ExampleSet(
-    "prometheus and grafana files", "fleet observability example", pack_examples
+    "prometheus, alertmanager and grafana files", "fleet observability example", pack_examples
 )
 
 

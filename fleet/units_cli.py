@@ -1,5 +1,5 @@
 """``fleet units ...`` (generate, install, uninstall the systemd units / LaunchAgents, and the
-launchd entry point) and ``fleet observability ...`` (the Prometheus/Grafana pack).
+launchd entry point) and ``fleet observability ...`` (the Prometheus/Alertmanager/Grafana pack).
 
 Thin: the renderers (``shared.units``, ``shared.observability``) take the config and the
 registered daemons' manifests; ``fleet.install`` plans and runs the service-manager commands,
@@ -388,7 +388,7 @@ def launchd_exec_cmd(name: str, env_file: str, argv: tuple[str, ...]) -> None:
 # observability -------------------------------------------------------------------------------
 @click.group()
 def observability() -> None:
-    """Generate the Prometheus/Grafana pack."""
+    """Generate the Prometheus/Alertmanager/Grafana pack."""
 
 
 def _hosts(value: str | None) -> list[tuple[str, str | None]]:
@@ -442,6 +442,30 @@ def prometheus_cmd(hosts: str | None, out: str, config_path: str | None) -> None
         _write_reported(path, text.encode())
 
 
+@observability.command("alertmanager")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="directory for alertmanager.yml",
+)
+@config_option
+def alertmanager_cmd(out: str, config_path: str | None) -> None:
+    """Write alertmanager.yml: Slack receivers for [slack] ops_channel and [alerting]
+    escalation_channel (criticals), grouping, inhibition of warnings under a critical. The
+    Slack URL stays in [alerting] slack_api_url_file, which Alertmanager reads itself."""
+    from fleet.alerting import DAEMON_ANNOUNCED
+    from shared.observability import render_alertmanager_config
+
+    config = load_config_or_exit(config_path)
+    text = render_alertmanager_config(config, quiet_alerts=DAEMON_ANNOUNCED)
+    _write_reported(Path(out) / "alertmanager.yml", text.encode())
+    files = {config.alerting.slack_api_url_file, config.alerting.escalation_slack_api_url_file}
+    for path in sorted(str(f) for f in files if f is not None):
+        click.echo(f"note: Alertmanager reads the Slack webhook URL from {path} (mode 0640)")
+
+
 @observability.command("grafana")
 @click.option(
     "--out",
@@ -464,8 +488,8 @@ def grafana_cmd(out: str) -> None:
 @_check_option
 @_repo_option
 def observability_example_cmd(check: bool, repo: str) -> None:
-    """Regenerate config/prometheus/ and config/grafana/ from config/fleet.example.toml for
-    the example hosts anvil (primary) and forge (standby)."""
+    """Regenerate config/prometheus/, config/alertmanager/ and config/grafana/ from
+    config/fleet.example.toml for the example hosts anvil (primary) and forge (standby)."""
     from fleet.examples import PACK_EXAMPLES
 
     _sync_examples(PACK_EXAMPLES, repo, check)

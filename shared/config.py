@@ -35,6 +35,7 @@ from pydantic_settings import (
 from shared.config_files import config_search_path, find_config_file
 from shared.exitcodes import EX_CONFIG
 from shared.sections import (
+    AlertingSection,
     DaemonSection,
     FleetSection,
     MissionControlSection,
@@ -46,6 +47,7 @@ from shared.sections import (
 __all__ = [
     "EX_CONFIG",
     "ROOT_TOKEN",
+    "AlertingSection",
     "ConfigError",
     "DaemonSection",
     "FleetConfig",
@@ -104,6 +106,7 @@ class FleetConfig(BaseSettings):
     slack: SlackSection = Field(default_factory=SlackSection)
     notify: NotifySection = Field(default_factory=NotifySection)
     mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
+    alerting: AlertingSection = Field(default_factory=AlertingSection)
 
     @classmethod
     def settings_customise_sources(

@@ -80,8 +80,9 @@ def metric(name: str, kind: MetricKind, help_: str, *labels: str) -> MetricSpec:
 
 @dataclass(frozen=True)
 class AlertRule:
-    """One Prometheus alerting rule. ``runbook`` is a path under docs/ and may use
-    ``{{ $labels.daemon }}``; ``daemons`` names whose metrics it reads (empty: every daemon's)."""
+    """One Prometheus alerting rule. ``runbook`` is a repository path under docs/ and may use
+    ``{{ $labels.daemon }}`` (the rendered rule links it under ``[alerting]
+    runbook_base_url``); ``daemons`` names whose metrics it reads (empty: every daemon's)."""
 
     name: str
     expr: str
@@ -96,7 +97,10 @@ class AlertRule:
     def anchor(self) -> str:
         return self.name.lower()
 
-    def to_rule(self) -> dict[str, Any]:
+    def to_rule(self, base_url: str = "") -> dict[str, Any]:
+        """The rule as Prometheus loads it; the links are under ``base_url`` (an absolute
+        URL the repository is browsable at; empty: repository paths)."""
+        base = base_url.rstrip("/") + "/" if base_url else ""
         return {
             "alert": self.name,
             "expr": self.expr,
@@ -105,8 +109,8 @@ class AlertRule:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": self.runbook,
-                "doc_url": f"docs/alerts.md#{self.anchor}",
+                "runbook_url": base + self.runbook,
+                "doc_url": f"{base}docs/alerts.md#{self.anchor}",
             },
         }
 

@@ -8,6 +8,7 @@ Each daemon owns one registry (a fresh one per test). No I/O and no HTTP here
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -25,10 +26,17 @@ from shared.manifest import MetricSpec, metric
 __all__ = [
     "CYCLE_BUCKETS",
     "NOTIFY_METRICS",
+    "PROCESS_STARTED_AT",
     "RUNTIME_METRICS",
     "DaemonMetrics",
     "MetricSet",
 ]
+
+# When this process started, to within its start-up (`fleet run` imports this module before
+# any daemon opens): every daemon in the process exports the same value, a SIGHUP reload keeps
+# it, a restart exports a new one, which FleetDaemonCrashLooping counts. Not prometheus-client's
+# process_start_time_seconds: that lives on the global registry, and each daemon serves its own.
+PROCESS_STARTED_AT = time.time()
 
 # `_created` series double every counter's cardinality and nobody graphs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -63,6 +71,12 @@ RUNTIME_METRICS: tuple[MetricSpec, ...] = (
         "fleet_consecutive_failures",
         "gauge",
         "Cycles failed in a row since the last success",
+        "daemon",
+    ),
+    metric(
+        "fleet_start_time_seconds",
+        "gauge",
+        "Unix time the process running this daemon started (a restart changes it)",
         "daemon",
     ),
 )
@@ -132,7 +146,13 @@ class DaemonMetrics:
     """The series every daemon exports, on a registry the daemon adds its own to."""
 
     def __init__(
-        self, daemon: str, host: str, version: str, registry: CollectorRegistry | None = None
+        self,
+        daemon: str,
+        host: str,
+        version: str,
+        registry: CollectorRegistry | None = None,
+        *,
+        started_at: float = PROCESS_STARTED_AT,
     ) -> None:
         self.daemon = daemon
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -142,6 +162,7 @@ class DaemonMetrics:
         self.cycle_duration = common.histogram("fleet_cycle_duration_seconds")
         self.last_success = common.gauge("fleet_last_success_timestamp_seconds")
         self.consecutive_failures = common.gauge("fleet_consecutive_failures")
+        common.gauge("fleet_start_time_seconds").labels(daemon).set(started_at)
         self.build_info.labels(daemon, version, host).set(1)
         for outcome in CycleOutcome:
             self.cycles.labels(daemon, outcome.value)

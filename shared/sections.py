@@ -1,5 +1,6 @@
-"""Config section models shared by every daemon: the ``[fleet]``, ``[slack]``, ``[notify]``
-and ``[mission_control]`` tables and the ``DaemonSection`` base each daemon's section extends.
+"""Config section models shared by every daemon: the ``[fleet]``, ``[slack]``, ``[notify]``,
+``[mission_control]`` and ``[alerting]`` tables and the ``DaemonSection`` base each daemon's
+section extends.
 
 Plain pydantic data with every default documented once, in ``description``. Every config model
 (the daemons' tables too) derives from ``SettingsModel``, whose checks and those of
@@ -9,6 +10,7 @@ reading the hostname for a default and zoneinfo's lookup of a time zone.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from shared.schema_contract import valid_column_name
 from shared.shared_tables import TASK_FILLED
 
 __all__ = [
+    "AlertingSection",
     "DaemonSection",
     "FleetSection",
     "Layout",
@@ -192,3 +195,76 @@ class DaemonSection(_Section):
         """Every TCP port this daemon listens on, by key (0: none); check-config refuses two
         enabled daemons sharing one."""
         return {"metrics_port": self.metrics_port}
+
+
+_CHANNEL = re.compile(r"[#@]?[A-Za-z0-9._-]+")
+
+
+class AlertingSection(_Section):
+    """Where Prometheus sends its alerts and how Alertmanager delivers them (``fleet
+    observability prometheus`` / ``alertmanager`` read it; the daemons do not). The Slack
+    webhook URL and bot token are secrets: only the paths of the files holding them are here,
+    and Alertmanager reads those files itself (docs/alerts.md, "Delivery")."""
+
+    runbook_base_url: str = Field(
+        "https://git.example.com/alai/alai-fleet/blob/main/",
+        description="absolute URL the repository's docs/ are browsable under; runbook_url "
+        "and doc_url in the alerts are this plus docs/...",
+    )
+    alertmanagers: list[str] = Field(
+        ["127.0.0.1:9093"],
+        description="host:port of each Alertmanager Prometheus sends to (empty: no alerting block)",
+    )
+    escalation_channel: str = Field(
+        "",
+        description="Slack channel for critical alerts (the page); empty: [slack] ops_channel",
+    )
+    slack_api_url_file: Path = Field(
+        Path("/etc/prometheus/alai-fleet/slack-webhook.url"),
+        description="file Alertmanager reads the Slack incoming-webhook URL from (or "
+        "https://slack.com/api/chat.postMessage with slack_bot_token_file)",
+    )
+    escalation_slack_api_url_file: Path | None = Field(
+        None,
+        description="a second webhook URL file for the escalation channel (a webhook posts to "
+        "one channel only); unset: slack_api_url_file",
+    )
+    slack_bot_token_file: Path | None = Field(
+        None,
+        description="file holding a Slack bot token Alertmanager sends as Bearer (with "
+        "chat.postMessage, so each receiver posts to its own channel); unset: plain webhooks",
+    )
+    group_wait_s: float = Field(
+        30.0, gt=0, description="Alertmanager waits this long to group a new alert's first message"
+    )
+    group_interval_s: float = Field(
+        300.0, gt=0, description="delay before a group's next message (new alerts, resolved)"
+    )
+    repeat_interval_s: float = Field(
+        14400.0, gt=0, description="a still-firing group is posted again after this"
+    )
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("alertmanagers")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                check_http_url(f"http://{item}")
+            except ValueError:
+                raise ValueError(f"{item!r} is not host:port") from None
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit() or "/" in item or "@" in item:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @field_validator("escalation_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if value and not _CHANNEL.fullmatch(value):
+            raise ValueError("must be a Slack channel (#name) or an ID, without spaces")
+        return value

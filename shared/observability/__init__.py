@@ -1,7 +1,8 @@
 """The Prometheus/Grafana pack, rendered from the daemons' manifests (the one list of metrics
 each daemon both registers and is graphed and alerted on, and its own alert rules):
-``prometheus`` (scrape config), ``rules`` (recording and alert rules), ``grafana`` (dashboard
-and provisioning), checked against ``catalogue``. A metric renamed in a manifest changes the
+``prometheus`` (scrape config and its ``alerting:`` block), ``rules`` (recording and alert
+rules), ``alertmanager`` (routing, receivers, inhibition), ``grafana`` (dashboard and
+provisioning), checked against ``catalogue``. A metric renamed in a manifest changes the
 daemon, the dashboard and the rules together; a rule or panel reading a metric no manifest
 lists fails a test. Pure rendering to text: nothing here imports a daemon, scrapes, starts or
 writes anything.
@@ -9,6 +10,13 @@ writes anything.
 
 from __future__ import annotations
 
+from shared.observability.alertmanager import (
+    ANNOUNCED_RECEIVER,
+    ESCALATION_RECEIVER,
+    OPS_RECEIVER,
+    alertmanager_duration,
+    render_alertmanager_config,
+)
 from shared.observability.catalogue import (
     exported_series,
     metric_names_in,
@@ -33,11 +41,15 @@ from shared.observability.rules import (
 from shared.observability.yamldoc import to_yaml, yaml_file
 
 __all__ = [
+    "ANNOUNCED_RECEIVER",
     "DASHBOARD_UID",
     "DATASOURCE_UID",
+    "ESCALATION_RECEIVER",
     "NOTIFICATIONS_BACKLOG",
+    "OPS_RECEIVER",
     "HostTarget",
     "alert_rules",
+    "alertmanager_duration",
     "dashboard_exprs",
     "exported_series",
     "fleet_alert_rules",
@@ -46,6 +58,7 @@ __all__ = [
     "metrics_for",
     "overview_dashboard",
     "recording_rules",
+    "render_alertmanager_config",
     "render_grafana",
     "render_prometheus_config",
     "render_rules",

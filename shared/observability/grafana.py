@@ -195,6 +195,17 @@ def overview_dashboard(manifests: Sequence[DaemonManifest]) -> dict[str, Any]:
     )
     lay.add(
         _timeseries(
+            "Restarts in the last 15 minutes",
+            [
+                _target(
+                    f"changes(fleet_start_time_seconds{{{_HOST}}}[15m])",
+                    "{{host}} {{daemon}}",
+                )
+            ],
+        )
+    )
+    lay.add(
+        _timeseries(
             "Outbox: pending",
             [
                 _target(

@@ -1,7 +1,7 @@
-"""prometheus.yml: one scrape job per enabled daemon with a metrics port, one target per host
-that may run it (a host with a role skips daemons whose manifest refuses that role, e.g.
-restore-loop on the primary). Pure rendering from the config and the manifests given; never
-scrapes or writes anything.
+"""prometheus.yml: the Alertmanagers alerts go to (``[alerting] alertmanagers``), one scrape job
+per enabled daemon with a metrics port, one target per host that may run it (a host with a role
+skips daemons whose manifest refuses that role, e.g. restore-loop on the primary). Pure
+rendering from the config and the manifests given; never scrapes or writes anything.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def render_prometheus_config(
     scrape_interval: str = "15s",
     rule_files: Sequence[str] = ("rules/fleet.rules.yml",),
 ) -> str:
-    """The prometheus.yml text: global settings, the rule files, one job per daemon."""
+    """The prometheus.yml text: global settings, the Alertmanagers, the rule files, one job
+    per daemon."""
     jobs: list[dict[str, Any]] = []
     for manifest in manifests:
         section = config.daemon_section(manifest.section_name)
@@ -70,9 +71,15 @@ def render_prometheus_config(
                     "static_configs": statics,
                 }
             )
-    doc = {
+    doc: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "rule_files": list(rule_files),
-        "scrape_configs": jobs,
     }
+    if config.alerting.alertmanagers:
+        doc["alerting"] = {
+            "alertmanagers": [
+                {"static_configs": [{"targets": list(config.alerting.alertmanagers)}]}
+            ]
+        }
+    doc["rule_files"] = list(rule_files)
+    doc["scrape_configs"] = jobs
     return yaml_file(_HEADER, doc)

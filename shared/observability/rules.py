@@ -1,7 +1,7 @@
 """The Prometheus rules file: recording rules for the constants alerts compare against (each
-daemon's expected interval, from the config), the alerts every daemon shares (down, stale,
-failing, outbox backlog), and each manifest's own alerts. Pure rendering from the config and
-the manifests given.
+daemon's expected interval, from the config), the alerts every daemon shares (down, crash
+loop, stale, failing, outbox backlog), and each manifest's own alerts, their links absolute
+under ``[alerting] runbook_base_url``. Pure rendering from the config and the manifests given.
 """
 
 from __future__ import annotations
@@ -44,6 +44,18 @@ def fleet_alert_rules() -> list[AlertRule]:
             "{{ $labels.daemon }} on {{ $labels.host }} is down",
             "Prometheus cannot scrape {{ $labels.instance }} for 2 minutes: the process is not "
             "running, is restarting in a loop, or refused to start (exit 78).",
+            "docs/runbooks/{{ $labels.daemon }}.md",
+        ),
+        AlertRule(
+            "FleetDaemonCrashLooping",
+            "changes(fleet_start_time_seconds[15m]) > 3",
+            "0s",
+            # the page comes from FleetDaemonDown once the service manager gives up
+            "warning",
+            "{{ $labels.daemon }} on {{ $labels.host }} restarted {{ $value }} times in 15 minutes",
+            "The process keeps starting again (fleet_start_time_seconds changed "
+            "{{ $value }} times in 15 minutes): it exits or is killed (a crash, the watchdog, "
+            "out of memory) and systemd or launchd restarts it.",
             "docs/runbooks/{{ $labels.daemon }}.md",
         ),
         AlertRule(
@@ -118,7 +130,10 @@ def render_rules(config: FleetConfig, manifests: Sequence[DaemonManifest]) -> st
             {"name": "alai-fleet-constants", "rules": recording_rules(config, manifests)},
             {
                 "name": "alai-fleet",
-                "rules": [a.to_rule() for a in alert_rules(config, manifests)],
+                "rules": [
+                    a.to_rule(config.alerting.runbook_base_url)
+                    for a in alert_rules(config, manifests)
+                ],
             },
         ]
     }

@@ -135,6 +135,25 @@ CASES: list[Case] = [
         "20m",
         None,
     ),
+    Case(  # four restarts within 15 minutes (each start exports a new start time)
+        "FleetDaemonCrashLooping",
+        {f"fleet_start_time_seconds{{{T_CS}}}": "100 100 160 160 220 280 340 340x10"},
+        "8m",
+        labels_of(T_CS),
+        "4",
+    ),
+    Case(  # one restart (an upgrade, a reboot): no alert
+        "FleetDaemonCrashLooping",
+        {f"fleet_start_time_seconds{{{T_CS}}}": "100x5 400x20"},
+        "10m",
+        None,
+    ),
+    Case(  # a restart every 20 minutes is not a loop
+        "FleetDaemonCrashLooping",
+        {f"fleet_start_time_seconds{{{T_CS}}}": "100x19 1300x19 2500x19 3700x19 4900x19"},
+        "90m",
+        None,
+    ),
     Case(
         "FleetOllamaHostDown",
         {f"fleet_ollama_up{{{T_OH_FORGE}}}": "0x10"},
@@ -318,7 +337,7 @@ def promtool_tests() -> dict[str, Any]:
     for case in CASES:
         exp: list[dict[str, Any]] = []
         if case.labels is not None:
-            rule = rules[case.alert].to_rule()
+            rule = rules[case.alert].to_rule(example_config().alerting.runbook_base_url)
             labels = {**case.labels, "severity": rule["labels"]["severity"]}
             exp.append(
                 {

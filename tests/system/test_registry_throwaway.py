@@ -252,7 +252,9 @@ def test_registry_line_alone_adds_the_daemon_to_the_prometheus_pack(
     } in groups["alai-fleet-constants"]
     alert = next(r for r in groups["alai-fleet"] if r["alert"] == "FleetThrowawayWidgetsLow")
     assert alert["expr"] == "fleet_throwaway_widgets < 7"  # threshold from its section
-    assert alert["annotations"]["doc_url"] == "docs/alerts.md#fleetthrowawaywidgetslow"
+    assert alert["annotations"]["doc_url"] == (  # under the default [alerting] runbook_base_url
+        "https://git.example.com/alai/alai-fleet/blob/main/docs/alerts.md#fleetthrowawaywidgetslow"
+    )
     promtool = shutil.which("promtool")
     if promtool is not None:
         for args in (
