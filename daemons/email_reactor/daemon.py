@@ -347,8 +347,11 @@ class EmailReactor(Daemon[EmailReactorSection]):
             now - datetime.fromisoformat(oldest).replace(tzinfo=UTC).timestamp() if oldest else 0.0
         )
         self.m_oldest.set(max(0.0, age))
+        # A full read runs the next cycle at once, unless the task budget ran out: the mail
+        # waiting for it would otherwise get its tasks cycle after cycle, uncapped.
+        full = len(emails) + len(read.poison) >= self.s.max_emails_per_cycle
         return CycleResult(
-            more=len(emails) + len(read.poison) >= self.s.max_emails_per_cycle,
+            more=full and not tasks.refused,
             detail={"emails": len(emails), "llm": len(needs_llm)},
         )
 
