@@ -81,6 +81,8 @@ def run_cycle(root: Path, llm_url: str, concurrency: int, total: int) -> float:
             "FLEET_EMAIL_REACTOR__LLM_URL": llm_url,
             "FLEET_EMAIL_REACTOR__LLM_CONCURRENCY": str(concurrency),
             "FLEET_EMAIL_REACTOR__MAX_EMAILS_PER_CYCLE": str(total),
+            # one cycle decides everything: the per-cycle task cap is not what is measured
+            "FLEET_EMAIL_REACTOR__MAX_TASKS_PER_CYCLE": str(max(1, total)),
             "FLEET_EMAIL_REACTOR__CYCLE_TIMEOUT_S": "3600",
             "FLEET_SLACK__BASE_URL": "http://127.0.0.1:9/api/",
         }

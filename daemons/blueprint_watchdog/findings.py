@@ -32,6 +32,7 @@ from daemons.blueprint_watchdog.schema import (
     judge_document,
     parse_document,
 )
+from shared.notify.escape import slack_text
 
 __all__ = [
     "REPORT_VERSION",
@@ -346,7 +347,7 @@ def alert_text(report: Report, *, report_path: str, max_files: int = 10) -> str:
         first = (report.registry_error or "").splitlines()
         lines.append(
             "ZAKON registry unusable: every ZAKON write is blocked (fail closed). "
-            + (first[2] if len(first) > 2 else "")
+            + (slack_text(first[2], 300) if len(first) > 2 else "")
         )
     reasons = report.by_reason()
     if reasons:
@@ -355,7 +356,7 @@ def alert_text(report: Report, *, report_path: str, max_files: int = 10) -> str:
         detail = finding.reasons[0][1] if finding.reasons else ""
         more = f" (+{len(finding.reasons) - 1} more)" if len(finding.reasons) > 1 else ""
         score = f" [{finding.score}]" if finding.score and finding.doc_type != "zakon" else ""
-        lines.append(f"• {finding.path}{score}: {detail[:200]}{more}")
+        lines.append(f"• {slack_text(finding.path, 300)}{score}: {slack_text(detail, 200)}{more}")
     if len(bad) > max_files:
         lines.append(f"…and {len(bad) - max_files} more")
     lines.append(f"Report: {report_path} (`fleet blueprint report`)")

@@ -10,6 +10,7 @@ import hashlib
 
 from shared.mission_control import ExpiredLease, UnreadableLease, format_iso
 from shared.notify import Message
+from shared.notify.escape import slack_text
 from shared.timestamps import shown
 
 __all__ = ["alert_due", "alert_message", "describe_age", "release_command", "unreadable_message"]
@@ -35,15 +36,21 @@ def describe_age(seconds: float) -> str:
     return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
 
 
+def _title(title: str) -> str:
+    """A task's first line for #ops (titles come from mail and other tools: escaped)."""
+    first = next((line for line in title.splitlines() if line.strip()), "")
+    return slack_text(first, 120) or "(untitled)"
+
+
 def alert_message(lease: ExpiredLease, *, channel: str, host: str, released: bool) -> Message:
-    title = lease.title.splitlines()[0][:120] if lease.title else "(untitled)"
+    title, holder = _title(lease.title), slack_text(lease.holder, 120)
     action = (
         "released by claim-sweeper"
         if released
         else f"still held; release with `{release_command(lease.id)}` if the holder is gone"
     )
     text = (
-        f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {lease.holder} expired '
+        f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {holder} expired '
         f"{describe_age(lease.expired_for_s)} ago ({format_iso(lease.lease_until)}); {action}"
     )
     return Message(
@@ -62,10 +69,11 @@ def _digest(value: object) -> str:
 def unreadable_message(lease: UnreadableLease, *, channel: str, host: str) -> Message:
     """One alert per task whose lease_until nobody can read (the dedup key names the exact
     value, so the same value never alerts twice and a rewritten one alerts again)."""
-    title = lease.title.splitlines()[0][:120] if lease.title else "(untitled)"
+    title, holder = _title(lease.title), slack_text(lease.holder, 120)
     text = (
-        f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {lease.holder} has an '
-        f"unreadable lease_until {shown(lease.raw_lease_until)} ({lease.reason}); it is never "
+        f'[claim-sweeper@{host}] Task {lease.id} "{title}": lease of {holder} has an unreadable '
+        f"lease_until {slack_text(shown(lease.raw_lease_until), 120)} "
+        f"({slack_text(lease.reason, 200)}); it is never "
         f"released automatically; release with `{release_command(lease.id)}` if the holder "
         "is gone"
     )

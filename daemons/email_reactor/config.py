@@ -303,3 +303,11 @@ class EmailReactorSection(DaemonSection):
     @property
     def digest_state_path(self) -> Path:
         return self._state_file("digest_state_file")
+
+    max_tasks_per_cycle: int = Field(
+        25,
+        ge=1,
+        description="Mission Control tasks created per cycle at most (a flood of mail must "
+        "not become a flood of tasks); the rest stay undecided until the next cycle, strategic "
+        "partners' never wait",
+    )

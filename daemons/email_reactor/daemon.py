@@ -24,15 +24,21 @@ from typing import Any
 
 from daemons.email_reactor import poison, reminders
 from daemons.email_reactor.actions import EmailAction
-from daemons.email_reactor.budget import PushBudget
+from daemons.email_reactor.budget import CycleBudget
 from daemons.email_reactor.config import EmailReactorSection
 from daemons.email_reactor.llm import LLMClient, LLMError, build_messages
-from daemons.email_reactor.llm_health import STATE_FILE, LLMHealth, event_message
+from daemons.email_reactor.llm_health import (
+    STATE_FILE,
+    LLMHealth,
+    config_message,
+    event_message,
+)
 from daemons.email_reactor.manifest import MANIFEST
 from daemons.email_reactor.paperless import PaperlessClient, PaperlessError
 from daemons.email_reactor.pipeline import (
     TriageInputs,
     llm_decision,
+    spoof_text,
     triage,
     unreachable_decision,
 )
@@ -48,6 +54,7 @@ from shared.files import (
 from shared.logging import hash_email
 from shared.mission_control import MissionControl, format_sql_ts
 from shared.notify import Message
+from shared.notify.escape import slack_text
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
 from shared.schema_contract import ContractReport, ContractViolation
 
@@ -215,8 +222,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
             await self.ctx.notify(
                 Message(
                     channel=self.ctx.config.slack.ops_channel,
-                    text=f"[email-reactor] cannot use a shared table, triage is stopped: {exc}. "
-                    "Run `fleet db check` on this host.",
+                    text="[email-reactor] cannot use a shared table, triage is stopped: "
+                    f"{slack_text(exc, 500)}. Run `fleet db check` on this host.",
                     dedup_key=f"schema-contract:{report.use.contract.table}:{report.fingerprint()}",
                     daemon=self.name,
                 )
@@ -251,8 +258,9 @@ class EmailReactor(Daemon[EmailReactorSection]):
                 await self.ctx.notify(
                     Message(
                         channel=self.ctx.config.slack.ops_channel,
-                        text=f"[email-reactor] {path.name} is invalid ({exc}); still using the "
-                        "last good partner list. Fix the file; it is re-read every cycle.",
+                        text=f"[email-reactor] {slack_text(path.name, 80)} is invalid "
+                        f"({slack_text(exc, 300)}); still using the last good partner list. "
+                        "Fix the file; it is re-read every cycle.",
                         dedup_key=f"partners-invalid:{mtime}",
                         daemon=self.name,
                     )
@@ -293,7 +301,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
         now = self.ctx.clock()
         await self._check_contracts()
         await self._reload_partners()
-        pushes = PushBudget(self.s.pushes_per_cycle)
+        pushes = CycleBudget(self.s.pushes_per_cycle)
+        tasks = CycleBudget(self.s.max_tasks_per_cycle)
         if not self.ctx.dry_run:
             await self._confirm_delivered()
             await self._flush_deferred(pushes)
@@ -306,7 +315,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         needs_llm = [email for email, result in triaged if result.decision is None]
         # The LLM calls (the slow part) start at once; rule-decided mail commits meanwhile.
         llm_work = (
-            asyncio.create_task(self._classify_all(needs_llm, inputs, pushes))
+            asyncio.create_task(self._classify_all(needs_llm, inputs, pushes, tasks))
             if needs_llm and inputs is not None
             else None
         )
@@ -316,7 +325,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
                     continue
                 if result.decision.action is EmailAction.SECURITY_QUARANTINE:
                     await self._quarantine(email, result.decision, result.verdict)
-                await self._commit(email, result.decision, pushes)
+                await self._commit(email, result.decision, pushes, tasks)
         except BaseException:
             # Failed or cancelled (cycle timeout, shutdown): the LLM work goes with the cycle.
             if llm_work is not None:
@@ -326,6 +335,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
             raise
         if llm_work is not None:
             await llm_work
+        if tasks.refused:
+            self.log.info("task budget spent; mail waits for the next cycle", waiting=tasks.refused)
         if not self.ctx.dry_run:
             await self._alert_stale(now)
             await self._check_llm_health()
@@ -336,8 +347,11 @@ class EmailReactor(Daemon[EmailReactorSection]):
             now - datetime.fromisoformat(oldest).replace(tzinfo=UTC).timestamp() if oldest else 0.0
         )
         self.m_oldest.set(max(0.0, age))
+        # A full read runs the next cycle at once, unless the task budget ran out: the mail
+        # waiting for it would otherwise get its tasks cycle after cycle, uncapped.
+        full = len(emails) + len(read.poison) >= self.s.max_emails_per_cycle
         return CycleResult(
-            more=len(emails) + len(read.poison) >= self.s.max_emails_per_cycle,
+            more=full and not tasks.refused,
             detail={"emails": len(emails), "llm": len(needs_llm)},
         )
 
@@ -365,16 +379,18 @@ class EmailReactor(Daemon[EmailReactorSection]):
             await self.ctx.notify(
                 Message(
                     channel=self.ctx.config.slack.ops_channel,
-                    text=f"[email-reactor] possible spoof of strategic partner: email #{email.id} "
-                    f"from domain {domain_of(email.from_addr)} quarantined "
-                    f"({', '.join(signals)}). Check it before anyone replies.",
+                    text=spoof_text(email, signals),
                     dedup_key=f"partner-spoof:{email.id}",
                     daemon=self.name,
                 )
             )
 
-    async def _commit(self, email: Email, decision: Decision, pushes: PushBudget) -> None:
-        """Apply one decision's effects in the crash-safe order (see module doc)."""
+    async def _commit(
+        self, email: Email, decision: Decision, pushes: CycleBudget, tasks: CycleBudget
+    ) -> None:
+        """Apply one decision's effects in the crash-safe order (see module doc). A task over
+        ``max_tasks_per_cycle`` leaves the email undecided for the next cycle (a strategic
+        partner's takes a slot if one is left but never waits)."""
         assert self.store is not None
         now = self.ctx.clock()
         sender = hash_email(email.from_addr)
@@ -396,17 +412,26 @@ class EmailReactor(Daemon[EmailReactorSection]):
         mc_task_id: int | None = None
         action = decision.action
         if decision.creates_task:
+            partner = decision.partner_tier > 0
+            took = tasks.take() if tasks.left > 0 or not partner else False
+            if not took and not partner:
+                return
             mc = self.mc
             assert mc is not None
-            async with self._mc_lock:
-                ref = await asyncio.to_thread(
-                    mc.create_task,
-                    decision.task_title,
-                    description=decision.task_description,
-                    priority=decision.priority,
-                    source="email",
-                    source_ref=str(email.id),
-                )
+            try:
+                async with self._mc_lock:
+                    ref = await asyncio.to_thread(
+                        mc.create_task,
+                        decision.task_title,
+                        description=decision.task_description,
+                        priority=decision.priority,
+                        source="email",
+                        source_ref=str(email.id),
+                    )
+            except BaseException:
+                if took:
+                    tasks.give_back()
+                raise
             mc_task_id = ref.id
             if not ref.created:
                 action = EmailAction.RELINKED_VIA_DEDUP
@@ -448,7 +473,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         )
         await self.store.mark_push_enqueued(email_id, _sql_now(self.ctx.clock()))
 
-    async def _flush_deferred(self, pushes: PushBudget) -> None:
+    async def _flush_deferred(self, pushes: CycleBudget) -> None:
         """Enqueue pushes decided earlier but held back by pushes_per_cycle (partners first)."""
         assert self.store is not None
         if pushes.left <= 0:
@@ -488,15 +513,17 @@ class EmailReactor(Daemon[EmailReactorSection]):
 
     # LLM -------------------------------------------------------------------------------------
     async def _classify_all(
-        self, emails: list[Email], inputs: TriageInputs, pushes: PushBudget
+        self, emails: list[Email], inputs: TriageInputs, pushes: CycleBudget, tasks: CycleBudget
     ) -> None:
         gate = asyncio.Semaphore(self.s.llm_concurrency)
 
         async def one(email: Email) -> None:
             async with gate:
+                if tasks.spent():
+                    return  # a YES could not become a task now: ask next cycle, not in vain
                 decision = await self._classify(email, inputs)
             if decision is not None:
-                await self._commit(email, decision, pushes)
+                await self._commit(email, decision, pushes, tasks)
 
         # A TaskGroup: if one commit fails, its siblings are cancelled with the cycle instead
         # of running on unseen into the next one.
@@ -541,17 +568,8 @@ class EmailReactor(Daemon[EmailReactorSection]):
 
     async def _alert_llm_config(self, exc: LLMError) -> None:
         day = datetime.fromtimestamp(self.ctx.clock(), UTC).date().isoformat()
-        await self.ctx.notify(
-            Message(
-                channel=self.ctx.config.slack.ops_channel,
-                text=f"[email-reactor] the LLM classifier answers HTTP {exc.status} at "
-                f"{self.s.llm_url} for model {self.s.llm_model}: wrong model name or key? "
-                "Unknown-sender mail waits and is retried; after llm_max_attempts cycles "
-                f"on_unreachable={self.s.on_unreachable} decides.",
-                dedup_key=f"llm-config:{exc.status}:{day}",
-                daemon=self.name,
-            )
-        )
+        ops = self.ctx.config.slack.ops_channel
+        await self.ctx.notify(config_message(exc.status, self.s, ops, day))
 
     # digest ----------------------------------------------------------------------------------
     async def _maybe_digest(self, now: float) -> None:

@@ -2,6 +2,7 @@
 
 Due once per calendar day in the configured timezone, at or after ``digest_time``: a daemon
 restarted at 08:05 still sends the 08:00 digest; one that already sent today never repeats.
+Every field from the mail goes through ``slack_text``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
-from daemons.email_reactor.pipeline import slack_escape
 from daemons.email_reactor.store import DigestRow
+from shared.notify.escape import slack_text
 
 __all__ = ["digest_due", "format_digest", "local_date"]
 
@@ -45,9 +46,9 @@ def format_digest(rows: Sequence[DigestRow], day: str, max_per_section: int = 25
         for r in section[:max_per_section]:
             tier = f"[TIER-{r.partner_tier}] " if r.partner_tier else ""
             lines.append(
-                f"• {tier}#{r.id} {slack_escape(r.from_name or r.from_domain, 60)} "
-                f"({r.from_domain}) — {slack_escape(r.subject, 120)} "
-                f"(since {r.created_at} UTC)"
+                f"• {tier}#{r.id} {slack_text(r.from_name or r.from_domain, 60)} "
+                f"({slack_text(r.from_domain, 80) or 'unknown domain'}) — "
+                f"{slack_text(r.subject, 120)} (since {slack_text(r.created_at, 40)} UTC)"
             )
         if len(section) > max_per_section:
             lines.append(f"…and {len(section) - max_per_section} more")

@@ -1,9 +1,13 @@
 """The revenue classifier: prompt building, strict answer parsing, and the HTTP client for an
 OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-The email is untrusted data: it is truncated, stripped of the fence markers, and fenced in the
-user message; the parser accepts exactly ``YES`` or ``NO`` (after trimming) and nothing else,
-so no email text can change what counts as an answer. Each request has one deadline,
+The email is untrusted data and reaches the model as data it cannot close: first normalised to
+what a reader sees (``shared.text.visible_text``: NFKC, no control, format, bidi or zero-width
+characters), then every marker-like run of angle brackets is neutralised until none is left,
+then truncated and fenced in the user message. (Removing the markers before the invisible
+characters let ``EMAIL<U+200B>>>`` and ``EMAIEMAIL>>>L>>>`` become a real closing marker.) The
+parser accepts exactly ``YES`` or ``NO`` (after trimming) and nothing else, so no email text
+can change what counts as an answer. Each request has one deadline,
 ``timeout_s``, from connect to the last byte (``shared.http``): a server that trickles its answer
 is a transient failure like a timeout. The client never raises past ``LLMError`` (an answer of
 the wrong shape is a malformed answer); it must never decide policy (that is the daemon's job).
@@ -11,6 +15,7 @@ the wrong shape is a malformed answer); it must never decide policy (that is the
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,8 +23,16 @@ from typing import Any, Literal
 import httpx
 
 from shared.http import PeerError, request_with_deadline
+from shared.text import visible_text
 
-__all__ = ["LLMClient", "LLMError", "LLMReply", "build_messages", "parse_answer"]
+__all__ = [
+    "LLMClient",
+    "LLMError",
+    "LLMReply",
+    "build_messages",
+    "neutralise_markers",
+    "parse_answer",
+]
 
 FENCE_OPEN = "<<<EMAIL"
 FENCE_CLOSE = "EMAIL>>>"
@@ -37,10 +50,30 @@ Answer = Literal["YES", "NO"]
 MAX_ANSWER_BYTES = 1024 * 1024
 
 
-def _clean(text: str, limit: int) -> str:
-    text = text.replace(FENCE_OPEN, "").replace(FENCE_CLOSE, "")
-    text = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
-    return text[:limit] + ("\n[truncated]" if len(text) > limit else "")
+#: What a model could take for a fence marker: two or more angle brackets in a row (spaces
+#: between them count as nothing), or one next to the word EMAIL.
+_MARKERISH = re.compile(r"<(?:\s*<)+|>(?:\s*>)+|<\s*email|email\s*>", re.IGNORECASE)
+_BRACKET_WORDS = str.maketrans({"<": "(lt)", ">": "(gt)"})
+
+
+def neutralise_markers(text: str) -> str:
+    """``text`` with every marker-like run's angle brackets spelled out (``(gt)``), repeated
+    until none is left: no arrangement of the email's characters can close the fence."""
+    for _ in range(len(text) + 1):  # each round removes brackets; the bound is never reached
+        changed = _MARKERISH.sub(lambda m: m.group(0).translate(_BRACKET_WORDS), text)
+        if changed == text:
+            break
+        text = changed
+    return text
+
+
+def _clean(text: str, limit: int, *, one_line: bool = False) -> str:
+    # Normalising 300 kB to send 4 kB is waste: a generous raw cut first (NFKC can grow text,
+    # invisible characters shrink it; either way the limit below is what is sent).
+    raw = text[: limit * 4]
+    clean = neutralise_markers(visible_text(raw, newlines=not one_line))
+    truncated = len(clean) > limit or len(raw) < len(text)
+    return clean[:limit] + ("\n[truncated]" if truncated else "")
 
 
 def build_messages(
@@ -48,8 +81,9 @@ def build_messages(
 ) -> list[dict[str, str]]:
     """Chat messages for one email. The sender is given by domain only (no address)."""
     fenced = (
-        f"{FENCE_OPEN}\nSender domain: {_clean(sender_domain, 200)}\n"
-        f"Subject: {_clean(subject, 500)}\n\n{_clean(body, max_chars)}\n{FENCE_CLOSE}"
+        f"{FENCE_OPEN}\nSender domain: {_clean(sender_domain, 200, one_line=True)}\n"
+        f"Subject: {_clean(subject, 500, one_line=True)}\n\n{_clean(body, max_chars)}\n"
+        f"{FENCE_CLOSE}"
     )
     system = SYSTEM_PROMPT + (STRICT_SUFFIX if strict else "")
     return [{"role": "system", "content": system}, {"role": "user", "content": fenced}]

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from math import isfinite
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from daemons.email_reactor.config import EmailReactorSection
-from daemons.email_reactor.pipeline import slack_escape
 from shared.notify import Message
+from shared.notify.escape import slack_text
 from shared.timestamps import format_iso
+from shared.urls import redact_url
 
 __all__ = [
     "BUCKET_S",
@@ -31,6 +31,7 @@ __all__ = [
     "AnswerWindow",
     "HealthEvent",
     "LLMHealth",
+    "config_message",
     "event_message",
 ]
 
@@ -152,21 +153,27 @@ class LLMHealth:
         return health
 
 
-def _endpoint(url: str) -> str:
-    """The classifier's URL without credentials or query (it goes to Slack)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparsable llm_url)"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+def _who(section: EmailReactorSection) -> str:
+    """The classifier for #ops: its URL without credentials or query, both escaped."""
+    model, url = slack_text(section.llm_model, 120), slack_text(redact_url(section.llm_url), 160)
+    return f"model {model} at {url}"
+
+
+def config_message(
+    status: int | None, section: EmailReactorSection, channel: str, day: str
+) -> Message:
+    """The #ops message (once a day per status) for an LLM answering 401/403/404."""
+    text = (
+        f"[email-reactor] the LLM classifier answers HTTP {status} for {_who(section)}: wrong "
+        "model name or key? Unknown-sender mail waits and is retried; after llm_max_attempts "
+        f"cycles on_unreachable={section.on_unreachable} decides."
+    )
+    return Message(channel, text, f"llm-config:{status}:{day}", daemon="email-reactor")
 
 
 def event_message(event: HealthEvent, section: EmailReactorSection, channel: str) -> Message:
     """The #ops message for ``event``; the model name and URL are escaped (untrusted)."""
-    model, url = slack_escape(section.llm_model, 120), slack_escape(_endpoint(section.llm_url), 160)
-    who = f"model {model} at {url}"
+    who = _who(section)
     counts = f"{event.share:.0%} of the last hour's answers ({event.malformed} of {event.answers})"
     incident = int(event.incident_at)
     if event.kind == "malformed":

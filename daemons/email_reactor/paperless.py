@@ -3,8 +3,9 @@
 Best-effort by design: any failure raises ``PaperlessError`` with a reason and the daemon falls
 back to DB history: no answer within ``timeout_s`` (one deadline per request, from connect to
 the last byte, ``shared.http``), an HTTP error, or an answer that is not a page (not JSON,
-``results`` not a list, ``next`` not a URL). Never any other exception. Tokens and Cloudflare
-Access secrets go in headers and are never logged.
+``results`` not a list, ``next`` not a URL, or a ``next`` link to another origin). Never any
+other exception. Tokens and Cloudflare Access secrets go in headers, only ever to the configured
+origin (scheme, host and port: ``shared.urls``), and are never logged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from shared.http import PeerError, request_with_deadline
+from shared.urls import redact_url, same_origin_link
 
 __all__ = ["PaperlessClient", "PaperlessError"]
 
@@ -69,9 +71,19 @@ class PaperlessClient:
                 raise PaperlessError("answer is not JSON") from None
             results, nxt = _page(data)
             out.extend(r for r in results if isinstance(r, dict))
-            # Follow `next` only on the same server: never let a response redirect our token.
-            url = nxt if nxt is not None and nxt.startswith(self.base_url) else None
+            url = None if nxt is None else self._next_url(nxt)
         return out
+
+    def _next_url(self, nxt: str) -> str:
+        """``nxt`` as a URL on the configured origin; PaperlessError when it leaves it (a
+        string prefix let ``http://host:30011`` and ``http://host:3001@elsewhere`` through):
+        our token never follows a link elsewhere, and half a list is not taken for all."""
+        url = same_origin_link(nxt, self.base_url + "/")
+        if url is None:
+            raise PaperlessError(
+                f"next link points at another origin ({redact_url(nxt)}); not followed"
+            )
+        return url
 
     async def close(self) -> None:
         await self._client.aclose()

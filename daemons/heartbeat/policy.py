@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from shared.heartbeats import HeartbeatStatus
 from shared.notify import Message
+from shared.notify.escape import slack_text
 from shared.roles import Role
 
 __all__ = [
@@ -263,13 +264,13 @@ def event_message(
     """The Slack messages for one event. Escalations go to the escalation target (#ops when
     none is configured); a recovery also tells the escalation target if it was escalated."""
     who = f"[heartbeat@{host}]"
-    peer = event.peer
+    peer, error = slack_text(event.peer, 80), slack_text(event.error or "unknown error", 200)
     since = iso(event.incident_at)
     target = escalation_channel or ops_channel
     if event.kind == "down":
         text = (
             f":red_circle: {who} {peer} is not answering: {event.failures} failed probes in a"
-            f" row since {since} (last: {event.error or 'unknown error'}). Check the host and"
+            f" row since {since} (last: {error}). Check the host and"
             f" Tailscale; if {peer} is gone, follow docs/runbooks/heartbeat.md (failover)."
         )
         return [Message(ops_channel, text, _key(event), daemon="heartbeat")]
@@ -277,7 +278,7 @@ def event_message(
         text = (
             f":rotating_light: {who} ESCALATION: {peer} still down after {event.failures}"
             f" failed probes ({describe_duration(event.outage_s or 0.0)} since {since};"
-            f" last: {event.error or 'unknown error'}). Decide on failover now."
+            f" last: {error}). Decide on failover now."
         )
         if not escalation_channel:
             text += " (no [heartbeat] escalation_channel configured)"

@@ -15,6 +15,7 @@ from typing import Any
 from daemons.restore_loop.assessment import CopyState
 from daemons.restore_loop.policy import format_age
 from shared.notify import Message
+from shared.notify.escape import slack_text
 
 __all__ = [
     "TITLES",
@@ -186,7 +187,8 @@ class AlertBook:
             self.open[key] = incident
             return Message(
                 channel=self.channel,
-                text=f"[restore-loop@{self.host}] {db}: {TITLES.get(kind, kind)}: {detail}",
+                text=f"[restore-loop@{self.host}] {slack_text(db, 80)}: {TITLES.get(kind, kind)}: "
+                f"{slack_text(detail, 400)}",
                 dedup_key=f"restore-{kind}:{self.host}:{db}:{int(incident.opened_at)}",
                 kind="alert",
                 daemon="restore-loop",
@@ -197,8 +199,9 @@ class AlertBook:
             return Message(
                 channel=self.channel,
                 text=(
-                    f"[restore-loop@{self.host}] {db}: recovered from "
-                    f"{TITLES.get(kind, kind)} after {lasted}" + (f": {detail}" if detail else "")
+                    f"[restore-loop@{self.host}] {slack_text(db, 80)}: recovered from "
+                    f"{TITLES.get(kind, kind)} after {lasted}"
+                    + (f": {slack_text(detail, 400)}" if detail else "")
                 ),
                 dedup_key=f"restore-{kind}:{self.host}:{db}:{int(incident.opened_at)}:recovered",
                 kind="alert",

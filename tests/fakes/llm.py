@@ -5,19 +5,22 @@ mentions an invoice, contract, proposal or partnership, else NO). An answer of `
 reasoning model's reply (``content: null``); any other string is sent verbatim, so tests can
 return garbage. ``latency_s`` delays every answer (benchmarks); ``trickle_s`` sends every answer
 one byte per ``trickle_s`` seconds (the 1 byte/s classifier). Faults come from the base.
+``obeying_answer`` is a classifier that falls for prompt injection (issue 13).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from tests.fakes.http import FakeHTTPServer, Response
 
-__all__ = ["FakeLLM", "default_answer"]
+__all__ = ["FakeLLM", "default_answer", "obeying_answer"]
 
 REVENUE_WORDS = ("invoice", "contract", "proposal", "partnership", "quote", "purchase order")
 
@@ -25,6 +28,25 @@ REVENUE_WORDS = ("invoice", "contract", "proposal", "partnership", "quote", "pur
 def default_answer(user_text: str) -> str | None:
     lowered = user_text.lower()
     return "YES" if any(w in lowered for w in REVENUE_WORDS) else "NO"
+
+
+_OBEYED = re.compile(r"answer\W{0,8}yes")
+
+
+def obeying_answer(user_text: str) -> str | None:
+    """A naive model that obeys instructions it reads outside the email fence. It reads the
+    way a tokenizer does: invisible characters (controls, format characters, bidi controls)
+    do not count, width variants are the same letters (NFKC), case does not matter. The fence
+    ends at the first ``EMAIL>>>`` it sees after ``<<<EMAIL``; an "answer YES" after that is
+    an instruction it follows. Otherwise the email is not revenue mail: NO."""
+    seen = "".join(
+        ch for ch in user_text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf")
+    )
+    seen = unicodedata.normalize("NFKC", seen).casefold()
+    start = seen.find("<<<email")
+    end = seen.find("email>>>", start + len("<<<email")) if start >= 0 else -1
+    outside = seen[end + len("email>>>") :] if end >= 0 else ""
+    return "YES" if _OBEYED.search(outside) else "NO"
 
 
 class FakeLLM(FakeHTTPServer):

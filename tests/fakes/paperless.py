@@ -1,7 +1,9 @@
 """A fake Paperless-ngx correspondents API on FakeHTTPServer: paginated
 ``GET /api/correspondents/``, ``Authorization: Token <t>`` required (401 otherwise).
 ``trickle_s`` sends every answer one byte per ``trickle_s`` seconds; ``results`` set to
-anything but None replaces the ``results`` of every page (e.g. ``"null"`` for a JSON null)."""
+anything but None replaces the ``results`` of every page (e.g. ``"null"`` for a JSON null);
+``next_base`` set makes every ``next`` link point there instead (a server answering with links
+to another origin)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class FakePaperless(FakeHTTPServer):
         self.correspondents = correspondents
         self.token = token
         self.page_size = page_size
+        self.next_base: str | None = None
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         parts = urlsplit(path)
@@ -41,7 +44,8 @@ class FakePaperless(FakeHTTPServer):
         start = (page - 1) * self.page_size
         chunk = self.correspondents[start : start + self.page_size]
         more = start + self.page_size < len(self.correspondents)
-        nxt = f"{self.base_url}/api/correspondents/?page={page + 1}" if more else None
+        base = self.next_base or self.base_url
+        nxt = f"{base}/api/correspondents/?page={page + 1}" if more else None
         results: Any = chunk
         if self.results is not None:
             results = None if self.results == "null" else self.results

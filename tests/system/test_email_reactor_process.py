@@ -122,7 +122,9 @@ def test_every_branch_table_driven(world, fleet_root: Path, tmp_path: Path) -> N
     # pushes_per_cycle = 10: ten #ceo pushes now, the rest next cycle, none dropped.
     ceo = slack.texts("#ceo")
     assert len(ceo) == 10, ceo
-    assert any(t.startswith("[TIER-1 PARTNER] Petra Partner emailed ceo@example.com") for t in ceo)
+    # the account is escaped like every field from the mail: no live mailto link
+    partner_push = "[TIER-1 PARTNER] Petra Partner emailed ceo@example[.]com"
+    assert any(t.startswith(partner_push) for t in ceo)
     spoof = [t for t in slack.texts("#ops") if "possible spoof of strategic partner" in t]
     assert len(spoof) == 3
     second = once(env, tmp_path)

@@ -70,6 +70,8 @@ def test_a_hundred_concurrent_pushes_respect_the_budget_partners_first(
             "FLEET_EMAIL_REACTOR__LLM_TIMEOUT_S": "30",
             "FLEET_EMAIL_REACTOR__LLM_CONCURRENCY": "32",
             "FLEET_EMAIL_REACTOR__PUSHES_PER_CYCLE": str(BUDGET),
+            # every task in the first cycle: the push budget is under test, not the task cap
+            "FLEET_EMAIL_REACTOR__MAX_TASKS_PER_CYCLE": str(MAILS),
             "FLEET_SLACK__BASE_URL": slack.base_url,
             "FLEET_SLACK__TOKEN": slack.token,
             # Slack's own per-channel rate limit is not under test: let every push through.

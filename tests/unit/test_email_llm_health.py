@@ -164,9 +164,10 @@ def test_the_alert_escapes_the_model_and_hides_url_credentials() -> None:
     assert msg.channel == "#ops" and msg.kind == "alert" and msg.daemon == "email-reactor"
     assert msg.dedup_key == f"llm-malformed:{int(T0)}"
     assert "<" not in msg.text and ">" not in msg.text
-    assert "evil/&lt;!channel&gt; &amp; &lt;https://example.com|click&gt;" in msg.text
+    # escaped and defanged (shared.notify.escape): no mention, no live link
+    assert "evil/&lt;!channel&gt; &amp; &lt;hxxps[:]//example[.]com|click&gt;" in msg.text
     assert "secret" not in msg.text and "key=abc" not in msg.text
-    assert "http://10.0.0.2:11435/v1/chat/completions" in msg.text
+    assert "hxxp[:]//10.0.0.2:11435/v1/chat/completions" in msg.text
     assert "100% of the last hour's answers (12 of 12)" in msg.text
     assert "YES or NO" in msg.text and "llm_malformed" in msg.text
     back = event_message(HealthEvent("recovered", T0, T0 + 1800, 40, 10, 0.5), section, "#ops")

@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from daemons.email_reactor.budget import PushBudget
+from daemons.email_reactor.budget import CycleBudget
 
 
 def test_a_hundred_concurrent_spends_enqueue_exactly_the_budget() -> None:
     enqueued: list[int] = []
 
     async def go() -> list[bool]:
-        budget = PushBudget(10)
+        budget = CycleBudget(10)
 
         async def one(i: int) -> bool:
             async def enqueue() -> None:
@@ -33,7 +33,7 @@ def test_a_hundred_concurrent_spends_enqueue_exactly_the_budget() -> None:
 
 def test_a_failed_enqueue_gives_its_slot_back() -> None:
     async def go() -> int:
-        budget = PushBudget(1)
+        budget = CycleBudget(1)
 
         async def broken() -> None:
             raise OSError("outbox unavailable")
@@ -43,4 +43,4 @@ def test_a_failed_enqueue_gives_its_slot_back() -> None:
         return budget.left
 
     assert asyncio.run(go()) == 1
-    assert PushBudget(0).take() is False and PushBudget(-3).left == 0
+    assert CycleBudget(0).take() is False and CycleBudget(-3).left == 0

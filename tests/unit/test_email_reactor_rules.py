@@ -12,7 +12,6 @@ from daemons.email_reactor.actions import EmailAction
 from daemons.email_reactor.config import FREE_MAIL_DOMAINS, HeuristicRules, SecurityRules
 from daemons.email_reactor.digest import digest_due, format_digest
 from daemons.email_reactor.llm import FENCE_CLOSE, FENCE_OPEN, build_messages, parse_answer
-from daemons.email_reactor.pipeline import slack_escape
 from daemons.email_reactor.rules import (
     Email,
     heuristic_reason,
@@ -21,6 +20,7 @@ from daemons.email_reactor.rules import (
     security_scan,
 )
 from daemons.email_reactor.store import DigestRow
+from shared.notify.escape import slack_text
 
 PARTNERS = parse_partners(
     {
@@ -218,8 +218,8 @@ def test_digest_format() -> None:
     assert "<!channel>" not in text and "&lt;!channel&gt;" in text
 
 
-def test_slack_escape() -> None:
-    assert slack_escape("<@U123> & <https://x|y>") == "&lt;@U123&gt; &amp; &lt;https://x|y&gt;"
+def test_slack_text() -> None:
+    assert slack_text("<@U123> & <https://x|y>") == "&lt;@U123&gt; &amp; &lt;hxxps[:]//x|y&gt;"
 
 
 def test_email_actions_are_the_stored_and_exported_strings() -> None:
