@@ -25,6 +25,7 @@ from shared.cycles import CycleOutcome, CycleResult
 from shared.daemon import Daemon, DaemonContext, RefusedToStart
 from shared.files import complete_in_thread
 from shared.heartbeats import Heartbeat, assess, read_heartbeat, write_heartbeat
+from shared.http_site import HttpLimits
 from shared.logging import describe_error, error_leaves, get_logger, log_tracebacks
 from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
@@ -122,7 +123,12 @@ class DaemonRunner:
             self._setup_cron(self.daemon.schedule)
         if serve_metrics:
             self.server = MetricsServer(
-                self.metrics, self.health, self.config.fleet.bind, self.section.metrics_port
+                self.metrics,
+                self.health,
+                self.config.fleet.bind,
+                self.section.metrics_port,
+                limits=HttpLimits.of(self.config.fleet),
+                log=self.log,
             )
             await self.server.start()
         if not self.dry_run:
