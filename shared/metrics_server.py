@@ -1,7 +1,9 @@
 """The HTTP server that serves one daemon's ``/metrics`` and ``/healthz``.
 
 It binds the configured address (127.0.0.1 by default) and serves nothing but those two
-paths; it must never block the event loop or expose anything beyond metrics and health.
+paths, within the ``[fleet] http_*`` limits (``shared.http_site``: header and idle timeouts, a
+connection cap); it must never block the event loop or expose anything beyond metrics and
+health.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.http_site import GuardedSite, HttpLimits
+from shared.logging import get_logger
 from shared.metrics import DaemonMetrics
 
 __all__ = ["HealthReport", "MetricsServer"]
@@ -34,12 +38,17 @@ class MetricsServer:
         health: Callable[[], HealthReport],
         bind: str = "127.0.0.1",
         port: int = 0,
+        *,
+        limits: HttpLimits | None = None,
+        log: Any = None,
     ) -> None:
         self._metrics = metrics
         self._health = health
         self._bind = bind
         self._port = port
-        self._runner: web.AppRunner | None = None
+        self._limits = limits or HttpLimits()
+        self._log = log if log is not None else get_logger()
+        self._site: GuardedSite | None = None
         self.port: int | None = None
 
     async def _get_metrics(self, _request: web.Request) -> web.Response:
@@ -59,15 +68,12 @@ class MetricsServer:
         app = web.Application()
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/healthz", self._get_healthz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._bind, self._port, reuse_address=True)
+        site = GuardedSite(app, self._bind, self._port, self._limits, log=self._log, name="metrics")
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        self._site = site
+        self.port = site.port
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.close()

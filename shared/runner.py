@@ -31,6 +31,7 @@ from shared.heartbeats import (
     read_heartbeat,
     write_heartbeat,
 )
+from shared.http_site import HttpLimits
 from shared.logging import describe_error, error_leaves, get_logger, log_tracebacks
 from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
@@ -128,7 +129,12 @@ class DaemonRunner:
             self._setup_cron(self.daemon.schedule)
         if serve_metrics:
             self.server = MetricsServer(
-                self.metrics, self.health, self.config.fleet.bind, self.section.metrics_port
+                self.metrics,
+                self.health,
+                self.config.fleet.bind,
+                self.section.metrics_port,
+                limits=HttpLimits.of(self.config.fleet),
+                log=self.log,
             )
             await self.server.start()
         if not self.dry_run:

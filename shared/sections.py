@@ -106,6 +106,23 @@ class FleetSection(_Section):
     stop_grace_s: float = Field(
         10.0, gt=0, le=300, description="time an in-flight cycle gets to finish on SIGTERM"
     )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="metrics/health servers drop a client whose request head is not complete "
+        "this long after it started (slowloris)",
+    )
+    http_idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="metrics/health servers drop a keep-alive idle this long"
+    )
+    http_max_connections: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="connections per metrics/health server; all of a process's servers "
+        "together hold at most a quarter of ulimit -n",
+    )
 
     @field_validator("bind")
     @classmethod

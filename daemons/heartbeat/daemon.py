@@ -187,7 +187,9 @@ class Heartbeat(Daemon[HeartbeatSection]):
     async def _ensure_server(self) -> None:
         if self.server is not None:
             return
-        server = HealthServer(self.view, self.section.health_bind, self.section.health_port)
+        server = HealthServer(
+            self.view, self.section.health_bind, self.section.health_port, log=self.log
+        )
         try:
             await server.start()
         except OSError as exc:

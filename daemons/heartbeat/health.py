@@ -6,7 +6,8 @@ standby) are not expected here.
 ``HealthView`` reads those files (in a worker thread, one reader at a time) and reuses one
 rendered answer for ``cache_s``, so no burst of requests can make the daemon do more than one
 read per ``cache_s``. ``HealthServer`` serves exactly those two paths and answers 404 to
-everything else; it must never read any other file, take a parameter, or wait on a probe.
+everything else, within the ``[fleet] http_*`` limits (``shared.http_site``); it must never
+read any other file, take a parameter, or wait on a probe.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +25,8 @@ from shared import __version__
 from shared.clock import Clock
 from shared.config import FleetConfig
 from shared.heartbeats import HeartbeatStatus, read_status
+from shared.http_site import GuardedSite, HttpLimits
+from shared.logging import get_logger
 from shared.manifest import DaemonManifest
 from shared.roles import Role, RoleFileError, effective_role
 
@@ -108,11 +112,21 @@ class HealthView:
 class HealthServer:
     """aiohttp server on ``bind``:``port``: GET /health and GET /health/fleet, nothing else."""
 
-    def __init__(self, view: HealthView, bind: str, port: int) -> None:
+    def __init__(
+        self,
+        view: HealthView,
+        bind: str,
+        port: int,
+        *,
+        limits: HttpLimits | None = None,
+        log: Any = None,
+    ) -> None:
         self.view = view
         self.bind = bind
         self._port = port
-        self._runner: web.AppRunner | None = None
+        self._limits = limits or HttpLimits.of(view.config.fleet)
+        self._log = log if log is not None else get_logger()
+        self._site: GuardedSite | None = None
         self.port: int | None = None
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -134,19 +148,12 @@ class HealthServer:
         # Exact routes only: aiohttp answers 404 to any other path; other methods get 404 here.
         for path in HEALTH_PATHS:
             app.router.add_route("*", path, self._dispatch)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.bind, self._port, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        site = GuardedSite(app, self.bind, self._port, self._limits, log=self._log, name="health")
+        await site.start()
+        self._site = site
+        self.port = site.port
 
     async def close(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.close()

@@ -1,0 +1,499 @@
+"""Serving an aiohttp application on a TCP port so that no client can starve the daemon.
+
+``GuardedSite`` replaces aiohttp's ``TCPSite`` (and asyncio's accept loop, which retries an
+EMFILE once per connection in the backlog and logs every try): it owns the listening sockets
+and accepts itself. A client that has not sent a whole request head ``header_timeout_s`` after
+connecting (or after it started its next request) is closed, and so is a keep-alive connection
+idle for ``idle_timeout_s``. All servers of the process together hold at most a quarter of
+the soft open-files limit (each an equal share, and at most ``max_connections``), so the files
+the daemon must write (heartbeat, state, SQLite) always find a descriptor. At its cap a server
+closes its own oldest connection still waiting for a request (or idle) to make room, so a flood
+on one port never evicts clients of another; when every connection is busy in a handler,
+accepting pauses and new clients wait in the kernel's backlog. An accept error (EMFILE,
+ENFILE, ...) pauses accepting for a second. Abnormal closes and accept errors are logged at
+most once a minute per server, with counts. It must never busy-loop, block the loop, or log
+what a client sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import resource
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, cast
+
+from aiohttp import web
+
+from shared.sections import FleetSection
+
+__all__ = [
+    "ConnectionBudget",
+    "GuardedSite",
+    "HttpLimits",
+    "LogThrottle",
+    "process_connection_limit",
+]
+
+# Accepts per readiness event. Small on purpose: a new client needs a few loop iterations to
+# get its request dispatched, and a flood must not push it out (as the oldest waiting) within
+# them: ACCEPT_BATCH x those iterations stays below MIN_SITE_CONNECTIONS.
+ACCEPT_BATCH = 2
+ACCEPT_RETRY_S = 1.0  # pause after an accept error, or while every connection is busy
+LOG_INTERVAL_S = 60.0  # at most one line per kind of trouble per server per interval
+MIN_SITE_CONNECTIONS = 16
+BACKLOG = 128
+SHUTDOWN_TIMEOUT_S = 5.0  # a close waits this long for in-flight handlers
+MAX_HEAD_LINE = 4096  # request line / header field size; our paths are short
+HEAD_END = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one server tolerates from its clients (``[fleet] http_*``)."""
+
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    max_connections: int = 64
+
+    @classmethod
+    def of(cls, fleet: FleetSection) -> HttpLimits:
+        return cls(
+            header_timeout_s=fleet.http_header_timeout_s,
+            idle_timeout_s=fleet.http_idle_timeout_s,
+            max_connections=fleet.http_max_connections,
+        )
+
+
+def process_connection_limit(soft_nofile: int) -> int:
+    """Connections all guarded servers of a process may hold together: a quarter of the soft
+    open-files limit; the other three quarters stay free for files, SQLite and the service
+    manager's sockets. An unlimited soft limit leaves only the per-server caps."""
+    if soft_nofile == resource.RLIM_INFINITY or soft_nofile < 0:
+        return sys.maxsize
+    return soft_nofile // 4
+
+
+class LogThrottle:
+    """Counts events by kind and says when to log them: the first at once, then at most one
+    line per ``interval_s`` carrying the counts since the previous line."""
+
+    def __init__(
+        self, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._pending: dict[str, int] = {}
+        self._last: float | None = None
+
+    def add(self, kind: str, n: int = 1) -> dict[str, int]:
+        """Count ``n`` events of ``kind``; returns the counts to log now ({}: stay quiet)."""
+        self._pending[kind] = self._pending.get(kind, 0) + n
+        return self.take()
+
+    def take(self) -> dict[str, int]:
+        """The pending counts if a line may be logged now (and forget them), else {}."""
+        now = self.clock()
+        if not self._pending or (self._last is not None and now - self._last < self.interval_s):
+            return {}
+        counts, self._pending, self._last = self._pending, {}, now
+        return counts
+
+    def drain(self) -> dict[str, int]:
+        """The pending counts regardless of the interval (a closing server's last line)."""
+        counts, self._pending = self._pending, {}
+        return counts
+
+    def due_in(self) -> float | None:
+        """Seconds until the pending counts may be logged; None when nothing is pending."""
+        if not self._pending:
+            return None
+        if self._last is None:
+            return 0.0
+        return max(0.0, self._last + self.interval_s - self.clock())
+
+
+class _State(Enum):
+    WAITING = "waiting"  # for a whole request head
+    BUSY = "busy"  # a handler is running
+    IDLE = "idle"  # between requests (keep-alive)
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted client: forwards every protocol event to aiohttp's request handler and
+    closes the client when it overstays its state's timeout."""
+
+    def __init__(self, site: GuardedSite, inner: asyncio.Protocol) -> None:
+        self.site = site
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.state = _State.WAITING
+        self.closed = False
+        self.head_seen = False  # the whole request head has arrived (not yet dispatched)
+        self._tail = b""
+        self._forwarded = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.closed:  # evicted between accept and now
+            self.transport.abort()
+            return
+        self.site.track(self)
+        self._arm(self.site.limits.header_timeout_s)
+        self._forwarded = True
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is _State.IDLE:  # the next request starts: its head has a deadline too
+            self.state, self.head_seen, self._tail = _State.WAITING, False, b""
+            self._arm(self.site.limits.header_timeout_s)
+        if self.state is _State.WAITING and not self.head_seen:
+            # A client whose head is in must not be evicted while a busy loop dispatches it.
+            seen = self._tail + data
+            self.head_seen = HEAD_END in seen
+            self._tail = seen[-(len(HEAD_END) - 1) :]
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.closed = True
+        self.site.forget(self)
+        if self._forwarded:
+            self._forwarded = False
+            self.inner.connection_lost(exc)
+
+    # request lifecycle (from the site's middleware) -----------------------------------------
+    def request_started(self) -> None:
+        self.state = _State.BUSY
+        self._disarm()
+
+    def request_finished(self) -> None:
+        if not self.closed:
+            self.state = _State.IDLE
+            self._arm(self.site.limits.idle_timeout_s)
+
+    def close_now(self, reason: str | None) -> None:
+        """Drop the client at once (no lingering on unsent data); ``reason`` is counted."""
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm()
+        self.site.forget(self, reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # timers ------------------------------------------------------------------------------------
+    def _arm(self, delay: float) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.close_now("header_timeout" if self.state is _State.WAITING else "idle_timeout")
+
+
+class ConnectionBudget:
+    """The process's connection limit (``process_connection_limit`` of the soft open-files
+    limit, read at each server start) and the servers sharing it equally."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._fixed = limit
+        self.limit = limit if limit is not None else sys.maxsize
+        self.sites: set[GuardedSite] = set()
+
+    def refresh_limit(self) -> None:
+        if self._fixed is None:
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            self.limit = process_connection_limit(soft)
+
+    def share(self) -> int:
+        """Connections one server may hold (never below MIN_SITE_CONNECTIONS)."""
+        return max(MIN_SITE_CONNECTIONS, self.limit // max(1, len(self.sites)))
+
+
+_PROCESS_BUDGET = ConnectionBudget()
+
+
+class GuardedSite:
+    """Serves ``app`` on ``bind``:``port`` within ``limits``; ``name`` labels its log lines."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        bind: str,
+        port: int,
+        limits: HttpLimits,
+        *,
+        log: Any,
+        name: str,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
+        self.bind = bind
+        self.limits = limits
+        self.log = log
+        self.name = name
+        self.port: int | None = None
+        self._port = port
+        self._budget = budget if budget is not None else _PROCESS_BUDGET
+        app.middlewares.append(self._track_request)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.idle_timeout_s,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            max_line_size=MAX_HEAD_LINE,
+            max_field_size=MAX_HEAD_LINE,
+        )
+        self._set_up = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._socks: list[socket.socket] = []
+        self._conns: dict[_Connection, None] = {}  # oldest first
+        self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = False
+        self._waiting_for_room = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._throttles = {"accept": LogThrottle(), "closed": LogThrottle()}
+        self._flush: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def _cap(self) -> int:
+        return min(self.limits.max_connections, self._budget.share())
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind and serve; raises OSError when the address is unusable. Call once."""
+        loop = asyncio.get_running_loop()
+        self._budget.refresh_limit()
+        socks = await _listen(loop, self.bind, self._port)
+        try:
+            await self._runner.setup()
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        self._set_up = True
+        self._loop, self._socks = loop, socks
+        self.port = int(socks[0].getsockname()[1])
+        self._budget.sites.add(self)
+        self._resume()
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection (in-flight handlers get a few seconds)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._pause()
+        for handle in (self._retry, *self._flush.values()):
+            if handle is not None:
+                handle.cancel()
+        self._retry = None
+        self._flush.clear()
+        for kind, throttle in self._throttles.items():
+            self._emit(kind, throttle.drain())  # what the last window counted
+        self._budget.sites.discard(self)
+        for sock in self._socks:
+            sock.close()
+        self._socks = []
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._set_up:
+            await self._runner.cleanup()
+        for conn in list(self._conns):
+            conn.close_now(None)
+
+    # connections -------------------------------------------------------------------------------
+    def track(self, conn: _Connection) -> None:
+        if conn.transport is not None:
+            self._by_transport[conn.transport] = conn
+
+    def forget(self, conn: _Connection, reason: str | None = None) -> None:
+        """``conn`` no longer counts (closed, or being closed for ``reason``)."""
+        if conn.transport is not None:
+            self._by_transport.pop(conn.transport, None)
+        if conn not in self._conns:
+            return
+        del self._conns[conn]
+        if reason in ("header_timeout", "evicted"):  # idle timeouts are normal keep-alive ends
+            self._note("closed", reason)
+        if self._waiting_for_room:
+            self._resume()
+
+    @web.middleware
+    async def _track_request(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        conn = self._by_transport.get(request.transport) if request.transport else None
+        if conn is not None:
+            conn.request_started()
+        try:
+            return await handler(request)
+        finally:
+            if conn is not None:
+                conn.request_finished()
+
+    # accepting ---------------------------------------------------------------------------------
+    def _victim(self) -> _Connection | None:
+        """The connection to close for room: the oldest still waiting for its request head,
+        else the oldest idle one; None when all are busy (or have their request in)."""
+        idle: _Connection | None = None
+        for conn in self._conns:
+            if conn.state is _State.WAITING and not conn.head_seen:
+                return conn
+            if conn.state is _State.IDLE and idle is None:
+                idle = conn
+        return idle
+
+    def _room_possible(self) -> bool:
+        """One more connection fits, or fits once a waiting/idle one is closed."""
+        return len(self._conns) < self._cap() or self._victim() is not None
+
+    def _make_room(self) -> bool:
+        """Close waiting/idle connections until one more fits; False when all are busy."""
+        while len(self._conns) >= self._cap():
+            victim = self._victim()
+            if victim is None:
+                return False
+            victim.close_now("evicted")
+        return True
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if not self._room_possible():  # every connection is busy: leave the rest queued
+                self._pause(retry_s=ACCEPT_RETRY_S, until_room=True)
+                return
+            try:
+                client, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: back off, never spin
+                self._pause(retry_s=ACCEPT_RETRY_S)
+                self._note("accept", errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+                return
+            if not self._make_room():  # cannot happen after _room_possible; never exceed
+                client.close()
+                continue
+            self._adopt(client)
+
+    def _adopt(self, client: socket.socket) -> None:
+        assert self._loop is not None and self._runner.server is not None
+        client.setblocking(False)
+        conn = _Connection(self, self._runner.server())
+        self._conns[conn] = None
+        task = self._loop.create_task(self._connect(client, conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, client: socket.socket, conn: _Connection) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(lambda: conn, client)
+        except BaseException as exc:
+            conn.close_now(None)
+            client.close()
+            if not isinstance(exc, OSError):
+                raise
+
+    def _pause(self, retry_s: float | None = None, *, until_room: bool = False) -> None:
+        if self._accepting and self._loop is not None:
+            for sock in self._socks:
+                self._loop.remove_reader(sock.fileno())
+            self._accepting = False
+        self._waiting_for_room = until_room
+        if retry_s is not None and self._retry is None and self._loop is not None:
+            self._retry = self._loop.call_later(retry_s, self._resume)
+
+    def _resume(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._waiting_for_room = False
+        if self._closing or self._accepting or self._loop is None:
+            return
+        for sock in self._socks:
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._accepting = True
+
+    # logging -----------------------------------------------------------------------------------
+    def _note(self, kind: str, what: str) -> None:
+        self._emit(kind, self._throttles[kind].add(what))
+
+    def _emit(self, kind: str, counts: dict[str, int]) -> None:
+        if counts:
+            if kind == "accept":
+                self.log.warning(
+                    "http accept failing; retrying every second",
+                    server=self.name,
+                    port=self.port,
+                    errors=counts,
+                )
+            else:
+                self.log.warning(
+                    "http clients dropped (request head too slow, or room made at the cap)",
+                    server=self.name,
+                    port=self.port,
+                    closed=counts,
+                    cap=self._cap(),
+                )
+        due = self._throttles[kind].due_in()
+        if due is not None and kind not in self._flush and self._loop and not self._closing:
+            self._flush[kind] = self._loop.call_later(due, self._flush_due, kind)
+
+    def _flush_due(self, kind: str) -> None:
+        self._flush.pop(kind, None)
+        if not self._closing:
+            self._emit(kind, self._throttles[kind].take())
+
+
+async def _listen(loop: asyncio.AbstractEventLoop, bind: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``bind`` resolves to (non-blocking)."""
+    infos = await loop.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    if not socks:
+        raise OSError(errno.EADDRNOTAVAIL, f"{bind!r} resolves to no address")
+    return socks
