@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from daemons.ollama_health.table import FailoverRule
 from shared.notify import Message
+from shared.notify.escape import slack_text
 
 __all__ = [
     "MAX_OVERRIDE_BYTES",
@@ -326,14 +327,16 @@ def host_alert(
 ) -> Message:
     """#ops message for a host going down or coming back. One per transition (dedup key)."""
     name = transition.host
-    label = f"{name} ({role})" if role else name
+    shown = slack_text(name, 80)
+    label = f"{shown} ({slack_text(role, 40)})" if role else shown
+    error = slack_text(transition.error, 300) if transition.error else None
     forced_note = ""
     if forced is not None:
-        forced_note = f" Note: the override file forces {name} {'healthy' if forced else 'down'}."
+        forced_note = f" Note: the override file forces {shown} {'healthy' if forced else 'down'}."
     if transition.to == "down":
         text = (
             f"[ollama-health@{monitor_host}] :red_circle: {label} is DOWN: "
-            f"{transition.error or 'probe failed'} ({transition.failures} failed probe(s) in a row,"
+            f"{error or 'probe failed'} ({transition.failures} failed probe(s) in a row,"
             f" since {format_iso(transition.at)}).{forced_note}"
         )
         key = f"ollama-down:{name}:{int(transition.at)}"
@@ -341,7 +344,7 @@ def host_alert(
         text = (
             f"[ollama-health@{monitor_host}] :large_green_circle: {label} recovered after "
             f"{describe_duration(transition.outage_s or 0)} down"
-            f" (last error: {transition.error or 'none recorded'}).{forced_note}"
+            f" (last error: {error or 'none recorded'}).{forced_note}"
         )
         key = f"ollama-up:{name}:{int(transition.down_since or transition.at)}"
     return Message(channel=channel, text=text, dedup_key=key, kind="alert", daemon=DAEMON)
@@ -359,18 +362,25 @@ def rule_alert(
     """#ops message for a failover rule turning on or off. ``redirects``: tier -> destination
     (a host, ``claude`` or ``unavailable``) at the time of the change."""
     why = " (forced by the override file)" if forced else ""
+    rule_name, source = slack_text(rule.name, 80), slack_text(rule.source, 80)
     if change.activated:
-        where = ", ".join(f"{tier}->{dest}" for tier, dest in sorted(redirects.items())) or "-"
+        where = (
+            ", ".join(
+                f"{slack_text(tier, 40)}->{slack_text(dest, 80)}"
+                for tier, dest in sorted(redirects.items())
+            )
+            or "-"
+        )
         text = (
-            f"[ollama-health@{monitor_host}] failover rule {rule.name} ACTIVATED{why}: "
-            f"{rule.source} unhealthy; tiers {where}."
+            f"[ollama-health@{monitor_host}] failover rule {rule_name} ACTIVATED{why}: "
+            f"{source} unhealthy; tiers {where}."
         )
         key = f"ollama-rule-on:{rule.name}:{int(change.since)}"
     else:
         text = (
-            f"[ollama-health@{monitor_host}] failover rule {rule.name} cleared after "
+            f"[ollama-health@{monitor_host}] failover rule {rule_name} cleared after "
             f"{describe_duration(change.at - change.since)}: tiers "
-            f"{', '.join(rule.tiers)} are back on {rule.source}."
+            f"{', '.join(slack_text(t, 40) for t in rule.tiers)} are back on {source}."
         )
         key = f"ollama-rule-off:{rule.name}:{int(change.since)}"
     return Message(channel=channel, text=text, dedup_key=key, kind="alert", daemon=DAEMON)
@@ -385,7 +395,8 @@ def config_error_alert(
 ) -> Message:
     """``since``: when this error episode began (the file last turned unusable)."""
     text = (
-        f"[ollama-health@{monitor_host}] tier routing file {path} is unusable: {error}. "
+        f"[ollama-health@{monitor_host}] tier routing file {slack_text(path, 200)} is unusable: "
+        f"{slack_text(error, 300)}. "
         "Probing and routing continue with the last good version; fix the file."
     )
     return Message(
@@ -402,7 +413,8 @@ def override_error_alert(
 ) -> Message:
     """``since``: when this error episode began (the file last turned unusable)."""
     text = (
-        f"[ollama-health@{monitor_host}] override file {path} ignored: {error}. "
+        f"[ollama-health@{monitor_host}] override file {slack_text(path, 200)} ignored: "
+        f"{slack_text(error, 300)}. "
         "No manual failover is in effect until it is fixed or removed."
     )
     return Message(
@@ -420,8 +432,9 @@ def link_error_alert(
     """The legacy status path cannot carry the daemon's link (another user's file is there,
     or the link cannot be made). ``since``: when this episode began."""
     text = (
-        f"[ollama-health@{monitor_host}] legacy status path {link} is not published: {error}. "
-        f"Routers reading {link} may see stale or forged routing; the real status is {target}. "
+        f"[ollama-health@{monitor_host}] legacy status path {slack_text(link, 200)} is not "
+        f"published: {slack_text(error, 300)}. Routers reading {slack_text(link, 200)} may see "
+        f"stale or forged routing; the real status is {slack_text(target, 200)}. "
         "Once the path is free the daemon publishes its link there within one interval."
     )
     return Message(

@@ -29,6 +29,16 @@ from daemons.email_reactor.rules import Email, PartnerList, parse_partners
 from daemons.email_reactor.store import DigestRow
 from daemons.heartbeat.policy import PeerEvent
 from daemons.heartbeat.policy import event_message as peer_message
+from daemons.ollama_health.policy import (
+    RuleChange,
+    Transition,
+    config_error_alert,
+    host_alert,
+    link_error_alert,
+    override_error_alert,
+    rule_alert,
+)
+from daemons.ollama_health.table import FailoverRule
 from daemons.restore_loop.incidents import AlertBook
 from shared.approval_tokens import CEO_APPROVED_TOKEN, void_approval_tokens
 from shared.leases import ExpiredLease, UnreadableLease
@@ -134,6 +144,31 @@ def blueprint_texts(text: str) -> list[str]:
     return [alert_text(report, report_path="/srv/state/blueprint-report.json")]
 
 
+def ollama_texts(text: str) -> list[str]:
+    down = Transition(text, "down", T0, text, failures=3)
+    up = Transition(text, "up", T0 + 60, text, outage_s=60.0, down_since=T0)
+    rule = FailoverRule(text, text, (text, "t2"), None)
+    out = [
+        host_alert(t, channel="#ops", monitor_host="anvil", role=text, forced=True).text
+        for t in (down, up)
+    ]
+    for activated in (True, False):
+        change = RuleChange(text, activated, T0 + 60, T0)
+        out.append(
+            rule_alert(
+                change, rule, channel="#ops", monitor_host="anvil", redirects={text: text},
+                forced=True,
+            ).text
+        )  # fmt: skip
+    kw = {"channel": "#ops", "monitor_host": "anvil", "since": T0}
+    out += [
+        config_error_alert(text, path=text, **kw).text,  # type: ignore[arg-type]
+        override_error_alert(text, path=text, **kw).text,  # type: ignore[arg-type]
+        link_error_alert(text, link=text, target=text, **kw).text,  # type: ignore[arg-type]
+    ]
+    return out
+
+
 BUILDERS: dict[str, Callable[[str], list[str]]] = {
     "email-reactor pushes, stale, spoof, digest": email_texts,
     "email-reactor llm alerts": llm_texts,
@@ -141,6 +176,7 @@ BUILDERS: dict[str, Callable[[str], list[str]]] = {
     "restore-loop": restore_texts,
     "claim-sweeper": claim_texts,
     "blueprint-watchdog": blueprint_texts,
+    "ollama-health": ollama_texts,
 }
 
 
