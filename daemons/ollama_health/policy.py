@@ -395,7 +395,7 @@ def config_error_alert(
 ) -> Message:
     """``since``: when this error episode began (the file last turned unusable)."""
     text = (
-        f"[ollama-health@{monitor_host}] tier routing file {slack_text(path, 200)} is unusable: "
+        f"[ollama-health@{monitor_host}] tier routing file {path} is unusable: "
         f"{slack_text(error, 300)}. "
         "Probing and routing continue with the last good version; fix the file."
     )
@@ -413,7 +413,7 @@ def override_error_alert(
 ) -> Message:
     """``since``: when this error episode began (the file last turned unusable)."""
     text = (
-        f"[ollama-health@{monitor_host}] override file {slack_text(path, 200)} ignored: "
+        f"[ollama-health@{monitor_host}] override file {path} ignored: "
         f"{slack_text(error, 300)}. "
         "No manual failover is in effect until it is fixed or removed."
     )
@@ -432,9 +432,9 @@ def link_error_alert(
     """The legacy status path cannot carry the daemon's link (another user's file is there,
     or the link cannot be made). ``since``: when this episode began."""
     text = (
-        f"[ollama-health@{monitor_host}] legacy status path {slack_text(link, 200)} is not "
-        f"published: {slack_text(error, 300)}. Routers reading {slack_text(link, 200)} may see "
-        f"stale or forged routing; the real status is {slack_text(target, 200)}. "
+        f"[ollama-health@{monitor_host}] legacy status path {link} is not "
+        f"published: {slack_text(error, 300)}. Routers reading {link} may see "
+        f"stale or forged routing; the real status is {target}. "
         "Once the path is free the daemon publishes its link there within one interval."
     )
     return Message(

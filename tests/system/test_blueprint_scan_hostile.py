@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.notify.escape import slack_text
 from tests.conftest import FLEET_BIN, run_fleet
 from tests.fakes import FakeSlack
 from tests.unit.test_blueprint_fixture_tree import blueprint_text, build_compliant_tree, write
@@ -73,7 +74,7 @@ def test_a_secret_behind_a_symlink_never_reaches_the_report_or_alerts(
     inner = by_path[str(fleet_root / "projects/inner/DEPLOY-MAP.md")]
     assert "invalid_last_verified" in inner["reasons"]
     assert [m.channel for m in messages] == ["#ops"]
-    assert "leak/BUILD-BLUEPRINT.md" in messages[0].text
+    assert slack_text("leak/BUILD-BLUEPRINT.md") in messages[0].text  # paths are escaped
     outputs = every_output(
         fleet_root,
         run.stdout,

@@ -160,11 +160,12 @@ def ollama_texts(text: str) -> list[str]:
                 forced=True,
             ).text
         )  # fmt: skip
+    # the paths are the operator's config, not outside text; the errors are outside text
     kw = {"channel": "#ops", "monitor_host": "anvil", "since": T0}
     out += [
-        config_error_alert(text, path=text, **kw).text,  # type: ignore[arg-type]
-        override_error_alert(text, path=text, **kw).text,  # type: ignore[arg-type]
-        link_error_alert(text, link=text, target=text, **kw).text,  # type: ignore[arg-type]
+        config_error_alert(text, path="/etc/r.json", **kw).text,  # type: ignore[arg-type]
+        override_error_alert(text, path="/etc/o.json", **kw).text,  # type: ignore[arg-type]
+        link_error_alert(text, link="/tmp/x", target="/srv/x", **kw).text,  # type: ignore[arg-type]
     ]
     return out
 
