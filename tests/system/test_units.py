@@ -87,6 +87,7 @@ def test_system_unit_directives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     token = tmp_path / "secrets" / "slack-token"
     token.parent.mkdir()
     token.write_text("xoxb-NEVER-IN-A-UNIT")
+    token.chmod(0o600)
     cfg = write_config(
         tmp_path / "fleet.toml",
         root,
