@@ -62,6 +62,22 @@ def _load_run_config(path: str | None, name: str | None) -> FleetConfig:
     return load_config(path, secret_sections=sections)
 
 
+def _use_host_hash_key(config: FleetConfig, *, create: bool) -> None:
+    """Key the log hashes of addresses with this host's key (made at the first start; a dry
+    run makes nothing and keeps a key of its own if there is none yet). Exit 78 naming the
+    file when it is not private or not a key, 1 when it cannot be read or made."""
+    from shared.logging import HASH_KEY_FILE, HashKeyError, load_hash_key, use_hash_key
+
+    try:
+        key = load_hash_key(config.state_dir / HASH_KEY_FILE, create=create)
+    except HashKeyError as exc:
+        if exc.permanent:
+            _die(EX_CONFIG, f"invalid configuration: 1 error(s)\n  log-hash key {exc}")
+        _die(EX_FAIL, f"fleet: log-hash key {exc}")
+    if key is not None:
+        use_hash_key(key)
+
+
 def _config_errors_exit(errors: list[tuple[str, str]]) -> None:
     """Exit 78 listing ``(path, message)`` errors the way an invalid config is shown."""
     if errors:
@@ -169,6 +185,7 @@ def run(
         return [m for m in manifests() if cfg.daemon_section(m.section_name).enabled]
 
     _config_errors_exit(env_file_errors(env_files(config, chosen(config), Path.home())))
+    _use_host_hash_key(config, create=not dry_run)
     configure_logging(host=config.fleet.host, level=config.fleet.log_level, daemon=name or "fleet")
 
     def reload() -> tuple[FleetConfig, list[DaemonManifest]]:
