@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, SecretStr
 
 from shared.config import FleetConfig, secret_sections_for
+from shared.envfile import SYSTEM_ENV_DIR, fleet_env_file, user_env_dir
 from shared.files import under_shared_tmp
 from shared.manifest import CompanionService, DaemonManifest
 from shared.roles import effective_role
@@ -97,17 +98,27 @@ class InstallLayout:
         return self.prefix / "bin" / "fleet"
 
     @property
+    def env_dir(self) -> Path:
+        """Where the fleet's KEY=VALUE env files are (never in the repo)."""
+        return SYSTEM_ENV_DIR if self.mode == "system" else user_env_dir(self.home)
+
+    @property
     def env_file(self) -> Path:
-        """Optional KEY=VALUE file for secrets passed as environment (never in the repo)."""
-        if self.mode == "system":
-            return Path("/etc/alai-fleet/fleet.env")
-        return self.home / ".config" / "alai-fleet" / "fleet.env"
+        """Optional KEY=VALUE file every fleet daemon loads (FLEET_* overrides, shared secrets)."""
+        return fleet_env_file(self.env_dir)
+
+    def daemon_env_file(self, service: str) -> Path:
+        """Optional KEY=VALUE file only ``service`` loads: the place for a secret one daemon
+        uses, so no other daemon gets it."""
+        return fleet_env_file(self.env_dir, service)
 
 
 @dataclass(frozen=True)
 class Credential:
     """A ``<key>_file`` secret passed with LoadCredential= (system mode): the file may stay
-    root-only; the daemon reads it from $CREDENTIALS_DIRECTORY via the env override."""
+    root-only; the daemon reads it from $CREDENTIALS_DIRECTORY via the env override. A unit
+    gets the credentials of its own section and of the shared sections, never another
+    daemon's (``fleet run NAME`` reads no other section's ``*_file`` either)."""
 
     name: str  # "<section>.<key>"
     path: Path
