@@ -175,6 +175,7 @@ def write_peer_config(
             "timeout_s = 60",
         ]
     path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)  # ping URLs are secrets: the daemon refuses a config others can read
 
 
 class Daemon:

@@ -52,6 +52,42 @@ def _load_root_config(path: str | None) -> FleetConfig:
     return load_config(path)
 
 
+def _load_run_config(path: str | None, name: str | None) -> FleetConfig:
+    """The config ``fleet run NAME`` runs with: only the shared sections' and NAME's own
+    ``*_file`` secrets are read (``--all``: every section's). ConfigError if bad."""
+    from fleet.config import load_config
+    from shared.config import secret_sections_for
+
+    sections = secret_sections_for(name.replace("-", "_")) if name else None
+    return load_config(path, secret_sections=sections)
+
+
+def _use_host_hash_key(config: FleetConfig, *, create: bool) -> None:
+    """Key the log hashes of addresses with this host's key (made at the first start; a dry
+    run makes nothing and keeps a key of its own if there is none yet). Exit 78 naming the
+    file when it is not private or not a key, 1 when it cannot be read or made."""
+    from shared.logging import HASH_KEY_FILE, HashKeyError, load_hash_key, use_hash_key
+
+    try:
+        key = load_hash_key(config.state_dir / HASH_KEY_FILE, create=create)
+    except HashKeyError as exc:
+        if exc.permanent:
+            _die(EX_CONFIG, f"invalid configuration: 1 error(s)\n  log-hash key {exc}")
+        _die(EX_FAIL, f"fleet: log-hash key {exc}")
+    if key is not None:
+        use_hash_key(key)
+
+
+def _config_errors_exit(errors: list[tuple[str, str]]) -> None:
+    """Exit 78 listing ``(path, message)`` errors the way an invalid config is shown."""
+    if errors:
+        _die(
+            EX_CONFIG,
+            f"invalid configuration: {len(errors)} error(s)\n"
+            + "\n".join(f"  {path}: {msg}" for path, msg in errors),
+        )
+
+
 # The app's own command groups that live in other modules: "name" -> "module:attribute".
 APP_COMMANDS: dict[str, str] = {
     "units": "fleet.units_cli:units",
@@ -131,20 +167,30 @@ def run(
         raise click.UsageError("give a daemon NAME or --all (not both)")
     if name and name not in known:
         raise click.UsageError(f"unknown daemon {name!r}; known: {', '.join(sorted(known))}")
-    config = _load_config(config_path)
+    from pathlib import Path
+
+    from fleet.secret_files import env_file_errors, env_files
+    from shared.config import ConfigError
+
+    try:
+        config = _load_run_config(config_path, name)
+    except ConfigError as exc:
+        _die(EX_CONFIG, exc.render())
     from shared.logging import configure_logging
     from shared.runtime import run_daemons
-
-    configure_logging(host=config.fleet.host, level=config.fleet.log_level, daemon=name or "fleet")
 
     def chosen(cfg: FleetConfig) -> list[DaemonManifest]:
         if name:
             return [known[name]]
         return [m for m in manifests() if cfg.daemon_section(m.section_name).enabled]
 
+    _config_errors_exit(env_file_errors(env_files(config, chosen(config), Path.home())))
+    _use_host_hash_key(config, create=not dry_run)
+    configure_logging(host=config.fleet.host, level=config.fleet.log_level, daemon=name or "fleet")
+
     def reload() -> tuple[FleetConfig, list[DaemonManifest]]:
         """SIGHUP: the config file (and FLEET_* of this process) again; ConfigError if bad."""
-        fresh = _load_root_config(config_path)
+        fresh = _load_run_config(config_path, name)
         configure_logging(
             host=fresh.fleet.host, level=fresh.fleet.log_level, daemon=name or "fleet"
         )
@@ -169,31 +215,37 @@ def run(
 def check_config(name: str | None, config_path: str | None) -> None:
     """Validate the config as `fleet run` would, without starting anything: exit 78 naming
     every bad key, or when role fencing leaves nothing to run. With NAME, as `fleet run NAME`
-    would (78 if NAME is fenced off this host's role); without, as `fleet run --all`."""
+    would (78 if NAME is fenced off this host's role; only the secrets files NAME reads);
+    without, as `fleet run --all`."""
+    from pathlib import Path
+
     from fleet.registry import by_name, manifests
-    from shared.config import find_config_file
+    from shared.config import ConfigError, find_config_file
 
     known = by_name()
     if name and name not in known:
         raise click.UsageError(f"unknown daemon {name!r}; known: {', '.join(sorted(known))}")
-    config = _load_config(config_path)
+    try:
+        config = _load_run_config(config_path, name)
+    except ConfigError as exc:
+        _die(EX_CONFIG, exc.render())
     from fleet.config import role_file_errors, standby_dir_conflicts
+    from fleet.secret_files import env_file_errors, env_files, misplaced_shared_secrets
     from shared.manifest import fenced_off
     from shared.roles import effective_role
 
-    conflicts = role_file_errors(config) + standby_dir_conflicts(config)
-    if conflicts:
-        _die(
-            EX_CONFIG,
-            "invalid configuration: "
-            + f"{len(conflicts)} error(s)\n"
-            + "\n".join(f"  {path}: {msg}" for path, msg in conflicts),
-        )
-    role = effective_role(config.fleet.role, config.role_file)
     if name:
         chosen = [known[name]]
     else:
         chosen = [m for m in manifests() if config.daemon_section(m.section_name).enabled]
+    home = Path.home()
+    _config_errors_exit(
+        role_file_errors(config)
+        + standby_dir_conflicts(config)
+        + env_file_errors(env_files(config, chosen, home))
+        + misplaced_shared_secrets(manifests(), home)
+    )
+    role = effective_role(config.fleet.role, config.role_file)
     fenced = fenced_off(chosen, config, role)
     runnable = [m.name for m in chosen if m.name not in fenced]
     listing = "".join(f"\n  {n}: {why}" for n, why in fenced.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,19 @@ def root_model(lines: tuple[RegistryLine, ...] | None = None) -> type[FleetConfi
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, lines: tuple[RegistryLine, ...] | None = None
+    path: str | os.PathLike[str] | None = None,
+    lines: tuple[RegistryLine, ...] | None = None,
+    *,
+    secret_sections: Collection[str] | None = None,
 ) -> FleetConfig:
     """Load and validate the whole config (every daemon's section), raising ConfigError.
     ``[fleet] layout`` presets the keys the file and the environment leave unset
-    (``fleet.layout``)."""
+    (``fleet.layout``). ``secret_sections``: whose ``*_file`` secrets to read (None: all;
+    ``fleet run NAME`` reads only the shared sections' and its own)."""
     from fleet.layout import all_presets
 
     model = root_model(lines)
-    return load_shared(path, model, all_presets(model))
+    return load_shared(path, model, all_presets(model), secret_sections=secret_sections)
 
 
 def example_toml(lines: tuple[RegistryLine, ...] | None = None) -> str:

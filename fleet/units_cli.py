@@ -141,10 +141,16 @@ def _generate(
         raise SystemExit(ExitCode.CONFIG) from None
     if layout.mode == "system" and layout.user == "root" and "systemd" in _targets(target):
         click.echo(
-            "warning: system units would run as root; pass --user or set the service account",
+            "warning: system units would run as root; pass --user or set the service account"
+            " (`fleet units install` refuses them without --allow-root)",
             err=True,
         )
     return layout, sets
+
+
+def _die_config(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(ExitCode.CONFIG)
 
 
 def _write_reported(path: Path, data: bytes) -> None:
@@ -231,6 +237,11 @@ def example_cmd(check: bool, repo: str) -> None:
 )
 @_prefix_option
 @_user_option
+@click.option(
+    "--allow-root",
+    is_flag=True,
+    help="install system units that run as root (refused without it: exit 78)",
+)
 @config_option
 def install_cmd(
     target: str | None,
@@ -239,17 +250,25 @@ def install_cmd(
     dest: str | None,
     prefix: str | None,
     service_user: str | None,
+    allow_root: bool,
     config_path: str | None,
 ) -> None:
     """Write the generated files where the service manager reads them (/etc/systemd/system,
     ~/.config/systemd/user, ~/Library/LaunchAgents) and print or run the commands that enable
-    and start them. Stale generated files (daemon disabled since) are stopped and removed."""
+    and start them. Stale generated files (daemon disabled since) are stopped and removed.
+    System units that would run as root are refused (exit 78) unless --allow-root."""
     from fleet.install import dest_dir, execute, install_plan, make_write_dirs, write_if_changed
     from shared.units import is_generated_file
 
     if dest and target == "all":
         raise click.UsageError("--dest works with one --target")
     layout, sets = _generate(config_path, target, mode, prefix, service_user)
+    as_root = layout.mode == "system" and layout.user == "root"
+    if as_root and not allow_root and any(gen.target == "systemd" for gen in sets):
+        _die_config(
+            "refusing to install system units that run as root (User=root): pass --user "
+            "ACCOUNT or set [fleet] service_user to an unprivileged account, or --allow-root"
+        )
     code: int = ExitCode.OK
     for gen in sets:
         directory = dest_dir(gen.target, layout.mode, dest)
@@ -337,20 +356,30 @@ _env_file_option = click.option(
 
 @units.command("launchd-run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name")
+@click.option(
+    "--optional-env-file",
+    "optional_env_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="like --env-file, but skipped when the file does not exist (repeatable; loaded first,"
+    " in order: fleet.env, then fleet-NAME.env)",
+)
 @_env_file_option
 @config_option
-def launchd_run_cmd(name: str, env_file: str | None, config_path: str | None) -> None:
+def launchd_run_cmd(
+    name: str, optional_env_files: tuple[str, ...], env_file: str | None, config_path: str | None
+) -> None:
     """`fleet run NAME` for launchd: exit 78 (invalid config, refused role, a secrets file
     that is not private) becomes exit 0, so KeepAlive{SuccessfulExit=false} restarts crashes
     but never loops on a refusal."""
     from fleet.cli import run as run_command
 
-    if env_file is not None:
-        loaded = _secrets(env_file)
+    wanted = [p for p in optional_env_files if os.path.lexists(p)]
+    for path in [*wanted, *([env_file] if env_file is not None else [])]:
+        loaded = _secrets(path)
         if isinstance(loaded, str):
             _launchd_refusal(name, loaded)
-        else:
-            os.environ.update(loaded)
+        os.environ.update(loaded)
     callback = run_command.callback
     assert callback is not None
     code: Any = ExitCode.OK

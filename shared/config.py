@@ -7,21 +7,27 @@ values, the environment, the TOML file, the app's preset for the chosen ``[fleet
 the models' defaults. The pydantic models are the single source of every default
 (config/fleet.example.toml is generated from them). Loading never echoes a secret: validation
 errors are re-formatted as ``dotted.path: message`` without the raw input; an unreadable or
-undecodable file or ``FLEET_*`` variable is a ConfigError naming it, never a traceback. This
-module must never start anything.
+undecodable file or ``FLEET_*`` variable is a ConfigError naming it, never a traceback.
+
+Files holding secrets must be private, like ssh's keys: a ``*_file`` secret, or the config file
+itself when it sets a secret inline, that group/others can read is a ConfigError naming the file
+and its mode (never the value). A process may read only some sections' ``*_file`` secrets
+(``secret_sections``: ``fleet run NAME`` reads the shared sections' and its own), so no daemon
+holds another's credentials. This module must never start anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -33,6 +39,7 @@ from pydantic_settings import (
 )
 
 from shared.config_files import config_search_path, find_config_file
+from shared.envfile import secret_mode_problem
 from shared.exitcodes import EX_CONFIG
 from shared.sections import (
     AlertingSection,
@@ -47,6 +54,7 @@ from shared.sections import (
 __all__ = [
     "EX_CONFIG",
     "ROOT_TOKEN",
+    "SHARED_SECTIONS",
     "AlertingSection",
     "ConfigError",
     "DaemonSection",
@@ -62,6 +70,8 @@ __all__ = [
     "find_config_file",
     "load_config",
     "resolve_root_path",
+    "secret_modes_unchecked",
+    "secret_sections_for",
 ]
 
 ROOT_TOKEN = "<root>"
@@ -73,6 +83,7 @@ LayoutPresets = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
 _toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
 _presets: ContextVar[LayoutPresets | None] = ContextVar("_presets", default=None)
+_modes_unchecked: ContextVar[bool] = ContextVar("_modes_unchecked", default=False)
 
 
 class ConfigError(Exception):
@@ -107,6 +118,9 @@ class FleetConfig(BaseSettings):
     notify: NotifySection = Field(default_factory=NotifySection)
     mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
     alerting: AlertingSection = Field(default_factory=AlertingSection)
+
+    # "<section>.<key>" of the *_file secrets this process was not given (secret_sections).
+    _withheld: frozenset[str] = PrivateAttr(default=frozenset())
 
     @classmethod
     def settings_customise_sources(
@@ -155,6 +169,11 @@ class FleetConfig(BaseSettings):
             if type(section) is section_type:
                 return section
         raise KeyError(section_type.__name__)
+
+    def secrets_withheld(self, section_name: str) -> bool:
+        """Did this process leave a ``*_file`` secret of ``section_name`` unread (it belongs to
+        another daemon's process)? Then that section's secrets are empty here."""
+        return any(key.partition(".")[0] == section_name for key in self._withheld)
 
     def daemon_sections(self) -> Iterator[tuple[str, DaemonSection]]:
         for name, section in self.sections():
@@ -227,38 +246,147 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return "".join(parts) or "<top>"
 
 
-def _read_secret_files(cfg: FleetConfig) -> list[tuple[str, str]]:
-    """Fill every ``<name>_file`` secret into its SecretStr sibling; return errors."""
+#: the sections every daemon reads besides its own (their secrets reach every daemon)
+SHARED_SECTIONS: tuple[str, ...] = tuple(FleetConfig.model_fields)
+
+
+def secret_sections_for(section_name: str) -> tuple[str, ...]:
+    """The sections whose ``*_file`` secrets the daemon of ``section_name`` reads."""
+    return (*SHARED_SECTIONS, section_name)
+
+
+@contextlib.contextmanager
+def secret_modes_unchecked() -> Iterator[None]:
+    """Load without refusing secrets files group/others can read: only for ``fleet cutover``,
+    which reports such a file as a conflict and makes it private."""
+    token = _modes_unchecked.set(True)
+    try:
+        yield
+    finally:
+        _modes_unchecked.reset(token)
+
+
+def _secret_pairs(model: BaseModel) -> Iterator[tuple[str, str]]:
+    """``(secret, secret_file)`` field names: a SecretStr field with a ``<name>_file`` sibling."""
+    fields = type(model).model_fields
+    for name in fields:
+        if isinstance(getattr(model, name), SecretStr) and f"{name}_file" in fields:
+            yield name, f"{name}_file"
+
+
+def _nested_models(section: BaseModel) -> Iterator[tuple[str, BaseModel]]:
+    """``("key[i]", model)`` for the tables of array-of-tables keys (``[[heartbeat.pings]]``)."""
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield f"{name}[{i}]", item
+
+
+def _mode_problem(path: Path) -> str | None:
+    """Why the secrets file ``path`` is not private (None: it is, or it cannot be looked at,
+    which reading it reports). $CREDENTIALS_DIRECTORY is systemd's private copy (its ACL can
+    show as group bits): trusted."""
+    if _modes_unchecked.get():
+        return None
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and Path(os.path.abspath(path)).is_relative_to(os.path.abspath(credentials)):
+        return None
+    try:
+        return secret_mode_problem(path)
+    except OSError:
+        return None
+
+
+def _read_secret_files(
+    cfg: FleetConfig, secret_sections: Collection[str] | None
+) -> list[tuple[str, str]]:
+    """Fill every ``<name>_file`` secret of the sections in ``secret_sections`` (None: all) into
+    its SecretStr sibling, refusing files group/others can read; files in nested tables
+    (``heartbeat.pings[i].url_file``, read by their daemon) are checked only. Returns errors;
+    records the secrets left unread."""
     errors: list[tuple[str, str]] = []
+    withheld: set[str] = set()
     for section_name, section in cfg.sections():
-        for field_name in type(section).model_fields:
-            if not field_name.endswith("_file"):
-                continue
-            target = field_name[: -len("_file")]
-            if target not in type(section).model_fields:
-                continue
-            if not isinstance(getattr(section, target), SecretStr):
-                continue
-            path = getattr(section, field_name)
+        wanted = secret_sections is None or section_name in secret_sections
+        for target, key in _secret_pairs(section):
+            path = getattr(section, key)
             if path is None:
                 continue
+            if not wanted:
+                withheld.add(f"{section_name}.{target}")
+                continue
+            path = Path(path).expanduser()
+            problem = _mode_problem(path)
+            if problem is not None:
+                errors.append((f"{section_name}.{key}", problem))
+                continue
             try:
-                secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+                secret = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                errors.append((f"{section_name}.{field_name}", f"cannot read: {exc.strerror}"))
+                errors.append((f"{section_name}.{key}", f"cannot read: {exc.strerror}"))
                 continue
             except UnicodeDecodeError:
-                errors.append((f"{section_name}.{field_name}", f"{path} is not UTF-8 text"))
+                errors.append((f"{section_name}.{key}", f"{path} is not UTF-8 text"))
                 continue
             object.__setattr__(section, target, SecretStr(secret))
+        if not wanted:
+            continue
+        for where, item in _nested_models(section):
+            for _target, key in _secret_pairs(item):
+                path = getattr(item, key)
+                problem = _mode_problem(Path(path).expanduser()) if path is not None else None
+                if problem is not None:
+                    errors.append((f"{section_name}.{where}.{key}", problem))
+    cfg._withheld = frozenset(withheld)
     return errors
 
 
-def _check_toml_file(config_file: Path, source: str) -> None:
+def _inline_secrets(cfg: FleetConfig, data: Mapping[str, Any]) -> list[str]:
+    """Dotted keys of the secrets the TOML document ``data`` sets inline (non-empty)."""
+
+    def set_in(table: Any, model: BaseModel) -> list[str]:
+        if not isinstance(table, Mapping):
+            return []
+        keys = {str(k).lower(): v for k, v in table.items()}
+        found = [
+            name
+            for name in type(model).model_fields
+            if isinstance(getattr(model, name), SecretStr) and keys.get(name) not in (None, "")
+        ]
+        for name in type(model).model_fields:
+            items, value = keys.get(name), getattr(model, name)
+            if isinstance(items, list) and isinstance(value, list):
+                for i, (raw, item) in enumerate(zip(items, value, strict=False)):
+                    if isinstance(item, BaseModel):
+                        found += [f"{name}[{i}].{key}" for key in set_in(raw, item)]
+        return found
+
+    tables = {str(k).lower(): v for k, v in data.items()}
+    return [
+        f"{section_name}.{key}"
+        for section_name, section in cfg.sections()
+        for key in set_in(tables.get(section_name), section)
+    ]
+
+
+def _inline_secret_errors(
+    cfg: FleetConfig, data: Mapping[str, Any], config_file: Path
+) -> list[tuple[str, str]]:
+    """A config file that sets a secret inline must be private like a token file."""
+    inline = _inline_secrets(cfg, data)
+    problem = _mode_problem(config_file) if inline else None
+    if problem is None:
+        return []
+    return [(key, f"set inline, but {problem}, or move the value to {key}_file") for key in inline]
+
+
+def _check_toml_file(config_file: Path, source: str) -> dict[str, Any]:
     """Read and parse the file once up front, so an unreadable one is a ConfigError naming it."""
     try:
         with config_file.open("rb") as fh:
-            tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError([("<file>", f"config file not found: {config_file}")], source) from None
     except OSError as exc:
@@ -335,14 +463,18 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     model: type[C] = FleetConfig,  # type: ignore[assignment]
     presets: LayoutPresets | None = None,
+    *,
+    secret_sections: Collection[str] | None = None,
 ) -> C:
     """Load and validate the configuration into ``model`` (the app's root model; the shared
     sections alone by default), raising ConfigError naming every bad key. ``presets`` (the
-    app's layout table) fills keys neither the file nor the environment set."""
+    app's layout table) fills keys neither the file nor the environment set. Only the sections
+    in ``secret_sections`` (None: every section) get their ``*_file`` secrets read."""
     config_file = find_config_file(path)
     source = str(config_file) if config_file else "embedded defaults"
+    data: dict[str, Any] = {}
     if config_file is not None:
-        _check_toml_file(config_file, source)
+        data = _check_toml_file(config_file, source)
     env_errors = _undecodable_env_values()
     if env_errors:
         raise ConfigError(env_errors, source)
@@ -361,7 +493,10 @@ def load_config(
     finally:
         _presets.reset(presets_token)
         _toml_file.reset(token)
-    errors = _read_secret_files(cfg) + cross_section_errors(cfg)
+    errors = _read_secret_files(cfg, secret_sections)
+    if config_file is not None:
+        errors += _inline_secret_errors(cfg, data, config_file)
+    errors += cross_section_errors(cfg)
     if errors:
         raise ConfigError(errors, source)
     return cfg

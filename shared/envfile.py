@@ -1,6 +1,7 @@
-"""Secrets files: the KEY=VALUE environment files services load (``litestream.env``), and the
-check that a file holding a secret is private (a regular file, owned by the reading user, no
-group/other permission bits).
+"""Secrets files: the KEY=VALUE environment files services load (``fleet.env``, the per-daemon
+``fleet-<daemon>.env``, ``litestream.env``), where the fleet's own env files live, and the
+checks that a file holding a secret is private (a regular file with no group/other permission
+bits, like ssh's check of a private key; ``private_file_problem`` also wants it ours).
 
 The format is the subset systemd's ``EnvironmentFile=`` and a shell both read the same way: one
 ``KEY=VALUE`` per line, blank lines and ``#`` comments ignored, an optional ``export`` prefix,
@@ -16,13 +17,20 @@ import stat
 from pathlib import Path
 
 __all__ = [
+    "SYSTEM_ENV_DIR",
     "EnvFileError",
     "env_references",
+    "fleet_env_file",
     "parse_env_text",
     "private_file_problem",
     "read_env_file",
     "render_env_text",
+    "secret_mode_problem",
+    "user_env_dir",
 ]
+
+#: where system-mode units read the fleet's env files (root-owned, 0600)
+SYSTEM_ENV_DIR = Path("/etc/alai-fleet")
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -36,6 +44,33 @@ class EnvFileError(Exception):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+def user_env_dir(home: Path) -> Path:
+    """Where user-mode units and LaunchAgents read the fleet's env files."""
+    return home / ".config" / "alai-fleet"
+
+
+def fleet_env_file(directory: Path, service: str | None = None) -> Path:
+    """``fleet.env`` (every fleet daemon loads it) or, for ``service``, ``fleet-<service>.env``
+    (only that daemon's unit or plist loads it: the place for a secret one daemon uses)."""
+    return directory / ("fleet.env" if service is None else f"fleet-{service}.env")
+
+
+def secret_mode_problem(path: Path) -> str | None:
+    """Why the existing file ``path`` must not hold a secret (None when it may): not a regular
+    file, or group/others have any permission on it. Names the file and its mode, never its
+    content; raises OSError when it cannot be looked at (missing, unreadable directory)."""
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return (
+            f"{path} has mode {mode:04o}: group/others can "
+            f"{'read' if mode & 0o044 else 'access'} it; chmod 600 {path}"
+        )
+    return None
 
 
 def private_file_problem(path: Path) -> str | None:

@@ -1,34 +1,53 @@
 """Structured JSON logging: one object per line on stdout, with secrets and addresses redacted.
 
 Every record carries timestamp, level, daemon, host and event. Email addresses become
-``sha256(addr)[:8]``; values under secret-looking keys, SecretStr values and bearer/Slack tokens
-become ``[redacted]``. Redaction is a pure structlog processor; this module must never let a
-raw secret or address reach stdout, including through stdlib loggers of our libraries.
+``hash_email(addr)``: 8 hex chars of an HMAC-SHA256 keyed with the host's secret
+``<root>/state/log-hash.key`` (0600, made at the first start: without the key a dictionary of
+addresses cannot reverse it; ``fleet email hash ADDRESS`` computes it for grepping); values
+under secret-looking keys, SecretStr values and bearer/Slack tokens become ``[redacted]``.
+Redaction is a pure structlog processor; this module must never let a raw secret or address
+reach stdout, including through stdlib loggers of our libraries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import re
 import sys
 import traceback
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretStr
 
+from shared.envfile import secret_mode_problem
+
 __all__ = [
+    "HASH_KEY_FILE",
+    "HashKeyError",
     "configure_logging",
     "describe_error",
     "error_leaves",
     "get_logger",
     "hash_email",
+    "load_hash_key",
     "log_tracebacks",
     "redact_event",
     "redact_text",
+    "use_hash_key",
 ]
+
+#: the per-host key's file name under ``<root>/state``
+HASH_KEY_FILE = "log-hash.key"
+_KEY_BYTES = 32
+# Until use_hash_key: a key of this process alone (stable within it, meaningless outside),
+# so an address is never logged as a bare, dictionary-reversible sha256.
+_hash_key = os.urandom(_KEY_BYTES)
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 TOKEN_RE = re.compile(
@@ -43,9 +62,74 @@ _MAX_DEPTH = 6
 MAX_ERROR_CHARS = 300
 
 
+class HashKeyError(Exception):
+    """The host's log-hash key cannot be used. ``permanent``: the file is there but not
+    private or not a key (an operator must fix it); else it could not be read or made (an
+    I/O error, which a restart may outlive)."""
+
+    def __init__(self, path: Path, reason: str, *, permanent: bool = False) -> None:
+        self.path = path
+        self.permanent = permanent
+        super().__init__(f"{path}: {reason}")
+
+
 def hash_email(addr: str) -> str:
-    """The loggable stand-in for an email address: first 8 hex chars of its sha256."""
-    return hashlib.sha256(addr.strip().lower().encode("utf-8")).hexdigest()[:8]
+    """The loggable stand-in for an email address (trimmed, case-folded): the first 8 hex
+    chars of its HMAC-SHA256 under the host's key (``use_hash_key``)."""
+    data = addr.strip().lower().encode("utf-8")
+    return hmac.new(_hash_key, data, hashlib.sha256).hexdigest()[:8]
+
+
+def use_hash_key(key: bytes) -> None:
+    """Key ``hash_email`` with ``key`` (the host's, from ``load_hash_key``) from now on."""
+    global _hash_key
+    _hash_key = bytes(key)
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        problem = secret_mode_problem(path)
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise HashKeyError(path, f"cannot read it: {reason}") from None
+    if problem is not None:
+        raise HashKeyError(path, problem.removeprefix(f"{path} "), permanent=True)
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != _KEY_BYTES:
+        raise HashKeyError(
+            path, f"is not a {_KEY_BYTES}-byte hex key; remove it to make a new one", permanent=True
+        )
+    return key
+
+
+def load_hash_key(path: Path, *, create: bool = True) -> bytes | None:
+    """The host's log-hash key at ``path``. When missing: made (random, hex, 0600, in a 0700
+    directory) if ``create``, else None. Two processes starting at once get the same key (the
+    file is linked into place only if absent). HashKeyError when it cannot be used."""
+    if path.exists() or not create:
+        return _read_key(path) if path.exists() else None
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, (os.urandom(_KEY_BYTES).hex() + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another daemon made it first: use theirs
+        finally:
+            temp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise HashKeyError(path, f"cannot create it: {exc.strerror or exc}") from None
+    return _read_key(path)
 
 
 def redact_text(text: str) -> str:

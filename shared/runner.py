@@ -44,9 +44,13 @@ __all__ = ["DaemonRunner", "build_sinks", "wait_any"]
 
 def build_sinks(config: FleetConfig, fleet: Sequence[DaemonManifest] = ()) -> dict[str, Sink]:
     """Every delivery channel an outbox row can name (``Message.sink``): Slack, plus the sinks
-    the registered daemons' manifests define (blueprint-watchdog's HiveMind)."""
+    the registered daemons' manifests define (blueprint-watchdog's HiveMind). A sink whose
+    section's credentials this process was not given (``fleet run NAME`` reads only its own)
+    is left out: its rows wait for the sender of the daemon that holds them."""
     sinks: dict[str, Sink] = {"slack": SlackSink(config.slack)}
     for manifest in fleet:
+        if config.secrets_withheld(manifest.section_name):
+            continue
         sinks.update(manifest.sinks(config, config.daemon_section(manifest.section_name)))
     return sinks
 

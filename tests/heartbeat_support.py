@@ -40,6 +40,7 @@ def write_config(
         lines.append("[[heartbeat.pings]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in ping.items()]
     path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    path.chmod(0o600)  # ping URLs are secrets: a config holding one must be private
     return path
 
 

@@ -274,3 +274,27 @@ def partners_remove(address: str, config_path: str | None) -> None:
         raise click.ClickException(f"{address} is not in {path}")
     atomic_write_json(path, data)
     click.echo(f"removed {address} from {path}")
+
+
+@email.command("hash")
+@click.argument("address")
+@config_option
+def hash_cmd(address: str, config_path: str | None) -> None:
+    """Print ADDRESS as the logs and the audit log's ``sender`` show it (keyed with this
+    host's <root>/state/log-hash.key), to grep for it: grep "$(fleet email hash A)" AUDIT."""
+    from shared.logging import HASH_KEY_FILE, HashKeyError, hash_email, load_hash_key, use_hash_key
+
+    config = load_config_or_exit(config_path)
+    path = config.state_dir / HASH_KEY_FILE
+    try:
+        key = load_hash_key(path, create=False)
+    except HashKeyError as exc:
+        die(EX_CONFIG if exc.permanent else ExitCode.FAILURE, f"log-hash key {exc}")
+    if key is None:
+        die(
+            ExitCode.FAILURE,
+            f"no log-hash key at {path} yet: no daemon has started with this root, so no log "
+            "line holds a keyed hash",
+        )
+    use_hash_key(key)
+    click.echo(hash_email(address))

@@ -68,10 +68,14 @@ def _context(
     from fleet.cutover.host import Platform, build_host
     from fleet.cutover.runner import CommandRunner
     from fleet.cutover.survey import survey
+    from shared.config import secret_modes_unchecked
     from shared.config_files import find_config_file
     from shared.units import Mode
 
-    config = load_config_or_exit(config_path)
+    # The cutover is what finds a token file others can read and makes it private (a
+    # conflict with its fix), so it loads a config the daemons would still refuse.
+    with secret_modes_unchecked():
+        config = load_config_or_exit(config_path)
     host = build_host(
         config,
         find_config_file(config_path),

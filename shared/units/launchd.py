@@ -107,8 +107,12 @@ def launchd_agent(
     if spec.fleet_daemon:
         # `launchd-run` is `fleet run` whose exit 78 (bad config, refused role, a secrets file
         # that is not private) becomes 0, so KeepAlive{SuccessfulExit=false} restarts crashes
-        # but not a refusal. With --env-file it loads the secrets file first.
-        args = [str(layout.fleet_bin), "units", "launchd-run", *spec.argv[2:], *env_args]
+        # but not a refusal. It loads fleet.env and this daemon's own fleet-<name>.env when
+        # they exist (as the systemd units do), then the declared --env-file.
+        optional = (layout.env_file, layout.daemon_env_file(spec.name))
+        args = [str(layout.fleet_bin), "units", "launchd-run", *spec.argv[2:]]
+        args += [a for path in optional for a in ("--optional-env-file", str(path))]
+        args += env_args
     elif env_args:
         # A companion (litestream): `launchd-exec` checks and loads the secrets file the same
         # way, then execs the program, which stays the job's process. The plist names the

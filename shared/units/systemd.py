@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from shared.clock import BOOT_ID_ENV
 from shared.config import FleetConfig
 from shared.exitcodes import EX_CONFIG
 from shared.units.services import (
@@ -61,11 +62,19 @@ def _sd_path_list(paths: Iterable[Path], prefix: str = "") -> str:
 def _sandbox(spec: ServiceSpec, layout: InstallLayout) -> list[tuple[str, str]]:
     """The hardening for a daemon that writes only its own dirs and talks to the network.
     User managers cannot apply some of these (no privileges; and ProtectProc/ProcSubset/
-    ProtectKernelTunables/ProtectControlGroups break the notify socket under the test
-    harness), so user mode keeps the subset that works unprivileged."""
+    ProtectKernelTunables/ProtectControlGroups/PrivateMounts break the notify socket under the
+    test harness), so user mode keeps the subset that works unprivileged.
+
+    Every service gets a private runtime directory (/run/alai-fleet-<name>, $RUNTIME_DIRECTORY)
+    and, unless a configured path lives in the shared /tmp (``spec.shared_tmp``: the alai
+    layout's ollama-health status file today), a private /tmp. ProcSubset=pid leaves a fleet
+    daemon only /proc/<pid> entries: Python needs /proc/self, which stays; the one host-wide
+    file the fleet reads, the boot id, is handed over as ALAI_FLEET_BOOT_ID=%b."""
     system = layout.mode == "system"
     lines: list[tuple[str, str]] = [
         ("UMask", "0077"),
+        ("RuntimeDirectory", f"{UNIT_PREFIX}{spec.name}"),
+        ("RuntimeDirectoryMode", "0700"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "read-only"),
         ("ReadWritePaths", _sd_path_list(spec.write_paths, prefix="-")),
@@ -81,7 +90,12 @@ def _sandbox(spec: ServiceSpec, layout: InstallLayout) -> list[tuple[str, str]]:
             ("CapabilityBoundingSet", ""),
             ("AmbientCapabilities", ""),
             ("PrivateUsers", "yes"),
+            ("PrivateMounts", "yes"),
             ("ProtectProc", "invisible"),
+        ]
+        if spec.fleet_daemon:
+            lines.append(("ProcSubset", "pid"))
+        lines += [
             ("ProtectKernelTunables", "yes"),
             ("ProtectControlGroups", "yes"),
         ]
@@ -160,8 +174,15 @@ def render_systemd(
         service.append(("StandardOutput", "append:" + _sd_single_path(spec.stdout_path)))
     if spec.error_log_file is not None:
         service.append(("StandardError", "append:" + _sd_single_path(spec.stderr_path)))
-    if spec.fleet_daemon:  # FLEET_* overrides and secrets, optional
+    if spec.fleet_daemon:
+        # FLEET_* overrides and the shared sections' secrets for every daemon, then the ones
+        # only this daemon gets; both optional.
         service.append(("EnvironmentFile", "-" + _sd_single_path(layout.env_file)))
+        service.append(
+            ("EnvironmentFile", "-" + _sd_single_path(layout.daemon_env_file(spec.name)))
+        )
+        if layout.mode == "system":
+            service.append(("Environment", f"{BOOT_ID_ENV}=%b"))
     if spec.environment_file is not None:
         # The secrets file the manifest declares (litestream.env): required, so a missing one
         # fails the start with systemd's own message instead of running without credentials.

@@ -144,6 +144,7 @@ def test_standby_refuses_with_db_sink_and_runs_with_http_sink(
     with FakeHiveMind(token="hm-secret-token") as hivemind:
         token_file = tmp_path / "hm-token"
         token_file.write_text("hm-secret-token\n")
+        token_file.chmod(0o600)
         env = {
             **fleet_env,
             "FLEET_BLUEPRINT_WATCHDOG__HIVEMIND_URL": hivemind.url,

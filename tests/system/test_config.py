@@ -71,6 +71,7 @@ def test_every_error_named_by_dotted_path(tmp_path: Path) -> None:
 def test_secret_from_file_and_never_echoed(tmp_path: Path) -> None:
     secret_file = tmp_path / "slack.token"
     secret_file.write_text("xoxb-from-file-123456\n")
+    secret_file.chmod(0o600)  # a token file group/others can read is refused
     good = tmp_path / "good.toml"
     good.write_text(f'[slack]\ntoken_file = "{secret_file}"\n')
     cfg = load_config(good)

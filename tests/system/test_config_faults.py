@@ -201,6 +201,7 @@ def test_a_binary_secret_file_exits_78_naming_its_key(
 ) -> None:
     token = tmp_path / "slack.token"
     token.write_bytes(b"xoxb-\xff\xfe-binary")
+    token.chmod(0o600)  # private, so the one problem is its content
     env = {**fleet_env, "FLEET_SLACK__TOKEN_FILE": str(token)}
     code, out = check(env, tmp_path)
     assert code == 78 and "slack.token_file:" in out and "xoxb" not in out, out

@@ -68,6 +68,7 @@ def make_config(
         monkeypatch.setenv(f"FLEET_{spec.section_name.upper()}__ENABLED", "true" if on else "false")
     path = tmp_path / "fleet.toml"
     path.write_text(toml)
+    path.chmod(0o600)  # ping URLs are secrets: a config holding one must be private
     return load_config(path)
 
 

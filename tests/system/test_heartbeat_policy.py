@@ -299,6 +299,7 @@ def test_ping_target(url: str, fail: str) -> None:
 def load(tmp_path: Path, text: str) -> HeartbeatSection:
     path = tmp_path / "fleet.toml"
     path.write_text(text)
+    path.chmod(0o600)  # an inline ping URL is a secret: the config must be private
     section = load_config(path).heartbeat
     assert isinstance(section, HeartbeatSection)
     return section

@@ -171,6 +171,7 @@ def test_from_config_reads_the_section_and_role(
         monkeypatch.delenv(key)
     token_file = tmp_path / "hm-token"
     token_file.write_text("s3cret-token\n")
+    token_file.chmod(0o600)
     config_file = tmp_path / "fleet.toml"
     config_file.write_text(
         f'[fleet]\nroot = "{tmp_path}/root"\n'

@@ -268,9 +268,11 @@ def test_switch_a_legacy_host_then_run_a_day_of_mail(
     assert str(port) in text and "ops-watchdog.json" in text
     assert "litestream.env" in text and "slack" in text.lower()
     assert all(c.get("fix") for c in report["conflicts"]), kinds
-    # the shared-table contracts: mc.js's NOT NULL created_by refuses task creation
+    # the legacy token file everyone can read: every other command refuses the config (78)
+    # until apply makes it private
     db = run_fleet(["db", "check", "--config", str(host.config)], env, tmp_path)
-    assert db.returncode == 78 and "created_by" in db.stdout, db.stdout + db.stderr
+    assert db.returncode == 78 and "slack.token_file" in db.stderr, db.stdout + db.stderr
+    assert "mode 0644" in db.stderr
 
     # 2. apply refuses while the port is held; once health-server.js is gone it clears the rest
     assert run_fleet(host.args("cutover", "apply", "--yes"), env, tmp_path).returncode == 1
@@ -283,6 +285,9 @@ def test_switch_a_legacy_host_then_run_a_day_of_mail(
     assert "no.alai.inbox-watcher" not in json.dumps(watchdog["critical_services"])
     env_file = system / "config/litestream.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    # the shared-table contracts: mc.js's NOT NULL created_by refuses task creation
+    db = run_fleet(["db", "check", "--config", str(host.config)], env, tmp_path)
+    assert db.returncode == 78 and "created_by" in db.stdout, db.stdout + db.stderr
     with host.config.open("a") as fh:  # the operator's answer to `fleet db check`
         fh.write('\n[mission_control]\ntask_defaults = { created_by = "email-reactor" }\n')
     db = run_fleet(["db", "check", "--config", str(host.config)], env, tmp_path)

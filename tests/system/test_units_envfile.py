@@ -51,6 +51,7 @@ def test_only_restore_loop_and_litestream_services_get_the_secrets_file(
     restore = directives(units["alai-fleet-restore-loop.service"].decode())
     assert restore["Service.EnvironmentFile"] == [
         f"-{Path('/home/alai')}/.config/alai-fleet/fleet.env",
+        f"-{Path('/home/alai')}/.config/alai-fleet/fleet-restore-loop.env",
         str(env_file),
     ]
     sweeper = directives(units["alai-fleet-claim-sweeper.service"].decode())
@@ -65,6 +66,10 @@ def test_only_restore_loop_and_litestream_services_get_the_secrets_file(
         "restore-loop",
         "--config",
         str(cfg),
+        "--optional-env-file",
+        "/home/alai/.config/alai-fleet/fleet.env",
+        "--optional-env-file",
+        "/home/alai/.config/alai-fleet/fleet-restore-loop.env",
         "--env-file",
         str(env_file),
     ]
@@ -92,7 +97,9 @@ def test_a_file_replica_needs_no_secrets_file(
     assert by_name()["restore-loop"].secrets_env(config, section) is None
     units = gen(config, "systemd", layout("user", cfg)).files
     restore = directives(units["alai-fleet-restore-loop.service"].decode())
-    assert len(restore["Service.EnvironmentFile"]) == 1  # only the optional fleet.env
+    # only the optional fleet.env and fleet-restore-loop.env
+    assert all(p.startswith("-") for p in restore["Service.EnvironmentFile"])
+    assert len(restore["Service.EnvironmentFile"]) == 2
 
 
 def _env_file(tmp_path: Path, mode: int, text: str) -> Path:

@@ -35,6 +35,11 @@ def test_plist_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "claim-sweeper",
         "--config",
         str(cfg),
+        # fleet.env and the daemon's own env file, loaded when they exist (as systemd does)
+        "--optional-env-file",
+        "/home/alai/.config/alai-fleet/fleet.env",
+        "--optional-env-file",
+        "/home/alai/.config/alai-fleet/fleet-claim-sweeper.env",
     ]
     assert agent.RunAtLoad is True
     assert agent.KeepAlive.SuccessfulExit is False
