@@ -163,18 +163,13 @@ def _plan(checked: list[Checked]) -> dict[Path, list[str]]:
 
 
 def _apply(path: Path, statements: list[str]) -> None:
-    from shared.sqlite import connect_sync
+    from shared.sqlite import connect_sync, transaction_sync
 
     conn = connect_sync(path, create=False)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction_sync(conn):
             for statement in statements:
                 conn.execute(statement)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
     finally:
         conn.close()
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.shield import complete
+
 __all__ = [
     "SHARED_TMP_DIRS",
     "AppendError",
@@ -248,21 +250,10 @@ async def complete_in_thread(fn: Callable[..., _T], /, *args: Any, **kwargs: Any
     """``fn(*args, **kwargs)`` in a worker thread, awaited to the end even when the awaiting
     task is cancelled meanwhile (a stop, a cycle timeout): the write lands before the
     cancellation is re-raised, so a final write is never abandoned half way and a later write
-    of the same file (``close()``'s) cannot be overtaken by it. This is the shield for final
-    writes: anyio's shielded ``CancelScope`` does not hold against ``Task.cancel()``, which is
-    how the runtime stops a cycle. If the call fails after a cancellation, the cancellation
-    wins (the failure is its ``__cause__``)."""
-    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    cancelled = False
-    while not work.done():
-        try:
-            await asyncio.wait({work})  # never cancels ``work`` itself
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        failure = None if work.cancelled() else work.exception()
-        raise asyncio.CancelledError() from failure
-    return work.result()
+    of the same file (``close()``'s) cannot be overtaken by it (``shared.shield.complete``).
+    If the call fails after a cancellation, the cancellation wins (the failure is its
+    ``__cause__``)."""
+    return await complete(asyncio.to_thread(fn, *args, **kwargs))
 
 
 SHARED_TMP_DIRS = (Path("/tmp"), Path("/private/tmp"), Path("/var/tmp"))

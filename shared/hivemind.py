@@ -154,7 +154,7 @@ class HiveMindSink:
 
     # database ------------------------------------------------------------------------------
     def _insert(self, row: OutboxRow) -> None:
-        from shared.sqlite import apply_migrations, connect_sync, is_busy
+        from shared.sqlite import apply_migrations, connect_sync, is_busy, transaction_sync
 
         assert self._db is not None
         fields = message_fields(row)
@@ -166,13 +166,8 @@ class HiveMindSink:
             if not self._migrated:
                 apply_migrations(conn, COMPONENT, MIGRATIONS)
                 self._migrated = True
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction_sync(conn):
                 self._insert_once(conn, fields)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         except _SchemaMismatch as exc:
             raise SinkError(
                 "schema_mismatch", permanent=True, detail=f"{self._db}: {exc}"

@@ -58,6 +58,7 @@ from shared.sqlite import (
     retry_busy,
     schema_version,
     table_columns,
+    transaction_sync,
 )
 from shared.timestamps import (
     CANONICAL_GLOB,
@@ -176,6 +177,7 @@ class MissionControl:
         self._busy_timeout_ms = busy_timeout_ms
         self._attempts = attempts
         self._conn: sqlite3.Connection | None = None
+        self._dropped = False  # the connection was closed after a failed rollback
         self._columns: set[str] = set()
         self._create_use = (
             ContractUse(self.path, TASKS_CREATE, "email-reactor", dict(task_defaults or {}))
@@ -233,7 +235,11 @@ class MissionControl:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise RuntimeError("MissionControl is not open")
+            if not self._dropped:
+                raise RuntimeError("MissionControl is not open")
+            self._dropped = False
+            self.open()  # the last connection was left unusable: a fresh one
+        assert self._conn is not None
         return self._conn
 
     def _retry(self, fn: Callable[[], _T]) -> _T:
@@ -241,14 +247,13 @@ class MissionControl:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction_sync(self.conn, on_broken=self._drop) as conn:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        """A failed rollback closed ``conn``: the next use opens a fresh connection."""
+        if self._conn is conn:
+            self._conn, self._dropped = None, True
 
     def now(self) -> datetime:
         """The clock's Unix seconds as a UTC datetime, whole seconds (what the columns hold)."""

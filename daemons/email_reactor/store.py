@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+
 from daemons.email_reactor.actions import TASK_ACTIONS, EmailAction
 from daemons.email_reactor.contracts import EMAILS
 from daemons.email_reactor.records import (
@@ -49,7 +51,6 @@ from shared.sqlite import (
     AsyncDatabase,
     apply_migrations,
     connect_sync,
-    retry_busy_async,
     table_columns,
 )
 from shared.timestamps import CANONICAL_GLOB
@@ -174,7 +175,6 @@ class InboxStore(AsyncDatabase):
         self._has_decisions = False
         self._has_poison = False
         self._not_poison = ""
-        self._lock = asyncio.Lock()
 
     async def open(self, *, migrate: bool = True) -> InboxStore:
         """Open (``migrate``: create what is missing on a fresh machine and the reactor's own
@@ -202,8 +202,8 @@ class InboxStore(AsyncDatabase):
             )
         self._apply(report, has_decisions)
         await self._connect(readonly=not migrate)
-        self.db.text_factory = decode_text  # before any read: see rows.py
-        await self.db.create_function("fleet_ts", 1, sql_timestamp, deterministic=True)
+        self._set_text_factory(decode_text)  # before any read: see rows.py
+        await self._create_function("fleet_ts", 1, sql_timestamp, deterministic=True)
         self._cookie = await self._schema_cookie()
         return self
 
@@ -338,58 +338,47 @@ class InboxStore(AsyncDatabase):
         no push is owed, also when the ingest path set ``reactor_pushed_at`` since the row
         was read (it pushed the mail itself; a second push would double it)."""
 
-        async def _do() -> Recorded:
-            async with self._lock:
-                db = self.db
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    key, channel, text = push_key, decision.push_channel, decision.push_text
-                    if key is not None:
-                        cur = await db.execute(
-                            "SELECT 1 FROM emails WHERE id = ? AND reactor_pushed_at IS NOT NULL",
-                            (email.id,),
-                        )
-                        if await cur.fetchone() is not None:
-                            key = channel = text = None
-                    cur = await db.execute(
-                        "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
-                        " mc_task_id, decided_at, sender_hash, push_key, push_channel, push_text)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            email.id,
-                            decision.action,
-                            decision.reason,
-                            decision.source,
-                            mc_task_id,
-                            decided_at,
-                            sender_hash,
-                            key,
-                            channel,
-                            text,
-                        ),
-                    )
-                    inserted = cur.rowcount == 1
-                    if inserted and (mc_task_id is not None or decision.partner_tier):
-                        await db.execute(
-                            "UPDATE emails SET mc_task_id = coalesce(mc_task_id, ?),"
-                            " partner_tier = max(coalesce(partner_tier, 0), ?) WHERE id = ?",
-                            (mc_task_id, decision.partner_tier, email.id),
-                        )
-                    await db.execute(
-                        "DELETE FROM reactor_llm_attempts WHERE email_id = ?", (email.id,)
-                    )
-                    await db.execute("COMMIT")
-                    return Recorded(inserted, inserted and key is not None)
-                except BaseException:
-                    await db.execute("ROLLBACK")
-                    raise
+        async def _do(db: aiosqlite.Connection) -> Recorded:
+            key, channel, text = push_key, decision.push_channel, decision.push_text
+            if key is not None:
+                cur = await db.execute(
+                    "SELECT 1 FROM emails WHERE id = ? AND reactor_pushed_at IS NOT NULL",
+                    (email.id,),
+                )
+                if await cur.fetchone() is not None:
+                    key = channel = text = None
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO reactor_decisions(email_id, action, reason, source,"
+                " mc_task_id, decided_at, sender_hash, push_key, push_channel, push_text)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    email.id,
+                    decision.action,
+                    decision.reason,
+                    decision.source,
+                    mc_task_id,
+                    decided_at,
+                    sender_hash,
+                    key,
+                    channel,
+                    text,
+                ),
+            )
+            inserted = cur.rowcount == 1
+            if inserted and (mc_task_id is not None or decision.partner_tier):
+                await db.execute(
+                    "UPDATE emails SET mc_task_id = coalesce(mc_task_id, ?),"
+                    " partner_tier = max(coalesce(partner_tier, 0), ?) WHERE id = ?",
+                    (mc_task_id, decision.partner_tier, email.id),
+                )
+            await db.execute("DELETE FROM reactor_llm_attempts WHERE email_id = ?", (email.id,))
+            return Recorded(inserted, inserted and key is not None)
 
-        return await retry_busy_async(_do, attempts=6)
+        return await self._transaction(_do)
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
-        """One write, serialized with ``record``'s transactions on this connection."""
-        async with self._lock:
-            return await self._execute(sql, params)
+        """One write (autocommit), serialized with ``record``'s transactions."""
+        return await self._execute(sql, params)
 
     async def mark_audited(self, email_id: int) -> None:
         await self._write(
@@ -397,14 +386,13 @@ class InboxStore(AsyncDatabase):
         )
 
     async def mark_all_audited(self, email_ids: Sequence[int]) -> None:
-        async def _do() -> None:
-            async with self._lock:
-                await self.db.executemany(
-                    "UPDATE reactor_decisions SET audited = 1 WHERE email_id = ?",
-                    [(i,) for i in email_ids],
-                )
+        async def _do(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE reactor_decisions SET audited = 1 WHERE email_id = ?",
+                [(i,) for i in email_ids],
+            )
 
-        await retry_busy_async(_do, attempts=6)
+        await self._transaction(_do)
 
     async def unaudited(self) -> list[StoredDecision]:
         rows = await self._fetchall(

@@ -39,6 +39,7 @@ from daemons.restore_loop.state import (
     work_dir_for,
 )
 from shared.roles import Role, read_role_file, write_role_file
+from shared.sqlite import transaction_sync
 
 __all__ = ["AlreadyPromoted", "DbPromotion", "Promoter", "PromotionReport"]
 
@@ -113,8 +114,8 @@ def make_writable(path: Path) -> str:
     conn = sqlite3.connect(path, timeout=10, isolation_level=None)
     try:
         mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        with transaction_sync(conn):
+            pass  # the write lock taken (and released) proves the file is writable
     finally:
         conn.close()
     return mode

@@ -3,7 +3,9 @@
 It stores messages under a dedup key, keeps the silence, and offers the row operations senders
 use: claim by compare-and-set with a lease, mark sent/retry/dead, requeue what a dead sender
 left, prune. Collapsing stale alerts is decided by ``shared.notify.collapse.plan_collapse``;
-this module only gathers the rows for it and applies the plan in one IMMEDIATE transaction.
+this module only gathers the rows for it and applies the plan in one IMMEDIATE transaction
+(``shared.sqlite.transaction``, like every write here: serialized with this process's other
+writes on the connection, rolled back whole on any failure or cancellation).
 It must never decide what to collapse nor send anything, and never block the event loop
 (queries run on aiosqlite's thread, migrations in ``asyncio.to_thread``).
 """
@@ -18,10 +20,17 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+
 from shared.clock import Clock, MonotonicClock, boot_id
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
 from shared.notify.message import MAX_SILENCE_S, Message, OutboxRow, Silence
-from shared.sqlite import AsyncDatabase, apply_migrations, connect_sync, retry_busy_async
+from shared.sqlite import (
+    DEFAULT_BUSY_TIMEOUT_MS,
+    AsyncDatabase,
+    apply_migrations,
+    connect_sync,
+)
 
 __all__ = ["COMPONENT", "MIGRATIONS", "Outbox"]
 
@@ -104,24 +113,35 @@ class Outbox(AsyncDatabase):
         clock: Clock = time.time,
         mono: MonotonicClock = time.monotonic,
         boot: str | None = None,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     ) -> None:
-        super().__init__(path)
+        super().__init__(path, busy_timeout_ms=busy_timeout_ms)
         self._clock = clock
         self._mono = mono
         #: whose monotonic readings are comparable with ours (the clock restarts at boot)
         self.boot = boot if boot is not None else boot_id()
+        self._migrated = False
 
     async def open(self) -> Outbox:
+        """Migrate and connect. If that fails (the file is locked past busy_timeout, say),
+        the error is raised, yet the outbox stays wanted: each later use tries again and raises
+        StoreError until it works, so a daemon can start without it and catch up."""
+        await self._connect()
+        return self
+
+    async def _prepare(self) -> None:
+        if self._migrated:
+            return
+
         def _migrate() -> None:
-            conn = connect_sync(self.path)
+            conn = connect_sync(self.path, busy_timeout_ms=self._busy_timeout_ms)
             try:
                 apply_migrations(conn, COMPONENT, MIGRATIONS)
             finally:
                 conn.close()
 
         await asyncio.to_thread(_migrate)
-        await self._connect()
-        return self
+        self._migrated = True
 
     def now(self) -> float:
         return self._clock()
@@ -223,42 +243,37 @@ class Outbox(AsyncDatabase):
         """
         now = self.now()
 
-        async def _do() -> list[int]:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                alerts = await self._pending_alerts()
-                channels = {(a.row.sink, a.row.channel) for a in alerts}
-                waiting = await self._waiting_summaries(channels) if channels else []
-                plan = plan_collapse(alerts, waiting, now, stale_alert_s=stale_alert_s, burst=burst)
-                created = await self._apply(plan)
-                await db.execute("COMMIT")
-                return created
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        async def _do(db: aiosqlite.Connection) -> list[int]:
+            alerts = await self._pending_alerts(db)
+            channels = {(a.row.sink, a.row.channel) for a in alerts}
+            waiting = await self._waiting_summaries(db, channels) if channels else []
+            plan = plan_collapse(alerts, waiting, now, stale_alert_s=stale_alert_s, burst=burst)
+            return await self._apply(db, plan)
 
-        return await retry_busy_async(_do)
+        return await self._transaction(_do)
 
-    async def _select(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    @staticmethod
+    async def _select(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """A read inside the caller's transaction (no busy retry of its own)."""
-        async with self.db.execute(sql, params) as cur:
+        async with db.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
-    async def _pending_alerts(self) -> list[PendingAlert]:
+    async def _pending_alerts(self, db: aiosqlite.Connection) -> list[PendingAlert]:
         raw = await self._select(
+            db,
             f"SELECT {_ROW_COLUMNS}, held FROM outbox"
-            " WHERE status = 'pending' AND kind = 'alert' ORDER BY id"
+            " WHERE status = 'pending' AND kind = 'alert' ORDER BY id",
         )
         return [PendingAlert(_to_row(r), bool(r[10])) for r in raw]
 
     async def _waiting_summaries(
-        self, channels: Collection[tuple[str, str]]
+        self, db: aiosqlite.Connection, channels: Collection[tuple[str, str]]
     ) -> list[WaitingSummary]:
         """Undelivered summaries on ``channels``, each with the alerts it stands for."""
         raw = await self._select(
+            db,
             "SELECT id, sink, channel, attempts, next_attempt_at FROM outbox"
-            " WHERE status = 'pending' AND kind = 'summary' ORDER BY id"
+            " WHERE status = 'pending' AND kind = 'summary' ORDER BY id",
         )
         raw = [r for r in raw if (r[1], r[2]) in channels]
         if not raw:
@@ -267,6 +282,7 @@ class Outbox(AsyncDatabase):
         marks = ", ".join("?" * len(ids))
         folded: dict[int, list[OutboxRow]] = {}
         for r in await self._select(
+            db,
             f"SELECT {_ROW_COLUMNS}, summary_id FROM outbox"
             f" WHERE kind = 'alert' AND summary_id IN ({marks}) ORDER BY id",
             ids,
@@ -284,10 +300,10 @@ class Outbox(AsyncDatabase):
             for s_id, sink, channel, attempts, next_at in raw
         ]
 
-    async def _apply(self, plan: CollapsePlan) -> list[int]:
+    @staticmethod
+    async def _apply(db: aiosqlite.Connection, plan: CollapsePlan) -> list[int]:
         """Write ``plan`` inside the caller's transaction; return the new summary ids. Every
         update is guarded by the status the plan saw, so a row changed since is left alone."""
-        db = self.db
         if plan.release:
             await db.executemany(
                 "UPDATE outbox SET held = 0 WHERE id = ?", [(i,) for i in plan.release]
