@@ -79,6 +79,13 @@ RUNTIME_METRICS: tuple[MetricSpec, ...] = (
         "Unix time the process running this daemon started (a restart changes it)",
         "daemon",
     ),
+    metric(
+        "fleet_store_errors_total",
+        "counter",
+        "Database operations given up after bounded retries (locked, unreadable), by file",
+        "daemon",
+        "db",
+    ),
 )
 
 # Every daemon running an outbox sender (shared.notify NotifyMetrics).
@@ -163,6 +170,7 @@ class DaemonMetrics:
         self.last_success = common.gauge("fleet_last_success_timestamp_seconds")
         self.consecutive_failures = common.gauge("fleet_consecutive_failures")
         common.gauge("fleet_start_time_seconds").labels(daemon).set(started_at)
+        self.store_errors = common.counter("fleet_store_errors_total")
         self.build_info.labels(daemon, version, host).set(1)
         for outcome in CycleOutcome:
             self.cycles.labels(daemon, outcome.value)
@@ -180,6 +188,10 @@ class DaemonMetrics:
         self.cycle_duration.labels(self.daemon).observe(duration_s)
         if outcome is CycleOutcome.OK:
             self.last_success.labels(self.daemon).set(now)
+
+    def store_error(self, db: str) -> None:
+        """Count one database operation given up on (``db``: its file name, "" unknown)."""
+        self.store_errors.labels(self.daemon, db or "unknown").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,8 +2,12 @@
 
 Cycles are scheduled after the previous one finishes (no overlap), each under a timeout; a
 failure is logged on state change, counted, and retried with capped exponential backoff + jitter,
-never ending the process. The heartbeat file is written off the event loop after each successful
-cycle. The process-level lifecycle (signals, READY/WATCHDOG, exit codes) is ``shared.runtime``.
+never ending the process; a database it could not use is also counted in
+``fleet_store_errors_total``, as the sender's are. An outbox that cannot be opened at start-up
+(locked, say) does not stop the start: the daemon runs and the outbox is opened on first use,
+which the sender retries with backoff. The heartbeat file is written off the event loop after
+each successful cycle. The process-level lifecycle (signals, READY/WATCHDOG, exit codes) is
+``shared.runtime``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -38,6 +43,7 @@ from shared.metrics import DaemonMetrics
 from shared.metrics_server import HealthReport, MetricsServer
 from shared.notify import NotifyMetrics, Outbox, OutboxSender, Sink, SlackSink
 from shared.roles import effective_role
+from shared.sqlite import StoreError, store_errors_in
 
 __all__ = ["DaemonRunner", "build_sinks", "wait_any"]
 
@@ -103,13 +109,23 @@ class DaemonRunner:
     async def open(self, *, serve_metrics: bool, with_outbox: bool) -> None:
         self.check_role()
         if with_outbox and not self.dry_run:
-            self.outbox = await Outbox(self.config.notify.outbox_db, clock=self.clock).open()
+            self.outbox = Outbox(self.config.notify.outbox_db, clock=self.clock)
+            try:
+                await self.outbox.open()
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                self.count_store_errors(exc)
+                self.log.warning(
+                    "outbox unavailable at start-up; starting without it, the sender retries",
+                    db=self.outbox.path.name,
+                    error=describe_error(exc),
+                )
             self.sender = OutboxSender(
                 self.outbox,
                 build_sinks(self.config, self.fleet),
                 self.config.notify,
                 log=self.log,
                 metrics=NotifyMetrics(self.metrics.registry),
+                on_store_error=self.count_store_errors,
             )
         ctx = DaemonContext(
             config=self.config,
@@ -186,6 +202,15 @@ class DaemonRunner:
         if self.server is not None:
             server, self.server = self.server, None
             await server.close()
+
+    def count_store_errors(self, exc: BaseException) -> None:
+        """Count each database ``exc`` stands for (inside exception groups too) in
+        ``fleet_store_errors_total``; an OSError of the outbox counts as the outbox's."""
+        dbs = store_errors_in(exc)
+        if not dbs and isinstance(exc, OSError) and self.outbox is not None:
+            dbs = [self.outbox.path.name]
+        for db in dbs:
+            self.metrics.store_error(db)
 
     # health ----------------------------------------------------------------------------------
     @property
@@ -272,6 +297,8 @@ class DaemonRunner:
             raise
         except Exception as exc:  # a failing cycle must never end the daemon
             outcome, error, failure = CycleOutcome.ERROR, describe_error(exc), exc
+            for db in store_errors_in(exc):
+                self.metrics.store_error(db)
         finally:
             self.cycle_started_mono = None
         duration = time.monotonic() - start

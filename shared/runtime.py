@@ -3,8 +3,9 @@
 Load config -> logging -> resources -> metrics server -> READY=1 -> cycles. Cycles are scheduled
 after the previous one finishes (no overlap), each under a timeout; a failure is logged on state
 change, counted, and retried with capped exponential backoff + jitter, never ending the process.
-WATCHDOG=1 is sent while the loop is alive, whatever the cycles' outcome, and withheld only when
-the loop hangs or a cycle is stuck past its timeout. Signals (``shared.signals``): SIGTERM/SIGINT
+WATCHDOG=1 is sent while the loops are alive, whatever the cycles' outcome (a locked database
+included), and withheld when the event loop hangs, a cycle is stuck past its timeout, or a loop
+or sender task has ended. Signals (``shared.signals``): SIGTERM/SIGINT
 stop gracefully (STOPPING=1, finish or abandon the in-flight cycle within the grace period, close
 with final writes shielded, exit 0; a second signal exits at once); SIGHUP reloads the config in
 process (RELOADING=1, the daemons stopped as on SIGTERM and opened again on the new config,
@@ -59,16 +60,24 @@ DaemonSpec = type[Daemon[Any]] | DaemonManifest
 Reloader = Callable[[], tuple[FleetConfig, Sequence[DaemonSpec]]]
 
 
+def _alive(runners: Sequence[DaemonRunner], tasks: Sequence[asyncio.Task[Any]]) -> bool:
+    """Every cycle loop and sender task is still running and no cycle is wedged: failing
+    cycles and a locked database count as alive (they are retried), a dead task does not."""
+    return not any(t.done() for t in tasks) and not any(r.wedged() for r in runners)
+
+
 async def _watchdog(
     runners: Callable[[], Sequence[DaemonRunner]],
+    tasks: Callable[[], Sequence[asyncio.Task[Any]]],
     notifier: Notifier,
     interval_s: float,
     stop: asyncio.Event,
 ) -> None:
-    """Ping WATCHDOG=1 while the loop runs and no cycle is wedged. A hung event loop stops
-    this task too, which is exactly what systemd should see."""
+    """Ping WATCHDOG=1 while the loops themselves are alive (``_alive``: the current runners
+    and their tasks, none between a reload's stop and start). A hung event loop stops this
+    task too, which is exactly what systemd should see."""
     while not stop.is_set():
-        if not any(r.wedged() for r in runners()):
+        if _alive(runners(), tasks()):
             notifier.watchdog()
         await wait_any(stop, timeout=interval_s)
 
@@ -160,6 +169,7 @@ class _Process:
         self.fleet = fleet
         self.reloads = 0
         self.signals = ProcessSignals(notifier, log, on_dump=self.dump)
+        self.tasks: list[asyncio.Task[Any]] = []  # the running loops and senders
 
     async def run(self) -> int:
         self.signals.install()
@@ -176,7 +186,7 @@ class _Process:
             wd = watchdog_interval_s()
             if wd is not None:
                 watchdog = asyncio.create_task(
-                    _watchdog(lambda: self.runners, self.notifier, wd, stop)
+                    _watchdog(lambda: self.runners, lambda: self.tasks, self.notifier, wd, stop)
                 )
             code = await self._serve()
         finally:
@@ -224,6 +234,7 @@ class _Process:
             asyncio.create_task(r.run_sender(generation), name=f"{r.name}-sender")
             for r in self.runners
         ]
+        self.tasks = tasks
         return generation, tasks
 
     async def _serve(self) -> int:
@@ -268,6 +279,7 @@ class _Process:
 
     async def _stop(self, generation: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
         generation.set()
+        self.tasks = []  # ending on purpose: not a dead loop for the watchdog
         grace = self.runners[0].config.fleet.stop_grace_s if self.runners else 0.0
         _done, pending = await asyncio.wait(tasks, timeout=grace + 1.0) if tasks else (set(), set())
         for t in pending:

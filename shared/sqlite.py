@@ -39,6 +39,7 @@ __all__ = [
     "is_store_error",
     "retry_busy",
     "retry_busy_async",
+    "store_errors_in",
     "transaction",
     "transaction_sync",
 ]
@@ -65,6 +66,16 @@ def is_store_error(exc: BaseException) -> bool:
     """A database that could not be used (``StoreError`` or a raw ``sqlite3.Error``): a
     failed cycle or sender step to back off from, never a reason for a task to end."""
     return isinstance(exc, StoreError | sqlite3.Error)
+
+
+def store_errors_in(exc: BaseException) -> list[str]:
+    """The database file named by each store error in ``exc`` (itself, or inside exception
+    groups, as a TaskGroup raises them); "" where the file is not known."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [db for inner in exc.exceptions for db in store_errors_in(inner)]
+    if isinstance(exc, StoreError):
+        return [exc.db]
+    return [""] if isinstance(exc, sqlite3.Error) else []
 
 
 def is_busy(exc: BaseException) -> bool:

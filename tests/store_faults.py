@@ -1,6 +1,7 @@
-"""Fault injection for the fleet's aiosqlite connections (helpers, no tests): cancel the calling
-task at its Nth round trip to the database, or make one statement fail, and check from another
-connection that the database is not left locked.
+"""Fault injection for the fleet's databases (helpers, no tests): cancel the calling task at its
+Nth round trip to the database, or make one statement fail, and check from another connection
+that the database is not left locked; ``LockHolder`` (system tests only) holds a database's
+write lock from another process.
 
 Every aiosqlite operation (``execute``, a cursor's ``fetchone``/``fetchall``/``close``,
 ``executemany``, ``commit``) is one round trip through ``Connection._execute``: the function is
@@ -12,13 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-__all__ = ["CancelAt", "FailStatement", "Submitted", "is_write_locked", "statement_of"]
+__all__ = [
+    "CancelAt",
+    "FailStatement",
+    "LockHolder",
+    "Submitted",
+    "is_write_locked",
+    "statement_of",
+]
 
 
 def statement_of(args: tuple[Any, ...]) -> str:
@@ -117,3 +128,60 @@ def is_write_locked(path: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+_HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+print("released", flush=True)
+"""
+
+
+class LockHolder:
+    """Another process (a real python) holding the write lock on ``path`` (``BEGIN EXCLUSIVE``)
+    from ``__enter__`` until ``release()``; system tests only. Creates the file if missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[str] | None = None
+        self.locked_at = 0.0
+
+    def __enter__(self) -> LockHolder:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(self.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "locked"
+        self.locked_at = time.monotonic()
+        assert is_write_locked(self.path)
+        return self
+
+    def held_for(self) -> float:
+        return time.monotonic() - self.locked_at
+
+    def release(self, *, after_s: float = 0.0) -> None:
+        """Let go once the lock has been held ``after_s`` seconds in all (the scenario's
+        duration, not a wait for anything)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        assert self.proc.poll() is None, "the lock holder died: the lock was not held"
+        remaining = after_s - self.held_for()
+        if remaining > 0:
+            time.sleep(remaining)
+        self.proc.stdin.write("release\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "released"
+        self.proc.wait(timeout=30)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)

@@ -37,6 +37,7 @@ from shared.files import complete_in_thread
 from shared.notify import Message
 from shared.roles import Role, RoleFileError, effective_role
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
+from shared.sqlite import StoreError
 
 __all__ = ["Heartbeat", "HeartbeatUnhealthy", "PingTarget"]
 
@@ -403,7 +404,8 @@ class Heartbeat(Daemon[HeartbeatSection]):
             for index, msg in enumerate(self.pending):
                 try:
                     await self.ctx.notify(msg)
-                except (sqlite3.Error, OSError) as exc:
+                except (StoreError, sqlite3.Error, OSError) as exc:
+                    self.ctx.metrics.store_error(self.ctx.config.notify.outbox_db.name)
                     kept = self.pending[index:]
                     self._problem(
                         "outbox",

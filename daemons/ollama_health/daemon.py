@@ -71,6 +71,7 @@ from daemons.ollama_health.table import (
 from shared.files import atomic_write_json, complete_in_thread
 from shared.notify import Message
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
+from shared.sqlite import StoreError
 
 __all__ = ["OllamaHealth", "TierRoutingUnusable"]
 
@@ -517,7 +518,8 @@ class OllamaHealth(Daemon[OllamaHealthSection]):
                 message = dataclasses.replace(message, channel=channel)
             try:
                 await self.ctx.notify(message)
-            except (sqlite3.Error, OSError) as exc:  # outbox locked/unwritable: keep it
+            except (StoreError, sqlite3.Error, OSError) as exc:  # outbox locked/unwritable
+                self.ctx.metrics.store_error(self.ctx.config.notify.outbox_db.name)
                 self.log.warning(
                     "alert not queued yet; retrying next cycle",
                     dedup_key=message.dedup_key,

@@ -5,8 +5,10 @@ otherwise collapses what the collapse plan says, then claims and sends what is d
 ``rate_per_minute`` per channel. A failed send is pushed back with a backoff (Slack's
 Retry-After when it sent one) or, when permanent, marked dead, counted and logged: nothing is
 dropped silently and no row is left claimed. ``run()`` steps without sleeping while there is
-work. It never blocks the event loop (the outbox does its I/O off the loop) and never logs
-cancellation.
+work; a step the outbox database failed (locked past its retries, unopenable, a full disk)
+is a failed step, never the end of ``run()``: it backs off, is reported to ``on_store_error``
+(the ``fleet_store_errors_total`` counter) and logged once per incident. It never blocks the
+event loop (the outbox does its I/O off the loop) and never logs cancellation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import random
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from shared.notify.metrics import NotifyMetrics
 from shared.notify.outbox import Outbox
 from shared.notify.sink import Sink, SinkError
 from shared.sections import NotifySection
+from shared.sqlite import is_store_error
 
 __all__ = ["IDLE_MAX_S", "OutboxSender", "idle_delay_s", "retry_delay_s"]
 
@@ -72,6 +74,7 @@ class OutboxSender:
         owner: str | None = None,
         batch: int = 50,
         rand: Callable[[], float] | None = random.random,
+        on_store_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.sinks = sinks
@@ -81,6 +84,7 @@ class OutboxSender:
         self.owner = owner or f"{os.getpid()}:{id(self):x}"
         self.batch = batch
         self.rand = rand
+        self.on_store_error = on_store_error
         self._last_prune = 0.0
         self._held_notice: set[str] = set()
         self._was_silenced = False
@@ -188,7 +192,8 @@ class OutboxSender:
         )
 
     async def run(self, stop: asyncio.Event, idle_s: float = 2.0) -> None:
-        """Step until ``stop`` is set; sleep ``idle_s`` only when a step found nothing to do."""
+        """Step until ``stop`` is set; sleep ``idle_s`` only when a step found nothing to do,
+        longer (``idle_delay_s``) after each step in a row the outbox database failed."""
         failures = 0
         while not stop.is_set():
             try:
@@ -196,11 +201,15 @@ class OutboxSender:
                 if failures:
                     self.log.info("outbox sender recovered", failures=failures)
                 failures = 0
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:
+                if not (is_store_error(exc) or isinstance(exc, OSError)):
+                    raise  # a bug: let the runtime end the process, to be restarted
                 failures += 1
                 attempted = 0
+                if self.on_store_error is not None:
+                    self.on_store_error(exc)
                 if failures == 1:
-                    self.log.error("outbox sender failing", error=str(exc))
+                    self.log.error("outbox sender failing", error=describe_error(exc))
             if attempted:
                 await asyncio.sleep(0)
                 continue

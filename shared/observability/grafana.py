@@ -206,6 +206,19 @@ def overview_dashboard(manifests: Sequence[DaemonManifest]) -> dict[str, Any]:
     )
     lay.add(
         _timeseries(
+            "Databases given up on (locked, unreadable)",
+            [
+                _target(
+                    "sum by (host, daemon, db) "
+                    f"(rate(fleet_store_errors_total{{{_HOST}}}[$__rate_interval]))",
+                    "{{host}} {{daemon}} {{db}}",
+                )
+            ],
+            "ops",
+        )
+    )
+    lay.add(
+        _timeseries(
             "Outbox: pending",
             [
                 _target(

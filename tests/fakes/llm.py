@@ -4,7 +4,9 @@ The answer for a request comes from ``answer_for(user_text)`` (default: YES when
 mentions an invoice, contract, proposal or partnership, else NO). An answer of ``None`` is a
 reasoning model's reply (``content: null``); any other string is sent verbatim, so tests can
 return garbage. ``latency_s`` delays every answer (benchmarks); ``trickle_s`` sends every answer
-one byte per ``trickle_s`` seconds (the 1 byte/s classifier). Faults come from the base.
+one byte per ``trickle_s`` seconds (the 1 byte/s classifier); ``hold()`` keeps every answer
+back until ``release()`` (a test then acts while the daemon waits for its answers, e.g. takes
+a lock before the daemon writes its decisions). Faults come from the base.
 ``obeying_answer`` is a classifier that falls for prompt injection (issue 13).
 """
 
@@ -69,6 +71,19 @@ class FakeLLM(FakeHTTPServer):
         self._calls_lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self) -> None:
+        """Answer nothing until ``release()`` (requests are still recorded as they arrive)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def stop(self) -> None:
+        self._gate.set()  # a held answer must not keep a handler thread from finishing
+        super().stop()
 
     @property
     def url(self) -> str:
@@ -86,6 +101,7 @@ class FakeLLM(FakeHTTPServer):
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            self._gate.wait(timeout=600)
             if self.latency_s:
                 time.sleep(self.latency_s)
             if self.status != 200:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.mission_control import MissionControl
-from tests.conftest import run_fleet
+from tests.conftest import FLEET_BIN, run_fleet, wait_until
 from tests.email_fixtures import (
     CASES,
     CORRESPONDENTS,
@@ -27,6 +26,7 @@ from tests.email_fixtures import (
 from tests.fakes.llm import FakeLLM
 from tests.fakes.paperless import FakePaperless
 from tests.fakes.slack import FakeSlack
+from tests.store_faults import LockHolder, is_write_locked
 
 pytestmark = pytest.mark.system
 
@@ -235,29 +235,44 @@ def test_paperless_401_falls_back_to_db_history(world, fleet_root: Path, tmp_pat
 
 
 def test_writer_lock_held_5s_is_waited_out(world, fleet_root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    env, _llm, _pl, _slack = world
+    """Another program holds the inbox's write lock for 5 s exactly when the reactor wants to
+    record its decisions: it waits (busy_timeout + retries) and records all of them. The LLM
+    holds its answers until the lock is taken, so the writes surely meet the lock, and the
+    test checks the lock really held them back (before, the lock could come and go before
+    the reactor's first write, and the test passed without testing anything)."""
+    env, llm, _pl, _slack = world
     db = fleet_root / "databases/email-inbox.db"
     create_inbox(db, CASES[:3])
     assert once(env, tmp_path, "--dry-run").returncode == 0
-    add_bulk(db, 2)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None);"
-            " c.execute('PRAGMA journal_mode=WAL'); c.execute('BEGIN IMMEDIATE');"
-            " print('locked', flush=True); time.sleep(5); c.execute('COMMIT')",
-            str(db),
-        ],
+    ids = add_bulk(db, 2)
+    llm.hold()
+    calls = len(llm.calls)
+    proc = subprocess.Popen(
+        [str(FLEET_BIN), "run", "email-reactor", "--once"],
+        env=env,
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        res = once(env, tmp_path)
+        # The reactor has read the mail and waits for the LLM's answers on the two.
+        assert wait_until(lambda: len(llm.calls) >= calls + len(ids), timeout=60)
+        with LockHolder(db) as lock:
+            llm.release()  # the answers arrive; their decisions now need the held lock
+
+            def written() -> bool:
+                return proc.poll() is not None or bool(set(ids) & set(decisions(fleet_root)))
+
+            assert not wait_until(written, timeout=5)
+            assert is_write_locked(db) and not written()
+            lock.release()
+        out, _ = proc.communicate(timeout=120)
     finally:
-        holder.wait(timeout=30)
-    assert res.returncode == 0, res.stdout[-2000:]
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-2000:]
     assert len(decisions(fleet_root)) == 5
 
 

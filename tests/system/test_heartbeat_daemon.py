@@ -32,6 +32,7 @@ from shared.notify import Message
 from shared.roles import Role
 from shared.runtime import DaemonContext
 from shared.sections import DaemonSection
+from shared.sqlite import StoreError
 from tests.conftest import free_port, run_fleet
 from tests.fakes.peer import FakePeer
 from tests.fakes.pings import FakePingReceiver
@@ -40,14 +41,15 @@ from tests.heartbeat_support import only_enabled, write_config
 
 @dataclass
 class RecordingContext(DaemonContext):
-    """A DaemonContext whose outbox is a list, and can be made to fail like a locked DB."""
+    """A DaemonContext whose outbox is a list, and can be made to fail like a locked DB
+    (``broken``: the error the outbox raises)."""
 
     sent: list[Message] = field(default_factory=list)
-    broken: bool = False
+    broken: Exception | None = None
 
     async def notify(self, msg: Message) -> bool:
-        if self.broken:
-            raise sqlite3.OperationalError("database is locked")
+        if self.broken is not None:
+            raise self.broken
         if self.dry_run:
             return False
         self.sent.append(msg)
@@ -108,8 +110,17 @@ async def dead_peer() -> AsyncIterator[FakePeer]:
         yield peer
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        # what the outbox raises once its busy retries are spent (it used to end the cycle)
+        StoreError("outbox.db: database unavailable after 5 attempt(s): locked", db="outbox.db"),
+        sqlite3.OperationalError("database is locked"),
+    ],
+    ids=["store-error", "sqlite-error"],
+)
 async def test_alerts_survive_an_outbox_that_cannot_take_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_peer: FakePeer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_peer: FakePeer, error: Exception
 ) -> None:
     config = make_config(
         tmp_path,
@@ -128,7 +139,7 @@ url = "{dead_peer.health_url}"
     daemon = Heartbeat(ctx)
     await daemon.open()
     try:
-        ctx.broken = True
+        ctx.broken = error
         failures = 0
         for _ in range(5):
             clock.advance()
@@ -142,6 +153,10 @@ url = "{dead_peer.health_url}"
         assert len(dead_peer.requests) == 2, "it fails at the probe that alerts"
         state = json.loads((tmp_path / "root/state/heartbeat-peers.json").read_text())
         assert [p["dedup_key"].rsplit(":", 1)[1] for p in state["pending"]] == ["down"]
+        counted = ctx.metrics.registry.get_sample_value(
+            "fleet_store_errors_total", {"daemon": "heartbeat", "db": "outbox.db"}
+        )
+        assert counted == 1
     finally:
         await daemon.close()
     # A restart (new process) with a working outbox delivers it: nothing lost.

@@ -20,6 +20,7 @@ from daemons.ollama_health import route
 from daemons.ollama_health.daemon import StatusWriteFailed
 from daemons.ollama_health.policy import format_iso
 from shared.notify import Message
+from shared.sqlite import StoreError
 from tests.conftest import free_port
 from tests.fakes.ollama import FakeOllama
 from tests.ollama_health_support import (
@@ -208,8 +209,17 @@ async def test_default_single_host_dead_is_a_reported_state(
     assert 'fleet_ollama_up{host="anvil"} 0.0' in body
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        # what the outbox raises once its busy retries are spent (it used to end the cycle)
+        StoreError("outbox.db: database unavailable after 5 attempt(s): locked", db="outbox.db"),
+        sqlite3.OperationalError("database is locked"),
+    ],
+    ids=["store-error", "sqlite-error"],
+)
 async def test_alerts_survive_an_unwritable_outbox(
-    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama
+    make_rig: Callable[..., Any], anvil: FakeOllama, forge: FakeOllama, error: Exception
 ) -> None:
     rig = await make_rig(tier_doc(anvil, forge))
     forge.stop()
@@ -219,7 +229,7 @@ async def test_alerts_survive_an_unwritable_outbox(
 
     async def locked(msg: Message) -> bool:
         calls.append(msg.dedup_key)
-        raise sqlite3.OperationalError("database is locked")
+        raise error
 
     rig.daemon.ctx.notify = locked  # type: ignore[method-assign]
     status = await rig.cycle()
