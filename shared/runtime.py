@@ -233,6 +233,7 @@ class _Process:
         tasks += [
             asyncio.create_task(r.run_sender(generation), name=f"{r.name}-sender")
             for r in self.runners
+            if r.sender is not None  # --dry-run sends nothing: no sender task
         ]
         self.tasks = tasks
         return generation, tasks

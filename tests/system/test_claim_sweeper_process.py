@@ -21,7 +21,12 @@ pytestmark = pytest.mark.system
 
 
 def start_daemon(
-    env: dict[str, str], cwd: Path, ns: NotifySocket, port: int, extra: dict[str, str] | None = None
+    env: dict[str, str],
+    cwd: Path,
+    ns: NotifySocket,
+    port: int,
+    extra: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
     env = {
         **env,
@@ -33,7 +38,7 @@ def start_daemon(
         **(extra or {}),
     }
     return subprocess.Popen(
-        [str(FLEET_BIN), "run", "claim-sweeper"],
+        [str(FLEET_BIN), "run", "claim-sweeper", *args],
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -109,6 +114,22 @@ def test_lifecycle_ready_watchdog_metrics_sigterm(
     assert code == 0, out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert all({"timestamp", "level", "daemon", "host", "event"} <= set(rec) for rec in lines)
+
+
+def test_dry_run_runs_on_with_its_watchdog(
+    fleet_env: dict[str, str], tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """--dry-run has no outbox and so no sender: that is not a sender task that ended (it
+    exited 1 at once, and with the watchdog's liveness check it would stop pinging)."""
+    proc = start_daemon(fleet_env, tmp_path, notify_socket, free_port(), args=("--dry-run",))
+    try:
+        assert notify_socket.wait_for("READY=1", timeout=10)
+        assert wait_until(lambda: notify_socket.count("WATCHDOG=1") >= 3, timeout=10)
+        assert proc.poll() is None
+    finally:
+        code, out = stop(proc, notify_socket)
+    assert code == 0, out
+    assert "ended unexpectedly" not in out
 
 
 def test_watchdog_continues_while_every_cycle_fails(
