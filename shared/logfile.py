@@ -3,11 +3,12 @@ been rotated away, so newsyslog and logrotate rules that rename the file work.
 
 Opened ``O_APPEND`` (one ``write`` per line, so processes sharing a file never interleave
 inside a line), created 0600 in a 0700 directory; a symlink, directory or FIFO at the path, or
-a file another account owns, is refused (a newsyslog rule names the owner: the fleet's user). ``reopen()`` opens the path again (the SIGHUP hook); besides, a write checks at most
-once every ``CHECK_INTERVAL_S`` whether the path still names the open file (same device and
-inode) and reopens when it does not, so a rotation without a signal is followed within about
-a second of the next line. A reopen that fails keeps the open file and says so on stderr; a
-write that fails goes to stderr instead. Neither ever raises into the code that logged.
+a file another account owns, is refused (a newsyslog rule names the owner: the fleet's user).
+``reopen()`` opens the path again (the SIGHUP hook); besides, a write checks at most once
+every ``CHECK_INTERVAL_S`` whether the path still names the open file (same device and inode)
+and reopens when it does not, so a rotation without a signal is followed within about a second
+of the next line. A reopen that fails keeps the open file and says so on stderr; a write that
+fails goes to stderr instead. Neither ever raises into the code that logged.
 """
 
 from __future__ import annotations
