@@ -40,7 +40,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def _records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    complete = path.read_text().split("\n")[:-1]  # a line still being written is not one yet
+    return [json.loads(x) for x in complete if x.strip()]
 
 
 def _events(path: Path) -> list[str]:
