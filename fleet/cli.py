@@ -176,7 +176,8 @@ def run(
         config = _load_run_config(config_path, name)
     except ConfigError as exc:
         _die(EX_CONFIG, exc.render())
-    from shared.logging import configure_logging
+    from shared.logfile import log_file_path
+    from shared.logging import LogFileError, configure_logging
     from shared.runtime import run_daemons
 
     def chosen(cfg: FleetConfig) -> list[DaemonManifest]:
@@ -186,14 +187,32 @@ def run(
 
     _config_errors_exit(env_file_errors(env_files(config, chosen(config), Path.home())))
     _use_host_hash_key(config, create=not dry_run)
-    configure_logging(host=config.fleet.host, level=config.fleet.log_level, daemon=name or "fleet")
+    daemon = name or "fleet"
+
+    def log_to(cfg: FleetConfig) -> Path | None:
+        """Logging per ``cfg``; its log file, if any (LogFileError when it cannot be opened)."""
+        template = cfg.fleet.log_file
+        log_file = log_file_path(template, daemon) if template is not None else None
+        configure_logging(
+            host=cfg.fleet.host, level=cfg.fleet.log_level, daemon=daemon, log_file=log_file
+        )
+        return log_file
+
+    try:
+        log_file = log_to(config)
+    except LogFileError as exc:
+        _config_errors_exit([("fleet.log_file", str(exc))])
+    if log_file is not None and sys.stderr.isatty():
+        click.echo(f"fleet: logging to {log_file}", err=True)  # not to this terminal
 
     def reload() -> tuple[FleetConfig, list[DaemonManifest]]:
-        """SIGHUP: the config file (and FLEET_* of this process) again; ConfigError if bad."""
+        """SIGHUP: the config file (and FLEET_* of this process) again; ConfigError if bad,
+        or if its log file cannot be opened (logging then stays as it was)."""
         fresh = _load_run_config(config_path, name)
-        configure_logging(
-            host=fresh.fleet.host, level=fresh.fleet.log_level, daemon=name or "fleet"
-        )
+        try:
+            log_to(fresh)
+        except LogFileError as exc:
+            raise ConfigError([("fleet.log_file", str(exc))]) from None
         return fresh, chosen(fresh)
 
     code = asyncio.run(

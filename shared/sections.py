@@ -101,6 +101,12 @@ class FleetSection(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="minimum log level"
     )
+    log_file: Path | None = Field(
+        None,
+        description="file the daemons append their JSON log lines to, reopened on SIGHUP or "
+        "when rotated away; {daemon} becomes the daemon's name; unset: stdout (the journal "
+        "under systemd); generated LaunchAgents pass this, else <root>/logs/<daemon>.log",
+    )
     log_max_bytes: int = Field(10_000_000, gt=0, description="rotate fleet JSONL logs at this size")
     log_keep: int = Field(5, ge=1, le=100, description="rotated JSONL log files kept")
     stop_grace_s: float = Field(
@@ -128,6 +134,19 @@ class FleetSection(_Section):
     @classmethod
     def _bind(cls, value: str) -> str:
         return check_bind_address(value)
+
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _log_file(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        text = str(value)
+        if not text.startswith(("/", "~", "<root>")):
+            raise ValueError("must be an absolute path, ~/... or <root>/...")
+        rest = text.replace("{daemon}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError("only {daemon} may stand in a log file's name")
+        return value
 
 
 class SlackSection(_Section):

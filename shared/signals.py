@@ -1,8 +1,9 @@
 """What each signal means to a fleet daemon process, defined once.
 
-SIGTERM/SIGINT: graceful stop, exit 0 (the service manager asked). SIGHUP: reload the config
-in-process (the runtime restarts its daemons on the new config without the process going away;
-systemd's ``ExecReload=kill -HUP`` and launchd's ``launchctl kill HUP`` both reach it). SIGUSR1
+SIGTERM/SIGINT: graceful stop, exit 0 (the service manager asked). SIGHUP: reopen the log file
+(``[fleet] log_file``: a rotation renamed it), then reload the config in-process (the runtime
+restarts its daemons on the new config without the process going away; systemd's
+``ExecReload=kill -HUP`` and launchd's ``launchctl kill HUP`` both reach it). SIGUSR1
 and SIGUSR2: log a state dump, change nothing. Every other catchable signal whose default is to
 end the process (SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, and SIGIO/SIGPWR/SIGSTKFLT on Linux,
 SIGEMT on macOS): graceful stop with exit 128+signal, which is a failure to ``Restart=on-failure``
@@ -11,7 +12,9 @@ stays ignored (Python ignores it at start), so a write past a file-size limit fa
 which the writer reports, instead of killing the process. Synchronous fault signals (SIGSEGV,
 SIGBUS, SIGABRT, ...) and SIGQUIT keep their default. A second stop signal, later than
 ``SECOND_SIGNAL_AFTER_S``, exits at once.
-Handlers only set events or log; they never do I/O beyond the sd_notify datagram.
+Handlers only set events or log (and SIGHUP's reopens the log file, so its own line is the
+first in the new file); they never do I/O beyond the sd_notify datagram. They run in the event
+loop (``add_signal_handler``), not in signal context.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shared.logging import reopen_log_file
 from shared.sdnotify import Notifier
 
 __all__ = [
@@ -97,6 +101,7 @@ class ProcessSignals:
         self.stop.set()
 
     def _on_reload(self, sig: signal.Signals) -> None:
+        reopen_log_file()  # newsyslog's signal after a rename; also while stopping
         if self.stop.is_set():
             return
         self.log.info("reload requested", signal=sig.name)

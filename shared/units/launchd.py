@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import FleetConfig
+from shared.units.logs import launchd_log_paths
 from shared.units.services import (
     DEFAULT_TIMINGS,
     InstallLayout,
@@ -121,6 +122,8 @@ def launchd_agent(
         args += ["--", *spec.argv]
     else:
         args = list(spec.argv)
+    # A fleet daemon writes its own log file (shared.units.logs); launchd gets the .err.log.
+    stdout_path, stderr_path, log_env = launchd_log_paths(spec, config)
     return LaunchAgentPlist(
         Label=label_name(spec.name),
         ProgramArguments=args,
@@ -131,9 +134,10 @@ def launchd_agent(
         EnvironmentVariables={
             "PATH": f"{layout.prefix / 'bin'}:/usr/bin:/bin:/usr/sbin:/sbin",
             "PYTHONUNBUFFERED": "1",
+            **log_env,
         },
-        StandardOutPath=str(spec.stdout_path),
-        StandardErrorPath=str(spec.stderr_path),
+        StandardOutPath=str(stdout_path),
+        StandardErrorPath=str(stderr_path),
         WorkingDirectory=str(spec.working_dir),
         Umask=0o077,
         ProcessType="Background",

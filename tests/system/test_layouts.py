@@ -129,7 +129,9 @@ def test_alai_services_write_the_litestream_logs_the_seed_runbook_tails(
     own = LaunchAgentPlist.model_validate(
         plistlib.loads(plists["no.alai.fleet.claim-sweeper.plist"])
     )
-    assert own.StandardOutPath == f"{system}/logs/claim-sweeper.log"
+    # (their JSON log, which the daemon writes itself; launchd holds only the .err.log)
+    assert own.EnvironmentVariables["FLEET_FLEET__LOG_FILE"] == f"{system}/logs/claim-sweeper.log"
+    assert own.StandardOutPath == f"{system}/logs/claim-sweeper.err.log"
 
     # systemd: the same files, appended by the service manager; the units verify clean
     units = _generate(home_env, tmp_path, cfg, "systemd", "primary-systemd")
@@ -144,14 +146,19 @@ def test_alai_services_write_the_litestream_logs_the_seed_runbook_tails(
     )
     verify(sorted((tmp_path / "primary-systemd").iterdir()))
 
-    # FORGE: the restore loop's own log is the seed's litestream-restore.log
-    cfg.write_text('[fleet]\nlayout = "alai"\nrole = "standby"\n')
-    plists = _generate(home_env, tmp_path, cfg, "launchd", "standby-launchd")
-    agent = LaunchAgentPlist.model_validate(
-        plistlib.loads(plists["no.alai.fleet.restore-loop.plist"])
-    )
-    assert agent.StandardOutPath == f"{system}/logs/litestream-restore.log"
-    assert agent.StandardErrorPath == f"{system}/logs/litestream-restore-error.log"
+    # FORGE: the restore loop's own log is the seed's litestream-restore.log, which the
+    # daemon writes itself (also when [fleet] log_file names a file for every daemon)
+    for fleet_log in ("", 'log_file = "<root>/logs/fleet-{daemon}.log"\n'):
+        cfg.write_text(f'[fleet]\nlayout = "alai"\nrole = "standby"\n{fleet_log}')
+        plists = _generate(home_env, tmp_path, cfg, "launchd", f"standby-launchd{len(fleet_log)}")
+        agent = LaunchAgentPlist.model_validate(
+            plistlib.loads(plists["no.alai.fleet.restore-loop.plist"])
+        )
+        assert agent.EnvironmentVariables["FLEET_FLEET__LOG_FILE"] == (
+            f"{system}/logs/litestream-restore.log"
+        )
+        assert agent.StandardOutPath == f"{system}/logs/litestream-restore-error.log"
+        assert agent.StandardErrorPath == f"{system}/logs/litestream-restore-error.log"
 
 
 def test_the_default_layout_keeps_the_service_log_names(

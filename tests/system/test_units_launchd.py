@@ -46,7 +46,10 @@ def test_plist_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert agent.ExitTimeOut >= config.fleet.stop_grace_s
     assert agent.ExitTimeOut == stop_timeout_s(config)
     assert agent.ThrottleInterval >= 1
-    assert agent.StandardOutPath == f"{root}/logs/claim-sweeper.log"
+    # The daemon writes its JSON log itself (reopened when newsyslog rotates it); launchd's
+    # own file takes what comes before logging starts, and crash tracebacks.
+    assert agent.EnvironmentVariables["FLEET_FLEET__LOG_FILE"] == f"{root}/logs/claim-sweeper.log"
+    assert agent.StandardOutPath == f"{root}/logs/claim-sweeper.err.log"
     assert agent.StandardErrorPath == f"{root}/logs/claim-sweeper.err.log"
     assert agent.ProcessType == "Background"
     assert agent.Umask == 0o077
