@@ -220,7 +220,7 @@ def generate_cmd(
 @_repo_option
 def example_cmd(check: bool, repo: str) -> None:
     """Regenerate units/ and launchagents/ from config/fleet.example.toml (the documented
-    example host: user alai, venv /opt/alai-fleet/venv). Removes generated files that are no
+    example host: user alai, venv /opt/alai-fleet/current). Removes generated files that are no
     longer produced; README.md is kept. Outside a checkout: writes them under --repo."""
     from fleet.examples import UNIT_EXAMPLES
 
