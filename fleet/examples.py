@@ -4,6 +4,10 @@ check that keeps them equal to the generators: units/ and launchagents/ (``fleet
 example``), config/prometheus/, config/alertmanager/ and config/grafana/ (``fleet observability
 example``).
 
+An installed fleet has no checkout: there the example config is the one the models render
+(``fleet config example``, which a test keeps equal to the committed file), so the same
+commands write the same files into any directory.
+
 Loads the whole config (every registered daemon's section) with HOME pinned and no FLEET_*
 overrides from the caller's shell. Writes only with ``fix``, only generated files, and never
 removes a file the generator did not write (README.md, an operator's own unit).
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,7 @@ __all__ = [
     "UNIT_EXAMPLES",
     "ExampleLayout",
     "ExampleSet",
+    "example_config_file",
     "example_drift",
     "load_example_config",
     "pack_examples",
@@ -75,7 +81,7 @@ EXAMPLE_LAYOUTS: tuple[ExampleLayout, ...] = (
         target="systemd",
         mode="system",
         home=Path("/home/alai"),
-        prefix=Path("/opt/alai-fleet/venv"),
+        prefix=Path("/opt/alai-fleet/current"),
         user="alai",
         config_file=Path("/etc/alai-fleet/fleet.toml"),
         out_dir="units",
@@ -84,7 +90,7 @@ EXAMPLE_LAYOUTS: tuple[ExampleLayout, ...] = (
         target="launchd",
         mode="user",
         home=Path("/Users/alai"),
-        prefix=Path("/opt/alai-fleet/venv"),
+        prefix=Path("/opt/alai-fleet/current"),
         user="alai",
         config_file=Path("/Users/alai/.config/alai-fleet/fleet.toml"),
         out_dir="launchagents",
@@ -177,11 +183,29 @@ PACK_EXAMPLES = ExampleSet(
 )
 
 
+@contextlib.contextmanager
+def example_config_file(repo: Path) -> Iterator[Path]:
+    """``repo``'s config/fleet.example.toml; when ``repo`` has none (an installed fleet, run
+    outside a checkout), the example the models render, in a temporary file."""
+    committed = repo / "config" / "fleet.example.toml"
+    if committed.is_file():
+        yield committed
+        return
+    from fleet.config import example_toml
+
+    with tempfile.TemporaryDirectory(prefix="fleet-example-") as tmp:
+        rendered = Path(tmp) / "fleet.example.toml"
+        rendered.write_text(example_toml(), encoding="utf-8")
+        yield rendered
+
+
 def example_drift(repo: Path, examples: ExampleSet, *, fix: bool) -> list[str]:
     """``"<path>: differs|missing|no longer generated"`` for each committed file that is not
-    what ``examples`` renders from ``repo``'s config/fleet.example.toml; with ``fix``, also
-    rewrite or remove it. Raises ConfigError when the example config is invalid."""
-    wanted = examples.render(repo / "config" / "fleet.example.toml")
+    what ``examples`` renders from ``repo``'s config/fleet.example.toml (or, without one, the
+    packaged example); with ``fix``, also rewrite or remove it. Raises ConfigError when the
+    example config is invalid."""
+    with example_config_file(repo) as config_file:
+        wanted = examples.render(config_file)
     drift: list[str] = []
     for rel, data in sorted(wanted.items()):
         path = repo / rel

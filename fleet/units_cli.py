@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["observability", "units"]
 
-# A source checkout (editable install): `example` commands default to it, else to the cwd.
+# A source checkout (editable install): `example` commands default to it. An installed fleet
+# writes the examples into the current directory, rendered from its own example config.
 _CHECKOUT = Path(__file__).resolve().parents[1]
 REPO_ROOT = _CHECKOUT if (_CHECKOUT / "config" / "fleet.example.toml").is_file() else Path(".")
 
@@ -72,7 +73,8 @@ _repo_option = click.option(
     type=click.Path(file_okay=False, exists=True),
     default=str(REPO_ROOT),
     show_default=True,
-    help="repository holding config/fleet.example.toml and the generated examples",
+    help="directory of the examples (default: the source checkout, else the current "
+    "directory); input: its config/fleet.example.toml, else `fleet config example`'s",
 )
 _check_option = click.option(
     "--check", is_flag=True, help="exit 1 if the committed files differ; write nothing"
@@ -218,8 +220,8 @@ def generate_cmd(
 @_repo_option
 def example_cmd(check: bool, repo: str) -> None:
     """Regenerate units/ and launchagents/ from config/fleet.example.toml (the documented
-    example host: user alai, venv /opt/alai-fleet/venv). Removes generated files that are no
-    longer produced; README.md is kept."""
+    example host: user alai, venv /opt/alai-fleet/current). Removes generated files that are no
+    longer produced; README.md is kept. Outside a checkout: writes them under --repo."""
     from fleet.examples import UNIT_EXAMPLES
 
     _sync_examples(UNIT_EXAMPLES, repo, check)
@@ -518,7 +520,8 @@ def grafana_cmd(out: str) -> None:
 @_repo_option
 def observability_example_cmd(check: bool, repo: str) -> None:
     """Regenerate config/prometheus/, config/alertmanager/ and config/grafana/ from
-    config/fleet.example.toml for the example hosts anvil (primary) and forge (standby)."""
+    config/fleet.example.toml for the example hosts anvil (primary) and forge (standby).
+    Outside a checkout: writes them under --repo."""
     from fleet.examples import PACK_EXAMPLES
 
     _sync_examples(PACK_EXAMPLES, repo, check)

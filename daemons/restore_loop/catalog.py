@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +272,8 @@ def load_tier_table(path: Path) -> TierTable:
             [
                 (
                     "<file>",
-                    f"tier table not found: {path} (start from config/databases.example.toml)",
+                    f"tier table not found: {path} (start from the example: "
+                    f"fleet litestream tables-example > {shlex.quote(str(path))})",
                 )
             ],
             str(path),

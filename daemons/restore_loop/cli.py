@@ -477,3 +477,12 @@ def litestream_lint(file: str, as_json: bool) -> None:
             else f"{file}: clean for litestream 0.5"
         )
     raise SystemExit(1 if findings else 0)
+
+
+@litestream.command("tables-example")
+def litestream_tables_example() -> None:
+    """Print the example tier table (the seed's 69 DBs) to start a host's databases_file from."""
+    from importlib.resources import files
+
+    text = files("daemons.restore_loop").joinpath("databases.example.toml").read_text("utf-8")
+    click.echo(text, nl=False)

@@ -341,7 +341,7 @@ def test_committed_examples_verify_and_score(tmp_path: Path) -> None:
     }
     assert rendered
     paths = write_all(
-        {n: d.replace(b"/opt/alai-fleet/venv", str(VENV).encode()) for n, d in rendered.items()},
+        {n: d.replace(b"/opt/alai-fleet/current", str(VENV).encode()) for n, d in rendered.items()},
         tmp_path,
     )
     verify(paths)

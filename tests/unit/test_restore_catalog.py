@@ -65,7 +65,7 @@ def test_tier_table_errors_name_their_path() -> None:
 
 
 def test_missing_or_bad_tier_table_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CatalogError, match=r"databases\.example\.toml"):
+    with pytest.raises(CatalogError, match=r"fleet litestream tables-example > \S*nope\.toml"):
         load_tier_table(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[classes\n")
