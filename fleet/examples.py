@@ -1,8 +1,8 @@
 """The generated files committed to the repository, rendered from config/fleet.example.toml for
 documented example hosts (so they do not depend on who runs the generator), and the one drift
-check that keeps them equal to the generators: units/ and launchagents/ (``fleet units
-example``), config/prometheus/, config/alertmanager/ and config/grafana/ (``fleet observability
-example``).
+check that keeps them equal to the generators: units/, launchdaemons/ and launchagents/
+(``fleet units example``), config/prometheus/, config/alertmanager/ and config/grafana/
+(``fleet observability example``).
 
 An installed fleet has no checkout: there the example config is the one the models render
 (``fleet config example``, which a test keeps equal to the committed file), so the same
@@ -55,8 +55,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExampleLayout:
-    """A documented host the committed example files describe: its home, venv, account and
-    config file, and the repository directory its files live in."""
+    """A documented host the committed example files describe: its home, venv, account (and
+    its group, which LaunchDaemons name) and config file, and the repository directory its
+    files live in."""
 
     target: Target
     mode: Mode
@@ -65,14 +66,17 @@ class ExampleLayout:
     user: str
     config_file: Path
     out_dir: str
+    group: str | None = None
 
     def layout(self) -> InstallLayout:
+        system = self.mode == "system"
         return InstallLayout(
             mode=self.mode,
             prefix=self.prefix,
             config_file=self.config_file,
-            user=self.user if self.mode == "system" else None,
+            user=self.user if system else None,
             home=self.home,
+            group=self.group if system else None,
         )
 
 
@@ -85,6 +89,16 @@ EXAMPLE_LAYOUTS: tuple[ExampleLayout, ...] = (
         user="alai",
         config_file=Path("/etc/alai-fleet/fleet.toml"),
         out_dir="units",
+    ),
+    ExampleLayout(
+        target="launchd",
+        mode="system",
+        home=Path("/Users/alai"),
+        prefix=Path("/opt/alai-fleet/venv"),
+        user="alai",
+        config_file=Path("/etc/alai-fleet/fleet.toml"),
+        out_dir="launchdaemons",
+        group="staff",  # a macOS user account's primary group
     ),
     ExampleLayout(
         target="launchd",
@@ -130,7 +144,7 @@ def load_example_config(
 def unit_examples(
     example_config: Path, lines: tuple[RegistryLine, ...] | None = None
 ) -> dict[str, bytes]:
-    """Repository-relative path -> content for units/ and launchagents/."""
+    """Repository-relative path -> content for units/, launchdaemons/ and launchagents/."""
     daemons = manifests(lines)
     files: dict[str, bytes] = {}
     for ex in EXAMPLE_LAYOUTS:

@@ -1,15 +1,20 @@
-"""Putting generated service files in place: where the service manager reads them, the plan of
-``systemctl``/``launchctl`` commands that makes it run exactly the installed set, and running
-that plan (or only printing it). Files are written only when their content changed, at 0644
-(units and plists hold no secrets); nothing here removes a file the generator did not write.
+"""Putting generated service files in place: the install layout (venv, service account and its
+group), where the service manager reads the files (/etc/systemd/system, ~/.config/systemd/user,
+/Library/LaunchDaemons, ~/Library/LaunchAgents), the plan of ``systemctl``/``launchctl``
+commands that makes it run exactly the installed set, and running that plan (or only printing
+it). Files are written only when their content changed, at 0644 (units and plists hold no
+secrets); nothing here removes a file the generator did not write.
 """
 
 from __future__ import annotations
 
+import getpass
+import grp
 import os
 import pwd
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +22,19 @@ from typing import Any
 
 import click
 
+from shared.config import FleetConfig
+from shared.config_files import find_config_file
 from shared.exitcodes import ExitCode
 from shared.files import atomic_write_text
-from shared.units import Mode, Target
+from shared.units import InstallLayout, Mode, Target
 
 __all__ = [
+    "LAUNCH_DAEMONS",
     "Step",
+    "account_group",
     "dest_dir",
     "execute",
+    "install_layout",
     "install_plan",
     "launchd_domain",
     "make_write_dirs",
@@ -61,12 +71,65 @@ class Step:
         return text if self.check else f"{text} || true"
 
 
-def dest_dir(target: Target, mode: Mode, dest: str | None) -> Path:
-    """Where the service manager reads generated files (``dest`` overrides)."""
+#: where LaunchDaemons live: launchd loads them at boot (root-owned, not group/other-writable)
+LAUNCH_DAEMONS = Path("/Library/LaunchDaemons")
+
+
+def account_group(user: str) -> str | None:
+    """The primary group of ``user`` on this machine, None when either is unknown here."""
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        return None
+
+
+def install_layout(
+    config: FleetConfig,
+    config_path: str | None,
+    mode: Mode,
+    prefix: str | None,
+    service_user: str | None,
+    group: str | None = None,
+) -> InstallLayout:
+    """The layout ``fleet units`` renders for: the venv (``prefix``, else ``[fleet]
+    install_prefix``, else this one), the config file found, and in system mode the account
+    (``service_user``, else ``[fleet] service_user``, else $SUDO_USER, else whoever runs this)
+    with its group (``group``, else the account's primary group here)."""
+    venv = prefix or config.fleet.install_prefix or sys.prefix
+    config_file = find_config_file(config_path)
+    user: str | None = None
+    if mode == "system":
+        user = (
+            service_user
+            or config.fleet.service_user
+            or os.environ.get("SUDO_USER")
+            or getpass.getuser()
+        )
+    return InstallLayout(
+        mode=mode,
+        prefix=Path(os.path.abspath(Path(venv).expanduser())),
+        config_file=Path(os.path.abspath(config_file)) if config_file else None,
+        user=user,
+        home=Path.home(),
+        group=(group or account_group(user)) if user else None,
+    )
+
+
+def dest_dir(target: Target, mode: Mode, dest: str | None, destdir: str | None = None) -> Path:
+    """Where generated files are written: ``dest``, else the directory the service manager
+    reads them from (see ``service_dir``), under ``destdir`` when given (staging)."""
     if dest:
         return Path(dest).expanduser()
+    standard = service_dir(target, mode)
+    if destdir:
+        return Path(destdir).expanduser() / standard.relative_to(standard.anchor)
+    return standard
+
+
+def service_dir(target: Target, mode: Mode) -> Path:
+    """Where the service manager reads generated files on this host."""
     if target == "launchd":
-        return Path.home() / "Library" / "LaunchAgents"
+        return LAUNCH_DAEMONS if mode == "system" else Path.home() / "Library" / "LaunchAgents"
     if mode == "system":
         return Path("/etc/systemd/system")
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -77,8 +140,9 @@ def _systemctl(mode: Mode) -> tuple[str, ...]:
     return ("systemctl",) if mode == "system" else ("systemctl", "--user")
 
 
-def launchd_domain() -> str:
-    return f"gui/{os.getuid()}"
+def launchd_domain(mode: Mode = "user") -> str:
+    """``system`` for LaunchDaemons, else the invoking user's ``gui/<uid>``."""
+    return "system" if mode == "system" else f"gui/{os.getuid()}"
 
 
 def install_plan(
@@ -89,9 +153,12 @@ def install_plan(
     changed: Sequence[str],
     unchanged: Sequence[str],
     stale: Sequence[str],
+    loaded_from: Path | None = None,
 ) -> list[Step]:
     """The commands that make the service manager run exactly the installed set: stop and
-    remove stale generated files, reload, enable/start everything, restart what changed."""
+    remove stale generated files, reload, enable/start everything, restart what changed.
+    ``loaded_from``: the directory launchctl is told the plists are in, when they are written
+    somewhere else first (staging under --destdir); default ``dest``."""
     steps: list[Step] = []
     if target == "systemd":
         sc = _systemctl(mode)
@@ -105,7 +172,8 @@ def install_plan(
         if changed:
             steps.append(Step(argv=(*sc, "try-restart", *sorted(changed))))
         return steps
-    domain = launchd_domain()
+    domain = launchd_domain(mode)
+    shown = loaded_from or dest
     for name in stale:
         steps.append(Step(argv=("launchctl", "bootout", f"{domain}/{name[:-6]}"), check=False))
         steps.append(Step(remove=dest / name))
@@ -114,10 +182,10 @@ def install_plan(
         steps.append(Step(argv=("launchctl", "enable", f"{domain}/{label}")))
         if name in changed or name in new:
             steps.append(Step(argv=("launchctl", "bootout", f"{domain}/{label}"), check=False))
-            steps.append(Step(argv=("launchctl", "bootstrap", domain, str(dest / name))))
+            steps.append(Step(argv=("launchctl", "bootstrap", domain, str(shown / name))))
         else:  # already loaded is fine; not loaded gets loaded
             steps.append(
-                Step(argv=("launchctl", "bootstrap", domain, str(dest / name)), check=False)
+                Step(argv=("launchctl", "bootstrap", domain, str(shown / name)), check=False)
             )
     return steps
 
@@ -133,7 +201,7 @@ def uninstall_plan(target: Target, mode: Mode, dest: Path, installed: Sequence[s
         if installed:
             steps.append(Step(argv=(*sc, "reset-failed", *installed), check=False))
         return steps
-    domain = launchd_domain()
+    domain = launchd_domain(mode)
     for name in installed:
         steps.append(Step(argv=("launchctl", "bootout", f"{domain}/{name[:-6]}"), check=False))
         steps.append(Step(remove=dest / name))

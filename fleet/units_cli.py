@@ -1,5 +1,6 @@
-"""``fleet units ...`` (generate, install, uninstall the systemd units / LaunchAgents, and the
-launchd entry point) and ``fleet observability ...`` (the Prometheus/Alertmanager/Grafana pack).
+"""``fleet units ...`` (generate, install, uninstall the systemd units / LaunchDaemons /
+LaunchAgents, and the launchd entry point) and ``fleet observability ...`` (the
+Prometheus/Alertmanager/Grafana pack).
 
 Thin: the renderers (``shared.units``, ``shared.observability``) take the config and the
 registered daemons' manifests; ``fleet.install`` plans and runs the service-manager commands,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -24,7 +25,6 @@ from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from fleet.examples import ExampleSet
-    from shared.config import FleetConfig
     from shared.units import GeneratedSet, InstallLayout, Mode, Target
 
 __all__ = ["observability", "units"]
@@ -40,7 +40,7 @@ def _platform_target() -> Target:
 
 
 def _default_mode() -> Mode:
-    return "system" if os.geteuid() == 0 and sys.platform != "darwin" else "user"
+    return "system" if os.geteuid() == 0 else "user"
 
 
 _target_option = click.option(
@@ -49,13 +49,31 @@ _target_option = click.option(
     default=None,
     help="systemd units, launchd plists, or both (default: this platform's)",
 )
-_mode_option = click.option(
-    "--mode",
-    type=click.Choice(["system", "user"]),
-    default=None,
-    help="systemd system units (User= from config) or --user units; launchd is always "
-    "per-user LaunchAgents (default: system when run as root on Linux, else user)",
+_MODE_HELP = (
+    "system: systemd system units / launchd LaunchDaemons in /Library/LaunchDaemons (start at "
+    "boot, run as --user); user: systemd --user units / LaunchAgents in gui/UID (start at "
+    "login). Default: system when run as root, else user"
 )
+
+
+def _mode_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--mode`` and its launchd name ``--domain``: one choice, given once."""
+    fn = click.option(
+        "--domain",
+        type=click.Choice(["system", "user"]),
+        default=None,
+        help="--mode by its launchd name (system: LaunchDaemons, user: LaunchAgents)",
+    )(fn)
+    return click.option("--mode", type=click.Choice(["system", "user"]), help=_MODE_HELP)(fn)
+
+
+def _chosen_mode(mode: str | None, domain: str | None) -> Mode:
+    if mode and domain and mode != domain:
+        raise click.UsageError("--mode and --domain name the same choice: give one")
+    chosen = mode or domain
+    return cast("Mode", chosen) if chosen else _default_mode()
+
+
 _prefix_option = click.option(
     "--prefix",
     type=click.Path(file_okay=False),
@@ -66,7 +84,20 @@ _user_option = click.option(
     "--user",
     "service_user",
     default=None,
-    help="account system units run as (default: [fleet] service_user, $SUDO_USER, else you)",
+    help="account system units and LaunchDaemons run as (default: [fleet] service_user, "
+    "$SUDO_USER, else you)",
+)
+_group_option = click.option(
+    "--group",
+    default=None,
+    help="LaunchDaemons' GroupName (default: the --user account's primary group here)",
+)
+_destdir_option = click.option(
+    "--destdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="write under DIR + the standard path; the printed (or run) commands name the "
+    "standard path (staging, packaging, tests)",
 )
 _repo_option = click.option(
     "--repo",
@@ -83,7 +114,7 @@ _check_option = click.option(
 
 @click.group()
 def units() -> None:
-    """Generate and install systemd units / LaunchAgent plists."""
+    """Generate and install systemd units / LaunchDaemon and LaunchAgent plists."""
 
 
 def _targets(target: str | None) -> list[Target]:
@@ -93,58 +124,29 @@ def _targets(target: str | None) -> list[Target]:
     return [cast("Target", chosen)]
 
 
-def _layout(
-    config: FleetConfig,
-    config_path: str | None,
-    mode: Mode,
-    prefix: str | None,
-    service_user: str | None,
-) -> InstallLayout:
-    from shared.config_files import find_config_file
-    from shared.units import InstallLayout
-
-    venv = prefix or config.fleet.install_prefix or sys.prefix
-    config_file = find_config_file(config_path)
-    user: str | None = None
-    if mode == "system":
-        # [fleet] service_user is read when the config has it (see docs/operations.md).
-        user = (
-            service_user
-            or str(getattr(config.fleet, "service_user", "") or "")
-            or os.environ.get("SUDO_USER")
-            or getpass.getuser()
-        )
-    return InstallLayout(
-        mode=mode,
-        prefix=Path(os.path.abspath(Path(venv).expanduser())),
-        config_file=Path(os.path.abspath(config_file)) if config_file else None,
-        user=user,
-        home=Path.home(),
-    )
-
-
 def _generate(
     config_path: str | None,
     target: str | None,
-    mode: str | None,
+    mode: Mode,
     prefix: str | None,
     service_user: str | None,
+    group: str | None = None,
 ) -> tuple[InstallLayout, list[GeneratedSet]]:
+    from fleet.install import install_layout
     from fleet.registry import manifests
     from shared.units import generate
 
     config = load_config_or_exit(config_path)
-    chosen_mode = cast("Mode", mode) if mode else _default_mode()
-    layout = _layout(config, config_path, chosen_mode, prefix, service_user)
+    layout = install_layout(config, config_path, mode, prefix, service_user, group)
     try:
         sets = [generate(config, manifests(), t, layout) for t in _targets(target)]
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(ExitCode.CONFIG) from None
-    if layout.mode == "system" and layout.user == "root" and "systemd" in _targets(target):
+    if layout.mode == "system" and layout.user == "root":
         click.echo(
-            "warning: system units would run as root; pass --user or set the service account"
-            " (`fleet units install` refuses them without --allow-root)",
+            "warning: system units would run as root (LaunchDaemons too); pass --user or set "
+            "the service account (`fleet units install` refuses them without --allow-root)",
             err=True,
         )
     return layout, sets
@@ -196,18 +198,22 @@ def _sync_examples(examples: ExampleSet, repo: str, check: bool) -> None:
 )
 @_prefix_option
 @_user_option
+@_group_option
 @config_option
 def generate_cmd(
     target: str | None,
     mode: str | None,
+    domain: str | None,
     out: str,
     prefix: str | None,
     service_user: str | None,
+    group: str | None,
     config_path: str | None,
 ) -> None:
     """Write alai-fleet-<daemon>.service / no.alai.fleet.<daemon>.plist for every enabled
     daemon (and companion service) into --out."""
-    _unused, sets = _generate(config_path, target, mode, prefix, service_user)
+    chosen = _chosen_mode(mode, domain)
+    _unused, sets = _generate(config_path, target, chosen, prefix, service_user, group)
     out_dir = Path(out)
     for gen in sets:
         for name, data in sorted(gen.files.items()):
@@ -219,9 +225,10 @@ def generate_cmd(
 @_check_option
 @_repo_option
 def example_cmd(check: bool, repo: str) -> None:
-    """Regenerate units/ and launchagents/ from config/fleet.example.toml (the documented
-    example host: user alai, venv /opt/alai-fleet/current). Removes generated files that are no
-    longer produced; README.md is kept. Outside a checkout: writes them under --repo."""
+    """Regenerate units/, launchdaemons/ and launchagents/ from config/fleet.example.toml (the
+    documented example host: user alai, group staff, venv /opt/alai-fleet/current). Removes
+    generated files that are no longer produced; README.md is kept. Outside a checkout: writes
+    them under --repo."""
     from fleet.examples import UNIT_EXAMPLES
 
     _sync_examples(UNIT_EXAMPLES, repo, check)
@@ -237,43 +244,61 @@ def example_cmd(check: bool, repo: str) -> None:
     default=None,
     help="install into DIR instead of the standard place (packaging, tests; one target only)",
 )
+@_destdir_option
 @_prefix_option
 @_user_option
+@_group_option
 @click.option(
     "--allow-root",
     is_flag=True,
-    help="install system units that run as root (refused without it: exit 78)",
+    help="install system units / LaunchDaemons that run as root (refused without it: exit 78)",
 )
 @config_option
 def install_cmd(
     target: str | None,
     mode: str | None,
+    domain: str | None,
     now: bool,
     dest: str | None,
+    destdir: str | None,
     prefix: str | None,
     service_user: str | None,
+    group: str | None,
     allow_root: bool,
     config_path: str | None,
 ) -> None:
     """Write the generated files where the service manager reads them (/etc/systemd/system,
-    ~/.config/systemd/user, ~/Library/LaunchAgents) and print or run the commands that enable
-    and start them. Stale generated files (daemon disabled since) are stopped and removed.
-    System units that would run as root are refused (exit 78) unless --allow-root."""
-    from fleet.install import dest_dir, execute, install_plan, make_write_dirs, write_if_changed
+    ~/.config/systemd/user, /Library/LaunchDaemons, ~/Library/LaunchAgents) and print or run
+    the commands that enable and start them (LaunchDaemons: `launchctl bootstrap system`,
+    LaunchAgents: `gui/UID`). Stale generated files (daemon disabled since) are stopped and
+    removed. Services that would run as root are refused (exit 78) unless --allow-root."""
+    from fleet.install import (
+        dest_dir,
+        execute,
+        install_plan,
+        make_write_dirs,
+        service_dir,
+        write_if_changed,
+    )
     from shared.units import is_generated_file
 
-    if dest and target == "all":
-        raise click.UsageError("--dest works with one --target")
-    layout, sets = _generate(config_path, target, mode, prefix, service_user)
-    as_root = layout.mode == "system" and layout.user == "root"
-    if as_root and not allow_root and any(gen.target == "systemd" for gen in sets):
+    if (dest or destdir) and target == "all":
+        raise click.UsageError("--dest and --destdir work with one --target")
+    chosen = _chosen_mode(mode, domain)
+    layout, sets = _generate(config_path, target, chosen, prefix, service_user, group)
+    if layout.mode == "system" and layout.user == "root" and not allow_root:
         _die_config(
-            "refusing to install system units that run as root (User=root): pass --user "
-            "ACCOUNT or set [fleet] service_user to an unprivileged account, or --allow-root"
+            "refusing to install system units that run as root (User=root; LaunchDaemons: "
+            "UserName=root): pass --user ACCOUNT or set [fleet] service_user to an "
+            "unprivileged account, or --allow-root"
         )
+    daemons = layout.mode == "system" and any(gen.target == "launchd" for gen in sets)
+    if daemons and os.geteuid() != 0 and not (dest or destdir):
+        _die_config("LaunchDaemons are installed by root (launchd loads root-owned ones): sudo")
     code: int = ExitCode.OK
     for gen in sets:
-        directory = dest_dir(gen.target, layout.mode, dest)
+        directory = dest_dir(gen.target, layout.mode, dest, destdir)
+        loaded_from = service_dir(gen.target, layout.mode) if destdir else None
         new: list[str] = []
         changed: list[str] = []
         unchanged: list[str] = []
@@ -288,13 +313,17 @@ def install_cmd(
             p.name for p in directory.glob("*") if is_generated_file(p) and p.name not in gen.files
         )
         make_write_dirs(gen.write_dirs, layout.user if layout.mode == "system" else None)
-        steps = install_plan(gen.target, layout.mode, directory, new, changed, unchanged, stale)
+        steps = install_plan(
+            gen.target, layout.mode, directory, new, changed, unchanged, stale, loaded_from
+        )
         code = code or execute(steps, now)
         if gen.target == "systemd" and layout.mode == "user":
             click.echo(
                 "note: user units stop at logout unless lingering is on: "
                 f"loginctl enable-linger {getpass.getuser()}"
             )
+    if daemons and os.geteuid() != 0:
+        click.echo("warning: launchd loads a LaunchDaemon only when root owns it", err=True)
     _report_skipped(sets)
     raise SystemExit(code)
 
@@ -304,18 +333,26 @@ def install_cmd(
 @_mode_option
 @click.option("--now", is_flag=True, help="run the systemctl/launchctl commands, not just print")
 @click.option("--dest", type=click.Path(file_okay=False), default=None, help="as for install")
-def uninstall_cmd(target: str | None, mode: str | None, now: bool, dest: str | None) -> None:
+@_destdir_option
+def uninstall_cmd(
+    target: str | None,
+    mode: str | None,
+    domain: str | None,
+    now: bool,
+    dest: str | None,
+    destdir: str | None,
+) -> None:
     """Stop, disable and remove every generated unit/plist (whatever the config says now).
     Without --now, print the commands (files are removed only when they run)."""
     from fleet.install import dest_dir, execute, uninstall_plan
     from shared.units import is_generated_file
 
-    if dest and target == "all":
-        raise click.UsageError("--dest works with one --target")
-    chosen_mode = cast("Mode", mode) if mode else _default_mode()
+    if (dest or destdir) and target == "all":
+        raise click.UsageError("--dest and --destdir work with one --target")
+    chosen_mode = _chosen_mode(mode, domain)
     code: int = ExitCode.OK
     for t in _targets(target):
-        directory = dest_dir(t, chosen_mode, dest)
+        directory = dest_dir(t, chosen_mode, dest, destdir)
         installed = sorted(p.name for p in directory.glob("*") if is_generated_file(p))
         if not installed:
             click.echo(f"no generated {t} files in {directory}")
@@ -324,14 +361,15 @@ def uninstall_cmd(target: str | None, mode: str | None, now: bool, dest: str | N
     raise SystemExit(code)
 
 
-def _launchd_refusal(job: str, why: str) -> NoReturn:
+def _launchd_refusal(job: str, why: str, domain: str) -> NoReturn:
     """Under launchd a refusal exits 0 (KeepAlive{SuccessfulExit=false} would respawn a
     non-zero exit every ThrottleInterval forever): say why and how to restart it."""
     from fleet.install import launchd_domain
 
     click.echo(
         f"fleet: {job} refused to start (exit 78: {why}); launchd will not restart it. Fix "
-        f"it, then: launchctl kickstart -k {launchd_domain()}/no.alai.fleet.{job}",
+        f"it, then: launchctl kickstart -k {launchd_domain(cast('Mode', domain))}"
+        f"/no.alai.fleet.{job}",
         err=True,
     )
     raise SystemExit(ExitCode.OK)
@@ -354,6 +392,13 @@ _env_file_option = click.option(
     default=None,
     help="KEY=VALUE secrets file to load first (must be 0600 and yours, else refused)",
 )
+_launchd_domain_option = click.option(
+    "--domain",
+    type=click.Choice(["system", "user"]),
+    default="user",
+    show_default=True,
+    help="the launchd domain the job is in (system: a LaunchDaemon), for the restart hint",
+)
 
 
 @units.command("launchd-run", context_settings={"help_option_names": ["-h", "--help"]})
@@ -367,9 +412,14 @@ _env_file_option = click.option(
     " in order: fleet.env, then fleet-NAME.env)",
 )
 @_env_file_option
+@_launchd_domain_option
 @config_option
 def launchd_run_cmd(
-    name: str, optional_env_files: tuple[str, ...], env_file: str | None, config_path: str | None
+    name: str,
+    optional_env_files: tuple[str, ...],
+    env_file: str | None,
+    domain: str,
+    config_path: str | None,
 ) -> None:
     """`fleet run NAME` for launchd: exit 78 (invalid config, refused role, a secrets file
     that is not private) becomes exit 0, so KeepAlive{SuccessfulExit=false} restarts crashes
@@ -380,7 +430,7 @@ def launchd_run_cmd(
     for path in [*wanted, *([env_file] if env_file is not None else [])]:
         loaded = _secrets(path)
         if isinstance(loaded, str):
-            _launchd_refusal(name, loaded)
+            _launchd_refusal(name, loaded, domain)
         os.environ.update(loaded)
     callback = run_command.callback
     assert callback is not None
@@ -390,7 +440,7 @@ def launchd_run_cmd(
     except SystemExit as exc:
         code = exc.code
     if code == ExitCode.CONFIG:
-        _launchd_refusal(name, "invalid config or wrong role")
+        _launchd_refusal(name, "invalid config or wrong role", domain)
     raise SystemExit(code)
 
 
@@ -400,15 +450,16 @@ def launchd_run_cmd(
 )
 @click.option("--name", required=True, help="the service name (its label is no.alai.fleet.NAME)")
 @click.option("--env-file", type=click.Path(dir_okay=False), required=True, help="as launchd-run")
+@_launchd_domain_option
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
-def launchd_exec_cmd(name: str, env_file: str, argv: tuple[str, ...]) -> None:
+def launchd_exec_cmd(name: str, env_file: str, domain: str, argv: tuple[str, ...]) -> None:
     """Run a companion program (litestream) for launchd with the secrets file's variables:
     refused like launchd-run (exit 0 with the reason) unless the file is private; then exec,
     so the program is the job's process.
-    Usage: launchd-exec --name SERVICE --env-file F -- PROGRAM ARGS..."""
+    Usage: launchd-exec --name SERVICE --env-file F [--domain D] -- PROGRAM ARGS..."""
     loaded = _secrets(env_file)
     if isinstance(loaded, str):
-        _launchd_refusal(name, loaded)
+        _launchd_refusal(name, loaded, domain)
     try:
         os.execve(argv[0], list(argv), {**os.environ, **loaded})
     except OSError as exc:

@@ -32,6 +32,7 @@ __all__ = [
     "DaemonManifest",
     "MetricKind",
     "MetricSpec",
+    "ProcessType",
     "SecretsEnvFile",
     "UnitProfile",
     "WrittenDb",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 MetricKind = Literal["gauge", "counter", "histogram"]
+#: launchd.plist(5) ProcessType values (Adaptive follows XPC activity; Interactive is for apps)
+ProcessType = Literal["Standard", "Background", "Adaptive", "Interactive"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,10 @@ class UnitProfile:
     # <root>/logs/<name>.log and .err.log, systemd the journal.
     log_file: Path | None = None
     error_log_file: Path | None = None
+    # launchd's ProcessType (macOS): "Background" throttles CPU and I/O and coalesces timers,
+    # for batch work nobody waits on; "Standard" (light limits) for work with a deadline.
+    # docs/operations.md has the choice per daemon and why.
+    process_type: ProcessType = "Standard"
 
 
 @dataclass(frozen=True)

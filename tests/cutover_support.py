@@ -80,8 +80,13 @@ class LegacyHost:
     def plist(self, name: str) -> Path:
         return self.agents / f"{name}.plist"
 
-    def args(self, *more: str, platform: str = "darwin") -> list[str]:
-        return [
+    @property
+    def launch_daemons(self) -> Path:
+        """Where a system-domain cutover installs the fleet's LaunchDaemons in these tests."""
+        return self.home.parent / "Library" / "LaunchDaemons"
+
+    def args(self, *more: str, platform: str = "darwin", mode: str = "user") -> list[str]:
+        args = [
             *more,
             "--config",
             str(self.config),
@@ -90,10 +95,13 @@ class LegacyHost:
             "--platform",
             platform,
             "--mode",
-            "user",
+            mode,
             "--systemd-system-dir",
             str(self.home / "etc-systemd-system"),
         ]
+        if mode == "system":
+            args += ["--launchd-system-dir", str(self.launch_daemons)]
+        return args
 
 
 def _plist(path: Path, data: dict[str, Any]) -> None:

@@ -60,6 +60,7 @@ def unit_profile(_config: FleetConfig, section: BlueprintWatchdogSection) -> Uni
         shared_tmp=under_shared_tmp(*section.roots, *paths),
         tasks_max=32,
         memory_max_mb=256,
+        process_type="Background",  # a nightly batch scan nobody waits on: throttle it
     )
 
 

@@ -41,7 +41,10 @@ def contracts(config: FleetConfig, _section: ClaimSweeperSection) -> Sequence[Co
 def unit_profile(config: FleetConfig, _section: ClaimSweeperSection) -> UnitProfile:
     # On the primary it creates/migrates mission-control.db (WAL: -wal/-shm beside it).
     return UnitProfile(
-        write_paths=(config.mission_control.db.parent,), tasks_max=32, memory_max_mb=192
+        write_paths=(config.mission_control.db.parent,),
+        tasks_max=32,
+        memory_max_mb=192,
+        process_type="Background",  # housekeeping whose deadline is alert_after_s (minutes)
     )
 
 

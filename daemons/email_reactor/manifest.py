@@ -63,6 +63,7 @@ def unit_profile(config: FleetConfig, section: EmailReactorSection) -> UnitProfi
         ),
         tasks_max=64,
         memory_max_mb=384,
+        process_type="Standard",  # commits to shared DBs others wait on; pushes with a deadline
     )
 
 

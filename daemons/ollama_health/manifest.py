@@ -26,6 +26,7 @@ def unit_profile(_config: FleetConfig, section: OllamaHealthSection) -> UnitProf
         ),
         tasks_max=32,
         memory_max_mb=192,
+        process_type="Standard",  # the routing file must follow a dead Ollama within a cycle
     )
 
 

@@ -47,6 +47,7 @@ def unit_profile(config: FleetConfig, section: RestoreLoopSection) -> UnitProfil
         memory_max_mb=256 + 40 * count,
         log_file=section.log_file,
         error_log_file=section.error_log_file,
+        process_type="Standard",  # I/O-bound restores: Background throttling blows the RPO
     )
 
 

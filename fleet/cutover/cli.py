@@ -38,10 +38,12 @@ def _host_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--mode",
+            "--domain",
             type=click.Choice(["user", "system"]),
             default=None,
-            help="systemd only: install the fleet as user or system units (default: system "
-            "as root, else user)",
+            help="install the fleet as systemd user or system units (default: system as root, "
+            "else user); on macOS LaunchAgents in gui/UID or, with system (run with sudo), "
+            "LaunchDaemons that start at boot (default: user)",
         ),
         click.option(
             "--systemd-system-dir",
@@ -49,6 +51,13 @@ def _host_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             default="/etc/systemd/system",
             show_default=True,
             help="where system units (legacy and, with --mode system, the fleet's) live",
+        ),
+        click.option(
+            "--launchd-system-dir",
+            type=click.Path(file_okay=False),
+            default="/Library/LaunchDaemons",
+            show_default=True,
+            help="where the fleet's LaunchDaemons go with --mode system on macOS",
         ),
         config_option,
     ]
@@ -62,6 +71,7 @@ def _context(
     platform: str | None,
     mode: str | None,
     systemd_system_dir: str,
+    launchd_system_dir: str,
     config_path: str | None,
     online: bool = False,
 ) -> Any:
@@ -84,7 +94,15 @@ def _context(
         platform=cast("Platform | None", platform),
         mode=cast("Mode | None", mode),
         system_unit_dir=Path(systemd_system_dir),
+        launchd_system_dir=Path(launchd_system_dir),
     )
+    if host.target == "launchd" and host.mode == "system" and host.layout().group is None:
+        click.echo(
+            f"error: LaunchDaemons run as {host.service_user!r}, an account this machine does "
+            "not know: set [fleet] service_user",
+            err=True,
+        )
+        raise SystemExit(ExitCode.CONFIG)
     runner = CommandRunner()
     try:
         return survey(host, runner, online=online), runner

@@ -1,7 +1,8 @@
 """``Host``: the facts one cutover works from: the loaded config and manifests, the home
 directory holding the legacy jobs (``--home``), the platform (launchd on macOS, systemd on
-Linux; ``--platform`` overrides), the unit mode, this host's role, and where the fleet's own
-service files go. Everything else in ``fleet.cutover`` takes a Host.
+Linux; ``--platform`` overrides), the unit mode (on macOS: LaunchAgents in the operator's
+``gui/<uid>``, or with ``system`` LaunchDaemons in the ``system`` domain), this host's role,
+and where the fleet's own service files go. Everything else in ``fleet.cutover`` takes a Host.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from fleet.install import LAUNCH_DAEMONS, account_group
 from shared.config import FleetConfig
 from shared.manifest import DaemonManifest
 from shared.roles import Role, effective_role
@@ -45,7 +47,8 @@ class Host:
     prefix: Path
     system_unit_dir: Path
     service_user: str | None
-    uid: int
+    uid: int  # whose gui domain the legacy LaunchAgents are in
+    launchd_system_dir: Path = LAUNCH_DAEMONS
 
     @property
     def target(self) -> Target:
@@ -68,7 +71,7 @@ class Host:
     def fleet_unit_dir(self) -> Path:
         """Where the fleet's own units / plists are installed on this host."""
         if self.target == "launchd":
-            return self.launch_agents
+            return self.launchd_system_dir if self.mode == "system" else self.launch_agents
         return self.user_unit_dir if self.mode == "user" else self.system_unit_dir
 
     @property
@@ -77,7 +80,13 @@ class Host:
 
     @property
     def domain(self) -> str:
+        """The legacy LaunchAgents' domain."""
         return f"gui/{self.uid}"
+
+    @property
+    def fleet_domain(self) -> str:
+        """The launchd domain the fleet's own jobs are bootstrapped into."""
+        return "system" if self.mode == "system" else self.domain
 
     def layout(self) -> InstallLayout:
         """As ``fleet units install`` computes it (its user units name $HOME's fleet.env)."""
@@ -87,6 +96,7 @@ class Host:
             config_file=self.config_file,
             user=self.service_user,
             home=Path.home(),
+            group=account_group(self.service_user) if self.service_user else None,
         )
 
     def services(self) -> list[ServiceSpec]:
@@ -109,12 +119,17 @@ def build_host(
     platform: Platform | None,
     mode: Mode | None,
     system_unit_dir: Path,
+    launchd_system_dir: Path = LAUNCH_DAEMONS,
 ) -> Host:
     chosen: Platform = platform or ("darwin" if sys.platform == "darwin" else "linux")
     if chosen == "darwin":
-        unit_mode: Mode = "user"  # LaunchAgents live in the operator's gui domain
+        unit_mode: Mode = mode or "user"  # the legacy agents' gui domain, unless asked
     else:
         unit_mode = mode or ("system" if os.geteuid() == 0 else "user")
+    home = Path(os.path.abspath(home.expanduser()))
+    uid = os.getuid()
+    if chosen == "darwin" and unit_mode == "system" and uid == 0 and home.is_dir():
+        uid = home.stat().st_uid  # run with sudo: the legacy agents are the home owner's
     user = None
     if unit_mode == "system":
         user = config.fleet.service_user or os.environ.get("SUDO_USER") or getpass.getuser() or None
@@ -123,12 +138,13 @@ def build_host(
         config=config,
         config_file=Path(os.path.abspath(config_file)) if config_file else None,
         manifests=tuple(manifests),
-        home=Path(os.path.abspath(home.expanduser())),
+        home=home,
         platform=chosen,
         mode=unit_mode,
         role=effective_role(config.fleet.role, config.role_file),
         prefix=Path(os.path.abspath(Path(prefix).expanduser())),
         system_unit_dir=system_unit_dir,
         service_user=user,
-        uid=os.getuid(),
+        uid=uid,
+        launchd_system_dir=launchd_system_dir,
     )

@@ -241,7 +241,9 @@ class FleetUnitsStep(Step):
             return True
         if h.target == "launchd":
             return all(
-                runner.run(["launchctl", "print", f"{h.domain}/{n.removesuffix('.plist')}"]).ok
+                runner.run(
+                    ["launchctl", "print", f"{h.fleet_domain}/{n.removesuffix('.plist')}"]
+                ).ok
                 for n in names
             )
         sc = ["systemctl"] if h.mode == "system" else ["systemctl", "--user"]
@@ -265,8 +267,8 @@ class FleetUnitsStep(Step):
             # `install --now` sees the files written by the write step as unchanged and
             # only bootstraps: unload the loaded ones so the new definitions are loaded
             for label in (n.removesuffix(".plist") for n in names):
-                if runner.run(["launchctl", "print", f"{h.domain}/{label}"]).ok:
-                    _run(runner, ["launchctl", "bootout", f"{h.domain}/{label}"])
+                if runner.run(["launchctl", "print", f"{h.fleet_domain}/{label}"]).ok:
+                    _run(runner, ["launchctl", "bootout", f"{h.fleet_domain}/{label}"])
         sc = ["systemctl"] if h.mode == "system" else ["systemctl", "--user"]
         active: list[str] = []
         if rewritten and h.target == "systemd":

@@ -1,6 +1,6 @@
-"""systemd units and launchd plists rendered from the config and the daemons' manifests: one
-service per enabled daemon that accepts the host's role, plus the companion processes a
-manifest asks for (e.g. ``litestream replicate`` on the primary).
+"""systemd units and launchd plists (LaunchAgents or LaunchDaemons) rendered from the config
+and the daemons' manifests: one service per enabled daemon that accepts the host's role, plus
+the companion processes a manifest asks for (e.g. ``litestream replicate`` on the primary).
 
 ``services`` decides what runs and with which needs, ``systemd`` and ``launchd`` render one
 service each, ``generated`` renders a whole set and recognises our files. The renderers take
@@ -14,7 +14,8 @@ from shared.units.generated import GeneratedSet, file_name, generate, is_generat
 from shared.units.launchd import (
     KeepAliveConditions,
     LaunchAgentPlist,
-    launchd_agent,
+    LaunchDaemonPlist,
+    launchd_job,
     render_launchd,
 )
 from shared.units.services import (
@@ -46,6 +47,7 @@ __all__ = [
     "InstallLayout",
     "KeepAliveConditions",
     "LaunchAgentPlist",
+    "LaunchDaemonPlist",
     "Mode",
     "ServiceSpec",
     "ServiceTimings",
@@ -54,7 +56,7 @@ __all__ = [
     "generate",
     "is_generated_file",
     "label_name",
-    "launchd_agent",
+    "launchd_job",
     "render_launchd",
     "render_systemd",
     "service_specs",

@@ -10,10 +10,11 @@ import plistlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 from shared.config import FleetConfig
 from shared.manifest import DaemonManifest
-from shared.units.launchd import LaunchAgentPlist, render_launchd
+from shared.units.launchd import LaunchAgentPlist, LaunchDaemonPlist, render_launchd
 from shared.units.services import (
     DEFAULT_TIMINGS,
     GENERATED_MARKER,
@@ -82,8 +83,13 @@ def is_generated_file(path: Path) -> bool:
         return GENERATED_MARKER in head
     if name.startswith(LABEL_PREFIX) and name.endswith(".plist"):
         try:
-            LaunchAgentPlist.model_validate(plistlib.loads(path.read_bytes()))
-        except (OSError, ValueError, plistlib.InvalidFileException):
+            raw = plistlib.loads(path.read_bytes())
+        except (OSError, ValueError, plistlib.InvalidFileException, ExpatError):
+            return False
+        daemon = isinstance(raw, dict) and "UserName" in raw
+        try:
+            (LaunchDaemonPlist if daemon else LaunchAgentPlist).model_validate(raw)
+        except ValueError:
             return False
         return True
     return False

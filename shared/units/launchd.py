@@ -1,7 +1,10 @@
-"""The LaunchAgent plist for one ``ServiceSpec``, built through ``LaunchAgentPlist``: a typed
-model of the launchd keys we use (launchd ignores unknown keys silently and no validator exists
-off macOS), used both to render plists and to check parsed ones. Pure; a plist names a secret's
-file (loaded by ``fleet units launchd-run/launchd-exec --env-file``), never its contents.
+"""The launchd plist for one ``ServiceSpec``: a LaunchAgent (``user`` mode: the operator's
+``gui/<uid>`` domain, started at login) or a LaunchDaemon (``system`` mode: /Library/LaunchDaemons,
+started at boot, run as the service account). Built through ``LaunchAgentPlist`` /
+``LaunchDaemonPlist``, typed models of the launchd keys we use (launchd ignores unknown keys
+silently and no validator exists off macOS), used both to render plists and to check parsed
+ones. Pure; a plist names a secret's file (loaded by ``fleet units launchd-run/launchd-exec
+--env-file``), never its contents.
 """
 
 from __future__ import annotations
@@ -9,11 +12,11 @@ from __future__ import annotations
 import plistlib
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import FleetConfig
+from shared.manifest import ProcessType
 from shared.units.logs import launchd_log_paths
 from shared.units.services import (
     DEFAULT_TIMINGS,
@@ -24,9 +27,17 @@ from shared.units.services import (
     stop_timeout_s,
 )
 
-__all__ = ["KeepAliveConditions", "LaunchAgentPlist", "launchd_agent", "render_launchd"]
+__all__ = [
+    "KeepAliveConditions",
+    "LaunchAgentPlist",
+    "LaunchDaemonPlist",
+    "launchd_job",
+    "render_launchd",
+]
 
 _LABEL_RE = re.compile(r"^no\.alai\.fleet\.[a-z0-9][a-z0-9-]*$")
+# macOS short names: letters, digits, "_", "-", "." (system accounts start with "_")
+_ACCOUNT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|PRIVATE", re.I)
 
 
@@ -55,7 +66,7 @@ class LaunchAgentPlist(BaseModel):
     StandardErrorPath: str
     WorkingDirectory: str
     Umask: int = Field(ge=0, le=0o777)
-    ProcessType: Literal["Background", "Standard", "Adaptive", "Interactive"]
+    ProcessType: ProcessType
 
     @field_validator("Label")
     @classmethod
@@ -98,13 +109,33 @@ class LaunchAgentPlist(BaseModel):
         return plistlib.dumps(self.model_dump(), sort_keys=True)
 
 
-def launchd_agent(
+class LaunchDaemonPlist(LaunchAgentPlist):
+    """A LaunchDaemon: the agent's keys plus the account launchd runs it as. UserName and
+    GroupName apply only in the system domain; without them a daemon would run as root."""
+
+    UserName: str
+    GroupName: str
+
+    @field_validator("UserName", "GroupName")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if not _ACCOUNT_RE.match(value):
+            raise ValueError(f"{value!r} is not an account name")
+        return value
+
+
+def launchd_job(
     spec: ServiceSpec,
     config: FleetConfig,
     layout: InstallLayout,
     timings: ServiceTimings = DEFAULT_TIMINGS,
 ) -> LaunchAgentPlist:
+    """The plist for ``spec``: a ``LaunchDaemonPlist`` in system mode, else a LaunchAgent.
+    Raises ValueError when a LaunchDaemon's account or group is not known."""
+    system = layout.mode == "system"
     env_args = [] if spec.environment_file is None else ["--env-file", str(spec.environment_file)]
+    # launchd-run/-exec name the domain in a refusal's `launchctl kickstart` hint
+    domain_args = ["--domain", "system"] if system else []
     if spec.fleet_daemon:
         # `launchd-run` is `fleet run` whose exit 78 (bad config, refused role, a secrets file
         # that is not private) becomes 0, so KeepAlive{SuccessfulExit=false} restarts crashes
@@ -113,35 +144,46 @@ def launchd_agent(
         optional = (layout.env_file, layout.daemon_env_file(spec.name))
         args = [str(layout.fleet_bin), "units", "launchd-run", *spec.argv[2:]]
         args += [a for path in optional for a in ("--optional-env-file", str(path))]
-        args += env_args
+        args += env_args + domain_args
     elif env_args:
         # A companion (litestream): `launchd-exec` checks and loads the secrets file the same
         # way, then execs the program, which stays the job's process. The plist names the
         # file, never its contents.
         args = [str(layout.fleet_bin), "units", "launchd-exec", "--name", spec.name, *env_args]
-        args += ["--", *spec.argv]
+        args += [*domain_args, "--", *spec.argv]
     else:
         args = list(spec.argv)
     # A fleet daemon writes its own log file (shared.units.logs); launchd gets the .err.log.
     stdout_path, stderr_path, log_env = launchd_log_paths(spec, config)
-    return LaunchAgentPlist(
-        Label=label_name(spec.name),
-        ProgramArguments=args,
-        RunAtLoad=True,
-        KeepAlive=KeepAliveConditions(SuccessfulExit=False),
-        ThrottleInterval=timings.throttle_s,
-        ExitTimeOut=stop_timeout_s(config),
-        EnvironmentVariables={
+    keys: dict[str, object] = {
+        "Label": label_name(spec.name),
+        "ProgramArguments": args,
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},
+        "ThrottleInterval": timings.throttle_s,
+        "ExitTimeOut": stop_timeout_s(config),
+        "EnvironmentVariables": {
             "PATH": f"{layout.prefix / 'bin'}:/usr/bin:/bin:/usr/sbin:/sbin",
             "PYTHONUNBUFFERED": "1",
             **log_env,
         },
-        StandardOutPath=str(stdout_path),
-        StandardErrorPath=str(stderr_path),
-        WorkingDirectory=str(spec.working_dir),
-        Umask=0o077,
-        ProcessType="Background",
-    )
+        "StandardOutPath": str(stdout_path),
+        "StandardErrorPath": str(stderr_path),
+        "WorkingDirectory": str(spec.working_dir),
+        "Umask": 0o077,
+        "ProcessType": spec.process_type,
+    }
+    if not system:
+        return LaunchAgentPlist.model_validate(keys)
+    if not layout.user:
+        raise ValueError("a LaunchDaemon needs the account it runs as (UserName)")
+    if not layout.group:
+        raise ValueError(
+            f"a LaunchDaemon needs a group (GroupName): account {layout.user!r} is not known "
+            "on this machine; name its group with --group"
+        )
+    keys |= {"UserName": layout.user, "GroupName": layout.group}
+    return LaunchDaemonPlist.model_validate(keys)
 
 
 def render_launchd(
@@ -151,4 +193,4 @@ def render_launchd(
     timings: ServiceTimings = DEFAULT_TIMINGS,
 ) -> bytes:
     """The ``no.alai.fleet.<name>.plist`` bytes for ``spec`` (XML plist, keys sorted)."""
-    return launchd_agent(spec, config, layout, timings).dumps()
+    return launchd_job(spec, config, layout, timings).dumps()

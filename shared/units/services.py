@@ -21,7 +21,7 @@ from pydantic import BaseModel, SecretStr
 from shared.config import FleetConfig, secret_sections_for
 from shared.envfile import SYSTEM_ENV_DIR, fleet_env_file, user_env_dir
 from shared.files import under_shared_tmp
-from shared.manifest import CompanionService, DaemonManifest
+from shared.manifest import CompanionService, DaemonManifest, ProcessType
 from shared.roles import effective_role
 
 __all__ = [
@@ -85,13 +85,15 @@ DEFAULT_TIMINGS = ServiceTimings()
 class InstallLayout:
     """Where things are on the target host: the venv, the config file the units pass with
     ``--config`` (None: the daemons use their lookup path), the account system-mode units run
-    as, and the home directory user-mode paths live under."""
+    as, the home directory user-mode paths live under, and the account's group (LaunchDaemons
+    name it; None: not known here)."""
 
     mode: Mode
     prefix: Path
     config_file: Path | None
     user: str | None
     home: Path
+    group: str | None = None
 
     @property
     def fleet_bin(self) -> Path:
@@ -147,6 +149,7 @@ class ServiceSpec:
     # writes <log_dir>/<name>.log and .err.log, systemd the journal.
     log_file: Path | None = None
     error_log_file: Path | None = None
+    process_type: ProcessType = "Standard"  # launchd's ProcessType (UnitProfile.process_type)
 
     @property
     def stdout_path(self) -> Path:
@@ -270,6 +273,7 @@ def service_specs(
                 log_file=_absolute(profile.log_file),
                 error_log_file=_absolute(profile.error_log_file),
                 environment_file=secrets.path if secrets is not None else None,
+                process_type=profile.process_type,
             )
         )
     names = [s.name for s in (*daemons, *companions)]
@@ -301,6 +305,7 @@ def _companion_spec(
         environment_file=comp.environment_file,
         log_file=_absolute(comp.profile.log_file),
         error_log_file=_absolute(comp.profile.error_log_file),
+        process_type=comp.profile.process_type,
     )
 
 

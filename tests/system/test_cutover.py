@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import plistlib
 import re
 import socket
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.units import LaunchDaemonPlist
 from tests.conftest import run_fleet
 from tests.cutover_support import (
     AZURE_KEY,
@@ -285,3 +287,40 @@ def test_a_second_apply_after_a_config_change_reloads_the_rewritten_agents(
     bootstrap = calls.index(["launchctl", "bootstrap", f"gui/{uid}", str(host.plist(label))])
     assert bootout < bootstrap
     assert b"<integer>35</integer>" in host.plist(label).read_bytes()  # ExitTimeOut: 20 + 15
+
+
+def test_apply_in_the_system_domain_installs_launchdaemons(
+    tmp_path: Path, held: HeldPort, fleet_env: dict[str, str]
+) -> None:
+    """`--mode system` (launchd's `--domain system`, run as root): the fleet's plists go where
+    LaunchDaemons live and are bootstrapped into `system`, to run as the service account from
+    boot; the legacy agents still leave the gui domain of the home's owner."""
+    held.release()
+    host = build_legacy_host(tmp_path, held.port, fleet='service_user = "nobody"')
+    os.chown(host.home, 65534, 65534)  # the operator's home: its agents are in gui/65534
+    env = fake_env(fleet_env, install_fakes(tmp_path / "bin"), tmp_path / "fakes", LOADED)
+    plan = run_fleet(host.args("cutover", "plan", mode="system"), env, tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert f"--mode system --dest {host.launch_daemons}" in plan.stdout
+    assert "--user nobody" in plan.stdout
+    res = run_fleet(host.args("cutover", "apply", "--yes", mode="system"), env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    calls = logged_calls(env)
+    bootouts = [c for c in calls if c[:2] == ["launchctl", "bootout"] and c[2].startswith("gui/")]
+    assert bootouts == [
+        ["launchctl", "bootout", "gui/65534", str(host.plist(label))]
+        for label in ("com.alai.litestream", "com.example.health", "no.alai.inbox-watcher")
+    ]
+    bootstraps = [c for c in calls if c[:2] == ["launchctl", "bootstrap"]]
+    plist = host.launch_daemons / "no.alai.fleet.email-reactor.plist"
+    assert ["launchctl", "bootstrap", "system", str(plist)] in bootstraps
+    assert {c[2] for c in bootstraps} == {"system"}, bootstraps
+    installed = sorted(host.launch_daemons.glob("no.alai.fleet.*.plist"))
+    assert plist in installed
+    for path in installed:
+        job = LaunchDaemonPlist.model_validate(plistlib.loads(path.read_bytes()))
+        assert (job.UserName, job.GroupName) == ("nobody", "nogroup")
+    assert not list(host.agents.glob("no.alai.fleet.*")), "no LaunchAgents for the fleet"
+    again = run_fleet(host.args("cutover", "apply", "--yes", mode="system"), env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to do: every step is already done" in again.stdout

@@ -189,6 +189,8 @@ def test_registry_line_alone_adds_the_daemon_to_the_units(throwaway: Path, tmp_p
             "system",
             "--user",
             "alai",
+            "--group",  # a LaunchDaemon names it; alai is not an account here
+            "staff",
             "--out",
             str(out),
             "--config",

@@ -180,9 +180,9 @@ def test_user_mode_and_install_prefix(tmp_path: Path, monkeypatch: pytest.Monkey
         tmp_path / "fleet.toml", Path("/srv/alai-fleet"), fleet='install_prefix = "/opt/other-venv"'
     )
     config = load(cfg, monkeypatch)
-    from fleet.units_cli import _layout
+    from fleet.install import install_layout
 
-    lay = _layout(config, str(cfg), "user", None, None)
+    lay = install_layout(config, str(cfg), "user", None, None)
     assert lay.prefix == Path("/opt/other-venv") and lay.user is None
     d = directives(gen(config, "systemd", lay).files["alai-fleet-claim-sweeper.service"].decode())
     assert one(d, "Service.ExecStart").startswith("/opt/other-venv/bin/fleet run claim-sweeper")
@@ -193,9 +193,11 @@ def test_user_mode_and_install_prefix(tmp_path: Path, monkeypatch: pytest.Monkey
         f"-{Path.home()}/.config/alai-fleet/fleet-claim-sweeper.env",
     ]
     # without a config file the unit leaves the lookup to the daemon
-    bare = _layout(config, None, "system", None, "svc")
+    bare = install_layout(config, None, "system", None, "svc")
     monkeypatch.chdir(tmp_path)
     assert bare.user == "svc"
+    assert bare.group is None  # no such account here: a LaunchDaemon would need --group
+    assert install_layout(config, None, "system", None, "nobody").group == "nogroup"
 
 
 def test_paths_with_spaces_and_percent_survive_systemd_parsing(
@@ -357,7 +359,7 @@ def test_committed_units_and_plists_match_the_example_config(tmp_path: Path) -> 
     assert res.returncode == 0, res.stdout + res.stderr + "\nregenerate with: fleet units example"
     # --check notices drift; a plain run repairs it and removes files no longer generated
     repo = tmp_path / "repo"
-    for sub in ("config", "units", "launchagents"):
+    for sub in ("config", "units", "launchagents", "launchdaemons"):
         shutil.copytree(REPO / sub, repo / sub)
     victim = next((repo / "units").glob("alai-fleet-*.service"))
     victim.write_text(victim.read_text().replace("WatchdogSec=", "WatchdogSec=9"))
@@ -382,5 +384,5 @@ def test_committed_units_and_plists_match_the_example_config(tmp_path: Path) -> 
 
 
 def test_readmes_name_the_regeneration_command() -> None:
-    for sub in ("units", "launchagents"):
+    for sub in ("units", "launchagents", "launchdaemons"):
         assert "fleet units example" in (REPO / sub / "README.md").read_text()

@@ -81,11 +81,8 @@ def test_install_launchd_plan(fleet_env: dict[str, str], tmp_path: Path) -> None
     root = tmp_path / "root"
     dest = tmp_path / "LaunchAgents"
     cfg = write_config(tmp_path / "fleet.toml", root)
-    res = run_fleet(
-        ["units", "install", "--target", "launchd", "--dest", str(dest), "--config", str(cfg)],
-        fleet_env,
-        tmp_path,
-    )
+    where = ["--target", "launchd", "--domain", "user", "--dest", str(dest)]
+    res = run_fleet(["units", "install", *where, "--config", str(cfg)], fleet_env, tmp_path)
     assert res.returncode == 0, res.stderr
     plist = dest / "no.alai.fleet.claim-sweeper.plist"
     LaunchAgentPlist.model_validate(plistlib.loads(plist.read_bytes()))
@@ -93,11 +90,7 @@ def test_install_launchd_plan(fleet_env: dict[str, str], tmp_path: Path) -> None
     assert f"launchctl bootstrap gui/{uid} {plist}" in res.stdout
     assert f"launchctl enable gui/{uid}/no.alai.fleet.claim-sweeper" in res.stdout
     assert (root / "logs").is_dir(), "launchd cannot open StandardOutPath in a missing dir"
-    gone = run_fleet(
-        ["units", "uninstall", "--target", "launchd", "--dest", str(dest), "--now"],
-        fleet_env,
-        tmp_path,
-    )
+    gone = run_fleet(["units", "uninstall", *where, "--now"], fleet_env, tmp_path)
     # launchctl does not exist here: bootout is allowed to fail, the file still goes
     assert gone.returncode == 0, gone.stderr
     assert not plist.exists()
