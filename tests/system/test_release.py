@@ -183,6 +183,7 @@ def test_examples_print_and_write_outside_the_checkout(release: Release) -> None
                 "ls-files",
                 "units",
                 "launchagents",
+                "launchdaemons",
                 "config/prometheus",
                 "config/alertmanager",
                 "config/grafana",
