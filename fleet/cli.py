@@ -265,77 +265,22 @@ def check_config(name: str | None, config_path: str | None) -> None:
 # status ------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option(
+    "--service-timeout",
+    type=click.FloatRange(min=0.0, max=60.0),
+    default=1.0,
+    show_default=True,
+    help="seconds systemctl/launchctl get to say how the installed units are",
+)
 @_config_option
-def status(as_json: bool, config_path: str | None) -> None:
-    """One row per daemon from the heartbeat files (is its process running, when did it last
-    succeed), and this host's role; exit 1 if an expected daemon is stopped or stale, 78 if the
-    role file is garbled (the error is shown instead of a role)."""
-    from fleet.registry import manifests
-    from shared.heartbeats import process_state, read_heartbeat, read_status
-    from shared.roles import Role, RoleFileError, effective_role
+def status(as_json: bool, service_timeout: float, config_path: str | None) -> None:
+    """One row per daemon: is its process running (the heartbeat's pid), what systemd or
+    launchd says of its unit when installed, when it last succeeded; and this host's role.
+    Exit 1 if an expected daemon is stopped, stale or its unit down, 78 if the role file is
+    garbled (the error is shown instead of a role). Reads only the config keys it needs."""
+    from fleet.status import show_status
 
-    config = _load_config(config_path)
-    now = time.time()
-    rows = []
-    role: Role | None = None
-    try:
-        role = effective_role(config.fleet.role, config.role_file)
-        role_text = f"{role} (from {'role file' if config.role_file.exists() else 'config'})"
-    except RoleFileError as exc:
-        # Shown instead of a role; the daemons that need one refuse to start.
-        role_text = f"ERROR: {exc}"
-    all_ok = True
-    for manifest in manifests():
-        section = config.daemon_section(manifest.section_name)
-        # A daemon fenced off this host's role (restore-loop on a primary) is not expected.
-        enabled = section.enabled and (role is None or not manifest.fenced(section, role))
-        st = read_status(config.heartbeat_dir, manifest.name, now)
-        beat = read_heartbeat(config.heartbeat_dir, manifest.name)
-        process = "stopped"
-        if beat is not None:
-            process = process_state(beat.pid, beat.process_started_at)
-        ok, reason = st.ok, st.reason
-        if process == "stopped" and beat is not None:
-            ok, reason = False, f"stopped: pid {beat.pid} is gone or reused; last: {st.reason}"
-        if enabled and not ok:
-            all_ok = False
-        rows.append(
-            {
-                "daemon": manifest.name,
-                "enabled": enabled,
-                "ok": ok,
-                "process": process,
-                "pid": beat.pid if beat is not None else None,
-                "last_ok_at": st.last_ok_at,
-                "age_s": round(st.age_s, 1) if st.age_s is not None else None,
-                "expected_interval_s": st.expected_interval_s,
-                "cycles": st.cycles,
-                "reason": reason,
-                "role": role,
-            }
-        )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        if role is None:
-            click.echo(role_text, err=True)
-    else:
-        click.echo(f"role: {role_text}")
-        click.echo(
-            f"{'DAEMON':<20} {'OK':<4} {'PROCESS':<8} {'AGE':>8} {'INTERVAL':>9} {'CYCLES':>7}"
-            "  REASON"
-        )
-        for r in rows:
-            age = f"{r['age_s']:.0f}s" if r["age_s"] is not None else "-"
-            interval = f"{r['expected_interval_s']:.0f}s" if r["expected_interval_s"] else "-"
-            shown = "yes" if r["ok"] else ("no" if r["enabled"] else "off")
-            click.echo(
-                f"{r['daemon']:<20} {shown:<4} {r['process']:<8} {age:>8} {interval:>9} "
-                f"{r['cycles']:>7}  {r['reason']}"
-            )
-        click.echo(f"layout {config.fleet.layout} (paths: fleet config paths)")
-    if role is None:
-        raise SystemExit(EX_CONFIG)
-    raise SystemExit(EX_OK if all_ok else EX_FAIL)
+    raise SystemExit(show_status(config_path, as_json, service_timeout, _load_config))
 
 
 # role --------------------------------------------------------------------------------------
