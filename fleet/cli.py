@@ -2,10 +2,12 @@
 Mission Control ``mc`` verbs (``fleet.mc_cli``), the generators (``fleet.units_cli``) and each
 daemon's own group (from its manifest) are imported only when used.
 
-Exit codes: 0 ok, 1 failure (or lease held by another), 2 no such task, 3 store error after
-retries, 64 usage, 78 invalid config or a daemon refusing to run here. Heavy imports stay inside
-the commands that need them: ``fleet mc ... --db PATH`` runs inside pre-tool hooks and must
-start fast. Nothing here prints a secret.
+Exit codes (``shared.exitcodes``, docs/cli.md): 0 ok, 1 condition false or failure (a lease held
+by another), 2 not found, 3 store unavailable, 64 usage, 75 busy, 78 invalid config or a daemon
+refusing to run here. Under ``--json`` errors are ``{"error": ..., "code": N}`` on stdout
+(``shared.cli.die``). Heavy imports stay inside the commands that need them: ``fleet mc ...
+--db PATH`` runs inside pre-tool hooks and ``fleet status`` must answer in well under 0.3 s.
+Nothing here prints a secret.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from shared.cli import AppContext, config_option, die, load_config_or_exit
+from shared.cli import (
+    AppContext,
+    config_errors,
+    config_option,
+    die,
+    error_document,
+    json_errors,
+    json_option,
+    load_config_or_exit,
+    wants_json,
+)
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -27,10 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = ["APP_COMMANDS", "cli", "main"]
 
-EX_OK, EX_FAIL, EX_NO_TASK, EX_STORE, EX_USAGE, EX_CONFIG = (
+EX_OK, EX_FAIL, EX_NOT_FOUND, EX_STORE, EX_USAGE, EX_CONFIG = (
     ExitCode.OK,
     ExitCode.FAILURE,
-    ExitCode.NO_TASK,
+    ExitCode.NOT_FOUND,
     ExitCode.STORE,
     ExitCode.USAGE,
     ExitCode.CONFIG,
@@ -85,7 +97,17 @@ def _config_errors_exit(errors: list[tuple[str, str]]) -> None:
             EX_CONFIG,
             f"invalid configuration: {len(errors)} error(s)\n"
             + "\n".join(f"  {path}: {msg}" for path, msg in errors),
+            errors=config_errors(errors),
         )
+
+
+def complete_daemon_name(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[str]:
+    """Shell completion of a daemon NAME: the registry's names (no manifest is imported)."""
+    from fleet.registry import LINES
+
+    return [line.name for line in LINES if line.name.startswith(incomplete)]
 
 
 # The app's own command groups that live in other modules: "name" -> "module:attribute".
@@ -149,7 +171,7 @@ def cli() -> None:
 
 # run ---------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_daemon_name)
 @click.option("--all", "run_all", is_flag=True, help="run every enabled daemon in one process")
 @click.option("--once", is_flag=True, help="run exactly one cycle; exit 0 (ok) or 1 (failed)")
 @click.option("--dry-run", is_flag=True, help="decide but do not write or send anything")
@@ -210,9 +232,10 @@ def run(
 
 
 @cli.command("check-config")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_daemon_name)
+@json_option()
 @_config_option
-def check_config(name: str | None, config_path: str | None) -> None:
+def check_config(name: str | None, as_json: bool, config_path: str | None) -> None:
     """Validate the config as `fleet run` would, without starting anything: exit 78 naming
     every bad key, or when role fencing leaves nothing to run. With NAME, as `fleet run NAME`
     would (78 if NAME is fenced off this host's role; only the secrets files NAME reads);
@@ -228,7 +251,7 @@ def check_config(name: str | None, config_path: str | None) -> None:
     try:
         config = _load_run_config(config_path, name)
     except ConfigError as exc:
-        _die(EX_CONFIG, exc.render())
+        _die(EX_CONFIG, exc.render(), errors=config_errors(exc.errors))
     from fleet.config import role_file_errors, standby_dir_conflicts
     from fleet.secret_files import env_file_errors, env_files, misplaced_shared_secrets
     from shared.manifest import fenced_off
@@ -251,8 +274,21 @@ def check_config(name: str | None, config_path: str | None) -> None:
     listing = "".join(f"\n  {n}: {why}" for n, why in fenced.items())
     if chosen and not runnable:
         what = f"{name} cannot run" if name else "no enabled daemon can run"
-        _die(EX_CONFIG, f"{what} on this {role} host (role fencing):{listing}")
+        _die(EX_CONFIG, f"{what} on this {role} host (role fencing):{listing}", fenced=fenced)
     source = find_config_file(config_path)
+    if as_json:
+        doc = {
+            "ok": True,
+            "config_file": str(source) if source else None,
+            "root": str(config.fleet.root),
+            "host": config.fleet.host,
+            "role": str(role),
+            "layout": config.fleet.layout,
+            "runs": runnable,
+            "fenced": fenced,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
         f"host {config.fleet.host}, role {role}, layout {config.fleet.layout}"
@@ -264,7 +300,7 @@ def check_config(name: str | None, config_path: str | None) -> None:
 
 # status ------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @click.option(
     "--service-timeout",
     type=click.FloatRange(min=0.0, max=60.0),
@@ -290,8 +326,9 @@ def role() -> None:
 
 
 @role.command("show")
+@json_option()
 @_config_option
-def role_show(config_path: str | None) -> None:
+def role_show(as_json: bool, config_path: str | None) -> None:
     """Print this host's role and where it comes from; exit 78 if the role file is garbled."""
     from shared.roles import RoleFileError, effective_role
 
@@ -301,6 +338,10 @@ def role_show(config_path: str | None) -> None:
     except RoleFileError as exc:
         _die(EX_CONFIG, f"{exc}")
     source = "role file" if config.role_file.exists() else "config"
+    if as_json:
+        doc = {"role": str(role_now), "source": source, "role_file": str(config.role_file)}
+        click.echo(json.dumps(doc))
+        return
     click.echo(f"{role_now} (from {source})")
 
 
@@ -381,6 +422,7 @@ def silence_set(duration: str, reason: str, config_path: str | None) -> None:
 @silence.command("clear")
 @_config_option
 def silence_clear(config_path: str | None) -> None:
+    """End the silence now; the alerts it held go out as one summary per channel."""
     cleared = _with_outbox(config_path, lambda ob: ob.clear_silence())
     click.echo(
         "silence cleared; held alerts go out as one summary per channel"
@@ -390,9 +432,11 @@ def silence_clear(config_path: str | None) -> None:
 
 
 @silence.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @_config_option
 def silence_show(as_json: bool, config_path: str | None) -> None:
+    """Whether alerts are silenced, until when and why."""
+
     async def _show(ob: Any) -> tuple[Any, bool]:
         current = await ob.silence()
         return current, ob.silenced(current)
@@ -428,7 +472,7 @@ def config_example() -> None:
 
 
 @config_group.command("paths")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @_config_option
 def config_paths(as_json: bool, config_path: str | None) -> None:
     """The operator-visible files of this host's layout, where they are, and why."""
@@ -437,25 +481,34 @@ def config_paths(as_json: bool, config_path: str | None) -> None:
     click.echo(render_operator_paths(_load_config(config_path), as_json=as_json))
 
 
+def _json_requested(args: list[str]) -> bool:
+    """``--json`` among the options (before a ``--``): usage errors are then JSON too."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _usage_error(code: int, exc: click.ClickException) -> NoReturn:
+    if wants_json():
+        click.echo(error_document(code, exc.format_message()))
+    else:
+        exc.show()
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Console entry point: click with our exit codes (usage errors exit 64, not 2)."""
-    try:
-        rv = cli.main(
-            args=argv,
-            prog_name="fleet",
-            standalone_mode=False,
-        )
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        raise SystemExit(EX_USAGE) from None
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        raise SystemExit(EX_FAIL) from None
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(EX_USAGE) from None
+    """Console entry point: click with our exit codes (usage errors exit 64, not 2); under
+    ``--json`` every error is ``{"error": ..., "code": N}`` on stdout."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    with json_errors(_json_requested(args)):
+        try:
+            rv = cli.main(args=args, prog_name="fleet", standalone_mode=False)
+        except click.exceptions.UsageError as exc:
+            _usage_error(EX_USAGE, exc)
+        except click.exceptions.Abort:
+            _die(EX_FAIL, "aborted")
+        except click.exceptions.Exit as exc:
+            raise SystemExit(exc.exit_code) from None
+        except click.ClickException as exc:
+            _usage_error(EX_USAGE, exc)
     raise SystemExit(rv if isinstance(rv, int) else EX_OK)
 
 
