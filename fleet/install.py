@@ -1,11 +1,13 @@
 """Putting generated service files in place: where the service manager reads them, the plan of
 ``systemctl``/``launchctl`` commands that makes it run exactly the installed set, and running
-that plan (or only printing it). Files are written only when their content changed, at 0644
-(units and plists hold no secrets); nothing here removes a file the generator did not write.
+that plan (or only printing it, or, for ``--dry-run``, the diff of each file it would write).
+Files are written only when their content changed, at 0644 (units and plists hold no secrets);
+nothing here removes a file the generator did not write.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import pwd
 import shlex
@@ -25,6 +27,7 @@ __all__ = [
     "Step",
     "dest_dir",
     "execute",
+    "file_diff",
     "install_plan",
     "launchd_domain",
     "make_write_dirs",
@@ -43,6 +46,26 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         pass
     atomic_write_text(path, data.decode("utf-8"), mode=0o644)
     return True
+
+
+def file_diff(path: Path, data: bytes) -> str | None:
+    """The unified diff from the file at ``path`` (or nothing) to ``data``; None when equal."""
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        return f"--- {path} (unreadable: {exc.strerror})\n+++ {path}\n"
+    if old == data:
+        return None
+    before = old.decode("utf-8", "replace").splitlines(keepends=True) if old is not None else []
+    lines = difflib.unified_diff(
+        before,
+        data.decode("utf-8", "replace").splitlines(keepends=True),
+        fromfile=str(path) if old is not None else "/dev/null",
+        tofile=str(path),
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 @dataclass(frozen=True)

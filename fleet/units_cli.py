@@ -230,6 +230,12 @@ def example_cmd(check: bool, repo: str) -> None:
 @_mode_option
 @click.option("--now", is_flag=True, help="run the systemctl/launchctl commands, not just print")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print the diff of every file install would write or remove and the commands; "
+    "change nothing",
+)
+@click.option(
     "--dest",
     type=click.Path(file_okay=False),
     default=None,
@@ -247,6 +253,7 @@ def install_cmd(
     target: str | None,
     mode: str | None,
     now: bool,
+    dry_run: bool,
     dest: str | None,
     prefix: str | None,
     service_user: str | None,
@@ -256,12 +263,16 @@ def install_cmd(
     """Write the generated files where the service manager reads them (/etc/systemd/system,
     ~/.config/systemd/user, ~/Library/LaunchAgents) and print or run the commands that enable
     and start them. Stale generated files (daemon disabled since) are stopped and removed.
-    System units that would run as root are refused (exit 78) unless --allow-root."""
+    Without --now the files are written (inert until the printed commands run); --dry-run
+    writes nothing and shows the diff instead. System units that would run as root are
+    refused (exit 78) unless --allow-root."""
     from fleet.install import dest_dir, execute, install_plan, make_write_dirs, write_if_changed
     from shared.units import is_generated_file
 
     if dest and target == "all":
         raise click.UsageError("--dest works with one --target")
+    if dry_run and now:
+        raise click.UsageError("--dry-run changes nothing; drop --now (or --dry-run)")
     layout, sets = _generate(config_path, target, mode, prefix, service_user)
     as_root = layout.mode == "system" and layout.user == "root"
     if as_root and not allow_root and any(gen.target == "systemd" for gen in sets):
@@ -270,6 +281,9 @@ def install_cmd(
             "ACCOUNT or set [fleet] service_user to an unprivileged account, or --allow-root"
         )
     code: int = ExitCode.OK
+    if dry_run:
+        _install_dry_run(layout, sets, dest)
+        raise SystemExit(code)
     for gen in sets:
         directory = dest_dir(gen.target, layout.mode, dest)
         new: list[str] = []
@@ -297,6 +311,43 @@ def install_cmd(
     raise SystemExit(code)
 
 
+def _install_dry_run(layout: InstallLayout, sets: Sequence[GeneratedSet], dest: str | None) -> None:
+    """``install --dry-run``: what install would write, remove, create and run; no change."""
+    from fleet.install import dest_dir, file_diff, install_plan
+    from shared.units import is_generated_file
+
+    for gen in sets:
+        directory = dest_dir(gen.target, layout.mode, dest)
+        new: list[str] = []
+        changed: list[str] = []
+        unchanged: list[str] = []
+        for name, data in sorted(gen.files.items()):
+            diff = file_diff(directory / name, data)
+            if diff is None:
+                unchanged.append(name)
+                click.echo(f"unchanged {directory / name}")
+                continue
+            (changed if (directory / name).exists() else new).append(name)
+            click.echo(diff, nl=False)
+        stale = sorted(
+            p.name for p in directory.glob("*") if is_generated_file(p) and p.name not in gen.files
+        )
+        for name in stale:
+            click.echo(f"would remove {directory / name} (generated, no longer wanted)")
+        for wanted in gen.write_dirs:
+            if not wanted.exists():
+                click.echo(f"would create {wanted} (0700)")
+        steps = install_plan(gen.target, layout.mode, directory, new, changed, unchanged, stale)
+        click.echo("then, with --now, these would run:")
+        for step in steps:
+            click.echo(f"  {step.render()}")
+        click.echo(
+            f"dry run: {len(new)} new, {len(changed)} changed, {len(stale)} to remove in "
+            f"{directory}; nothing was written"
+        )
+    _report_skipped(sets)
+
+
 @units.command("uninstall")
 @_target_option
 @_mode_option
@@ -304,7 +355,9 @@ def install_cmd(
 @click.option("--dest", type=click.Path(file_okay=False), default=None, help="as for install")
 def uninstall_cmd(target: str | None, mode: str | None, now: bool, dest: str | None) -> None:
     """Stop, disable and remove every generated unit/plist (whatever the config says now).
-    Without --now, print the commands (files are removed only when they run)."""
+    Without --now, print the commands and change nothing: unlike install, whose files are
+    inert until the commands run, removing a unit file before stopping its service would
+    orphan a running daemon."""
     from fleet.install import dest_dir, execute, uninstall_plan
     from shared.units import is_generated_file
 
