@@ -99,3 +99,17 @@ def test_the_gate_wrappers_offer_the_gates_own_options(
     assert click_options == argparse_options
     (argument,) = [p for p in wrapper.params if isinstance(p, click.Argument)]
     assert argument.human_readable_name == "FILE"
+
+
+def test_docs_list_every_exit_code_and_every_read_command() -> None:
+    from pathlib import Path
+
+    from shared.exitcodes import ExitCode
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    table = set(re.findall(r"^\| (\d+) \|", text, flags=re.M))
+    assert table == {str(int(code)) for code in ExitCode}
+    listing = text.split("Every read command takes `--json`", 1)[1].split("The commands", 1)[0]
+    documented = {" ".join(m.split()) for m in re.findall(r"`([a-z][a-z \n-]*)`", listing)}
+    read = {n for n, c in tree().items() if n and not isinstance(c, click.Group)}
+    assert documented == read - set(NOT_READ_COMMANDS)
