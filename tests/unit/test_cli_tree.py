@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -102,8 +103,6 @@ def test_the_gate_wrappers_offer_the_gates_own_options(
 
 
 def test_docs_list_every_exit_code_and_every_read_command() -> None:
-    from pathlib import Path
-
     from shared.exitcodes import ExitCode
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
@@ -113,3 +112,41 @@ def test_docs_list_every_exit_code_and_every_read_command() -> None:
     documented = {" ".join(m.split()) for m in re.findall(r"`([a-z][a-z \n-]*)`", listing)}
     read = {n for n, c in tree().items() if n and not isinstance(c, click.Group)}
     assert documented == read - set(NOT_READ_COMMANDS)
+
+
+def test_the_gate_wrapper_judges_as_the_gate_does(tmp_path: Path) -> None:
+    """The click command (what `python -m fleet.cli zakon validate` runs) hands the same command
+    line to the gate: same verdicts, also for a FILE that looks like an option."""
+    from click.testing import CliRunner
+
+    from daemons.blueprint_watchdog.gate import zakon_validate_main
+    from tests.unit.test_blueprint_fixture_tree import registry_entry, write, write_registry
+
+    root = tmp_path / "root"
+    config = write(tmp_path / "fleet.toml", f'[fleet]\nroot = "{root}"\n')
+    registered = write(root / "rules/zakon-a.md", "# rule\n")
+    registry = write_registry(
+        root / "rules/zakon-registry.json",
+        [
+            registry_entry(
+                "ZAKON-A",
+                str(registered),
+                status="legacy-pre-registry",
+                token="GRANDFATHERED-PRE-2026-05-12",
+            )
+        ],
+    )
+    rogue = write(root / "rules/-zakon-b.md", "# rule\n")
+    for file, registry_path in (
+        (registered, registry),
+        (rogue, registry),
+        (registered, tmp_path / "missing.json"),
+    ):
+        opts = ["--config", str(config), "--registry", str(registry_path)]
+        direct = zakon_validate_main([*opts, "--", str(file)])
+        wrapped = CliRunner().invoke(cli, ["zakon", "validate", *opts, "--", str(file)])
+        assert wrapped.exit_code == direct, (file, wrapped.output)
+    assert {
+        zakon_validate_main(["--config", str(config), "--registry", str(r), str(registered)])
+        for r in (registry, tmp_path / "missing.json")
+    } == {0, 3}
