@@ -1,7 +1,9 @@
 """Start-up cost of the `fleet` command, each figure against baselines measured in the same run:
 
-- `fleet status` wall time, against `python -c pass` and against a bare interpreter importing
-  only the libraries `fleet status` needs (click, pydantic-settings);
+- `fleet status` wall time (every daemon with a heartbeat file), against `python -c pass` and
+  against a bare interpreter importing only what `fleet status` needs (click and the standard
+  library modules it reads with); and the same command when the config holds a value only the
+  models can judge, so it loads the whole config (pydantic-settings and every daemon's section);
 - `fleet run claim-sweeper` from exec to READY=1 on a real NOTIFY_SOCKET, against `python -c
   pass` and against importing the card's libraries (what any daemon built on them pays);
 - idle RSS of that daemon, against the peak RSS of an interpreter that imported the card's
@@ -31,7 +33,9 @@ CARD_LIBS = (
     "import anyio, aiosqlite, httpx, apscheduler, structlog, pydantic_settings, slack_sdk,"
     " prometheus_client, aiohttp"
 )
-STATUS_LIBS = "import click, pydantic_settings"
+STATUS_LIBS = "import click, json, subprocess, tomllib"
+# A value the direct read leaves to the models (a lax bool): `fleet status` loads the config.
+FULL_LOAD_TOML = "[claim_sweeper]\nauto_release = 0\n"
 # The child reports its own peak RSS once its imports are done (kB on Linux).
 REPORT_RSS = "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
 
@@ -59,6 +63,17 @@ def clean_env(root: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+def write_heartbeats(root: Path) -> None:
+    """A fresh heartbeat file per registered daemon, naming this (live) process."""
+    from fleet.registry import LINES
+    from shared.heartbeats import Heartbeat, write_heartbeat
+
+    now = time.time()
+    for line in LINES:
+        beat = Heartbeat(line.name, "bench", os.getpid(), "0", "primary", now, 0.01, 1, 60.0, now)
+        write_heartbeat(root / "state" / "heartbeats", beat)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -119,7 +134,8 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=2.0)
     args = parser.parse_args()
     med = statistics.median
-    statuses, readies, rsses, bare, status_libs, card_libs = [], [], [], [], [], []
+    statuses, full_loads, readies, rsses = [], [], [], []
+    bare, status_libs, card_libs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             # Interleaved, so a burst of load hits every figure alike.
@@ -128,7 +144,13 @@ def main() -> None:
             bare.append(baseline("pass"))
             status_libs.append(baseline(STATUS_LIBS))
             card_libs.append(baseline(CARD_LIBS))
+            write_heartbeats(root)
             statuses.append(timed([str(FLEET), "status"], clean_env(root))[0])
+            full = root / "full.toml"
+            full.write_text(FULL_LOAD_TOML)
+            full_loads.append(
+                timed([str(FLEET), "status", "--config", str(full)], clean_env(root))[0]
+            )
             ready, rss = time_to_ready(root, args.idle_s)
             readies.append(ready)
             rsses.append(rss)
@@ -137,9 +159,17 @@ def main() -> None:
     print(row("fleet status (s) vs python -c pass", med(statuses), med(b[0] for b in bare), "s"))
     print(
         row(
-            "fleet status (s) vs importing click+pydantic-settings",
+            "fleet status (s) vs importing what it needs (click)",
             med(statuses),
             med(b[0] for b in status_libs),
+            "s",
+        )
+    )
+    print(
+        row(
+            "fleet status, full config load (s) vs python -c pass",
+            med(full_loads),
+            med(b[0] for b in bare),
             "s",
         )
     )

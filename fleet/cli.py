@@ -2,10 +2,12 @@
 Mission Control ``mc`` verbs (``fleet.mc_cli``), the generators (``fleet.units_cli``) and each
 daemon's own group (from its manifest) are imported only when used.
 
-Exit codes: 0 ok, 1 failure (or lease held by another), 2 no such task, 3 store error after
-retries, 64 usage, 78 invalid config or a daemon refusing to run here. Heavy imports stay inside
-the commands that need them: ``fleet mc ... --db PATH`` runs inside pre-tool hooks and must
-start fast. Nothing here prints a secret.
+Exit codes (``shared.exitcodes``, docs/cli.md): 0 ok, 1 condition false or failure (a lease held
+by another), 2 not found, 3 store unavailable, 64 usage, 75 busy, 78 invalid config or a daemon
+refusing to run here. Under ``--json`` errors are ``{"error": ..., "code": N}`` on stdout
+(``shared.cli.die``). Heavy imports stay inside the commands that need them: ``fleet mc ...
+--db PATH`` runs inside pre-tool hooks and ``fleet status`` must answer in well under 0.3 s.
+Nothing here prints a secret.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from shared.cli import AppContext, config_option, die, load_config_or_exit
+from shared.cli import (
+    AppContext,
+    config_errors,
+    config_option,
+    die,
+    error_document,
+    json_errors,
+    json_option,
+    load_config_or_exit,
+    wants_json,
+)
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -27,10 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = ["APP_COMMANDS", "cli", "main"]
 
-EX_OK, EX_FAIL, EX_NO_TASK, EX_STORE, EX_USAGE, EX_CONFIG = (
+EX_OK, EX_FAIL, EX_NOT_FOUND, EX_STORE, EX_USAGE, EX_CONFIG = (
     ExitCode.OK,
     ExitCode.FAILURE,
-    ExitCode.NO_TASK,
+    ExitCode.NOT_FOUND,
     ExitCode.STORE,
     ExitCode.USAGE,
     ExitCode.CONFIG,
@@ -85,7 +97,17 @@ def _config_errors_exit(errors: list[tuple[str, str]]) -> None:
             EX_CONFIG,
             f"invalid configuration: {len(errors)} error(s)\n"
             + "\n".join(f"  {path}: {msg}" for path, msg in errors),
+            errors=config_errors(errors),
         )
+
+
+def complete_daemon_name(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[str]:
+    """Shell completion of a daemon NAME: the registry's names (no manifest is imported)."""
+    from fleet.registry import LINES
+
+    return [line.name for line in LINES if line.name.startswith(incomplete)]
 
 
 # The app's own command groups that live in other modules: "name" -> "module:attribute".
@@ -149,7 +171,7 @@ def cli() -> None:
 
 # run ---------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_daemon_name)
 @click.option("--all", "run_all", is_flag=True, help="run every enabled daemon in one process")
 @click.option("--once", is_flag=True, help="run exactly one cycle; exit 0 (ok) or 1 (failed)")
 @click.option("--dry-run", is_flag=True, help="decide but do not write or send anything")
@@ -229,9 +251,10 @@ def run(
 
 
 @cli.command("check-config")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_daemon_name)
+@json_option()
 @_config_option
-def check_config(name: str | None, config_path: str | None) -> None:
+def check_config(name: str | None, as_json: bool, config_path: str | None) -> None:
     """Validate the config as `fleet run` would, without starting anything: exit 78 naming
     every bad key, or when role fencing leaves nothing to run. With NAME, as `fleet run NAME`
     would (78 if NAME is fenced off this host's role; only the secrets files NAME reads);
@@ -247,7 +270,7 @@ def check_config(name: str | None, config_path: str | None) -> None:
     try:
         config = _load_run_config(config_path, name)
     except ConfigError as exc:
-        _die(EX_CONFIG, exc.render())
+        _die(EX_CONFIG, exc.render(), errors=config_errors(exc.errors))
     from fleet.config import role_file_errors, standby_dir_conflicts
     from fleet.secret_files import env_file_errors, env_files, misplaced_shared_secrets
     from shared.manifest import fenced_off
@@ -270,8 +293,21 @@ def check_config(name: str | None, config_path: str | None) -> None:
     listing = "".join(f"\n  {n}: {why}" for n, why in fenced.items())
     if chosen and not runnable:
         what = f"{name} cannot run" if name else "no enabled daemon can run"
-        _die(EX_CONFIG, f"{what} on this {role} host (role fencing):{listing}")
+        _die(EX_CONFIG, f"{what} on this {role} host (role fencing):{listing}", fenced=fenced)
     source = find_config_file(config_path)
+    if as_json:
+        doc = {
+            "ok": True,
+            "config_file": str(source) if source else None,
+            "root": str(config.fleet.root),
+            "host": config.fleet.host,
+            "role": str(role),
+            "layout": config.fleet.layout,
+            "runs": runnable,
+            "fenced": fenced,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     click.echo(
         f"config ok ({source or 'embedded defaults'}); root {config.fleet.root}, "
         f"host {config.fleet.host}, role {role}, layout {config.fleet.layout}"
@@ -283,78 +319,23 @@ def check_config(name: str | None, config_path: str | None) -> None:
 
 # status ------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
+@click.option(
+    "--service-timeout",
+    type=click.FloatRange(min=0.0, max=60.0),
+    default=1.0,
+    show_default=True,
+    help="seconds systemctl/launchctl get to say how the installed units are",
+)
 @_config_option
-def status(as_json: bool, config_path: str | None) -> None:
-    """One row per daemon from the heartbeat files (is its process running, when did it last
-    succeed), and this host's role; exit 1 if an expected daemon is stopped or stale, 78 if the
-    role file is garbled (the error is shown instead of a role)."""
-    from fleet.registry import manifests
-    from shared.heartbeats import process_state, read_heartbeat, read_status
-    from shared.roles import Role, RoleFileError, effective_role
+def status(as_json: bool, service_timeout: float, config_path: str | None) -> None:
+    """One row per daemon: is its process running (the heartbeat's pid), what systemd or
+    launchd says of its unit when installed, when it last succeeded; and this host's role.
+    Exit 1 if an expected daemon is stopped, stale or its unit down, 78 if the role file is
+    garbled (the error is shown instead of a role). Reads only the config keys it needs."""
+    from fleet.status import show_status
 
-    config = _load_config(config_path)
-    now = time.time()
-    rows = []
-    role: Role | None = None
-    try:
-        role = effective_role(config.fleet.role, config.role_file)
-        role_text = f"{role} (from {'role file' if config.role_file.exists() else 'config'})"
-    except RoleFileError as exc:
-        # Shown instead of a role; the daemons that need one refuse to start.
-        role_text = f"ERROR: {exc}"
-    all_ok = True
-    for manifest in manifests():
-        section = config.daemon_section(manifest.section_name)
-        # A daemon fenced off this host's role (restore-loop on a primary) is not expected.
-        enabled = section.enabled and (role is None or not manifest.fenced(section, role))
-        st = read_status(config.heartbeat_dir, manifest.name, now)
-        beat = read_heartbeat(config.heartbeat_dir, manifest.name)
-        process = "stopped"
-        if beat is not None:
-            process = process_state(beat.pid, beat.process_started_at)
-        ok, reason = st.ok, st.reason
-        if process == "stopped" and beat is not None:
-            ok, reason = False, f"stopped: pid {beat.pid} is gone or reused; last: {st.reason}"
-        if enabled and not ok:
-            all_ok = False
-        rows.append(
-            {
-                "daemon": manifest.name,
-                "enabled": enabled,
-                "ok": ok,
-                "process": process,
-                "pid": beat.pid if beat is not None else None,
-                "last_ok_at": st.last_ok_at,
-                "age_s": round(st.age_s, 1) if st.age_s is not None else None,
-                "expected_interval_s": st.expected_interval_s,
-                "cycles": st.cycles,
-                "reason": reason,
-                "role": role,
-            }
-        )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        if role is None:
-            click.echo(role_text, err=True)
-    else:
-        click.echo(f"role: {role_text}")
-        click.echo(
-            f"{'DAEMON':<20} {'OK':<4} {'PROCESS':<8} {'AGE':>8} {'INTERVAL':>9} {'CYCLES':>7}"
-            "  REASON"
-        )
-        for r in rows:
-            age = f"{r['age_s']:.0f}s" if r["age_s"] is not None else "-"
-            interval = f"{r['expected_interval_s']:.0f}s" if r["expected_interval_s"] else "-"
-            shown = "yes" if r["ok"] else ("no" if r["enabled"] else "off")
-            click.echo(
-                f"{r['daemon']:<20} {shown:<4} {r['process']:<8} {age:>8} {interval:>9} "
-                f"{r['cycles']:>7}  {r['reason']}"
-            )
-        click.echo(f"layout {config.fleet.layout} (paths: fleet config paths)")
-    if role is None:
-        raise SystemExit(EX_CONFIG)
-    raise SystemExit(EX_OK if all_ok else EX_FAIL)
+    raise SystemExit(show_status(config_path, as_json, service_timeout, _load_config))
 
 
 # role --------------------------------------------------------------------------------------
@@ -364,8 +345,9 @@ def role() -> None:
 
 
 @role.command("show")
+@json_option()
 @_config_option
-def role_show(config_path: str | None) -> None:
+def role_show(as_json: bool, config_path: str | None) -> None:
     """Print this host's role and where it comes from; exit 78 if the role file is garbled."""
     from shared.roles import RoleFileError, effective_role
 
@@ -375,6 +357,10 @@ def role_show(config_path: str | None) -> None:
     except RoleFileError as exc:
         _die(EX_CONFIG, f"{exc}")
     source = "role file" if config.role_file.exists() else "config"
+    if as_json:
+        doc = {"role": str(role_now), "source": source, "role_file": str(config.role_file)}
+        click.echo(json.dumps(doc))
+        return
     click.echo(f"{role_now} (from {source})")
 
 
@@ -455,6 +441,7 @@ def silence_set(duration: str, reason: str, config_path: str | None) -> None:
 @silence.command("clear")
 @_config_option
 def silence_clear(config_path: str | None) -> None:
+    """End the silence now; the alerts it held go out as one summary per channel."""
     cleared = _with_outbox(config_path, lambda ob: ob.clear_silence())
     click.echo(
         "silence cleared; held alerts go out as one summary per channel"
@@ -464,9 +451,11 @@ def silence_clear(config_path: str | None) -> None:
 
 
 @silence.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @_config_option
 def silence_show(as_json: bool, config_path: str | None) -> None:
+    """Whether alerts are silenced, until when and why."""
+
     async def _show(ob: Any) -> tuple[Any, bool]:
         current = await ob.silence()
         return current, ob.silenced(current)
@@ -502,7 +491,7 @@ def config_example() -> None:
 
 
 @config_group.command("paths")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @_config_option
 def config_paths(as_json: bool, config_path: str | None) -> None:
     """The operator-visible files of this host's layout, where they are, and why."""
@@ -511,25 +500,34 @@ def config_paths(as_json: bool, config_path: str | None) -> None:
     click.echo(render_operator_paths(_load_config(config_path), as_json=as_json))
 
 
+def _json_requested(args: list[str]) -> bool:
+    """``--json`` among the options (before a ``--``): usage errors are then JSON too."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _usage_error(code: int, exc: click.ClickException) -> NoReturn:
+    if wants_json():
+        click.echo(error_document(code, exc.format_message()))
+    else:
+        exc.show()
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Console entry point: click with our exit codes (usage errors exit 64, not 2)."""
-    try:
-        rv = cli.main(
-            args=argv,
-            prog_name="fleet",
-            standalone_mode=False,
-        )
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        raise SystemExit(EX_USAGE) from None
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        raise SystemExit(EX_FAIL) from None
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(EX_USAGE) from None
+    """Console entry point: click with our exit codes (usage errors exit 64, not 2); under
+    ``--json`` every error is ``{"error": ..., "code": N}`` on stdout."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    with json_errors(_json_requested(args)):
+        try:
+            rv = cli.main(args=args, prog_name="fleet", standalone_mode=False)
+        except click.exceptions.UsageError as exc:
+            _usage_error(EX_USAGE, exc)
+        except click.exceptions.Abort:
+            _die(EX_FAIL, "aborted")
+        except click.exceptions.Exit as exc:
+            raise SystemExit(exc.exit_code) from None
+        except click.ClickException as exc:
+            _usage_error(EX_USAGE, exc)
     raise SystemExit(rv if isinstance(rv, int) else EX_OK)
 
 

@@ -21,15 +21,15 @@ from typing import Any
 import click
 
 from fleet.registry import manifests
-from shared.cli import config_option, die, load_config_or_exit
-from shared.exitcodes import EX_CONFIG
+from shared.cli import config_option, die, json_option, load_config_or_exit
+from shared.exitcodes import EX_CONFIG, ExitCode
 from shared.roles import effective_role
 from shared.schema_contract import ContractReport, ContractUse, check_contract
 from shared.shared_tables import TASKS_LEASES
 
 __all__ = ["contract_uses", "db", "doctor"]
 
-EX_STORE = 3
+EX_STORE = ExitCode.STORE
 
 
 def contract_uses(config: Any, manifests: Sequence[Any]) -> list[ContractUse]:
@@ -118,8 +118,10 @@ def db() -> None:
 
 
 def _print_checks(checked: list[Checked], as_json: bool) -> None:
-    if as_json:
+    refusing = [c for c in checked if c.refuses]
+    if as_json:  # the document says which refuse; the exit code says that one does
         click.echo(json.dumps([c.as_json() for c in checked], indent=2))
+        raise SystemExit(EX_CONFIG if refusing else ExitCode.OK)
     else:
         for c in checked:
             click.echo(
@@ -128,14 +130,13 @@ def _print_checks(checked: list[Checked], as_json: bool) -> None:
             )
             for line in c.lines():
                 click.echo(f"           - {line}")
-    refusing = [c for c in checked if c.refuses]
     if refusing:
         users = sorted({c.use.used_by for c in refusing})
         die(EX_CONFIG, f"would refuse to run: {', '.join(users)}")
 
 
 @db.command("check")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 @config_option
 def db_check(as_json: bool, config_path: str | None) -> None:
     """Each shared table against what this host's daemons need (exit 78: one would refuse)."""
@@ -143,7 +144,7 @@ def db_check(as_json: bool, config_path: str | None) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option()
 @config_option
 def doctor(as_json: bool, config_path: str | None) -> None:
     """Same as `fleet db check`."""
@@ -176,13 +177,31 @@ def _apply(path: Path, statements: list[str]) -> None:
 
 @db.command("migrate")
 @click.option("--apply", "apply_", is_flag=True, help="make the changes (default: only show)")
+@json_option()
 @config_option
-def db_migrate(apply_: bool, config_path: str | None) -> None:
+def db_migrate(apply_: bool, as_json: bool, config_path: str | None) -> None:
     """Show (with --apply: make) the columns and indexes the fleet's contracts list and the
     shared tables lack. The only command that changes another tool's schema."""
     checked = _checks(config_path)
     plan = _plan(checked)
     unfilled = [c for c in checked if c.report is not None and c.report.unfilled]
+    if as_json:
+        for path, statements in plan.items() if apply_ else ():
+            try:
+                _apply(path, statements)
+            except sqlite3.Error as exc:
+                die(EX_STORE, f"error: {path}: {exc}; nothing changed in this file")
+        doc = {
+            "applied": bool(apply_ and plan),
+            "databases": [{"db": str(p), "statements": st} for p, st in plan.items()],
+            "unfilled_not_null": [
+                {"table": c.report.where, "columns": list(c.report.unfilled)}
+                for c in unfilled
+                if c.report is not None
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     if not plan:
         click.echo("every shared table has what the fleet's contracts list; nothing to do")
     for path, statements in plan.items():

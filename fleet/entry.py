@@ -1,7 +1,8 @@
 """The ``fleet`` console script. Hook-path verbs that must start in well under 200 ms (they
 run before every write an agent makes) are dispatched here, from the registry's stdlib-only fast
-paths; everything else goes to the click CLI in ``fleet.cli``. This module must never import
-anything beyond the standard library (and ``fleet.registry``, which is stdlib only) at top level.
+paths; everything else, and ``--help`` of those verbs too, goes to the click CLI in
+``fleet.cli``. This module must never import anything beyond the standard library (and
+``fleet.registry``, which is stdlib only) at top level.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     target = fast_paths().get((args[0], args[1])) if len(args) >= 2 else None
+    options = args[: args.index("--")] if "--" in args else args
+    if "-h" in options or "--help" in options:
+        target = None  # help reads like every other command's: click's
     if target is not None:
         module_name, _, func = target.partition(":")
         raise SystemExit(getattr(importlib.import_module(module_name), func)(args[2:]))

@@ -2,12 +2,14 @@
 group), where the service manager reads the files (/etc/systemd/system, ~/.config/systemd/user,
 /Library/LaunchDaemons, ~/Library/LaunchAgents), the plan of ``systemctl``/``launchctl``
 commands that makes it run exactly the installed set, and running that plan (or only printing
-it). Files are written only when their content changed, at 0644 (units and plists hold no
-secrets); nothing here removes a file the generator did not write.
+it, or, for ``--dry-run``, the diff of each file it would write). Files are written only when
+their content changed, at 0644 (units and plists hold no secrets); nothing here removes a file
+the generator did not write.
 """
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import grp
 import os
@@ -34,10 +36,12 @@ __all__ = [
     "account_group",
     "dest_dir",
     "execute",
+    "file_diff",
     "install_layout",
     "install_plan",
     "launchd_domain",
     "make_write_dirs",
+    "print_dry_run",
     "uninstall_plan",
     "write_if_changed",
 ]
@@ -53,6 +57,26 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         pass
     atomic_write_text(path, data.decode("utf-8"), mode=0o644)
     return True
+
+
+def file_diff(path: Path, data: bytes) -> str | None:
+    """The unified diff from the file at ``path`` (or nothing) to ``data``; None when equal."""
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    except OSError as exc:
+        return f"--- {path} (unreadable: {exc.strerror})\n+++ {path}\n"
+    if old == data:
+        return None
+    before = old.decode("utf-8", "replace").splitlines(keepends=True) if old is not None else []
+    lines = difflib.unified_diff(
+        before,
+        data.decode("utf-8", "replace").splitlines(keepends=True),
+        fromfile=str(path) if old is not None else "/dev/null",
+        tofile=str(path),
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -261,3 +285,38 @@ def make_write_dirs(dirs: Sequence[Path], owner: str | None) -> None:
         if ids is not None:
             for path in missing:
                 os.chown(path, *ids)
+
+
+def print_dry_run(layout: InstallLayout, gen: Any, directory: Path) -> None:
+    """``units install --dry-run`` for one generated set: the diff of each file install would
+    write, the generated files it would remove, the directories it would create and the
+    commands ``--now`` would run. Changes nothing."""
+    from shared.units import is_generated_file
+
+    new: list[str] = []
+    changed: list[str] = []
+    unchanged: list[str] = []
+    for name, data in sorted(gen.files.items()):
+        diff = file_diff(directory / name, data)
+        if diff is None:
+            unchanged.append(name)
+            click.echo(f"unchanged {directory / name}")
+            continue
+        (changed if (directory / name).exists() else new).append(name)
+        click.echo(diff, nl=False)
+    stale = sorted(
+        p.name for p in directory.glob("*") if is_generated_file(p) and p.name not in gen.files
+    )
+    for name in stale:
+        click.echo(f"would remove {directory / name} (generated, no longer wanted)")
+    for wanted in gen.write_dirs:
+        if not wanted.exists():
+            click.echo(f"would create {wanted} (0700)")
+    steps = install_plan(gen.target, layout.mode, directory, new, changed, unchanged, stale)
+    click.echo("then, with --now, these would run:")
+    for step in steps:
+        click.echo(f"  {step.render()}")
+    click.echo(
+        f"dry run: {len(new)} new, {len(changed)} changed, {len(stale)} to remove in "
+        f"{directory}; nothing was written"
+    )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:  # pydantic only where a model is read: `fleet status` reads LAYOUTS alone
+    from pydantic import BaseModel
 
-from shared.config import FleetConfig, LayoutPresets, resolve_root_path
-from shared.sections import Layout
+    from shared.config import FleetConfig, LayoutPresets
+    from shared.sections import Layout
 
 __all__ = [
     "LAYOUTS",
@@ -57,6 +58,8 @@ LAYOUTS: dict[Layout, dict[tuple[str, str], str]] = {
 
 
 def _has_key(model: type[BaseModel], section: str, key: str) -> bool:
+    from pydantic import BaseModel
+
     field = model.model_fields.get(section)
     annotation = field.annotation if field is not None else None
     return (
@@ -97,6 +100,8 @@ def _operator_keys() -> list[tuple[str, str]]:
 
 def operator_paths(config: FleetConfig) -> list[OperatorPath]:
     """Each file a layout places, where it is in effect on this host and why."""
+    from shared.config import resolve_root_path
+
     layout = config.fleet.layout
     preset = LAYOUTS[layout]
     root = config.fleet.root

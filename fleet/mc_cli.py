@@ -6,7 +6,8 @@ These run inside agents' pre-tool hooks: with ``--db PATH`` they import neither 
 daemon, and they never change the schema of a shared table. ``--actor``/``--session`` default to
 ``$MC_ACTOR``/``$MC_SESSION`` so the runbook's bare ``claim-extend <id>`` works. Exit codes: 0 ok,
 1 held by another (stderr ``Task <id> held by <actor>:<session> until <ISO>``), 2 no such task,
-3 store error after retries (or a lease nobody can read), 64 usage. Nothing here prints a secret.
+3 store error after retries (or a lease nobody can read), 64 usage. Every verb takes ``--json``
+(the result, or ``{"error": ..., "code": N}`` on stdout). Nothing here prints a secret.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from shared.cli import config_option, die, load_config_or_exit
+from shared.cli import config_option, die, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ __all__ = ["mc"]
 EX_OK, EX_FAIL, EX_NO_TASK, EX_STORE, EX_USAGE = (
     ExitCode.OK,
     ExitCode.FAILURE,
-    ExitCode.NO_TASK,
+    ExitCode.NOT_FOUND,
     ExitCode.STORE,
     ExitCode.USAGE,
 )
@@ -144,17 +145,31 @@ def _check_actor(actor: str | None, session: str | None) -> tuple[str, str]:
     return actor, session
 
 
+def _lease_result(task_id: int, verb: str, info: Any, as_json: bool) -> None:
+    until = _iso(info.lease_until)
+    if as_json:
+        doc = {"id": task_id, verb: True, "holder": info.holder, "lease_until": until}
+        click.echo(json.dumps(doc))
+    else:
+        click.echo(
+            f"Task {task_id} {verb} {'by' if verb == 'claimed' else 'for'} {info.holder}"
+            f" until {until}"
+        )
+
+
 @mc.command("claim")
 @click.argument("task_id", type=int)
 @_actor
 @_session
 @_ttl
+@json_option()
 @_db_option
 def mc_claim(
     task_id: int,
     actor: str | None,
     session: str | None,
     ttl_minutes: int,
+    as_json: bool,
     db_path: str | None,
     config_path: str | None,
 ) -> None:
@@ -169,7 +184,7 @@ def mc_claim(
         )
     with _lease_store(db_path, config_path) as store:
         info = _mc_call(lambda: store.claim(task_id, actor, session, ttl_minutes, enforce=enforce))
-    click.echo(f"Task {task_id} claimed by {info.holder} until {_iso(info.lease_until)}")
+    _lease_result(task_id, "claimed", info, as_json)
 
 
 @mc.command("claim-extend")
@@ -177,12 +192,14 @@ def mc_claim(
 @_actor
 @_session
 @_ttl
+@json_option()
 @_db_option
 def mc_claim_extend(
     task_id: int,
     actor: str | None,
     session: str | None,
     ttl_minutes: int,
+    as_json: bool,
     db_path: str | None,
     config_path: str | None,
 ) -> None:
@@ -197,7 +214,7 @@ def mc_claim_extend(
             info = _mc_call(
                 lambda: store.claim(task_id, actor, session, ttl_minutes, enforce=False)
             )
-    click.echo(f"Task {task_id} extended for {info.holder} until {_iso(info.lease_until)}")
+    _lease_result(task_id, "extended", info, as_json)
 
 
 @mc.command("claim-release")
@@ -205,12 +222,14 @@ def mc_claim_extend(
 @_actor
 @_session
 @click.option("--force", is_flag=True, help="release whoever holds it")
+@json_option()
 @_db_option
 def mc_claim_release(
     task_id: int,
     actor: str | None,
     session: str | None,
     force: bool,
+    as_json: bool,
     db_path: str | None,
     config_path: str | None,
 ) -> None:
@@ -223,7 +242,10 @@ def mc_claim_release(
         actor, session = _check_actor(actor, session)
     with _lease_store(db_path, config_path) as store:
         cleared = _mc_call(lambda: store.release(task_id, actor, session, force=force))
-    click.echo(f"Task {task_id} released" if cleared else f"Task {task_id} was not claimed")
+    if as_json:
+        click.echo(json.dumps({"id": task_id, "released": bool(cleared)}))
+    else:
+        click.echo(f"Task {task_id} released" if cleared else f"Task {task_id} was not claimed")
 
 
 def _iso(dt: Any) -> str:
@@ -234,7 +256,7 @@ def _iso(dt: Any) -> str:
 
 @mc.command("claim-status")
 @click.argument("task_id", type=int)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @_db_option
 def mc_claim_status(
     task_id: int, as_json: bool, db_path: str | None, config_path: str | None
@@ -259,7 +281,7 @@ def mc_claim_status(
 
 @mc.command("claim-sweep")
 @click.option("--auto-release", is_flag=True, help="release the expired leases (CAS)")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @_db_option
 def mc_claim_sweep(
     auto_release: bool, as_json: bool, db_path: str | None, config_path: str | None
@@ -294,7 +316,7 @@ def mc_claim_sweep(
 
 @mc.command("show")
 @click.argument("task_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="the object Mehanik reads")
+@json_option("the object Mehanik reads (errors as JSON too)")
 @_db_option
 def mc_show(task_id: int, as_json: bool, db_path: str | None, config_path: str | None) -> None:
     """Print TASK_ID's id, title, status, lease_holder and lease_until (ISO ...Z)."""
@@ -310,8 +332,9 @@ def mc_show(task_id: int, as_json: bool, db_path: str | None, config_path: str |
 
 @mc.command("migrate")
 @click.option("--apply", "apply_", is_flag=True, help="make the changes (default: only show)")
+@json_option()
 @_db_option
-def mc_migrate(apply_: bool, db_path: str | None, config_path: str | None) -> None:
+def mc_migrate(apply_: bool, as_json: bool, db_path: str | None, config_path: str | None) -> None:
     """Show (and with --apply make) the columns and indexes the fleet would add to `tasks`.
 
     The only `fleet mc` verb that changes the schema of Mission Control's table."""
@@ -326,17 +349,22 @@ def mc_migrate(apply_: bool, db_path: str | None, config_path: str | None) -> No
         changes = pending_schema_changes(conn)
     finally:
         conn.close()
-    if not changes:
+    if not as_json and not changes:
         click.echo(f"{path}: tasks has every column and index the fleet uses; nothing to do")
         return
-    click.echo(f"{path}: " + ("applying" if apply_ else "would apply (run with --apply)") + ":")
-    for line in changes:
-        click.echo(f"  {line}")
-    if apply_:
+    if not as_json:
+        click.echo(f"{path}: " + ("applying" if apply_ else "would apply (run with --apply)") + ":")
+        for line in changes:
+            click.echo(f"  {line}")
+    if apply_ and changes:
         try:
             MissionControl(path, create=False, migrate=True).open().close()
         except StoreError as exc:
             _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+    if as_json:
+        doc = {"db": str(path), "changes": list(changes), "applied": bool(apply_ and changes)}
+        click.echo(json.dumps(doc))
+    elif apply_:
         click.echo("done")
 
 

@@ -239,6 +239,12 @@ def example_cmd(check: bool, repo: str) -> None:
 @_mode_option
 @click.option("--now", is_flag=True, help="run the systemctl/launchctl commands, not just print")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print the diff of every file install would write or remove and the commands; "
+    "change nothing",
+)
+@click.option(
     "--dest",
     type=click.Path(file_okay=False),
     default=None,
@@ -259,6 +265,7 @@ def install_cmd(
     mode: str | None,
     domain: str | None,
     now: bool,
+    dry_run: bool,
     dest: str | None,
     destdir: str | None,
     prefix: str | None,
@@ -271,7 +278,9 @@ def install_cmd(
     ~/.config/systemd/user, /Library/LaunchDaemons, ~/Library/LaunchAgents) and print or run
     the commands that enable and start them (LaunchDaemons: `launchctl bootstrap system`,
     LaunchAgents: `gui/UID`). Stale generated files (daemon disabled since) are stopped and
-    removed. Services that would run as root are refused (exit 78) unless --allow-root."""
+    removed. Without --now the files are written (inert until the printed commands run);
+    --dry-run writes nothing and shows the diff instead. Services that would run as root are
+    refused (exit 78) unless --allow-root."""
     from fleet.install import (
         dest_dir,
         execute,
@@ -284,6 +293,8 @@ def install_cmd(
 
     if (dest or destdir) and target == "all":
         raise click.UsageError("--dest and --destdir work with one --target")
+    if dry_run and now:
+        raise click.UsageError("--dry-run changes nothing; drop --now (or --dry-run)")
     chosen = _chosen_mode(mode, domain)
     layout, sets = _generate(config_path, target, chosen, prefix, service_user, group)
     if layout.mode == "system" and layout.user == "root" and not allow_root:
@@ -296,6 +307,13 @@ def install_cmd(
     if daemons and os.geteuid() != 0 and not (dest or destdir):
         _die_config("LaunchDaemons are installed by root (launchd loads root-owned ones): sudo")
     code: int = ExitCode.OK
+    if dry_run:
+        from fleet.install import print_dry_run
+
+        for gen in sets:
+            print_dry_run(layout, gen, dest_dir(gen.target, layout.mode, dest, destdir))
+        _report_skipped(sets)
+        raise SystemExit(code)
     for gen in sets:
         directory = dest_dir(gen.target, layout.mode, dest, destdir)
         loaded_from = service_dir(gen.target, layout.mode) if destdir else None
@@ -343,7 +361,9 @@ def uninstall_cmd(
     destdir: str | None,
 ) -> None:
     """Stop, disable and remove every generated unit/plist (whatever the config says now).
-    Without --now, print the commands (files are removed only when they run)."""
+    Without --now, print the commands and change nothing: unlike install, whose files are
+    inert until the commands run, removing a unit file before stopping its service would
+    orphan a running daemon."""
     from fleet.install import dest_dir, execute, uninstall_plan
     from shared.units import is_generated_file
 

@@ -1,14 +1,20 @@
-"""Click helpers every daemon's CLI group uses: the ``--config`` option and loading the config
-with exit 78 naming every bad key.
+"""Click helpers every daemon's CLI group uses: the ``--config`` and ``--json`` options, loading
+the config with exit 78 naming every bad key, and ``die``, the one way a command fails.
 
 The app (``fleet.cli``) puts its config loader (the root model with every daemon's section) on
 the root click context; a daemon's command gets the whole config through
-``load_config_or_exit`` without importing the app. Nothing here prints a secret.
+``load_config_or_exit`` without importing the app. Under ``--json`` an error is one JSON object
+on stdout, ``{"error": message, "code": exit code}`` (plus details such as ``errors`` for a bad
+config), and nothing is printed on stderr; otherwise the message goes to stderr. Nothing here
+prints a secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -21,12 +27,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppContext",
+    "config_errors",
     "config_option",
     "die",
+    "error_document",
     "fleet_manifests",
     "invoke_app_command",
+    "json_errors",
+    "json_option",
     "load_config_or_exit",
+    "wants_json",
 ]
+
+# Set by ``fleet.cli.main`` from the command line, so usage errors follow ``--json`` too; the
+# option itself marks its own invocation (``ctx.meta``), also when a command runs in-process.
+_json_errors: ContextVar[bool] = ContextVar("fleet_json_errors", default=False)
+_META_KEY = "fleet.json_errors"
 
 
 class AppContext:
@@ -54,9 +70,58 @@ def fleet_manifests() -> tuple[DaemonManifest, ...]:
     return tuple(app.manifests()) if app is not None else ()
 
 
-def die(code: int, message: str) -> NoReturn:
-    click.echo(message, err=True)
+@contextlib.contextmanager
+def json_errors(enabled: bool) -> Iterator[None]:
+    """Within: report errors as JSON (``--json`` is on the command line)."""
+    token = _json_errors.set(enabled)
+    try:
+        yield
+    finally:
+        _json_errors.reset(token)
+
+
+def wants_json() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_META_KEY)) or _json_errors.get()
+
+
+def error_document(code: int, message: str, **details: Any) -> str:
+    """``{"error": ..., "code": ...}``: the message without its ``error:`` prefix."""
+    text = message.removeprefix("error: ").strip()
+    return json.dumps({"error": text, "code": int(code), **details})
+
+
+def config_errors(errors: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """A bad config's ``(dotted path, message)`` pairs as the ``errors`` of an error object."""
+    return [{"path": path, "message": message} for path, message in errors]
+
+
+def die(code: int, message: str, **details: Any) -> NoReturn:
+    """Exit ``code`` saying why: on stderr, or under ``--json`` as an error object on stdout
+    (``details`` are extra keys of that object)."""
+    if wants_json():
+        click.echo(error_document(code, message, **details))
+    else:
+        click.echo(message, err=True)
     raise SystemExit(code)
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[_META_KEY] = True
+    return value
+
+
+def json_option(help_text: str = "print JSON (errors too)") -> Callable[..., Any]:
+    """The ``--json`` flag (parameter ``as_json``) of every read command."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=_remember_json,
+        help=help_text,
+    )
 
 
 def load_config_or_exit(path: str | None) -> FleetConfig:
@@ -69,7 +134,7 @@ def load_config_or_exit(path: str | None) -> FleetConfig:
     try:
         return loader(path)
     except ConfigError as exc:
-        die(ExitCode.CONFIG, exc.render())
+        die(ExitCode.CONFIG, exc.render(), errors=config_errors(exc.errors))
 
 
 def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.files import atomic_write_json
-
 __all__ = [
     "STALE_FACTOR",
     "Heartbeat",
@@ -75,6 +73,8 @@ def heartbeat_path(directory: Path, daemon: str) -> Path:
 
 
 def write_heartbeat(directory: Path, beat: Heartbeat) -> None:
+    from shared.files import atomic_write_json  # not at import: `fleet status` only reads
+
     atomic_write_json(heartbeat_path(directory, beat.daemon), beat.to_json())
 
 

@@ -18,8 +18,6 @@ import os
 import stat
 from pathlib import Path
 
-from shared.files import atomic_write_text
-
 __all__ = [
     "MAX_ROLE_FILE_BYTES",
     "Role",
@@ -133,4 +131,6 @@ def write_role_file(path: Path, role: Role) -> None:
     """The one writer of the role file: ``<role>\\n``, atomically (temp + fsync + rename), so
     no reader ever sees a half-written role. Replaces a garbled file; a directory at the path
     is an OSError (IsADirectoryError) for the caller to report."""
+    from shared.files import atomic_write_text  # not at import: `fleet status` reads roles
+
     atomic_write_text(path, f"{Role(role).value}\n")

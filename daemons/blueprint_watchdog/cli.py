@@ -1,30 +1,34 @@
 """``fleet blueprint ...`` and ``fleet zakon ...``: scan now, show the last report, list the
-ZAKON registry. The ``validate`` verbs are the stdlib gates in gate.py (shared/entry.py reaches
-them without click; the commands here only make them visible in ``--help``).
+ZAKON registry. The ``validate`` verbs are the stdlib gates in gate.py: the hooks reach them
+through ``fleet.entry`` without click (or pydantic); the click commands here declare the same
+FILE and options, so ``--help`` (which ``fleet.entry`` hands to click) reads like every other
+command's, and hand the command line on to the gate.
 
 Exit codes: 0 ok / compliant, 1 non-compliant files found, 3 registry missing or unparseable
-(or no report yet), 64 usage, 78 invalid config. Nothing here sends an alert or writes
-anything but the report (``scan --write``).
+(or no report yet: the store is unavailable), 64 usage, 78 invalid config; the gates keep the
+hook protocol (0 pass, 2 blocked, 3 cannot judge, 64 usage). Errors are JSON under ``--json``.
+Nothing here sends an alert or writes anything but the report (``scan --write``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from daemons.blueprint_watchdog.config import BlueprintWatchdogSection
-from shared.cli import config_option, load_config_or_exit
+from shared.cli import config_option, die, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 __all__ = ["blueprint", "zakon"]
 
 EX_OK, EX_FINDINGS = ExitCode.OK, ExitCode.FAILURE
-EX_REGISTRY = 3  # the gate's "cannot judge" (gate.EX_ERROR): not ExitCode.STORE's meaning
-
-_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+# the registry or the report is missing or unreadable: the store is unavailable (3, as the
+# gate's own "cannot judge")
+EX_REGISTRY = ExitCode.STORE
 
 
 @click.group()
@@ -37,22 +41,68 @@ def zakon() -> None:
     """The ZAKON registry and its fail-closed creation gate."""
 
 
-@blueprint.command("validate", context_settings=_PASSTHROUGH, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def blueprint_validate(args: tuple[str, ...]) -> None:
-    """Pre-write gate for one document: FILE [--stdin] [--type T]; exit 0/2/3 (see --help)."""
+def _gate_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options both gates take (gate.py's ``_common_options``, for click)."""
+    options = [
+        click.option("--root", default=None, help="fleet root (default: [fleet] root)"),
+        click.option(
+            "--registry",
+            default=None,
+            help="ZAKON registry JSON (default: [blueprint_watchdog] registry_file)",
+        ),
+        click.option(
+            "--config",
+            "config",
+            default=None,
+            help="config file instead of the system config (/etc/alai-fleet/fleet.toml, else "
+            "embedded defaults); logged. $FLEET_* and ./fleet.toml are never read",
+        ),
+        click.option(
+            "--mc-db", default=None, help="mission-control.db (default: [mission_control] db)"
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _gate_argv(file: str, **options: Any) -> list[str]:
+    """The command line the stdlib gate parses, rebuilt from click's parameters."""
+    argv: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value not in (None, False):
+            argv += [flag, str(value)]
+    return [*argv, "--", file]
+
+
+@blueprint.command("validate")
+@click.argument("file", metavar="FILE")
+@click.option("--stdin", is_flag=True, help="judge the content on stdin (about to be written)")
+@click.option("--type", "type_", default=None, help="document type (blueprint, deploy-map, zakon)")
+@_gate_options
+def blueprint_validate(file: str, type_: str | None, **options: Any) -> None:
+    """Blueprint schema gate for FILE (its path decides its type): exit 0 pass (or not a gated
+    document), 2 blocked (schema below full score, stale or missing Last-Verified; a ZAKON file
+    also needs its registry entry, the registry file an approved change), 3 cannot judge, 64
+    usage. BLUEPRINT_OVERRIDE=ceo-approved-<MC_ID> waives schema/liveness (audit-logged; task
+    MC_ID must carry [CEO_APPROVED])."""
     from daemons.blueprint_watchdog.gate import blueprint_validate_main
 
-    raise SystemExit(blueprint_validate_main(list(args)))
+    raise SystemExit(blueprint_validate_main(_gate_argv(file, type=type_, **options)))
 
 
-@zakon.command("validate", context_settings=_PASSTHROUGH, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def zakon_validate(args: tuple[str, ...]) -> None:
-    """Registry gate for one zakon-*.md FILE; exit 0 pass, 2 blocked, 3 registry broken."""
+@zakon.command("validate")
+@click.argument("file", metavar="FILE")
+@_gate_options
+def zakon_validate(file: str, **options: Any) -> None:
+    """ZAKON registry gate for the zakon-*.md FILE about to be written: exit 0 pass, 2 blocked,
+    3 registry missing or unparseable (fail closed), 64 usage."""
     from daemons.blueprint_watchdog.gate import zakon_validate_main
 
-    raise SystemExit(zakon_validate_main(list(args)))
+    raise SystemExit(zakon_validate_main(_gate_argv(file, **options)))
 
 
 @blueprint.command("gate-script")
@@ -76,7 +126,6 @@ def blueprint_gate_script(config_path: str, out_path: str) -> None:
 
     from daemons.blueprint_watchdog.gate_script import render_gate_script
     from daemons.blueprint_watchdog.gate_settings import GateConfigError, resolve_gate_settings
-    from shared.cli import die
     from shared.files import atomic_write_text
 
     config_file = Path(config_path).expanduser().absolute()
@@ -139,7 +188,7 @@ def _exit_code(report_json: dict[str, Any]) -> int:
 
 
 @blueprint.command("scan")
-@click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
+@json_option("print the full report as JSON (errors too)")
 @click.option("--write", is_flag=True, help="also replace the report file with this scan")
 @config_option
 def blueprint_scan(as_json: bool, write: bool, config_path: str | None) -> None:
@@ -162,7 +211,7 @@ def blueprint_scan(as_json: bool, write: bool, config_path: str | None) -> None:
 
 
 @blueprint.command("report")
-@click.option("--json", "as_json", is_flag=True, help="print the report file as is")
+@json_option("print the report file as is (errors as JSON)")
 @config_option
 def blueprint_report(as_json: bool, config_path: str | None) -> None:
     """Show the last nightly report (<root>/state/blueprint-watchdog/report.json)."""
@@ -173,13 +222,9 @@ def blueprint_report(as_json: bool, config_path: str | None) -> None:
         if not isinstance(data.get("summary"), dict):
             raise ValueError("not a blueprint-watchdog report")
     except FileNotFoundError:
-        click.echo(f"no report yet at {path}; run `fleet blueprint scan --write`", err=True)
-        raise SystemExit(EX_REGISTRY) from None
+        die(EX_REGISTRY, f"no report yet at {path}; run `fleet blueprint scan --write`")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        click.echo(
-            f"report {path} unreadable ({exc}); run `fleet blueprint scan --write`", err=True
-        )
-        raise SystemExit(EX_REGISTRY) from None
+        die(EX_REGISTRY, f"report {path} unreadable ({exc}); run `fleet blueprint scan --write`")
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -199,8 +244,7 @@ def _load_registry_or_exit(config_path: str | None, registry_path: str | None) -
     try:
         return load_registry(path)
     except RegistryError as exc:
-        click.echo(exc.render(), err=True)
-        raise SystemExit(EX_REGISTRY) from None
+        die(EX_REGISTRY, exc.render())
 
 
 _registry_option = click.option(
@@ -209,7 +253,7 @@ _registry_option = click.option(
 
 
 @zakon.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @_registry_option
 @config_option
 def zakon_list(as_json: bool, registry_path: str | None, config_path: str | None) -> None:
@@ -245,7 +289,7 @@ def zakon_list(as_json: bool, registry_path: str | None, config_path: str | None
 
 
 @zakon.command("stats")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 @_registry_option
 @config_option
 def zakon_stats(as_json: bool, registry_path: str | None, config_path: str | None) -> None:

@@ -1,6 +1,7 @@
 """``fleet heartbeat ...``: what this host's /health would answer now, the watched peers' incident
-state, and the GitHub Actions workflow for an outside watcher. Read-only: nothing here probes,
-pings, alerts or prints a secret.
+state, and the GitHub Actions workflow for an outside watcher. Exit codes: 0 ok, 1 degraded, 2 no
+such peer, 64 usage, 78 invalid config. Read-only: nothing here probes, pings, alerts or prints a
+secret.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 
 import click
 
-from shared.cli import config_option, fleet_manifests, load_config_or_exit
+from shared.cli import config_option, die, fleet_manifests, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 __all__ = ["heartbeat"]
@@ -22,7 +23,7 @@ def heartbeat() -> None:
 
 
 @heartbeat.command("health")
-@click.option("--json", "as_json", is_flag=True, help="print the /health JSON")
+@json_option("print the /health JSON (errors as JSON too)")
 @config_option
 def health(as_json: bool, config_path: str | None) -> None:
     """What GET /health answers on this host now; exit 1 when degraded."""
@@ -44,7 +45,7 @@ def health(as_json: bool, config_path: str | None) -> None:
 
 
 @heartbeat.command("peers")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @config_option
 def peers(as_json: bool, config_path: str | None) -> None:
     """The watched peers' incident state, as the daemon last saved it."""
@@ -122,14 +123,12 @@ def github_workflow(
     peer = peers_by_name.get(peer_name)
     if peer is None:
         known = ", ".join(sorted(peers_by_name)) or "none configured"
-        click.echo(f"no peer {peer_name!r} in [[heartbeat.peers]] (known: {known})", err=True)
-        raise SystemExit(ExitCode.USAGE)
+        die(ExitCode.NOT_FOUND, f"no peer {peer_name!r} in [[heartbeat.peers]] (known: {known})")
     options = WorkflowOptions(
         webhook_secret=webhook_secret, url_secret=url_secret, tailscale=tailscale
     )
     try:
         text = render_workflow(peer, options)
     except ValueError as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(ExitCode.USAGE) from None
+        die(ExitCode.USAGE, str(exc))
     click.echo(text, nl=False)

@@ -4,20 +4,21 @@
 symlink (``status_link``) is published or what another user put there instead; ``route TIER``
 resolves a tier exactly as the daemon's failover rules do (stale or missing status: the
 configured primary, saying so). Exit codes: 0 ok, 1 unhealthy, stale or link not published
-(status) or tier unavailable (route), 64 unknown tier, 78 unusable config. Read-only: these
-commands never write the status or override file, nor touch the link.
+(status) or tier unavailable (route), 2 unknown tier, 64 usage, 78 unusable config; errors as
+JSON under ``--json``. Read-only: these commands never write the status or override file, nor
+touch the link.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from daemons.ollama_health.config import OllamaHealthSection
-from shared.cli import config_option, load_config_or_exit
+from shared.cli import config_option, die, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -27,9 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["ollama"]
 
 
-def _die(code: int, message: str) -> NoReturn:
-    click.echo(message, err=True)
-    raise SystemExit(code)
+_die = die
 
 
 def _read(config: FleetConfig) -> dict[str, Any] | None:
@@ -72,7 +71,7 @@ def ollama() -> None:
 
 
 @ollama.command("status")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @config_option
 def status_cmd(as_json: bool, config_path: str | None) -> None:
     """Hosts table from the status file; exit 1 if a host is unhealthy, the file is stale or
@@ -172,10 +171,10 @@ def status_cmd(as_json: bool, config_path: str | None) -> None:
 @ollama.command("route")
 @click.argument("tier")
 @click.option("--model", default=None, help="model the caller wants (mapped on failover)")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @config_option
 def route_cmd(tier: str, model: str | None, as_json: bool, config_path: str | None) -> None:
-    """Where TIER goes now: host, URL, model and why (exit 1: unavailable, 64: unknown tier)."""
+    """Where TIER goes now: host, URL, model and why (exit 1: unavailable, 2: unknown tier)."""
     from daemons.ollama_health.routing import RouteError, Unavailable, UnknownTier, route
 
     config = load_config_or_exit(config_path)
@@ -184,7 +183,7 @@ def route_cmd(tier: str, model: str | None, as_json: bool, config_path: str | No
     try:
         chosen = route(tier, model, status, table=table)
     except UnknownTier as exc:
-        _die(ExitCode.USAGE, f"error: {exc}")
+        _die(ExitCode.NOT_FOUND, f"error: {exc}")
     except Unavailable as exc:
         if as_json:
             click.echo(json.dumps({"host": None, "url": None, "model": model, "reason": str(exc)}))

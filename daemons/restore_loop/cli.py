@@ -1,7 +1,7 @@
 """``fleet restore ...`` (status, promote) and ``fleet litestream ...`` (config, lint).
 
 Exit codes: 0 ok; 1 a DB stale, failing or refused (or lint findings, or the host already
-promoted); 64 usage (an unknown DB name); 75 another ``fleet restore promote`` holds the
+promoted); 2 an unknown DB name; 64 usage; 75 another ``fleet restore promote`` holds the
 promotion lock (its pid is named); 78 invalid config, role file, tier table or litestream
 config. Nothing here prints a secret: the
 generated YAML keeps ``${ENV}`` references.
@@ -14,12 +14,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from daemons.restore_loop.config import RestoreLoopSection
-from shared.cli import config_option, load_config_or_exit
+from shared.cli import config_option, die, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -33,9 +33,7 @@ EX_FAIL, EX_USAGE, EX_CONFIG = ExitCode.FAILURE, ExitCode.USAGE, ExitCode.CONFIG
 EX_BUSY = ExitCode.BUSY
 
 
-def _die(code: int, message: str) -> NoReturn:
-    click.echo(message, err=True)
-    raise SystemExit(code)
+_die = die  # stderr, or {"error": ..., "code": N} on stdout under --json
 
 
 def _table(path: Path) -> TierTable:
@@ -120,7 +118,7 @@ def restore() -> None:
 
 
 @restore.command("status")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @config_option
 def restore_status(as_json: bool, config_path: str | None) -> None:
     """One row per DB from the daemon's status file; exit 1 if a DB is stale or failing."""
@@ -230,7 +228,7 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
     help="seconds to wait for a running restore-loop to stop the fenced followers",
 )
 @click.option("--no-role", is_flag=True, help="do not set this host's role (drills)")
-@click.option("--json", "as_json", is_flag=True, help="print the promotion record as JSON")
+@json_option("print the promotion record as JSON (errors too)")
 @config_option
 def restore_promote(
     dbs: tuple[str, ...],
@@ -271,7 +269,7 @@ def restore_promote(
         targets, unknown = select_targets(plan, list(dbs))
         if unknown:
             _die(
-                EX_USAGE,
+                ExitCode.NOT_FOUND,
                 f"unknown DB(s): {', '.join(unknown)}; this standby restores: "
                 + ", ".join(t.name for t in plan.targets),
             )
@@ -455,7 +453,7 @@ def litestream_config(
 
 @litestream.command("lint")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 def litestream_lint(file: str, as_json: bool) -> None:
     """Report keys litestream 0.5 silently ignores, multi-replica entries and literal secrets."""
     from daemons.restore_loop.litestream_yaml import lint_config

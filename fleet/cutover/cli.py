@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import click
 
-from shared.cli import config_option, fleet_manifests, load_config_or_exit
+from shared.cli import config_option, die, fleet_manifests, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 __all__ = ["cutover"]
@@ -107,8 +107,7 @@ def _context(
     try:
         return survey(host, runner, online=online), runner
     except ValueError as exc:  # two services would share a name: a config problem
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(ExitCode.CONFIG) from None
+        die(ExitCode.CONFIG, f"error: {exc}")
 
 
 def _headline(s: Any, verb: str) -> str:
@@ -134,7 +133,7 @@ def cutover() -> None:
 
 
 @cutover.command("check")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@json_option()
 @click.option("--online", is_flag=True, help="also ask Slack's auth.test whether the token works")
 @_host_options
 def check_cmd(as_json: bool, online: bool, **host: Any) -> None:
@@ -199,13 +198,30 @@ def _print_plan(s: Any, steps: list[Any]) -> None:
 
 
 @cutover.command("plan")
+@json_option()
 @_host_options
-def plan_cmd(**host: Any) -> None:
+def plan_cmd(as_json: bool, **host: Any) -> None:
     """Print the ordered switch for this host: each step's commands and its rollback."""
-    from fleet.cutover.plan import build_plan
+    from fleet.cutover.plan import blockers, build_plan, verify_command
 
     s, _runner = _context(**host)
-    _print_plan(s, build_plan(s))
+    steps = build_plan(s)
+    if not as_json:
+        _print_plan(s, steps)
+        return
+    doc = {
+        "host": s.host.config.fleet.host,
+        "role": str(s.host.role),
+        "platform": s.host.platform,
+        "steps": [
+            {"title": step.title, "commands": step.commands(), "rollback": step.rollback()}
+            for step in steps
+        ],
+        "verify": verify_command(s),
+        "notes": _notes(s),
+        "blockers": list(blockers(s)),
+    }
+    click.echo(json.dumps(doc, indent=2))
 
 
 @cutover.command("apply")

@@ -49,7 +49,16 @@ def check_heartbeat_rows(
     write_heartbeat(
         fleet_root / "state/heartbeats",
         Heartbeat(
-            "claim-sweeper", "testhost", pid, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now,
+            "claim-sweeper",
+            "testhost",
+            pid,
+            "0.1.0",
+            "primary",
+            now - 30,
+            0.01,
+            12,
+            60.0,
+            now,
             process_started_at=now,
         ),
     )
@@ -73,7 +82,16 @@ def check_heartbeat_rows(
     write_heartbeat(
         fleet_root / "state/heartbeats",
         Heartbeat(
-            "claim-sweeper", "testhost", 1, "0.1.0", "primary", now - 30, 0.01, 12, 60.0, now,
+            "claim-sweeper",
+            "testhost",
+            1,
+            "0.1.0",
+            "primary",
+            now - 30,
+            0.01,
+            12,
+            60.0,
+            now,
             process_started_at=now,
         ),
     )
@@ -154,3 +172,38 @@ def test_status_shows_a_killed_daemon_stopped_at_once(
     stopped = row()
     assert stopped["ok"] is False and stopped["process"] == "stopped"
     assert stopped["code"] == 1
+
+
+def test_status_imports_no_http_stack_no_pydantic_and_no_daemon_code(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`fleet status` must start fast: it reads heartbeat files and the config keys it needs,
+    so it never pays for the HTTP clients, the SQLite driver, pydantic or any daemon's code."""
+    import sys
+
+    config = tmp_path / "fleet.toml"
+    config.write_text('[fleet]\nrole = "standby"\n[claim_sweeper]\nauto_release = true\n')
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+        "from fleet.entry import main\n"
+        "main(['status', '--json', '--config', sys.argv[1]])\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        env=fleet_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1, res.stderr  # nothing runs: the expected daemons are down
+    rows = {r["daemon"]: r for r in json.loads(res.stdout)}
+    # read without the models, yet fenced as they say: a standby with auto_release
+    assert rows["restore-loop"]["enabled"] and not rows["email-reactor"]["enabled"]
+    assert not rows["claim-sweeper"]["enabled"]
+    modules = set(json.loads(res.stderr.strip().splitlines()[-1]))
+    top = {m.split(".")[0] for m in modules}
+    assert not top & {"aiohttp", "httpx", "aiosqlite", "pydantic", "pydantic_settings"}, top
+    assert not {m for m in modules if m.startswith("daemons")}, modules
+    assert not {"shared.runtime", "shared.config", "fleet.config", "asyncio"} & modules

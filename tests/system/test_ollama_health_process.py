@@ -252,8 +252,9 @@ def test_route_and_status_commands(
     }
     res = run_fleet(["ollama", "route", "3s"], env, tmp_path)
     assert res.returncode == 0 and "host:   forge" in res.stdout
-    code, _, out = route_json(env, tmp_path, "nope")
-    assert code == 64 and "known tiers" in out
+    code, error, out = route_json(env, tmp_path, "nope")
+    assert code == 2 and "known tiers" in out  # not found (docs/cli.md)
+    assert error["code"] == 2 and "known tiers" in error["error"]
     res = run_fleet(["ollama", "status"], env, tmp_path)
     assert res.returncode == 1  # anvil is down
     assert "anvil" in res.stdout and "connection refused" in res.stdout

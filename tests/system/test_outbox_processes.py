@@ -37,8 +37,14 @@ def start(env: dict[str, str], cwd: Path, **overrides: str) -> subprocess.Popen[
         "FLEET_CLAIM_SWEEPER__INTERVAL_S": "0.5",
         **overrides,
     }
-    return subprocess.Popen([str(FLEET_BIN), "run", "claim-sweeper"], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [str(FLEET_BIN), "run", "claim-sweeper"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
@@ -107,8 +113,9 @@ def test_two_daemons_sharing_the_outbox_never_send_a_row_twice(
         procs = [start(env, tmp_path), start(env, tmp_path)]
         try:
             assert wait_until(lambda: len(slack.messages) >= len(ids), timeout=60)
-            assert wait_until(lambda: all(s == "sent" for _, s in outbox_rows(fleet_root)),
-                              timeout=10)
+            assert wait_until(
+                lambda: all(s == "sent" for _, s in outbox_rows(fleet_root)), timeout=10
+            )
         finally:
             outputs = [stop(p) for p in procs]
     texts = [m.text for m in slack.messages]

@@ -137,7 +137,7 @@ def test_promote_refuses_a_corrupt_copy_and_keeps_the_role(
     standby.copy("beta").write_bytes(bytes(data))
 
     unknown = run_fleet(["restore", "promote", "nope"], standby.env, tmp_path)
-    assert unknown.returncode == 64 and "unknown DB" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown DB" in unknown.stderr  # not found
     usage = run_fleet(["restore", "promote"], standby.env, tmp_path)
     assert usage.returncode == 64
 

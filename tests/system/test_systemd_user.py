@@ -321,3 +321,65 @@ def test_generated_user_unit_runs_under_systemd(user_manager: UserManager, tmp_p
     assert not unit_file.exists()
     assert not (m.home / ".config/systemd/user/default.target.wants" / UNIT).exists()
     assert m.show()["LoadState"] in ("not-found", "masked") or m.show()["ActiveState"] == "inactive"
+
+
+def test_status_asks_systemd_about_installed_units(
+    user_manager: UserManager, tmp_path: Path
+) -> None:
+    """`fleet status` reports the unit's state from systemd: active while it runs, and after
+    `systemctl --user stop` the daemon is down (exit 1) with the unit named in the reason."""
+    import json
+
+    m = user_manager
+    cfg = tmp_path / "fleet.toml"
+    enabled = "".join(
+        f"[{section}]\nenabled = false\n"
+        for section in ("email_reactor", "ollama_health", "restore_loop", "heartbeat")
+    )
+    cfg.write_text(
+        f'[fleet]\nroot = "{tmp_path / "root"}"\nhost = "testhost"\n'
+        '[slack]\nbase_url = "http://127.0.0.1:9/api/"\n'
+        f"{enabled}[blueprint_watchdog]\nenabled = false\n"
+        f"[claim_sweeper]\nmetrics_port = {free_port()}\ninterval_s = 0.2\n"
+    )
+    service_log = tmp_path / "service.log"
+    write_dropin(
+        m, "test", f"StandardOutput=append:{service_log}\nStandardError=append:{service_log}\n"
+    )
+
+    def status() -> tuple[int, dict[str, object]]:
+        res = m.run(
+            str(FLEET_BIN), "status", "--json", "--service-timeout", "30", "--config", str(cfg)
+        )
+        rows = json.loads(res.stdout) if res.stdout.strip() else []
+        found = [r for r in rows if r["daemon"] == "claim-sweeper"]
+        return res.returncode, found[0] if found else {}
+
+    code, row = status()
+    assert row["service"] is None and row["services"] == []  # not installed: not asked
+    res = m.run(
+        str(FLEET_BIN),
+        "units",
+        "install",
+        "--mode",
+        "user",
+        "--now",
+        "--config",
+        str(cfg),
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr + m.log
+    assert wait_until(lambda: status()[1].get("ok") is True, timeout=60), status()
+    code, row = status()
+    assert code == 0 and row["service"] == "active" and row["process"] == "running"
+    (unit,) = row["services"]  # type: ignore[misc]
+    assert unit["manager"] == "systemd-user" and unit["pid"] == row["pid"]
+
+    assert m.systemctl("stop", UNIT).returncode == 0
+    code, row = status()
+    assert code == 1 and row["ok"] is False and row["service"] == "inactive"
+    assert str(row["reason"]).startswith("unit systemd-user inactive"), row
+    text = m.run(str(FLEET_BIN), "status", "--service-timeout", "30", "--config", str(cfg))
+    line = next(x for x in text.stdout.splitlines() if x.startswith("claim-sweeper"))
+    assert line.split()[1:4] == ["no", "stopped", "inactive"], text.stdout
+    m.run(str(FLEET_BIN), "units", "uninstall", "--mode", "user", "--now", timeout=120)

@@ -120,3 +120,46 @@ def test_execute_stops_at_the_first_failing_checked_step(
     assert "error: exit 1: fails" in capsys.readouterr().err
     assert execute(steps, now=False, runner=runner) == 0
     assert ran == [["may-fail"], ["fails"]], "printing the plan runs nothing"
+
+
+@pytest.mark.system
+def test_install_dry_run_prints_the_diff_and_writes_nothing(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "service-root"  # not the fixture's (which exists already)
+    fleet_env = {k: v for k, v in fleet_env.items() if k != "FLEET_FLEET__ROOT"}
+    dest = tmp_path / "units"
+    cfg = write_config(tmp_path / "fleet.toml", root)
+    args = ["units", "install", "--target", "systemd", "--mode", "user", "--dest", str(dest)]
+    args += ["--config", str(cfg)]
+    unit = dest / "alai-fleet-claim-sweeper.service"
+
+    fresh = run_fleet([*args, "--dry-run"], fleet_env, tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"--- /dev/null\n+++ {unit}\n" in fresh.stdout
+    assert "\n+ExecStart=" in fresh.stdout and "\n+Type=notify\n" in fresh.stdout
+    assert "systemctl --user enable --now alai-fleet-claim-sweeper.service" in fresh.stdout
+    assert f"would create {root / 'state'} (0700)" in fresh.stdout
+    assert "1 new, 0 changed, 0 to remove" in fresh.stdout
+    assert not dest.exists() and not root.exists()  # nothing written, nothing created
+
+    assert run_fleet(args, fleet_env, tmp_path).returncode == 0
+    installed = unit.read_bytes()
+    same = run_fleet([*args, "--dry-run"], fleet_env, tmp_path)
+    assert f"unchanged {unit}" in same.stdout and "\n+" not in same.stdout
+    # a changed setting shows as -/+ lines; a stale generated file as a removal
+    retired = dest / "alai-fleet-retired.service"
+    retired.write_text(f"# {GENERATED_MARKER} (user mode)\n[Service]\nExecStart=/bin/true\n")
+    write_config(cfg, root, fleet="stop_grace_s = 30.0")
+    changed = run_fleet([*args, "--dry-run"], fleet_env, tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    assert f"--- {unit}\n+++ {unit}\n" in changed.stdout
+    minus = [x for x in changed.stdout.splitlines() if x.startswith("-TimeoutStopSec")]
+    plus = [x for x in changed.stdout.splitlines() if x.startswith("+TimeoutStopSec")]
+    assert minus and plus and minus != [p.replace("+", "-", 1) for p in plus]
+    assert f"would remove {retired}" in changed.stdout
+    assert "systemctl --user try-restart alai-fleet-claim-sweeper.service" in changed.stdout
+    assert unit.read_bytes() == installed and retired.exists()
+
+    both = run_fleet([*args, "--dry-run", "--now"], fleet_env, tmp_path)
+    assert both.returncode == 64 and unit.read_bytes() == installed
