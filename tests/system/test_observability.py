@@ -195,7 +195,7 @@ def test_each_daemon_registers_only_catalogued_metrics(
     process tests."""
     manifest = by_name()[name]
     cls = manifest.load_daemon()
-    metrics = DaemonMetrics(name, "testhost", __version__)
+    metrics = DaemonMetrics(name, __version__)
     NotifyMetrics(metrics.registry)
     ctx = DaemonContext(
         config=example_config,

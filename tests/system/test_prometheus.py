@@ -2,7 +2,9 @@
 metric list against that scrape, and a real `prometheus` on 127.0.0.1 scraping a running
 `fleet run claim-sweeper` and answering `up == 1`, a fleet_ series, the recording rules and
 every dashboard query over its HTTP API; `fleet observability prometheus` targeting each host
-that runs a daemon. The rules' promtool unit tests: test_prometheus_rules.py."""
+that runs a daemon. The scrape target names the machine (`SCRAPED_AS`, not the daemon's own
+`[fleet] host`): every series carries the target's `host` and nothing is left as
+`exported_*`. The rules' promtool unit tests: test_prometheus_rules.py."""
 
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ from tests.conftest import FLEET_BIN, NotifySocket, free_port, http_get, run_fle
 from tests.prometheus_support import RULES, example_config, need, promtool
 
 pytestmark = pytest.mark.system
+
+# The target's name in prometheus.yml; the daemon itself runs with [fleet] host = "testhost".
+SCRAPED_AS = "scrapehost"
 
 
 # a running daemon ----------------------------------------------------------------------------
@@ -124,7 +129,7 @@ def prometheus(sweeper: RunningDaemon, tmp_path: Path) -> Iterator[str]:
         render_prometheus_config(
             config,
             manifests(),
-            [HostTarget(name="testhost", address="127.0.0.1")],
+            [HostTarget(name=SCRAPED_AS, address="127.0.0.1")],
             scrape_interval="1s",
             rule_files=[str(RULES)],
         ).replace(":9806", f":{sweeper.port}")
@@ -171,11 +176,18 @@ def test_real_prometheus_scrapes_the_daemon(prometheus: str, sweeper: RunningDae
 
     assert wait_until(lambda: len(up()) == 1, timeout=30), query(prometheus, "up")
     series = up()[0]["metric"]
-    assert series["host"] == "testhost" and series["daemon"] == "claim-sweeper"
-    ok = 'fleet_cycles_total{daemon="claim-sweeper",outcome="ok",host="testhost"} > 0'
+    assert series["host"] == SCRAPED_AS and series["daemon"] == "claim-sweeper"
+    ok = f'fleet_cycles_total{{daemon="claim-sweeper",outcome="ok",host="{SCRAPED_AS}"}} > 0'
     assert wait_until(lambda: len(results(query(prometheus, ok))) == 1, timeout=30)
     build = results(query(prometheus, "fleet_build_info"))
-    assert build and build[0]["metric"]["host"] == "testhost"  # the daemon's own label
+    assert [b["metric"]["host"] for b in build] == [SCRAPED_AS]  # the target's, not the daemon's
+    # the target's labels win and the daemon exports none of them: no exported_* is kept
+    stored = results(query(prometheus, '{job="fleet-claim-sweeper"}'))
+    assert len(stored) > 10
+    for item in stored:
+        labels = item["metric"]
+        assert labels["host"] == SCRAPED_AS and labels["daemon"] == "claim-sweeper", labels
+        assert not [k for k in labels if k.startswith("exported_")], labels
     # the committed rules load and evaluate in a real server
     interval = 'fleet:expected_interval_seconds{daemon="claim-sweeper"}'
     assert wait_until(lambda: len(results(query(prometheus, interval))) == 1, timeout=30)
