@@ -75,7 +75,7 @@ async def daemon_cycles(
         section=config.ollama_health,
         role="primary",
         log=NullLog(),
-        metrics=DaemonMetrics("ollama-health", "bench", "0", registry=CollectorRegistry()),
+        metrics=DaemonMetrics("ollama-health", "0", registry=CollectorRegistry()),
         outbox=outbox,
     )
     daemon = OllamaHealth(ctx)

@@ -170,7 +170,8 @@ def pack_examples(
             config, quiet_alerts=DAEMON_ANNOUNCED
         ),
     }
-    files.update({f"config/grafana/{rel}": text for rel, text in render_grafana(daemons).items()})
+    grafana = render_grafana(config, daemons)
+    files.update({f"config/grafana/{rel}": text for rel, text in grafana.items()})
     return {rel: text.encode() for rel, text in files.items()}
 
 

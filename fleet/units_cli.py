@@ -576,13 +576,16 @@ def alertmanager_cmd(out: str, config_path: str | None) -> None:
     show_default=True,
     help="directory for provisioning/ and dashboards/",
 )
-def grafana_cmd(out: str) -> None:
-    """Write the Grafana provisioning files and dashboards (generated from the manifests)."""
+@config_option
+def grafana_cmd(out: str, config_path: str | None) -> None:
+    """Write the Grafana provisioning files and dashboards (generated from the manifests; the
+    colours follow the config's daemon intervals and alert thresholds)."""
     from fleet.registry import manifests
     from shared.observability import render_grafana
 
+    config = load_config_or_exit(config_path)
     out_dir = Path(out)
-    for rel, text in sorted(render_grafana(manifests()).items()):
+    for rel, text in sorted(render_grafana(config, manifests()).items()):
         _write_reported(out_dir / rel, text.encode())
 
 

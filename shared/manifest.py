@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from shared.sections import DaemonSection
 
 __all__ = [
+    "TARGET_LABELS",
     "AlertRule",
     "CompanionService",
     "DaemonManifest",
@@ -44,6 +45,9 @@ __all__ = [
 MetricKind = Literal["gauge", "counter", "histogram"]
 #: launchd.plist(5) ProcessType values (Adaptive follows XPC activity; Interactive is for apps)
 ProcessType = Literal["Standard", "Background", "Adaptive", "Interactive"]
+
+#: labels the Prometheus scrape config gives every series of a target (shared.observability)
+TARGET_LABELS = frozenset({"host", "job", "instance"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,14 @@ class MetricSpec:
             raise ValueError(f"counter {self.name!r}: name it as exported, ending in _total")
         if self.kind != "histogram" and self.buckets is not None:
             raise ValueError(f"{self.name!r}: only histograms have buckets")
+        # The scrape target sets these (host: the machine); one a daemon exported too would
+        # end up as exported_<label> or, with honor_labels, overwrite the machine's name.
+        clash = sorted(TARGET_LABELS.intersection(self.labels))
+        if clash:
+            raise ValueError(
+                f"{self.name!r}: {clash[0]!r} is the scrape target's label; name the daemon's "
+                "own label after what it is (llm_host, peer, db)"
+            )
 
     def series(self) -> tuple[str, ...]:
         """The sample names Prometheus stores for this family."""

@@ -51,7 +51,6 @@ RUNTIME_METRICS: tuple[MetricSpec, ...] = (
         "alai-fleet build running this daemon (always 1)",
         "daemon",
         "version",
-        "host",
     ),
     metric("fleet_cycles_total", "counter", "Daemon cycles by outcome", "daemon", "outcome"),
     MetricSpec(
@@ -150,12 +149,12 @@ class MetricSet:
 
 
 class DaemonMetrics:
-    """The series every daemon exports, on a registry the daemon adds its own to."""
+    """The series every daemon exports, on a registry the daemon adds its own to. No series
+    names the machine: Prometheus adds ``host`` from the scrape target."""
 
     def __init__(
         self,
         daemon: str,
-        host: str,
         version: str,
         registry: CollectorRegistry | None = None,
         *,
@@ -171,7 +170,7 @@ class DaemonMetrics:
         self.consecutive_failures = common.gauge("fleet_consecutive_failures")
         common.gauge("fleet_start_time_seconds").labels(daemon).set(started_at)
         self.store_errors = common.counter("fleet_store_errors_total")
-        self.build_info.labels(daemon, version, host).set(1)
+        self.build_info.labels(daemon, version).set(1)
         for outcome in CycleOutcome:
             self.cycles.labels(daemon, outcome.value)
         self.cycle_duration.labels(daemon)

@@ -84,7 +84,7 @@ class DaemonRunner:
         self.clock = clock
         self.rand = rand
         self.log = get_logger(daemon=self.name)
-        self.metrics = DaemonMetrics(self.name, config.fleet.host, __version__)
+        self.metrics = DaemonMetrics(self.name, __version__)
         self.outbox: Outbox | None = None
         self.sender: OutboxSender | None = None
         self.daemon: Daemon[Any] | None = None

@@ -119,7 +119,7 @@ class RigFactory:
             section=config.ollama_health,
             role=Role.PRIMARY,
             log=log,
-            metrics=DaemonMetrics("ollama-health", "testhost", "0", registry=registry),
+            metrics=DaemonMetrics("ollama-health", "0", registry=registry),
             outbox=outbox,
             clock=clock,
         )

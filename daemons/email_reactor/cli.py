@@ -78,7 +78,7 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
             section=config.section(EmailReactorSection),
             role=role,
             log=get_logger(daemon="email-reactor"),
-            metrics=DaemonMetrics("email-reactor", config.fleet.host, __version__),
+            metrics=DaemonMetrics("email-reactor", __version__),
             outbox=outbox,
             dry_run=dry_run,
         )

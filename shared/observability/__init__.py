@@ -2,10 +2,11 @@
 each daemon both registers and is graphed and alerted on, and its own alert rules):
 ``prometheus`` (scrape config and its ``alerting:`` block), ``rules`` (recording and alert
 rules), ``alertmanager`` (routing, receivers, inhibition), ``grafana`` (dashboard and
-provisioning), checked against ``catalogue``. A metric renamed in a manifest changes the
-daemon, the dashboard and the rules together; a rule or panel reading a metric no manifest
-lists fails a test. Pure rendering to text: nothing here imports a daemon, scrapes, starts or
-writes anything.
+provisioning; its panels from ``panels``), checked against ``catalogue``. A metric renamed in
+a manifest changes the daemon, the dashboard and the rules together; a rule or panel reading a
+metric no manifest lists fails a test. The machine is only ever the scrape target's ``host``
+label. Pure rendering to text: nothing here imports a daemon, scrapes, starts or writes
+anything.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from shared.observability.catalogue import (
 from shared.observability.grafana import (
     DASHBOARD_UID,
     DATASOURCE_UID,
+    HOST_VALUES,
     dashboard_exprs,
     overview_dashboard,
     render_grafana,
 )
 from shared.observability.prometheus import HostTarget, job_name, render_prometheus_config
 from shared.observability.rules import (
+    CRASH_LOOP_RESTARTS,
     NOTIFICATIONS_BACKLOG,
     alert_rules,
     fleet_alert_rules,
@@ -42,9 +45,11 @@ from shared.observability.yamldoc import to_yaml, yaml_file
 
 __all__ = [
     "ANNOUNCED_RECEIVER",
+    "CRASH_LOOP_RESTARTS",
     "DASHBOARD_UID",
     "DATASOURCE_UID",
     "ESCALATION_RECEIVER",
+    "HOST_VALUES",
     "NOTIFICATIONS_BACKLOG",
     "OPS_RECEIVER",
     "HostTarget",

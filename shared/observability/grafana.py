@@ -1,6 +1,9 @@
 """The Grafana side of the pack: the "alai-fleet overview" dashboard (fleet health first, then
 one row per daemon with a panel for each metric its manifest lists) and the provisioning files
-that point Grafana at it. Pure rendering from the manifests given; never talks to Grafana.
+that point Grafana at it. The ``$host`` variable lists the machines ``up`` knows (the scrape
+target's ``host``: no daemon exports one); colours follow each daemon's interval and alerts
+from the config (``panels``). Pure rendering from the config and manifests given; never talks
+to Grafana.
 """
 
 from __future__ import annotations
@@ -10,12 +13,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.manifest import DaemonManifest, MetricSpec
+from shared.config import FleetConfig
+from shared.manifest import DaemonManifest
+from shared.observability.panels import (
+    DS,
+    HOST,
+    WARN,
+    age_stat,
+    alert_levels,
+    metric_panel,
+    state_stat,
+    target,
+    thresholds,
+    timeseries,
+)
+from shared.observability.rules import CRASH_LOOP_RESTARTS, NOTIFICATIONS_BACKLOG
 from shared.observability.yamldoc import yaml_file
 
 __all__ = [
     "DASHBOARD_UID",
     "DATASOURCE_UID",
+    "HOST_VALUES",
     "dashboard_exprs",
     "overview_dashboard",
     "render_grafana",
@@ -23,8 +41,9 @@ __all__ = [
 
 DATASOURCE_UID = "alai-fleet-prometheus"
 DASHBOARD_UID = "alai-fleet-overview"
-_DS = {"type": "prometheus", "uid": "${datasource}"}
-_HOST = 'host=~"$host"'
+#: the host picker's query: the machines with a fleet scrape target, up or down
+HOST_VALUES = 'label_values(up{job=~"fleet-.+"}, host)'
+_DAEMON = "{{host}} {{daemon}}"
 
 
 @dataclass
@@ -70,204 +89,161 @@ class _Layout:
         return self.next_id - 1
 
 
-def _target(expr: str, legend: str, ref: str = "A") -> dict[str, Any]:
-    return {"datasource": _DS, "expr": expr, "legendFormat": legend, "refId": ref}
-
-
-def _timeseries(
-    title: str, targets: list[dict[str, Any]], unit: str = "short", description: str = ""
-) -> dict[str, Any]:
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": _DS,
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-        "targets": targets,
-    }
-
-
-def _stat(title: str, target: dict[str, Any], unit: str, mappings: list[Any]) -> dict[str, Any]:
-    return {
-        "type": "stat",
-        "title": title,
-        "datasource": _DS,
-        "fieldConfig": {"defaults": {"unit": unit, "mappings": mappings}, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"},
-        "targets": [target],
-    }
-
-
-def _legend(labels: Sequence[str], with_host: bool = True) -> str:
-    parts = ["{{host}}"] if with_host else []
-    parts += [f"{{{{{label}}}}}" for label in labels if label != "host"]
-    return " ".join(parts) or "{{host}}"
-
-
-def _metric_panel(metric: MetricSpec) -> dict[str, Any]:
-    """The obvious graph for a metric: gauges as they are, counters as rates, histograms as
-    p50/p95."""
-    sel = f"{metric.name}{{{_HOST}}}"
-    labels = [lb for lb in metric.labels if lb != "daemon"]
-    if metric.kind == "counter":
-        by = ", ".join(["host", *[lb for lb in labels if lb != "host"]])
-        expr = f"sum by ({by}) (rate({sel}[$__rate_interval]))"
-        return _timeseries(metric.name, [_target(expr, _legend(labels))], "ops", metric.help)
-    if metric.kind == "histogram":
-        by = ", ".join(["le", "host", *[lb for lb in labels if lb != "host"]])
-        bucket = f"{metric.name}_bucket{{{_HOST}}}"
-        targets = [
-            _target(
-                f"histogram_quantile({q}, sum by ({by}) (rate({bucket}[$__rate_interval])))",
-                f"p{round(q * 100)} " + _legend(labels),
-                ref,
-            )
-            for q, ref in ((0.5, "A"), (0.95, "B"))
-        ]
-        return _timeseries(metric.name, targets, "s", metric.help)
-    unit = "s" if metric.name.endswith("_seconds") else "short"
-    return _timeseries(metric.name, [_target(sel, _legend(labels))], unit, metric.help)
-
-
-def overview_dashboard(manifests: Sequence[DaemonManifest]) -> dict[str, Any]:
-    """Fleet health first (every daemon's up, last success, cycles, durations, outbox), then
-    one row per daemon (in manifest order) with its own metrics."""
-    lay = _Layout()
+def _fleet_health(lay: _Layout, config: FleetConfig, manifests: Sequence[DaemonManifest]) -> None:
+    """Every daemon's up and last success (one tile each, coloured by its own interval), then
+    cycles, durations, failures, restarts and the outbox."""
     lay.row("Fleet health")
-    up_map = [
-        {"type": "value", "options": {"0": {"text": "DOWN", "color": "red"}}},
-        {"type": "value", "options": {"1": {"text": "up", "color": "green"}}},
-    ]
     lay.add(
-        _stat(
-            "Daemon up",
-            _target(f'up{{job=~"fleet-.+", {_HOST}}}', "{{host}} {{daemon}}"),
-            "none",
-            up_map,
+        state_stat(
+            "Daemons up",
+            f'up{{job=~"fleet-.+", {HOST}}}',
+            _DAEMON,
+            good="up",
+            bad="DOWN",
+            description="Prometheus scraped the daemon's /metrics (0: not running or not "
+            "reachable; FleetDaemonDown after 2 minutes)",
         ),
-        w=12,
+        w=24,
+        h=5,
     )
-    lay.add(
-        _stat(
-            "Since last successful cycle",
-            _target(
-                f"time() - fleet_last_success_timestamp_seconds{{{_HOST}}} "
-                f"and fleet_last_success_timestamp_seconds{{{_HOST}}} > 0",
-                "{{host}} {{daemon}}",
+    for manifest in manifests:
+        interval = config.daemon_section(manifest.section_name).interval_s
+        lay.add(
+            age_stat(
+                f"{manifest.name} last success: time ago",
+                "fleet_last_success_timestamp_seconds",
+                f'daemon="{manifest.name}", {HOST}',
+                "{{host}}",
+                interval,
+                description=f"Time since the last successful cycle; expected every "
+                f"{interval:g} s (yellow: late, red: 3 intervals, FleetCycleStale)",
             ),
-            "s",
-            [],
-        ),
-        w=12,
-    )
+            w=4,
+            h=5,
+        )
     lay.add(
-        _timeseries(
+        timeseries(
             "Cycles by outcome",
             [
-                _target(
-                    f"sum by (host, daemon, outcome) "
-                    f"(rate(fleet_cycles_total{{{_HOST}}}[$__rate_interval]))",
+                target(
+                    "sum by (host, daemon, outcome) "
+                    f"(rate(fleet_cycles_total{{{HOST}}}[$__rate_interval]))",
                     "{{host}} {{daemon}} {{outcome}}",
                 )
             ],
-            "ops",
+            unit="ops",
         )
     )
     lay.add(
-        _timeseries(
+        timeseries(
             "Cycle duration p95",
             [
-                _target(
+                target(
                     "histogram_quantile(0.95, sum by (le, host, daemon) "
-                    f"(rate(fleet_cycle_duration_seconds_bucket{{{_HOST}}}[$__rate_interval])))",
-                    "{{host}} {{daemon}}",
+                    f"(rate(fleet_cycle_duration_seconds_bucket{{{HOST}}}[$__rate_interval])))",
+                    _DAEMON,
                 )
             ],
-            "s",
+            unit="s",
         )
     )
     lay.add(
-        _timeseries(
+        timeseries(
             "Consecutive failed cycles",
-            [_target(f"fleet_consecutive_failures{{{_HOST}}}", "{{host}} {{daemon}}")],
+            [target(f"fleet_consecutive_failures{{{HOST}}}", _DAEMON)],
         )
     )
     lay.add(
-        _timeseries(
+        timeseries(
             "Restarts in the last 15 minutes",
-            [
-                _target(
-                    f"changes(fleet_start_time_seconds{{{_HOST}}}[15m])",
-                    "{{host}} {{daemon}}",
-                )
-            ],
+            [target(f"changes(fleet_start_time_seconds{{{HOST}}}[15m])", _DAEMON)],
+            description="More than this line: FleetDaemonCrashLooping",
+            level=(CRASH_LOOP_RESTARTS, WARN),
         )
     )
     lay.add(
-        _timeseries(
+        timeseries(
             "Databases given up on (locked, unreadable)",
             [
-                _target(
+                target(
                     "sum by (host, daemon, db) "
-                    f"(rate(fleet_store_errors_total{{{_HOST}}}[$__rate_interval]))",
+                    f"(rate(fleet_store_errors_total{{{HOST}}}[$__rate_interval]))",
                     "{{host}} {{daemon}} {{db}}",
                 )
             ],
-            "ops",
+            unit="ops",
+            description="Database operations given up after bounded retries (locked, "
+            "unreadable), by file",
         )
     )
     lay.add(
-        _timeseries(
+        timeseries(
             "Outbox: pending",
-            [
-                _target(
-                    f"max by (host) (fleet_notifications_pending{{{_HOST}}})",
-                    "{{host}}",
-                )
-            ],
+            [target(f"max by (host) (fleet_notifications_pending{{{HOST}}})", "{{host}}")],
+            description="Messages waiting in the host's outbox; above the line for 15 minutes: "
+            "FleetNotificationsBacklog",
+            level=(NOTIFICATIONS_BACKLOG, WARN),
         )
     )
     lay.add(
-        _timeseries(
+        timeseries(
             "Outbox: sent / failed",
             [
-                _target(
+                target(
                     "sum by (host, sink) "
-                    f"(rate(fleet_notifications_sent_total{{{_HOST}}}[$__rate_interval]))",
+                    f"(rate(fleet_notifications_sent_total{{{HOST}}}[$__rate_interval]))",
                     "{{host}} sent {{sink}}",
                     "A",
                 ),
-                _target(
+                target(
                     "sum by (host, sink, reason) "
-                    f"(rate(fleet_notifications_failed_total{{{_HOST}}}[$__rate_interval]))",
+                    f"(rate(fleet_notifications_failed_total{{{HOST}}}[$__rate_interval]))",
                     "{{host}} failed {{sink}} {{reason}}",
                     "B",
                 ),
             ],
-            "ops",
+            unit="ops",
         )
     )
     lay.add(
         {
             "type": "table",
             "title": "Versions",
-            "datasource": _DS,
+            "description": "The alai-fleet version each daemon runs",
+            "datasource": DS,
+            "fieldConfig": {"defaults": {"thresholds": thresholds()}, "overrides": []},
+            "transformations": [
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True, "Value": True, "__name__": True},
+                    },
+                }
+            ],
             "targets": [
                 {
-                    **_target(f"fleet_build_info{{{_HOST}}}", ""),
+                    **target(f"fleet_build_info{{{HOST}}}", ""),
                     "format": "table",
                     "instant": True,
                 }
             ],
         }
     )
+
+
+def overview_dashboard(config: FleetConfig, manifests: Sequence[DaemonManifest]) -> dict[str, Any]:
+    """Fleet health first, then one row per daemon (in manifest order) with its own metrics,
+    their colours and alert levels from ``config`` (intervals, the alerts' thresholds)."""
+    lay = _Layout()
+    _fleet_health(lay, config, manifests)
     for manifest in manifests:
         if not manifest.metrics:
             continue
+        section = config.daemon_section(manifest.section_name)
+        levels = alert_levels(manifest.alerts(section))
         lay.row(manifest.name)
-        for metric in manifest.metrics:
-            lay.add(_metric_panel(metric))
+        for spec in manifest.metrics:
+            lay.add(metric_panel(spec, interval_s=section.interval_s, levels=levels))
     return {
         "uid": DASHBOARD_UID,
         "title": "alai-fleet overview",
@@ -290,14 +266,15 @@ def overview_dashboard(manifests: Sequence[DaemonManifest]) -> dict[str, Any]:
                 {
                     "type": "query",
                     "name": "host",
-                    "label": "host",
-                    "datasource": _DS,
-                    "query": {"query": "label_values(fleet_build_info, host)", "refId": "host"},
-                    "definition": "label_values(fleet_build_info, host)",
+                    "label": "Host",
+                    "description": "Machines with a fleet scrape target (the host label of up)",
+                    "datasource": DS,
+                    "query": {"query": HOST_VALUES, "refId": "host"},
                     "includeAll": True,
                     "allValue": ".*",
                     "multi": True,
                     "refresh": 2,
+                    "sort": 1,
                     "current": {},
                 },
             ]
@@ -311,9 +288,9 @@ def dashboard_exprs(dashboard: Mapping[str, Any]) -> list[str]:
     """Every PromQL expression a dashboard runs (panel targets and template queries)."""
     exprs: list[str] = []
     for panel in dashboard.get("panels", []):
-        for target in panel.get("targets", []):
-            if target.get("expr"):
-                exprs.append(str(target["expr"]))
+        for query in panel.get("targets", []):
+            if query.get("expr"):
+                exprs.append(str(query["expr"]))
     for var in dashboard.get("templating", {}).get("list", []):
         query = var.get("query")
         if isinstance(query, Mapping) and query.get("query"):
@@ -321,7 +298,7 @@ def dashboard_exprs(dashboard: Mapping[str, Any]) -> list[str]:
     return exprs
 
 
-def render_grafana(manifests: Sequence[DaemonManifest]) -> dict[str, str]:
+def render_grafana(config: FleetConfig, manifests: Sequence[DaemonManifest]) -> dict[str, str]:
     """config/grafana/: relative path -> content."""
     datasource = {
         "apiVersion": 1,
@@ -352,7 +329,7 @@ def render_grafana(manifests: Sequence[DaemonManifest]) -> dict[str, str]:
         ],
     }
     header = "# Generated by `fleet observability grafana`; regenerate instead of editing.\n"
-    dashboard = overview_dashboard(manifests)
+    dashboard = overview_dashboard(config, manifests)
     return {
         "provisioning/datasources/alai-fleet.yml": yaml_file(header, datasource),
         "provisioning/dashboards/alai-fleet.yml": yaml_file(header, provider),

@@ -26,8 +26,9 @@ _HEADER = (
 
 @dataclass(frozen=True)
 class HostTarget:
-    """A host to scrape: its name (the ``host`` label), the address its daemons' metrics
-    listen on, and its role (None: every enabled daemon is expected there)."""
+    """A host to scrape: its name (the ``host`` label of every series scraped from it, the only
+    place the machine is named), the address its daemons' metrics listen on, and its role
+    (None: every enabled daemon is expected there)."""
 
     name: str
     address: str
@@ -65,10 +66,13 @@ def render_prometheus_config(
             jobs.append(
                 {
                     "job_name": job_name(manifest.name),
-                    # the daemons' own labels (daemon, host of an Ollama server) win
-                    "honor_labels": True,
                     "metrics_path": "/metrics",
+                    # host, daemon, job and instance come from the target and win (no
+                    # honor_labels): no daemon exports host, job or instance (MetricSpec
+                    # refuses them); each exports its own daemon label, equal to the target's
+                    # (one port per daemon), which Prometheus would keep as exported_daemon
                     "static_configs": statics,
+                    "metric_relabel_configs": [{"action": "labeldrop", "regex": "exported_daemon"}],
                 }
             )
     doc: dict[str, Any] = {

@@ -14,6 +14,7 @@ from shared.manifest import AlertRule, DaemonManifest
 from shared.observability.yamldoc import yaml_file
 
 __all__ = [
+    "CRASH_LOOP_RESTARTS",
     "NOTIFICATIONS_BACKLOG",
     "alert_rules",
     "fleet_alert_rules",
@@ -32,6 +33,9 @@ _BY = "job, instance, host, daemon"
 #: outbox rows waiting on one host before FleetNotificationsBacklog fires
 NOTIFICATIONS_BACKLOG = 50
 
+#: restarts in 15 minutes before FleetDaemonCrashLooping fires
+CRASH_LOOP_RESTARTS = 3
+
 
 def fleet_alert_rules() -> list[AlertRule]:
     """The alerts that read only the series every daemon exports."""
@@ -48,7 +52,7 @@ def fleet_alert_rules() -> list[AlertRule]:
         ),
         AlertRule(
             "FleetDaemonCrashLooping",
-            "changes(fleet_start_time_seconds[15m]) > 3",
+            f"changes(fleet_start_time_seconds[15m]) > {CRASH_LOOP_RESTARTS}",
             "0s",
             # the page comes from FleetDaemonDown once the service manager gives up
             "warning",

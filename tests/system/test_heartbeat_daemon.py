@@ -96,7 +96,7 @@ def context(
         section=section,
         role="primary",
         log=get_logger(daemon="heartbeat"),
-        metrics=DaemonMetrics("heartbeat", "testhost", __version__),
+        metrics=DaemonMetrics("heartbeat", __version__),
         outbox=None,
         dry_run=dry_run,
         fleet=manifests(),

@@ -37,7 +37,7 @@ async def main():
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
     configure_logging(host="testhost", daemon="emfile-probe")
-    metrics = DaemonMetrics("emfile-probe", "testhost", "0")
+    metrics = DaemonMetrics("emfile-probe", "0")
     server = MetricsServer(metrics, lambda: HealthReport(True), "127.0.0.1", 0)
     await server.start()
     say(port=server.port)

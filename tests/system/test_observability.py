@@ -79,6 +79,32 @@ def test_example_check_command_reports_drift(tmp_path: Path) -> None:
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout
 
 
+@pytest.mark.system
+def test_grafana_command_takes_the_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    """The dashboard's colours follow the config's intervals, so the command reads it; a bad
+    one exits 78 naming each key, and nothing is written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["HOME"] = str(tmp_path / "home")
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text('[claim_sweeper]\ninterval_s = "soon"\nbogus = 1\n')
+    out = tmp_path / "grafana"
+    bad = run_fleet(
+        ["observability", "grafana", "--out", str(out), "--config", str(cfg)], env, tmp_path
+    )
+    assert bad.returncode == 78, bad.stdout + bad.stderr
+    assert "claim_sweeper.interval_s" in bad.stderr and "claim_sweeper.bogus" in bad.stderr
+    assert "Traceback" not in bad.stderr and not out.exists()
+    cfg.write_text("[claim_sweeper]\ninterval_s = 3600.0\n")
+    ok = run_fleet(
+        ["observability", "grafana", "--out", str(out), "--config", str(cfg)], env, tmp_path
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    dash = json.loads((out / "dashboards" / "fleet-overview.json").read_text())
+    (tile,) = [p for p in dash["panels"] if p["title"] == "claim-sweeper last success: time ago"]
+    steps = tile["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, round(1.1 * 3600 + 60), 3 * 3600 + 120]
+
+
 def test_every_alert_reads_only_exported_metrics(example_config: FleetConfig) -> None:
     known = by_name()
     for alert in alert_rules(example_config, manifests()):
@@ -128,8 +154,8 @@ def test_rules_take_thresholds_from_the_config(
     assert "expired over 120 minutes ago" in claims["annotations"]["summary"]
 
 
-def test_dashboard_reads_only_exported_metrics() -> None:
-    dash = overview_dashboard(manifests())
+def test_dashboard_reads_only_exported_metrics(example_config: FleetConfig) -> None:
+    dash = overview_dashboard(example_config, manifests())
     exprs = dashboard_exprs(dash)
     assert len(exprs) > 10
     assert unknown_metrics(exprs, manifests()) == set()
@@ -137,8 +163,8 @@ def test_dashboard_reads_only_exported_metrics() -> None:
     assert unknown_metrics([*exprs, "fleet_claims_helt"], manifests()) == {"fleet_claims_helt"}
 
 
-def test_dashboard_layout_and_rows() -> None:
-    dash = overview_dashboard(manifests())
+def test_dashboard_layout_and_rows(example_config: FleetConfig) -> None:
+    dash = overview_dashboard(example_config, manifests())
     panels = dash["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
@@ -177,8 +203,8 @@ def test_dashboard_layout_and_rows() -> None:
             assert metric.name in health, metric.name
 
 
-def test_grafana_provisioning_points_at_the_dashboard() -> None:
-    files = render_grafana(manifests())
+def test_grafana_provisioning_points_at_the_dashboard(example_config: FleetConfig) -> None:
+    files = render_grafana(example_config, manifests())
     dash = json.loads(files["dashboards/fleet-overview.json"])
     assert dash["uid"] == "alai-fleet-overview"
     assert "type: prometheus" in files["provisioning/datasources/alai-fleet.yml"]
@@ -195,7 +221,7 @@ def test_each_daemon_registers_only_catalogued_metrics(
     process tests."""
     manifest = by_name()[name]
     cls = manifest.load_daemon()
-    metrics = DaemonMetrics(name, "testhost", __version__)
+    metrics = DaemonMetrics(name, __version__)
     NotifyMetrics(metrics.registry)
     ctx = DaemonContext(
         config=example_config,

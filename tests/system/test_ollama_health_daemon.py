@@ -83,9 +83,9 @@ async def test_healthy_hosts_status_file_in_seed_shape(
     }
     assert rig.status_path.stat().st_mode & 0o777 == 0o600
     assert rig.alerts() == []
-    assert rig.metric("fleet_ollama_up", host="anvil") == 1
-    assert rig.metric("fleet_ollama_models", host="forge") == 2
-    assert rig.metric("fleet_ollama_probe_duration_seconds_count", host="anvil") == 1
+    assert rig.metric("fleet_ollama_up", llm_host="anvil") == 1
+    assert rig.metric("fleet_ollama_models", llm_host="forge") == 2
+    assert rig.metric("fleet_ollama_probe_duration_seconds_count", llm_host="anvil") == 1
     assert rig.metric("fleet_ollama_failover_active", rule="forge-down") == 0
     assert rig.metric("fleet_ollama_override_active") == 0
     # The file alone is enough for a router (it embeds the table).
@@ -119,8 +119,8 @@ async def test_thresholds_one_alert_per_transition(
     assert len(alerts) == 2
     assert "forge (compute) is DOWN: connection refused (2 failed probe(s)" in alerts[0]
     assert "failover rule forge-down ACTIVATED" in alerts[1] and "2c->claude" in alerts[1]
-    assert rig.metric("fleet_ollama_up", host="forge") == 0
-    assert rig.metric("fleet_ollama_transitions_total", host="forge", to="down") == 1
+    assert rig.metric("fleet_ollama_up", llm_host="forge") == 0
+    assert rig.metric("fleet_ollama_transitions_total", llm_host="forge", to="down") == 1
     assert rig.metric("fleet_ollama_failover_active", rule="forge-down") == 1
     # Staying down: no more alerts, however many cycles.
     for _ in range(3):
@@ -138,7 +138,7 @@ async def test_thresholds_one_alert_per_transition(
     assert f"recovered after {int(outage) // 60}m{int(outage) % 60:02d}s down" in alerts[2]
     assert "last error: connection refused" in alerts[2]
     assert "failover rule forge-down cleared" in alerts[3]
-    assert rig.metric("fleet_ollama_transitions_total", host="forge", to="up") == 1
+    assert rig.metric("fleet_ollama_transitions_total", llm_host="forge", to="up") == 1
 
 
 async def test_tailscale_fallback_routes_to_the_address_that_answers(
@@ -206,7 +206,7 @@ async def test_default_single_host_dead_is_a_reported_state(
     assert status["_routing"]["active_rules"] == []
     assert len(rig.alerts()) == 1 and "anvil is DOWN: connection refused" in rig.alerts()[0]
     body = generate_latest(rig.registry).decode()
-    assert 'fleet_ollama_up{host="anvil"} 0.0' in body
+    assert 'fleet_ollama_up{llm_host="anvil"} 0.0' in body
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ async def test_override_forces_forge_down_and_clears(
     assert status["_override"]["active"] is True
     assert status["_override"]["hosts"] == {"anvil": True, "forge": False}
     assert rig.metric("fleet_ollama_override_active") == 2
-    assert rig.metric("fleet_ollama_up", host="forge") == 1  # probes alone
+    assert rig.metric("fleet_ollama_up", llm_host="forge") == 1  # probes alone
     assert rig.metric("fleet_ollama_failover_active", rule="forge-down") == 1
     assert route("3", None, status, now=rig.clock.t).host == "claude"
     alerts = rig.alerts()
@@ -180,7 +180,7 @@ async def test_tier_routing_file_malformed_keeps_last_good(
     rig.tier_file.write_text(json.dumps(doc))
     status = await rig.cycle()
     assert status["_config_error"] is None and "forge" not in status
-    assert rig.metric("fleet_ollama_up", host="forge") is None
+    assert rig.metric("fleet_ollama_up", llm_host="forge") is None
 
 
 async def test_tier_routing_file_unusable_at_start_fails_the_cycle(

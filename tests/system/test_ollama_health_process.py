@@ -169,7 +169,7 @@ def test_daemon_alerts_each_transition_once(
                 return http_get(f"http://127.0.0.1:{port}/metrics")[1]
 
             def up(host: str) -> float | None:
-                return metric_value(metrics(), "fleet_ollama_up", host=host)
+                return metric_value(metrics(), "fleet_ollama_up", llm_host=host)
 
             assert wait_until(lambda: up("forge") == 1, timeout=15)
             forge.stop()
@@ -188,10 +188,13 @@ def test_daemon_alerts_each_transition_once(
             assert wait_until(lambda: up("forge") == 1, timeout=15)
             body = metrics()
             assert (
-                metric_value(body, "fleet_ollama_transitions_total", host="forge", to="down") == 1
+                metric_value(body, "fleet_ollama_transitions_total", llm_host="forge", to="down")
+                == 1
             )
-            assert metric_value(body, "fleet_ollama_transitions_total", host="forge", to="up") == 1
-            assert metric_value(body, "fleet_ollama_models", host="anvil") == 2
+            assert (
+                metric_value(body, "fleet_ollama_transitions_total", llm_host="forge", to="up") == 1
+            )
+            assert metric_value(body, "fleet_ollama_models", llm_host="anvil") == 2
             assert "fleet_ollama_probe_duration_seconds_bucket" in body
             assert metric_value(body, "fleet_ollama_override_active") == 0
             status, health = http_get(f"http://127.0.0.1:{port}/healthz")

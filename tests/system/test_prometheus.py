@@ -1,8 +1,11 @@
 """Prometheus with a running daemon: `promtool check metrics` on its /metrics, its manifest's
 metric list against that scrape, and a real `prometheus` on 127.0.0.1 scraping a running
 `fleet run claim-sweeper` and answering `up == 1`, a fleet_ series, the recording rules and
-every dashboard query over its HTTP API; `fleet observability prometheus` targeting each host
-that runs a daemon. The rules' promtool unit tests: test_prometheus_rules.py."""
+every dashboard query over its HTTP API, with `$host` chosen as Grafana would from the
+dashboard's variable; `fleet observability prometheus` targeting each host that runs a daemon.
+The scrape target names the machine (`SCRAPED_AS`, not the daemon's own `[fleet] host`): every
+series carries the target's `host` and nothing is left as `exported_*`. The rules' promtool unit
+tests: test_prometheus_rules.py."""
 
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ from tests.conftest import FLEET_BIN, NotifySocket, free_port, http_get, run_fle
 from tests.prometheus_support import RULES, example_config, need, promtool
 
 pytestmark = pytest.mark.system
+
+# The target's name in prometheus.yml; the daemon itself runs with [fleet] host = "testhost".
+SCRAPED_AS = "scrapehost"
 
 
 # a running daemon ----------------------------------------------------------------------------
@@ -124,7 +130,7 @@ def prometheus(sweeper: RunningDaemon, tmp_path: Path) -> Iterator[str]:
         render_prometheus_config(
             config,
             manifests(),
-            [HostTarget(name="testhost", address="127.0.0.1")],
+            [HostTarget(name=SCRAPED_AS, address="127.0.0.1")],
             scrape_interval="1s",
             rule_files=[str(RULES)],
         ).replace(":9806", f":{sweeper.port}")
@@ -171,11 +177,18 @@ def test_real_prometheus_scrapes_the_daemon(prometheus: str, sweeper: RunningDae
 
     assert wait_until(lambda: len(up()) == 1, timeout=30), query(prometheus, "up")
     series = up()[0]["metric"]
-    assert series["host"] == "testhost" and series["daemon"] == "claim-sweeper"
-    ok = 'fleet_cycles_total{daemon="claim-sweeper",outcome="ok",host="testhost"} > 0'
+    assert series["host"] == SCRAPED_AS and series["daemon"] == "claim-sweeper"
+    ok = f'fleet_cycles_total{{daemon="claim-sweeper",outcome="ok",host="{SCRAPED_AS}"}} > 0'
     assert wait_until(lambda: len(results(query(prometheus, ok))) == 1, timeout=30)
     build = results(query(prometheus, "fleet_build_info"))
-    assert build and build[0]["metric"]["host"] == "testhost"  # the daemon's own label
+    assert [b["metric"]["host"] for b in build] == [SCRAPED_AS]  # the target's, not the daemon's
+    # the target's labels win and the daemon exports none of them: no exported_* is kept
+    stored = results(query(prometheus, '{job="fleet-claim-sweeper"}'))
+    assert len(stored) > 10
+    for item in stored:
+        labels = item["metric"]
+        assert labels["host"] == SCRAPED_AS and labels["daemon"] == "claim-sweeper", labels
+        assert not [k for k in labels if k.startswith("exported_")], labels
     # the committed rules load and evaluate in a real server
     interval = 'fleet:expected_interval_seconds{daemon="claim-sweeper"}'
     assert wait_until(lambda: len(results(query(prometheus, interval))) == 1, timeout=30)
@@ -196,6 +209,18 @@ def test_real_prometheus_scrapes_the_daemon(prometheus: str, sweeper: RunningDae
     assert not results(query(prometheus, down))
 
 
+def host_choices(base: str, variable: dict[str, Any]) -> list[str]:
+    """The values Grafana offers for a `label_values(SELECTOR, LABEL)` variable: the label's
+    values among the series SELECTOR matches (Grafana asks the same endpoint)."""
+    m = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+    assert m, variable
+    selector, label = m.groups()
+    url = f"{base}/api/v1/label/{label}/values?match[]={urllib.parse.quote(selector)}"
+    status, body = http_get(url)
+    assert status == 200, body
+    return list(json.loads(body)["data"])
+
+
 def test_every_dashboard_query_runs_and_the_sweeper_panels_have_data(
     prometheus: str, sweeper: RunningDaemon
 ) -> None:
@@ -210,23 +235,42 @@ def test_every_dashboard_query_runs_and_the_sweeper_panels_have_data(
         ),
         timeout=30,
     )
+    dashboard = overview_dashboard(example_config(), manifests())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "host"]
+    # the host picker offers the machine the target names, as `up` carries it
+    assert wait_until(lambda: host_choices(prometheus, variable) == [SCRAPED_AS], timeout=30)
     sweeper_metrics = {m.name for m in metrics_for(by_name()["claim-sweeper"])}
     other = {s.name for m in manifests() if m.name != "claim-sweeper" for s in m.metrics}
-    for expr in dashboard_exprs(overview_dashboard(manifests())):
-        if expr.startswith("label_values("):
-            continue
-        promql = expr.replace("$__rate_interval", "1m").replace('"$host"', '".*"')
-        payload = query(prometheus, promql)  # syntax and semantics accepted by a real server
-        used = metric_names_in(expr)
-        series_present = all(any(s == n or s.startswith(n + "_") for s in present) for n in used)
-        if (
-            used
-            and used <= {s for n in sweeper_metrics for s in (n, f"{n}_bucket")}
-            and (series_present)
-        ):
-            assert results(payload), f"no data for {promql}"
-        if used & other:
-            assert not results(payload), promql
+    on_up = 0
+    # $host as a person picks it from the list, then as "All"
+    for choice in (host_choices(prometheus, variable)[0], variable["allValue"]):
+        for expr in dashboard_exprs(dashboard):
+            if expr.startswith("label_values("):
+                continue
+            promql = expr.replace("$__rate_interval", "1m").replace("$host", choice)
+            payload = query(prometheus, promql)  # syntax and semantics accepted by a real server
+            if re.search(r"\bup\{", expr):
+                on_up += 1
+                sweeper_up = [
+                    r for r in results(payload) if r["metric"]["daemon"] == "claim-sweeper"
+                ]
+                assert [r["value"][1] for r in sweeper_up] == ["1"], (promql, payload)
+            used = metric_names_in(expr)
+            if set(re.findall(r'daemon="([^"]+)"', expr)) - {"claim-sweeper"}:
+                assert not results(payload), promql  # another daemon's panel: not running
+                continue
+            series_present = all(
+                any(s == n or s.startswith(n + "_") for s in present) for n in used
+            )
+            if (
+                used
+                and used <= {s for n in sweeper_metrics for s in (n, f"{n}_bucket")}
+                and series_present
+            ):
+                assert results(payload), f"no data for {promql}"
+            if used & other:
+                assert not results(payload), promql
+    assert on_up >= 2, "no dashboard panel is built on up"
 
 
 def scrape_targets(prometheus_yml: str) -> dict[str, list[tuple[str, str]]]:

@@ -66,7 +66,6 @@ T_HB = target("heartbeat")
 T_BW = target("blueprint-watchdog")
 T_HB_FORGE = target("heartbeat", "forge")
 T_ER = target("email-reactor")
-T_OH_FORGE = T_OH.replace('host="anvil"', 'host="forge"')
 T_RL_OTHER = target("restore-loop", "spare")
 ZAKON_FILES = {f'fleet_blueprint_files{{{T_BW}, type="zakon"}}': "12x20"}
 # restore-loop exports its tiers' targets (P0 60 s, P1 300 s by default)
@@ -154,13 +153,18 @@ CASES: list[Case] = [
         "90m",
         None,
     ),
-    Case(
+    Case(  # anvil's ollama-health sees the Ollama server on forge down
         "FleetOllamaHostDown",
-        {f"fleet_ollama_up{{{T_OH_FORGE}}}": "0x10"},
+        {
+            f'fleet_ollama_up{{{T_OH}, llm_host="forge"}}': "0x10",
+            f'fleet_ollama_up{{{T_OH}, llm_host="anvil"}}': "1x10",
+        },
         "3m",
-        labels_of(T_OH_FORGE),
+        {**labels_of(T_OH), "llm_host": "forge"},
     ),
-    Case("FleetOllamaHostDown", {f"fleet_ollama_up{{{T_OH}}}": "1x10"}, "3m", None),
+    Case(
+        "FleetOllamaHostDown", {f'fleet_ollama_up{{{T_OH}, llm_host="forge"}}': "1x10"}, "3m", None
+    ),
     Case(
         "FleetOllamaFailoverActive",
         {f'fleet_ollama_failover_active{{{T_OH}, rule="anvil_down"}}': "1x10"},

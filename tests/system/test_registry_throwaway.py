@@ -286,5 +286,5 @@ def test_renderers_take_the_manifests_they_are_given(throwaway: Path, tmp_path: 
     hosts = [HostTarget("anvil", "anvil", Role.PRIMARY)]
     assert "throwaway" not in render_prometheus_config(config, without, hosts)
     assert "throwaway" not in render_rules(config, without)
-    assert "fleet_throwaway" not in json.dumps(overview_dashboard(without))
+    assert "fleet_throwaway" not in json.dumps(overview_dashboard(config, without))
     assert "fleet-throwaway" in render_prometheus_config(config, manifests(), hosts)

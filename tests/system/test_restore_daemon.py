@@ -69,7 +69,7 @@ def make_loop(standby: Standby, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         section=config.restore_loop,
         role="standby",
         log=get_logger(daemon="restore-loop"),
-        metrics=DaemonMetrics("restore-loop", "testhost", "test"),
+        metrics=DaemonMetrics("restore-loop", "test"),
         outbox=None,
     )
 

@@ -198,12 +198,12 @@ def test_bad_alerting_keys_are_named(tmp_path: Path, toml: str, key: str) -> Non
 
 
 def test_each_daemon_exports_its_process_start_time() -> None:
-    metrics = DaemonMetrics("claim-sweeper", "anvil", "1.0", started_at=1234.5)
+    metrics = DaemonMetrics("claim-sweeper", "1.0", started_at=1234.5)
     text = generate_latest(metrics.registry).decode()
     assert 'fleet_start_time_seconds{daemon="claim-sweeper"} 1234.5' in text
     # by default, the time this process started (the same for every daemon in it)
-    a = DaemonMetrics("a", "anvil", "1.0").render().decode()
-    b = DaemonMetrics("b", "anvil", "1.0").render().decode()
+    a = DaemonMetrics("a", "1.0").render().decode()
+    b = DaemonMetrics("b", "1.0").render().decode()
     start_a = a.split('fleet_start_time_seconds{daemon="a"} ')[1].split()[0]
     start_b = b.split('fleet_start_time_seconds{daemon="b"} ')[1].split()[0]
     assert start_a == start_b and float(start_a) > 1.6e9

@@ -142,7 +142,7 @@ def test_alert_policy_keys_by_host_and_date() -> None:
 async def test_two_nights_metrics_and_outbox(clean_env: Path) -> None:
     tree = build_mixed_tree(clean_env, fifo=False)
     config = load_config()
-    metrics = DaemonMetrics("blueprint-watchdog", "anvil", "test")
+    metrics = DaemonMetrics("blueprint-watchdog", "test")
     outbox = await Outbox(config.notify.outbox_db).open()
     now = [datetime.now(UTC).timestamp()]
     ctx = DaemonContext(

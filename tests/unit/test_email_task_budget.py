@@ -52,7 +52,7 @@ async def one_cycle(
         section=config.email_reactor,
         role="primary",
         log=get_logger(daemon="email-reactor"),
-        metrics=DaemonMetrics("email-reactor", "anvil", "test"),
+        metrics=DaemonMetrics("email-reactor", "test"),
         outbox=outbox,
     )
     daemon = EmailReactor(ctx)
