@@ -16,20 +16,23 @@ from tests.conftest import FLEET_BIN, run_fleet, wait_until
 pytestmark = pytest.mark.system
 
 
+def only_claim_sweeper(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with every daemon but claim-sweeper disabled."""
+    from fleet.registry import by_name
+
+    off = {
+        f"FLEET_{m.section_name.upper()}__ENABLED": "false"
+        for m in by_name().values()
+        if m.name != "claim-sweeper"
+    }
+    return {**env, **off}
+
+
 def test_status_reads_heartbeat_files(
     fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
 ) -> None:
-    from fleet.registry import by_name
-
     # Only claim-sweeper enabled here, so the exit code speaks about it alone.
-    fleet_env = {
-        **fleet_env,
-        **{
-            f"FLEET_{s.section_name.upper()}__ENABLED": "false"
-            for s in by_name().values()
-            if s.name != "claim-sweeper"
-        },
-    }
+    fleet_env = only_claim_sweeper(fleet_env)
     res = run_fleet(["status", "--json"], fleet_env, tmp_path)
     assert res.returncode == 1  # nothing has run yet: the enabled daemon is stale
     (row,) = [r for r in json.loads(res.stdout) if r["daemon"] == "claim-sweeper"]
@@ -136,17 +139,7 @@ def test_status_shows_a_killed_daemon_stopped_at_once(
     fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
 ) -> None:
     """Why-bullet (issue 15): after the fleet was stopped, status still printed "yes ... ok"."""
-    from fleet.registry import by_name
-
-    env = {
-        **fleet_env,
-        **{
-            f"FLEET_{s.section_name.upper()}__ENABLED": "false"
-            for s in by_name().values()
-            if s.name != "claim-sweeper"
-        },
-        "FLEET_CLAIM_SWEEPER__METRICS_PORT": "0",
-    }
+    env = {**only_claim_sweeper(fleet_env), "FLEET_CLAIM_SWEEPER__METRICS_PORT": "0"}
     proc = subprocess.Popen(
         [str(FLEET_BIN), "run", "claim-sweeper"],
         env=env,
