@@ -57,52 +57,21 @@ def _plan(section: RestoreLoopSection) -> Plan:
     return build_plan(section, table, configured)
 
 
-def _plan_items(plan: Plan) -> list[tuple[str, str, float]]:
-    return [(t.tier, t.mode, t.follow_interval_s) for t in plan.targets]
+def _cost_lines(
+    section: RestoreLoopSection,
+    table: TierTable,
+    plan: Plan | None,
+    measured: dict[str, float] | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The replication bill (standby LISTs from ``plan``, else the tier table; primary PUTs)."""
+    from daemons.restore_loop.cost import CostItem
+    from daemons.restore_loop.cost_report import bill, bill_lines, table_items
 
-
-def _table_items(section: RestoreLoopSection, table: TierTable) -> list[tuple[str, str, float]]:
-    return [
-        (
-            db.tier,
-            db.mode or section.mode,
-            db.follow_interval_s or section.follow_interval_for(db.tier),
-        )
-        for db in table.in_tiers(section.tiers)
-    ]
-
-
-def _cost_lines(section: RestoreLoopSection, items: list[tuple[str, str, float]]) -> list[str]:
-    """Blob LIST requests a day and the monthly cost, per tier and in total, for
-    ``items`` = [(tier, mode, follow_interval_s)]."""
-    from daemons.restore_loop.policy import LISTS_PER_IDLE_POLL, monthly_cost, requests_per_day
-
-    lines = []
-    by_tier: dict[str, list[tuple[str, float]]] = {}
-    for tier, mode, interval in items:
-        by_tier.setdefault(tier, []).append((mode, interval))
-    total = 0.0
-    for tier in sorted(by_tier):
-        per_day = requests_per_day(
-            by_tier[tier],
-            check_interval_s=section.check_interval_s,
-            snapshot_interval_s=section.snapshot_interval_s,
-        )
-        total += per_day
-        intervals = sorted({iv for mode, iv in by_tier[tier] if mode == "follow"})
-        lines.append(
-            f"  {tier}: {len(by_tier[tier])} DBs, follow interval "
-            f"{', '.join(f'{iv:g}s' for iv in intervals) or '-'}: {per_day:,.0f} LIST/day, "
-            f"{monthly_cost(per_day, section.list_price_per_10k):,.2f} {section.currency}/month"
-        )
-    head = (
-        f"blob polling: {total:,.0f} LIST requests/day, about "
-        f"{monthly_cost(total, section.list_price_per_10k):,.2f} {section.currency}/month at "
-        f"{section.list_price_per_10k:g} {section.currency} per 10,000 "
-        f"(an idle follower poll is {LISTS_PER_IDLE_POLL} LISTs; checks every "
-        f"{section.check_interval_s:g}s add 1 each)"
-    )
-    return [head, *lines]
+    items, uploads = table_items(section, table)
+    if plan is not None:
+        items = [CostItem(t.tier, t.mode, t.follow_interval_s) for t in plan.targets]
+    b = bill(section, items, uploads, measured)
+    return bill_lines(section, b, measured=bool(measured)), b.to_json()
 
 
 def _fmt_ts(ts: Any) -> str:
@@ -158,7 +127,12 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
         row["ok"] = bool(status_fresh and not problem)
         if not row["ok"]:
             bad.append(row["db"])
-    cost = _cost_lines(section, _plan_items(plan))
+    measured = {
+        str(r["db"]): float(r["writes_per_s"])
+        for r in rows
+        if isinstance(r.get("writes_per_s"), int | float)
+    }
+    cost, bill_json = _cost_lines(section, _table(section.databases_file), plan, measured)
     if as_json:
         click.echo(
             json.dumps(
@@ -170,6 +144,7 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
                     "databases": rows,
                     "problems": [list(p) for p in plan.problems],
                     "cost": cost,
+                    "bill": bill_json,
                 },
                 indent=2,
             )
@@ -418,12 +393,13 @@ def litestream_config(
     if for_role == "standby":
         standby = render_standby(table, section.tiers, directory)
         files = [standby]
-        notes = _cost_lines(section, _table_items(section, table))
+        notes, _bill = _cost_lines(section, table, None)
     else:
         files = render_primary(table, directory)
         # The replicate services themselves are generated, hardened, with the fleet's units:
         # `fleet units generate` on the primary (RestoreLoop.companion_services).
         notes = [f"{f.name}: {len(f.databases)} DBs" for f in files if f.name.endswith(".yml")]
+        notes += _cost_lines(section, table, None)[0]
         notes.append(
             "services: `fleet units generate` (primary) writes one"
             " alai-fleet-litestream-<class> unit / plist per file"
