@@ -219,7 +219,7 @@ def restore_promote(
     from daemons.restore_loop.litestream import Litestream, LitestreamError, find_litestream
     from daemons.restore_loop.plan import select_targets
     from daemons.restore_loop.promote import AlreadyPromoted, Promoter
-    from daemons.restore_loop.state import PromotionLocked, StatePaths
+    from daemons.restore_loop.state import PromotionLocked, StatePaths, process_started_at
     from shared.logging import configure_logging, get_logger
     from shared.roles import RoleFileError, effective_role
 
@@ -279,6 +279,7 @@ def restore_promote(
                 ack_timeout_s=ack_timeout,
                 set_role=not no_role,
                 allow_partial=allow_partial,
+                command_started_at=process_started_at(),
             )
         )
     except PromotionLocked as exc:
@@ -317,10 +318,17 @@ def _print_report(report: Any, config: FleetConfig) -> None:
             f"{(d.integrity or '-')[:10]:<10} {format_age(d.rpo_s):>7} {format_age(d.rto_s):>7}  "
             f"{d.status}: {detail}" + (f" [{'; '.join(d.notes)}]" if d.notes else "")
         )
-    rpos = [d.rpo_s for d in report.dbs if d.rpo_s is not None]
+    rpos = [d for d in report.dbs if d.rpo_s is not None]
+    worst = max(rpos, key=lambda d: d.rpo_s or 0.0) if rpos else None
+    since = "the command's start" if report.command_started_at else "promote's start"
+    rpo_text = "-"
+    if worst is not None:
+        rpo_text = (
+            f"{worst.rpo_s:.2f}s ({worst.db}; {worst.rpo_basis}) + up to "
+            f"{worst.rpo_resolution_s or 0:g}s the primary may not have uploaded"
+        )
     click.echo(
-        f"RTO {report.rto_s:.2f}s (promote elapsed); worst RPO "
-        f"{format_age(max(rpos) if rpos else None)}; record: "
+        f"RTO {report.rto_s:.2f}s (wall time from {since}); worst RPO {rpo_text}; record: "
         f"{config.state_dir / 'restore-loop' / 'promotions.jsonl'}"
     )
     if report.refused:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemons.restore_loop.catalog import TierTable, _go_duration_s
+from daemons.restore_loop.catalog import TierTable, go_duration_s
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.cost import (
     LISTS_PER_IDLE_POLL,
@@ -84,7 +84,7 @@ def table_items(
         for db in rows
     ]
     uploads = [
-        UploadItem(db.name, _go_duration_s(db.sync_interval) if db.sync_interval else 1.0, None)
+        UploadItem(db.name, go_duration_s(db.sync_interval) if db.sync_interval else 1.0, None)
         for db in table.databases
     ]
     return items, uploads

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from daemons.restore_loop.catalog import TierTable
+from daemons.restore_loop.catalog import TierTable, go_duration_s
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.cost import (
     CostItem,
@@ -81,6 +81,7 @@ def build_plan(
                 rpo_target_s=section.rpo_target_for(tier),
                 stale_threshold_s=section.stale_threshold_for(tier),
                 replica=f"{db.replica_type}:{db.replica_location}",
+                sync_interval_s=_sync_s(entry.sync_interval if entry is not None else ""),
             )
         )
     for entry in table.databases:
@@ -114,6 +115,13 @@ def _with_budget_intervals(
         for t in targets
     ]
     return filled, derived
+
+
+def _sync_s(text: str) -> float:
+    try:
+        return go_duration_s(text) if text else 1.0
+    except ValueError:
+        return 1.0
 
 
 def select_targets(plan: Plan, names: list[str]) -> tuple[list[RestoreTarget], list[str]]:
