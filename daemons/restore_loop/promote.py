@@ -43,6 +43,10 @@ from shared.sqlite import transaction_sync
 
 __all__ = ["AlreadyPromoted", "DbPromotion", "Promoter", "PromotionReport"]
 
+# litestream 0.5's DefaultMonitorInterval: how often `replicate` looks at the WAL before a
+# change waits (up to the replica's sync interval) for its upload.
+MONITOR_INTERVAL_S = 1.0
+
 
 class AlreadyPromoted(Exception):
     """The role file already says primary: a promote finished while this one waited to
@@ -378,9 +382,9 @@ class Promoter:
     ) -> None:
         """RPO from the data: when the primary wrote the newest change the replica holds
         (its last upload) minus when it wrote the newest change the promoted copy holds. The
-        primary may have committed changes it never uploaded, up to its sync interval before it
-        died: that is the resolution. Without a listing, the copy's age (an upper bound)."""
-        out.rpo_resolution_s = target.sync_interval_s
+        primary may have committed changes it never uploaded, up to litestream's WAL monitor
+        interval plus its sync interval before it died: that is the resolution. Without a listing, the copy's age (an upper bound)."""
+        out.rpo_resolution_s = target.sync_interval_s + MONITOR_INTERVAL_S
         usable = view is not None and not view.missing
         # The catch-up may fetch a change uploaded after the listing: newer than it, not behind.
         past = out.catch_up.startswith("applied") and diverged(
