@@ -383,7 +383,8 @@ class Promoter:
         """RPO from the data: when the primary wrote the newest change the replica holds
         (its last upload) minus when it wrote the newest change the promoted copy holds. The
         primary may have committed changes it never uploaded, up to litestream's WAL monitor
-        interval plus its sync interval before it died: that is the resolution. Without a listing, the copy's age (an upper bound)."""
+        interval plus its sync interval before it died: that is the resolution. Without a
+        listing, the copy's age (an upper bound)."""
         out.rpo_resolution_s = target.sync_interval_s + MONITOR_INTERVAL_S
         usable = view is not None and not view.missing
         # The catch-up may fetch a change uploaded after the listing: newer than it, not behind.
