@@ -137,6 +137,12 @@ def bill_lines(section: RestoreLoopSection, b: Bill, *, measured: bool) -> list[
         f"{LISTS_PER_IDLE_POLL} LISTs; a copy that did not advance is listed once per "
         f"{section.verify_interval_s:g}s)"
     ]
+    if b.standby_per_month > section.budget_eur_month * 1.01 and section.budget_eur_month > 0:
+        lines.append(
+            f"  OVER BUDGET: fixed intervals, max_follow_interval_s "
+            f"({section.max_follow_interval_s:g}s) or the verification listings cost more than "
+            f"{section.budget_eur_month:g} {cur}/month; raise the budget or the bounds"
+        )
     for tier, row in b.per_tier.items():
         intervals = ", ".join(f"{iv:g}s" for iv in row["follow_interval_s"]) or "-"
         lines.append(
