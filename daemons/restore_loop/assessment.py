@@ -86,8 +86,9 @@ def needs_listing(
 ) -> bool:
     """Whether this check round must list the replica (one ``litestream ltx``) or can learn
     from the follower's own progress. Listed: a copy that is not simply following (snapshot
-    mode, restoring, failing), one never listed, one that looks stuck (behind at the last
-    listing and not advanced since), and every copy once per ``verify_s``."""
+    mode, restoring, failing), one never listed, one behind at the last listing that did not
+    advance since (stuck?) or was listed a follow interval ago (falling behind?), and every copy
+    once per ``verify_s``."""
     if copy.target.mode != "follow" or not following:
         return True
     if copy.listed_at is None or copy.replica is None or copy.replica.missing:
@@ -96,7 +97,11 @@ def needs_listing(
         return True
     newest = copy.replica.newest_txid
     behind = newest is not None and (local_txid is None or local_txid < newest)
-    return behind and local_txid == copy.local_txid
+    # Behind: list again when it did not advance (stuck?) or once a follow interval (falling
+    # behind? a follower applies one LTX file per poll).
+    return behind and (
+        local_txid == copy.local_txid or now - copy.listed_at >= copy.target.follow_interval_s
+    )
 
 
 def progress_only(copy: CopyState, local_txid: int | None, now: float) -> Freshness:

@@ -69,7 +69,16 @@ def _cost_lines(
 
     items, uploads = table_items(section, table)
     if plan is not None:
-        items = [CostItem(t.tier, t.mode, t.follow_interval_s) for t in plan.targets]
+        items = [
+            CostItem(
+                t.tier,
+                t.mode,
+                t.follow_interval_s,
+                (measured or {}).get(t.name),
+                t.sync_interval_s,
+            )
+            for t in plan.targets
+        ]
     b = bill(section, items, uploads, measured)
     return bill_lines(section, b, measured=bool(measured)), b.to_json()
 

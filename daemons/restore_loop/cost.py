@@ -25,6 +25,7 @@ __all__ = [
     "CostItem",
     "budget_requests_per_day",
     "derive_follow_intervals",
+    "lists_per_poll",
     "monthly_cost",
     "standby_requests_per_day",
     "upload_puts_per_day",
@@ -47,6 +48,21 @@ class CostItem:
     tier: str
     mode: str
     interval_s: float
+    #: measured write transactions a second (None: unknown, every poll counted as idle)
+    writes_per_s: float | None = None
+    #: the primary's sync interval: at most one level-0 file per sync interval appears
+    sync_interval_s: float = 1.0
+
+
+def lists_per_poll(item: CostItem) -> float:
+    """LIST requests of one follower poll: 9 when it finds nothing, 1 when it finds a new file.
+    A poll finds one when the primary uploaded since the last one (litestream 0.5.17 applies one
+    file a poll, so a DB uploading faster than the polls always has one waiting)."""
+    if item.writes_per_s is None or item.writes_per_s <= 0:
+        return float(LISTS_PER_IDLE_POLL)
+    uploads_per_s = min(item.writes_per_s, 1.0 / max(item.sync_interval_s, 1e-3))
+    found = min(1.0, uploads_per_s * item.interval_s)
+    return LISTS_PER_IDLE_POLL - (LISTS_PER_IDLE_POLL - 1) * found
 
 
 def monthly_cost(per_day: float, price_per_10k: float) -> float:
@@ -66,9 +82,10 @@ def _verify_per_day(section: RestoreLoopSection) -> float:
     return DAY_S / section.verify_interval_s * LISTS_PER_LTX
 
 
-def _item_per_day(section: RestoreLoopSection, mode: str, interval_s: float) -> float:
+def _item_per_day(section: RestoreLoopSection, item: CostItem) -> float:
+    mode, interval_s = item.mode, item.interval_s
     if mode == "follow":
-        return DAY_S / interval_s * LISTS_PER_IDLE_POLL + _verify_per_day(section)
+        return DAY_S / interval_s * lists_per_poll(item) + _verify_per_day(section)
     # snapshot mode: one listing per check round, a restore per snapshot interval (if changed)
     return (
         DAY_S / section.check_interval_s * LISTS_PER_LTX
@@ -77,9 +94,9 @@ def _item_per_day(section: RestoreLoopSection, mode: str, interval_s: float) -> 
 
 
 def standby_requests_per_day(section: RestoreLoopSection, items: Iterable[CostItem]) -> float:
-    """Blob LIST requests a day of the standby for ``items`` (every DB idle: the upper bound of
-    a poll; a poll that finds data costs 1 LIST plus the GETs)."""
-    return sum(_item_per_day(section, i.mode, i.interval_s) for i in items)
+    """Blob LIST requests a day of the standby for ``items``: an idle poll is 9 LISTs (the
+    upper bound, used when the write rate is unknown), one that finds data 1 plus the GETs."""
+    return sum(_item_per_day(section, i) for i in items)
 
 
 def derive_follow_intervals(

@@ -130,8 +130,9 @@ def bill(
 
 def bill_lines(section: RestoreLoopSection, b: Bill, *, measured: bool) -> list[str]:
     cur = section.currency
+    basis = "measured write rates" if measured else "every DB idle: the upper bound"
     lines = [
-        f"standby polling: {b.standby_per_day:,.0f} LIST requests/day, about "
+        f"standby polling ({basis}): {b.standby_per_day:,.0f} LIST requests/day, about "
         f"{b.standby_per_month:,.2f} {cur}/month at {section.list_price_per_10k:g} {cur} per "
         f"10,000 (budget {section.budget_eur_month:g} {cur}/month; an idle follower poll is "
         f"{LISTS_PER_IDLE_POLL} LISTs; a copy that did not advance is listed once per "

@@ -40,8 +40,10 @@ __all__ = [
 ]
 
 
-# Restarts that switch a follower's poll interval (fast follow on and off).
-SWITCHES = ("fast_follow", "slow_follow")
+# Restarts that are chosen, not faults, so they do not count towards the flapping alert: the
+# switches of fast follow on and off, and the catch-up of a follower that polls slower than its
+# busy DB uploads (litestream 0.5.17 applies one LTX file per poll).
+SWITCHES = ("fast_follow", "slow_follow", "falling_behind")
 
 
 @dataclass
@@ -234,7 +236,7 @@ class FollowerPool:
             self.m_restarts.labels(name, reason).inc()
             st.watch.reset()
             if reason in SWITCHES:
-                return  # a chosen interval switch, not a fault: no flapping alert
+                return  # chosen, not a fault: no flapping alert
             st.restarts.add(self.clock(), reason)
             st.watch.reset()
             if reason == "exit":

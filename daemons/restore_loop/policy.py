@@ -157,6 +157,7 @@ class StallWatch:
         lag_s: float,
         now: float,
         threshold_s: float,
+        behind_threshold_s: float | None = None,
     ) -> str | None:
         """Record one check; return why the follower must be restarted fresh, or None.
 
@@ -182,7 +183,8 @@ class StallWatch:
         )
         if now - last_progress >= threshold_s:
             return "stall"
-        if advanced and lag_s >= threshold_s:
+        behind_limit = threshold_s if behind_threshold_s is None else behind_threshold_s
+        if advanced and lag_s >= behind_limit:
             return "falling_behind"
         return None
 

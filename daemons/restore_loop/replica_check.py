@@ -209,7 +209,9 @@ class ReplicaChecker:
         if follower is None or follower.state != "following":
             return
         threshold = stall_threshold_s(self.section.stall_after_s, st.target.follow_interval_s)
-        reason = st.watch.observe(local, view.newest_txid, lag, now, threshold)
+        # A follower falling behind is restarted (caught up) before its lag alerts.
+        behind = min(threshold, st.target.stale_threshold_s / 2)
+        reason = st.watch.observe(local, view.newest_txid, lag, now, threshold, behind)
         if reason is not None and not self.is_fenced(st.target.name):
             self.log.warning(
                 "follower stalled; restarting fresh",

@@ -293,17 +293,13 @@ def now_iso(ts: float | None = None) -> str:
 
 
 def process_started_at() -> float | None:
-    """Unix time this process started (Linux: /proc), so an RTO counts the CLI's own start
-    (interpreter, imports, config); None where it cannot be read."""
+    """Unix time this process started (Linux: /proc, 10 ms resolution), so an RTO counts the
+    CLI's own start (interpreter, imports, config); None where it cannot be read."""
     try:
         stat = Path("/proc/self/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
-        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
-        btime = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
+    return time.time() - (uptime - started_after_boot)

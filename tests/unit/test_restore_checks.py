@@ -35,7 +35,8 @@ def test_listing_needed_only_when_progress_cannot_tell() -> None:
     assert needs(caught_up, 9, T0 + VERIFY)  # but verified once per verify interval
     behind = copy(replica=LISTED, listed_at=T0, local_txid=5)
     assert needs(behind, 5, T0 + 1)  # behind and not advanced: looks stuck
-    assert not needs(behind, 7, T0 + 1)  # behind but advancing
+    assert not needs(behind, 7, T0 + 0.5)  # behind but advancing
+    assert needs(behind, 7, T0 + 1.0)  # ... listed again a follow interval later
     assert needs(copy(), 9, T0)  # never listed
     assert needs(copy(replica=ReplicaView(()), listed_at=T0), 9, T0 + 1)  # replica missing
     assert needs(caught_up, 9, T0 + 1, following=False)  # restoring, failing

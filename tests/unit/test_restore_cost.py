@@ -15,6 +15,7 @@ from daemons.restore_loop.cost import (
     CostItem,
     budget_requests_per_day,
     derive_follow_intervals,
+    lists_per_poll,
     monthly_cost,
     standby_requests_per_day,
     upload_puts_per_day,
@@ -75,3 +76,13 @@ def test_upload_puts_follow_sync_interval_and_write_rate() -> None:
     assert slow_sync < busy / 5
     rare = upload_puts_per_day(1.0, 1 / 3600)  # one write an hour
     assert rare == pytest.approx(24 * 4 + 1)
+
+
+def test_a_poll_that_finds_data_is_one_list() -> None:
+    idle = CostItem("P0", "follow", 10.0)
+    assert lists_per_poll(idle) == LISTS_PER_IDLE_POLL  # unknown rate: the upper bound
+    assert lists_per_poll(CostItem("P0", "follow", 10.0, 0.0)) == LISTS_PER_IDLE_POLL
+    busy = CostItem("P0", "follow", 10.0, writes_per_s=10.0, sync_interval_s=1.0)
+    assert lists_per_poll(busy) == 1.0  # a new file waits at every poll
+    rare = CostItem("P0", "follow", 10.0, writes_per_s=0.01, sync_interval_s=1.0)
+    assert lists_per_poll(rare) == pytest.approx(9 - 8 * 0.1)
