@@ -34,6 +34,8 @@ from daemons.restore_loop.state import RestoreTarget
 
 __all__ = ["ReplicaChecker"]
 
+RATE_WINDOW_S = 60.0  # a first listing's level-0 files this recent give the write rate
+
 
 class ReplicaChecker:
     def __init__(
@@ -186,13 +188,21 @@ class ReplicaChecker:
             self.m_last_success.labels(st.target.name).set(st.last_success_at)
 
     def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
-        """Write transactions a second between two listings: the primary's upload bill."""
-        before, then, newest = st.replica, st.listed_at, view.newest_txid
-        if before is None or then is None or newest is None or before.newest_txid is None:
+        """Write transactions a second, for the upload bill and the poll cost: between two
+        listings, or from the first one (the TXIDs its level-0 files of the last minute span;
+        none: 0)."""
+        before, then, newest, now = st.replica, st.listed_at, view.newest_txid, self.clock()
+        if newest is None:
             return
-        elapsed = self.clock() - then
-        if elapsed > 0 and newest >= before.newest_txid:
-            st.writes_per_s = (newest - before.newest_txid) / elapsed
+        if before is not None and then is not None and before.newest_txid is not None:
+            if now - then > 0 and newest >= before.newest_txid:
+                st.writes_per_s = (newest - before.newest_txid) / (now - then)
+            return
+        recent = [f for f in view.files if f.level == 0 and f.timestamp >= now - RATE_WINDOW_S]
+        span = max((f.max_txid for f in recent), default=0) - min(
+            (f.min_txid for f in recent), default=0
+        )
+        st.writes_per_s = (span + 1) / RATE_WINDOW_S if recent else 0.0
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:
         if st.target.mode == "snapshot":
