@@ -20,28 +20,30 @@ __all__ = [
 ]
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a live process from /proc."""
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, own CPU seconds, CPU seconds of its reaped children) from /proc."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2 :].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+    own = (int(fields[11]) + int(fields[12])) / ticks
+    reaped = (int(fields[13]) + int(fields[14])) / ticks
+    return int(fields[1]), own, reaped
 
 
 def tree_cpu(root: int) -> dict[str, float]:
-    """CPU seconds so far of ``root`` itself and of its live descendants ("children"), read
-    from /proc (children that already exited are not in it: short-lived calls show up in the
-    parent's wait4 figure instead)."""
+    """CPU seconds so far of ``root`` itself and of its descendants ("children": the live ones
+    from /proc plus every reaped one, from the cumulative child times in /proc)."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
+    reaped: dict[int, float] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             st = _stat(int(entry))
             if st is not None:
-                parents[int(entry)], cpu[int(entry)] = st
+                parents[int(entry)], cpu[int(entry)], reaped[int(entry)] = st
     tree = {root}
     grew = True
     while grew:
@@ -52,7 +54,8 @@ def tree_cpu(root: int) -> dict[str, float]:
                 grew = True
     return {
         "self": cpu.get(root, 0.0),
-        "children": sum(cpu.get(p, 0.0) for p in tree if p != root),
+        "children": sum(cpu.get(p, 0.0) + reaped.get(p, 0.0) for p in tree if p != root)
+        + reaped.get(root, 0.0),
     }
 
 

@@ -66,6 +66,7 @@ def _cost_lines(
     """The replication bill (standby LISTs from ``plan``, else the tier table; primary PUTs)."""
     from daemons.restore_loop.cost import CostItem
     from daemons.restore_loop.cost_report import bill, bill_lines, table_items
+    from daemons.restore_loop.replica_check import behind_after_s
 
     items, uploads = table_items(section, table)
     if plan is not None:
@@ -76,6 +77,7 @@ def _cost_lines(
                 t.follow_interval_s,
                 (measured or {}).get(t.name),
                 t.sync_interval_s,
+                behind_after_s(section, t),
             )
             for t in plan.targets
         ]

@@ -26,15 +26,23 @@ from daemons.restore_loop.assessment import (
     progress_only,
     snapshot_step,
 )
+from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.follower_pool import CopyContext, DbState
 from daemons.restore_loop.litestream import Litestream, LitestreamError
 from daemons.restore_loop.policy import CheckRound, ReplicaView, stall_threshold_s
 from daemons.restore_loop.snapshot import SnapshotRestorer, snapshot_txid_path
 from daemons.restore_loop.state import RestoreTarget
 
-__all__ = ["ReplicaChecker"]
+__all__ = ["ReplicaChecker", "behind_after_s"]
 
 RATE_WINDOW_S = 60.0  # a first listing's level-0 files this recent give the write rate
+
+
+def behind_after_s(section: RestoreLoopSection, target: RestoreTarget) -> float:
+    """Lag at which a follower that advances but falls behind is restarted fresh (caught up):
+    before its lag alerts (half the stale threshold), at most the stall threshold."""
+    stall = stall_threshold_s(section.stall_after_s, target.follow_interval_s)
+    return min(stall, target.stale_threshold_s / 2)
 
 
 class ReplicaChecker:
@@ -219,8 +227,7 @@ class ReplicaChecker:
         if follower is None or follower.state != "following":
             return
         threshold = stall_threshold_s(self.section.stall_after_s, st.target.follow_interval_s)
-        # A follower falling behind is restarted (caught up) before its lag alerts.
-        behind = min(threshold, st.target.stale_threshold_s / 2)
+        behind = behind_after_s(self.section, st.target)
         reason = st.watch.observe(local, view.newest_txid, lag, now, threshold, behind)
         if reason is not None and not self.is_fenced(st.target.name):
             self.log.warning(
