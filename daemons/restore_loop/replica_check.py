@@ -196,9 +196,9 @@ class ReplicaChecker:
             self.m_last_success.labels(st.target.name).set(st.last_success_at)
 
     def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
-        """Write transactions a second, for the upload bill and the poll cost: between two
-        listings, or from the first one (the TXIDs its level-0 files of the last minute span;
-        none: 0)."""
+        """Replicated TXIDs a second (one per LTX file the primary uploads: a sync interval
+        with writes), for the upload bill and the poll cost: between two listings, or from the
+        first one (the TXIDs its level-0 files of the last minute span; none: 0)."""
         before, then, newest, now = st.replica, st.listed_at, view.newest_txid, self.clock()
         if newest is None:
             return
@@ -207,10 +207,13 @@ class ReplicaChecker:
                 st.writes_per_s = (newest - before.newest_txid) / (now - then)
             return
         recent = [f for f in view.files if f.level == 0 and f.timestamp >= now - RATE_WINDOW_S]
-        span = max((f.max_txid for f in recent), default=0) - min(
-            (f.min_txid for f in recent), default=0
-        )
-        st.writes_per_s = (span + 1) / RATE_WINDOW_S if recent else 0.0
+        if not recent:
+            st.writes_per_s = 0.0
+            return
+        span = max(f.max_txid for f in recent) - min(f.min_txid for f in recent) + 1
+        # Over the time those files cover (a DB replicated for 10 s has 10 s of files).
+        covered = max(1.0, now - min(f.timestamp for f in recent))
+        st.writes_per_s = span / covered
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:
         if st.target.mode == "snapshot":
