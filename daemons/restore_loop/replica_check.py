@@ -35,7 +35,7 @@ from daemons.restore_loop.state import RestoreTarget
 
 __all__ = ["ReplicaChecker", "behind_after_s"]
 
-RATE_WINDOW_S = 60.0  # a first listing's level-0 files this recent give the write rate
+RATE_MIN_S = 10.0  # a rate is measured over at least this long
 
 
 def behind_after_s(section: RestoreLoopSection, target: RestoreTarget) -> float:
@@ -156,6 +156,7 @@ class ReplicaChecker:
         st.checked_at = now
         previous = st.local_txid
         local = st.local_txid = await self.local_txid(st, snapshots)
+        self._measure_progress(st, local)
         if st.follower is not None and st.follower.state == "following":
             st.suspect = st.follower.suspect
         fresh = assess_copy(
@@ -187,6 +188,7 @@ class ReplicaChecker:
         st.last_error, st.checked_at, st.suspect = "", now, suspect
         fresh = progress_only(st, local, now)
         st.local_txid = local
+        self._measure_progress(st, local)
         st.lag_s, st.applied_at = fresh.lag_s, fresh.applied_at
         st.verified_fresh_at, st.last_success_at = fresh.verified_fresh_at, fresh.last_success_at
         if local is not None:
@@ -197,23 +199,31 @@ class ReplicaChecker:
 
     def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
         """Replicated TXIDs a second (one per LTX file the primary uploads: a sync interval
-        with writes), for the upload bill and the poll cost: between two listings, or from the
-        first one (the TXIDs its level-0 files of the last minute span; none: 0)."""
+        with writes), for the upload bill and the poll cost, between two listings."""
         before, then, newest, now = st.replica, st.listed_at, view.newest_txid, self.clock()
-        if newest is None:
+        if newest is None or before is None or then is None or before.newest_txid is None:
             return
-        if before is not None and then is not None and before.newest_txid is not None:
-            if now - then > 0 and newest >= before.newest_txid:
-                st.writes_per_s = (newest - before.newest_txid) / (now - then)
+        if now - then >= RATE_MIN_S and newest >= before.newest_txid:
+            st.writes_per_s = (newest - before.newest_txid) / (now - then)
+
+    def _measure_progress(self, st: DbState, local: int | None) -> None:
+        """The same rate from the follower's own progress (a copy that keeps up applies every
+        upload), when no two listings measured it: an idle DB is never listed twice in a
+        while, and its TXID does not move."""
+        now = self.clock()
+        if local is None:
             return
-        recent = [f for f in view.files if f.level == 0 and f.timestamp >= now - RATE_WINDOW_S]
-        if not recent:
-            st.writes_per_s = 0.0
+        if st.rate_mark is None or local < st.rate_mark[1]:
+            st.rate_mark = (now, local)
             return
-        span = max(f.max_txid for f in recent) - min(f.min_txid for f in recent) + 1
-        # Over the time those files cover (a DB replicated for 10 s has 10 s of files).
-        covered = max(1.0, now - min(f.timestamp for f in recent))
-        st.writes_per_s = span / covered
+        since, txid = st.rate_mark
+        if now - since < RATE_MIN_S:
+            return
+        st.rate_mark = (now, local)
+        newest = st.replica.newest_txid if st.replica is not None else None
+        if newest is not None and local < newest:
+            return  # behind the last listing: the listings measure it (one file a poll)
+        st.writes_per_s = (local - txid) / (now - since)
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:
         if st.target.mode == "snapshot":

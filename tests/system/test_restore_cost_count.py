@@ -62,8 +62,13 @@ def test_printed_cost_matches_the_blob_request_count(
             )
 
         assert wait_until(settled, timeout=DEADLINE_S), standby.status()
-        # The busy DB's write rate needs two listings (it is listed while behind).
-        assert wait_until(lambda: standby.row("busy").get("writes_per_s"), timeout=DEADLINE_S)
+
+        # Upload rates measured (from the followers' progress): busy > 0, the quiet ones 0.
+        def measured() -> bool:
+            rates = {r["db"]: r.get("writes_per_s") for r in standby.status()["databases"]}
+            return bool(rates["busy"]) and rates["quiet1"] == 0 and rates["quiet2"] == 0
+
+        assert wait_until(measured, timeout=DEADLINE_S), standby.status()
         before, t0 = proxy.snapshot(), time.monotonic()
         time.sleep(WINDOW_S)
         counted = proxy.snapshot()["LIST"] - before["LIST"]
