@@ -62,6 +62,8 @@ class CopyState:
     # the follower's progress; None until measured. ``rate_mark``: (time, TXID) it counts from.
     writes_per_s: float | None = None
     rate_mark: tuple[float, int] | None = None
+    list_mark: tuple[float, int] | None = None  # (time, replica TXID) of the listings' rate
+    rate_listed_at: float | None = None  # when listings last measured the rate
 
 
 def copy_txid(

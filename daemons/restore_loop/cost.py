@@ -97,11 +97,12 @@ def falls_behind(item: CostItem) -> bool:
 def _item_per_day(section: RestoreLoopSection, item: CostItem) -> float:
     mode, interval_s = item.mode, item.interval_s
     if mode == "follow" and falls_behind(item) and item.behind_after_s is not None:
-        # A cycle: a fresh restore (LISTS_PER_RESTORE), then a poll (1 LIST, it always finds a
-        # file) and a listing (it is behind) every interval until the lag reaches
-        # behind_after_s, seen at the next listing.
-        cycle = item.behind_after_s + interval_s
-        per_cycle = LISTS_PER_RESTORE + 2 * cycle / interval_s
+        # A cycle: a fresh restore (LISTS_PER_RESTORE), then a poll every interval (1 LIST,
+        # it always finds a file) and a listing every check round that is an interval after
+        # the last (it is behind), until the lag reaches behind_after_s, seen at a listing.
+        every = max(interval_s, section.check_interval_s)
+        cycle = item.behind_after_s + every
+        per_cycle = LISTS_PER_RESTORE + cycle / interval_s + cycle / every * LISTS_PER_LTX
         return DAY_S / cycle * per_cycle
     if mode == "follow":
         return DAY_S / interval_s * lists_per_poll(item) + _verify_per_day(section)

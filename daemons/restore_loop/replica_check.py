@@ -199,12 +199,19 @@ class ReplicaChecker:
 
     def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
         """Replicated TXIDs a second (one per LTX file the primary uploads: a sync interval
-        with writes), for the upload bill and the poll cost, between two listings."""
-        before, then, newest, now = st.replica, st.listed_at, view.newest_txid, self.clock()
-        if newest is None or before is None or then is None or before.newest_txid is None:
+        with writes), for the upload bill and the poll cost, across listings at least
+        RATE_MIN_S apart."""
+        newest, now = view.newest_txid, self.clock()
+        if newest is None:
             return
-        if now - then >= RATE_MIN_S and newest >= before.newest_txid:
-            st.writes_per_s = (newest - before.newest_txid) / (now - then)
+        if st.list_mark is None or newest < st.list_mark[1]:
+            st.list_mark = (now, newest)
+            return
+        since, txid = st.list_mark
+        if now - since >= RATE_MIN_S:
+            st.writes_per_s = (newest - txid) / (now - since)
+            st.list_mark = (now, newest)
+            st.rate_listed_at = now
 
     def _measure_progress(self, st: DbState, local: int | None) -> None:
         """The same rate from the follower's own progress (a copy that keeps up applies every
@@ -220,9 +227,8 @@ class ReplicaChecker:
         if now - since < RATE_MIN_S:
             return
         st.rate_mark = (now, local)
-        newest = st.replica.newest_txid if st.replica is not None else None
-        if newest is not None and local < newest:
-            return  # behind the last listing: the listings measure it (one file a poll)
+        if st.rate_listed_at is not None and now - st.rate_listed_at < 3 * RATE_MIN_S:
+            return  # listed often (it is behind): the listings measure it, not its progress
         st.writes_per_s = (local - txid) / (now - since)
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:

@@ -96,7 +96,7 @@ def test_a_follower_falling_behind_costs_its_restarts() -> None:
     slow = CostItem("P0", "follow", 20.0, 10.0, 1.0, behind_after_s=30.0)
     assert falls_behind(slow)
     cycle = 30.0 + 20.0  # restart, then a poll and a listing an interval until 30 s behind
-    expected = 86400 / cycle * (10 + 2 * cycle / 20.0)
+    expected = 86400 / cycle * (10 + 2 * cycle / 20.0)  # (check rounds every 10 s < 20 s)
     assert standby_requests_per_day(section, [slow]) == pytest.approx(expected)
     # Without the restart threshold it is not modelled (the poll model alone).
     assert not falls_behind(CostItem("P0", "follow", 20.0, 10.0, 1.0))
