@@ -64,6 +64,8 @@ class CopyState:
     rate_mark: tuple[float, int] | None = None
     list_mark: tuple[float, int] | None = None  # (time, replica TXID) of the listings' rate
     rate_listed_at: float | None = None  # when listings last measured the rate
+    # A busy DB's follower polls at its upload rate (``policy.busy_floor``); None: the budget's.
+    floor_s: float | None = None
 
 
 def copy_txid(

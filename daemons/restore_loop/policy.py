@@ -9,6 +9,7 @@ start a process or touch a file.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ __all__ = [
     "ReplicaView",
     "RestartLog",
     "StallWatch",
+    "busy_floor",
     "diverged",
     "format_age",
     "lag_seconds",
@@ -270,3 +272,26 @@ def format_age(seconds: float | None) -> str:
     if s < 2 * DAY_S:
         return f"{s / 3600:.1f}h"
     return f"{s / DAY_S:.1f}d"
+
+
+def busy_floor(
+    writes_per_s: float | None,
+    sync_interval_s: float,
+    interval_s: float,
+    min_interval_s: float,
+    current: float | None,
+) -> float | None:
+    """The poll interval a busy DB's follower needs to keep up, or None (the budget's).
+
+    litestream 0.5.17's abs follower applies one LTX file per poll, so a DB that uploads more
+    often than its follower polls falls behind. Floored: poll at the upload rate (a poll that
+    finds a file is 1 LIST). Hysteresis: floored above 1.2 uploads a poll, released below 0.5."""
+    if writes_per_s is None:
+        return current
+    uploads_per_s = min(writes_per_s, 1.0 / max(sync_interval_s, 1e-3))
+    per_poll = uploads_per_s * interval_s
+    if per_poll > 1.2:
+        return max(min_interval_s, math.floor(10.0 / uploads_per_s) / 10)
+    if per_poll < 0.5:
+        return None
+    return current

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Gauge
 
@@ -29,7 +29,7 @@ from daemons.restore_loop.assessment import (
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.follower_pool import CopyContext, DbState
 from daemons.restore_loop.litestream import Litestream, LitestreamError
-from daemons.restore_loop.policy import CheckRound, ReplicaView, stall_threshold_s
+from daemons.restore_loop.policy import CheckRound, ReplicaView, busy_floor, stall_threshold_s
 from daemons.restore_loop.snapshot import SnapshotRestorer, snapshot_txid_path
 from daemons.restore_loop.state import RestoreTarget
 
@@ -56,6 +56,7 @@ class ReplicaChecker:
         last_success: Gauge,
         failures: Counter,
         listings: Counter | None = None,
+        floors: Callable[[DbState, float | None], bool] | None = None,
     ) -> None:
         self.section, self.work_dir, self.log = ctx.section, ctx.work_dir, ctx.log
         self.clock, self.is_fenced, self.dry_run = ctx.clock, ctx.is_fenced, ctx.dry_run
@@ -66,6 +67,7 @@ class ReplicaChecker:
         self.m_lag, self.m_local, self.m_replica = lag, local, replica
         self.m_last_success, self.m_failures = last_success, failures
         self.m_listings = listings
+        self.floors = floors
 
     async def run(self, states: Iterable[DbState], ls: Litestream) -> None:
         """Check every copy (``concurrency`` listings at once)."""
@@ -157,6 +159,7 @@ class ReplicaChecker:
         previous = st.local_txid
         local = st.local_txid = await self.local_txid(st, snapshots)
         self._measure_progress(st, local)
+        self._floor(st)
         if st.follower is not None and st.follower.state == "following":
             st.suspect = st.follower.suspect
         fresh = assess_copy(
@@ -189,6 +192,7 @@ class ReplicaChecker:
         fresh = progress_only(st, local, now)
         st.local_txid = local
         self._measure_progress(st, local)
+        self._floor(st)
         st.lag_s, st.applied_at = fresh.lag_s, fresh.applied_at
         st.verified_fresh_at, st.last_success_at = fresh.verified_fresh_at, fresh.last_success_at
         if local is not None:
@@ -196,6 +200,19 @@ class ReplicaChecker:
         self.m_lag.labels(st.target.name, st.target.tier).set(fresh.lag_s)
         if st.last_success_at is not None:
             self.m_last_success.labels(st.target.name).set(st.last_success_at)
+
+    def _floor(self, st: DbState) -> None:
+        """Poll a busy DB at its upload rate so its follower keeps up (``busy_floor``)."""
+        if st.target.mode != "follow" or self.floors is None:
+            return
+        floor = busy_floor(
+            st.writes_per_s,
+            st.target.sync_interval_s,
+            st.target.follow_interval_s,
+            self.section.min_follow_interval_s,
+            st.floor_s,
+        )
+        self.floors(st, floor)
 
     def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
         """Replicated TXIDs a second (one per LTX file the primary uploads: a sync interval
