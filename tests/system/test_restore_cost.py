@@ -128,6 +128,9 @@ def test_promote_with_a_slow_follower_loses_no_more_than_a_fresh_restore(
     )
     standby.start(notify_socket.path, free_port())
     config = fleet_root / "config" / "litestream-restore.yml"
+    if not wait_until(lambda: standby.row("alpha").get("state") == "following", timeout=20):
+        standby.stop()
+        pytest.fail("restore-loop did not start following")
     # A fast follower beside it (raw `litestream restore -f`, 0.2 s): the comparison.
     fast = tmp_path / "fast.db"
     fast_follower = subprocess.Popen(
@@ -137,10 +140,9 @@ def test_promote_with_a_slow_follower_loses_no_more_than_a_fresh_restore(
         ],
         env=standby.env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "fast.log").open("ab"),
     )
     try:
-        assert wait_until(lambda: standby.row("alpha").get("state") == "following", timeout=20)
         at_start = count_rows(standby.copy("alpha"))
         # The slow follower falls behind the primary (it polls every 30 s).
         assert wait_until(lambda: len(primary.rows("alpha")) >= at_start + 30, timeout=20)
@@ -172,6 +174,7 @@ def test_promote_with_a_slow_follower_loses_no_more_than_a_fresh_restore(
     # applies one file a poll, and may stall: then what it has after the bound).
     try:
         wait_until(lambda: count_rows(fast) >= len(best_rows), timeout=30)
+        assert fast.exists(), (tmp_path / "fast.log").read_text()[-2000:]
     finally:
         fast_follower.terminate()
         fast_follower.wait(timeout=10)
