@@ -209,7 +209,6 @@ class ReplicaChecker:
             st.writes_per_s,
             st.target.sync_interval_s,
             st.target.follow_interval_s,
-            self.section.min_follow_interval_s,
             st.floor_s,
         )
         self.floors(st, floor)
@@ -246,6 +245,9 @@ class ReplicaChecker:
         st.rate_mark = (now, local)
         if st.rate_listed_at is not None and now - st.rate_listed_at < 3 * RATE_MIN_S:
             return  # listed often (it is behind): the listings measure it, not its progress
+        newest = st.replica.newest_txid if st.replica is not None else None
+        if newest is not None and local < newest:
+            return  # behind: its progress (one file a poll) is not the upload rate
         st.writes_per_s = (local - txid) / (now - since)
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:

@@ -67,8 +67,7 @@ def test_fast_follow_when_the_primary_stops_answering(
         primary,
         follow_interval=json.dumps({"P0": SLOW_S, "P1": SLOW_S}),
         fast_follow_interval_s="0.25",
-        # A written DB polled every 30 s gets floored to its upload rate (0.2 s), bounded here.
-        min_follow_interval_s="0.5",
+        # A written DB polled every 30 s gets floored to its upload rate (bounded at 0.5 s).
         primary_health_url=f"{health.base_url}/health",
     )
     port = free_port()
