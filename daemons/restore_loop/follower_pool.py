@@ -129,14 +129,19 @@ class FollowerPool:
         return True
 
     def set_fast(self, fast: bool, states: Iterable[DbState]) -> list[str]:
-        """Switch fast follow on or off: every running follower whose interval changes is
-        restarted fresh (litestream cannot change a child's interval, and a fresh restore is a
-        catch-up). Returns the DBs restarted."""
+        """Switch fast follow on or off. On: every running P0 follower is restarted fresh, its
+        interval changed or not: a fresh restore is the catch-up (a follower applies one LTX
+        file a poll, so one that lags stays behind). Off: those whose interval changes
+        (litestream cannot change a child's interval). Returns the DBs restarted."""
         self.fast = fast
         switched = []
         for st in states:
             f = st.follower
-            if f is None or f.pid is None or f.child_interval_s == self.interval_for(st):
+            if f is None or f.pid is None:
+                continue
+            if fast and st.target.tier != "P0":
+                continue
+            if not fast and f.child_interval_s == self.interval_for(st):
                 continue
             f.request_restart("fast_follow" if fast else "slow_follow")
             switched.append(st.target.name)
