@@ -8,7 +8,10 @@ dependencies" measured in the same run:
   kind of socket, then idles in an asyncio loop. The ratio is what the fleet's own code and
   state cost on top of its dependencies;
 - `fleet status` wall time (every daemon with a heartbeat file), against an interpreter
-  importing only what it needs (click and the standard library modules it reads with).
+  importing only what it needs (click and the standard library modules it reads with);
+- what sending Slack messages adds to a daemon's RSS: the sink's way (slack-sdk's sync
+  WebClient in a worker thread) against slack-sdk's AsyncWebClient (which loads aiohttp), each
+  in a fresh process that loaded the runtime, posting to a fake Slack on 127.0.0.1.
 
     .venv/bin/python bench/startup.py [--runs N] [--idle-s S]
 
@@ -73,6 +76,35 @@ s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
 asyncio.run(asyncio.Event().wait())
 """
+# Child: load what a daemon loads, post 3 messages one way, print RSS before and after (MiB).
+SLACK_CHILD = """
+import asyncio, re, sys
+sys.path.insert(0, sys.argv[2])
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+import shared.runner
+from tests.fakes.slack import DEFAULT_TOKEN, FakeSlack
+fake = FakeSlack()
+fake.start()
+before = rss()
+async def main(mode):
+    if mode == "async":
+        from slack_sdk.web.async_client import AsyncWebClient
+        c = AsyncWebClient(token=DEFAULT_TOKEN, base_url=fake.base_url, retry_handlers=[])
+        for _ in range(3):
+            await c.chat_postMessage(channel="#ops", text="bench")
+    else:
+        import anyio.to_thread
+        from slack_sdk import WebClient
+        c = WebClient(token=DEFAULT_TOKEN, base_url=fake.base_url, retry_handlers=[])
+        for _ in range(3):
+            await anyio.to_thread.run_sync(lambda: c.chat_postMessage(channel="#ops", text="bench"))
+asyncio.run(main(sys.argv[1]))
+assert len(fake.messages) == 3
+print(before, rss())
+fake.stop()
+"""
+ROOT = Path(__file__).resolve().parents[1]
 IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)")
 
 
@@ -209,6 +241,18 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
+def slack_growth(mode: str) -> float:
+    """MiB a daemon-like process grows by posting 3 Slack messages ``mode`` (sync|async)."""
+    res = subprocess.run(
+        [sys.executable, "-c", SLACK_CHILD, mode, str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after = (float(x) for x in res.stdout.split())
+    return after - before
+
+
 def row(label: str, value: float, base: float, unit: str) -> str:
     return f"{label:<34}{value:>10.3f}{base:>10.3f}{value / base:>8.2f}  {unit}"
 
@@ -229,6 +273,8 @@ def main() -> None:
         only: dict[str, list[Sample]] = {label: [] for label, _a, _r in TARGETS}
         statuses: list[float] = []
         status_libs: list[float] = []
+        slack_sync: list[float] = []
+        slack_async: list[float] = []
         for i in range(args.runs):
             # Interleaved, so a burst of load hits a figure and its baseline alike.
             for label, run_args, role in TARGETS:
@@ -241,6 +287,8 @@ def main() -> None:
             write_heartbeats(root)
             statuses.append(timed([str(FLEET), "status"], fleet_env(root, "primary")))
             status_libs.append(timed([sys.executable, "-c", STATUS_LIBS]))
+            slack_sync.append(slack_growth("sync"))
+            slack_async.append(slack_growth("async"))
 
     print(f"runs: {args.runs} (medians); RSS read from /proc after {args.idle_s:g} s idle")
     print("baseline: a python process importing only the same third-party modules, then idle")
@@ -254,6 +302,8 @@ def main() -> None:
         print(row(label, value, med(s.rss_mib for s in only[label]), "MiB"))
     print(f"{'wall time (s)':<34}{'fleet':>10}{'deps only':>10}{'ratio':>8}")
     print(row("fleet status", med(statuses), med(status_libs), "s"))
+    print(f"{'RSS added by 3 Slack posts (MiB)':<34}{'sync+thr':>10}{'async':>10}{'ratio':>8}")
+    print(row("slack-sdk WebClient vs Async", med(slack_sync), med(slack_async), "MiB"))
     print("third-party packages per process:")
     for label, _a, _r in TARGETS:
         tops = sorted({name.split(".")[0] for name in deps[label]})
