@@ -194,6 +194,8 @@ class _Connection(asyncio.Protocol):
     def _advance(self) -> None:
         """Consume what the buffer holds of the current request; dispatch it when complete."""
         if self._request is None:
+            while self._buf.startswith(b"\r\n"):  # empty lines before a request line
+                del self._buf[:2]
             end = self._buf.find(HEAD_END)
             if end < 0:
                 if len(self._buf) > MAX_HEAD_BYTES:

@@ -117,7 +117,8 @@ async def test_pipelined_requests_are_answered_in_order(server: MetricsServer) -
     client = await Client.connect(port_of(server))
     try:
         await client.send(
-            b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"
+            b"\r\nGET /metrics HTTP/1.1\r\n\r\n"  # an empty line before a request is skipped
         )
         statuses = [(await client.answer())[0] for _ in range(3)]
         assert statuses == [200, 404, 200]
