@@ -180,48 +180,51 @@ def loaded_modules(args: list[str], env: dict[str, str], idle_s: float) -> list[
 
 @dataclass
 class Sample:
-    ready_s: float
+    ready_s: float  # nan: no READY=1 within 30 s, or the process ended
     rss_mib: float
+    note: str = ""  # the last log lines of a process that failed
 
 
 def measure(argv: list[str], env: dict[str, str], idle_s: float) -> Sample:
     """Seconds from exec to READY=1 on a fresh NOTIFY_SOCKET, and RSS after ``idle_s``."""
-    sock_dir = tempfile.mkdtemp(prefix="nsb")
-    path = os.path.join(sock_dir, "n.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.05)
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv,
-        env={**env, "NOTIFY_SOCKET": path},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ready = float("nan")
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if b"READY=1" in sock.recv(4096):
-                    ready = time.perf_counter() - start
-                    break
-            except TimeoutError:
-                if proc.poll() is not None:
-                    break
-        time.sleep(idle_s)
-        rss = rss_mib(proc.pid) if proc.poll() is None else float("nan")
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryDirectory(prefix="nsb") as sock_dir, tempfile.TemporaryFile() as log:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(os.path.join(sock_dir, "n.sock"))
+        sock.settimeout(0.05)
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env={**env, "NOTIFY_SOCKET": os.path.join(sock_dir, "n.sock")},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        ready = float("nan")
+        deadline = time.monotonic() + 30
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        sock.close()
-        os.unlink(path)
-        os.rmdir(sock_dir)
-    return Sample(ready, rss)
+            while time.monotonic() < deadline:
+                try:
+                    if b"READY=1" in sock.recv(4096):
+                        ready = time.perf_counter() - start
+                        break
+                except TimeoutError:
+                    if proc.poll() is not None:
+                        break
+            time.sleep(idle_s)
+            rss = rss_mib(proc.pid) if proc.poll() is None else float("nan")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            sock.close()
+        note = ""
+        if ready != ready or rss != rss:  # nan: say why
+            log.seek(0)
+            tail = log.read().decode(errors="replace").splitlines()[-3:]
+            note = f"exit {proc.returncode}: " + " | ".join(line[:300] for line in tail)
+    return Sample(ready, rss, note)
 
 
 def write_heartbeats(root: Path) -> None:
@@ -253,8 +256,12 @@ def slack_growth(mode: str) -> float:
     return after - before
 
 
-def row(label: str, value: float, base: float, unit: str) -> str:
-    return f"{label:<34}{value:>10.3f}{base:>10.3f}{value / base:>8.2f}  {unit}"
+def good(values: list[float]) -> list[float]:
+    return [v for v in values if v == v] or [float("nan")]  # drop failed runs (nan)
+
+
+def row(label: str, value: float, base: float, unit: str, extra: str = "") -> str:
+    return f"{label:<34}{value:>10.3f}{base:>10.3f}{value / base:>8.2f}  {unit:<4}{extra}"
 
 
 def main() -> None:
@@ -292,18 +299,30 @@ def main() -> None:
 
     print(f"runs: {args.runs} (medians); RSS read from /proc after {args.idle_s:g} s idle")
     print("baseline: a python process importing only the same third-party modules, then idle")
-    print(f"{'start -> READY=1 (s)':<34}{'fleet':>10}{'deps only':>10}{'ratio':>8}")
+    head = f"{'fleet':>10}{'deps only':>10}{'ratio':>8}"
+    print(f"{'start -> READY=1 (s)':<34}{head}        fastest: fleet, deps only")
     for label, _a, _r in TARGETS:
-        value = med(s.ready_s for s in fleet[label])
-        print(row(label, value, med(s.ready_s for s in only[label]), "s"))
-    print(f"{'idle RSS (MiB)':<34}{'fleet':>10}{'deps only':>10}{'ratio':>8}")
+        mine, theirs = (
+            good([s.ready_s for s in fleet[label]]),
+            good([s.ready_s for s in only[label]]),
+        )
+        best = f"{min(mine):.3f}, {min(theirs):.3f}"
+        print(row(label, med(mine), med(theirs), "s", best))
+    print(f"{'idle RSS (MiB)':<34}{head}")
     for label, _a, _r in TARGETS:
-        value = med(s.rss_mib for s in fleet[label])
-        print(row(label, value, med(s.rss_mib for s in only[label]), "MiB"))
+        mine, theirs = (
+            good([s.rss_mib for s in fleet[label]]),
+            good([s.rss_mib for s in only[label]]),
+        )
+        print(row(label, med(mine), med(theirs), "MiB"))
     print(f"{'wall time (s)':<34}{'fleet':>10}{'deps only':>10}{'ratio':>8}")
     print(row("fleet status", med(statuses), med(status_libs), "s"))
     print(f"{'RSS added by 3 Slack posts (MiB)':<34}{'sync+thr':>10}{'async':>10}{'ratio':>8}")
     print(row("slack-sdk WebClient vs Async", med(slack_sync), med(slack_async), "MiB"))
+    for label, _a, _r in TARGETS:
+        for sample in fleet[label] + only[label]:
+            if sample.note:
+                print(f"FAILED RUN {label}: {sample.note}")
     print("third-party packages per process:")
     for label, _a, _r in TARGETS:
         tops = sorted({name.split(".")[0] for name in deps[label]})
