@@ -304,6 +304,7 @@ def main() -> None:
             slack_async.append(slack_growth("async"))
 
     print(f"runs: {args.runs} (medians); RSS read from /proc after {args.idle_s:g} s idle")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("baseline: a python process importing only the same third-party modules, then idle")
     head = f"{'fleet':>10}{'deps only':>10}{'ratio':>8}"
     print(f"{'start -> READY=1 (s)':<34}{head}        fastest: fleet, deps only")
