@@ -13,6 +13,7 @@ thread.
 from __future__ import annotations
 
 import http.client
+import logging
 from typing import Any
 
 import anyio
@@ -43,6 +44,10 @@ SLACK_PERMANENT_ERRORS = frozenset(
 SLACK_AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "account_inactive"})
 # slack-sdk's stand-in "error" for a body that was not JSON (it quotes the body: never logged).
 NOT_JSON_PREFIX = "Received a response in a non-JSON format"
+# The sync client logs an undecodable answer at ERROR, quoting its body; the outbox logs the
+# failure itself ("notification failed", with the reason), so the client's own logger is mute.
+_SDK_LOG = logging.getLogger("slack_sdk.fleet_sink")
+_SDK_LOG.disabled = True
 
 
 class SlackSink:
@@ -73,6 +78,7 @@ class SlackSink:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 retry_handlers=[],
+                logger=_SDK_LOG,
             )
         return self._client
 
