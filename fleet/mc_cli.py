@@ -25,7 +25,8 @@ from shared.cli import config_option, die, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from shared.mission_control import MissionControl
+    from shared.mc_target import McTarget
+    from shared.mission_control import LeaseStore
 
 __all__ = ["mc"]
 
@@ -51,34 +52,52 @@ def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False),
         default=None,
-        help="mission-control.db (default: [mission_control] db)",
+        help="mission-control.db, or a postgresql://user@host/db URL (default: $ALAI_MC_URL,"
+        " else [mission_control] url, else [mission_control] db)",
     )(fn)
     return _config_option(fn)
 
 
-def _db_file(db_path: str | None, config_path: str | None) -> Path:
-    if db_path:
-        path = Path(db_path).expanduser()
-    elif os.environ.get("FLEET_MISSION_CONTROL__DB") and not config_path:
-        path = Path(os.environ["FLEET_MISSION_CONTROL__DB"]).expanduser()
-    else:
-        path = _load_config(config_path).mission_control.db
-    return path
+def _target(db_path: str | None, config_path: str | None) -> McTarget:
+    """Where the store is. ``--db``, ``$ALAI_MC_URL`` or ``$FLEET_MISSION_CONTROL__DB`` (without
+    ``--config``) skip loading the config: the hook path. A bad URL or password file: exit 78."""
+    from shared.mc_target import URL_ENV, McTarget, McTargetError
 
-
-def _lease_store(db_path: str | None, config_path: str | None) -> MissionControl:
-    from shared.mission_control import MissionControl, StoreError
-
-    path = _db_file(db_path, config_path)
     try:
-        # Hooks call these verbs before every tool use: a locked database must fail in
-        # seconds (1 s busy wait x 3 tries), not stall the session for half a minute. No
-        # migration: mc.js owns this table; `fleet mc migrate` is the explicit way.
-        return MissionControl(
-            path, create=False, migrate=False, busy_timeout_ms=1000, attempts=3
-        ).open()
+        if db_path:
+            return McTarget.from_value(db_path)
+        if not config_path and os.environ.get(URL_ENV, "").strip():
+            return McTarget.resolve()
+        if not config_path and os.environ.get("FLEET_MISSION_CONTROL__DB"):
+            return McTarget(path=Path(os.environ["FLEET_MISSION_CONTROL__DB"]).expanduser())
+        section = _load_config(config_path).mission_control
+        return McTarget.resolve(
+            config_url=section.url, config_db=section.db, password_file=section.password_file
+        )
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
+
+
+def _db_file(db_path: str | None, config_path: str | None) -> Path:
+    target = _target(db_path, config_path)
+    if target.path is None:
+        _die(EX_USAGE, "error: this verb works on a SQLite file; pass --db PATH")
+    return target.path
+
+
+def _lease_store(db_path: str | None, config_path: str | None) -> LeaseStore:
+    from shared.mission_control import McTargetError, StoreError, open_store
+
+    target = _target(db_path, config_path)
+    try:
+        # Hooks call these verbs before every tool use: an unusable store must fail in
+        # seconds (SQLite: 1 s busy wait x 3 tries; Postgres: 3 s of reconnects), not stall
+        # the session. No migration: mc.js owns the SQLite table; `fleet mc migrate` is the
+        # explicit way.
+        return open_store(target, create=False, migrate=False, hook=True)
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
     except StoreError as exc:
         _die(EX_STORE, f"error: mission control store unavailable: {exc}")
 
