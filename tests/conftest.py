@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mc_backends import McBackend
 from tests.pg_support import PgDatabase, PgServer, pg_bin_dir
 
 FLEET_BIN = Path(sys.executable).parent / "fleet"
@@ -74,6 +75,15 @@ def pg_db(pg_server: PgServer, tmp_path: Path) -> Iterator[PgDatabase]:
     pw = pg_server.write_password_file(tmp_path / "pg.password")
     yield PgDatabase(pg_server, name, pg_server.url(name), pw)
     pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def mc_backend(request: pytest.FixtureRequest, tmp_path: Path) -> McBackend:
+    """Mission Control on each backend in turn: a SQLite file, then a fresh Postgres
+    database (tests/mc_backends.py)."""
+    if request.param == "sqlite":
+        return McBackend.sqlite(tmp_path / "databases" / "mission-control.db")
+    return McBackend.postgres(request.getfixturevalue("pg_db"), tmp_path)
 
 
 class NotifySocket:
