@@ -351,12 +351,39 @@ def mc_show(task_id: int, as_json: bool, db_path: str | None, config_path: str |
 
 @mc.command("migrate")
 @click.option("--apply", "apply_", is_flag=True, help="make the changes (default: only show)")
+@click.option(
+    "--from",
+    "from_",
+    default=None,
+    metavar="sqlite:PATH",
+    help="copy every task and lease from this SQLite file (opened read-only) ...",
+)
+@click.option(
+    "--to",
+    default=None,
+    metavar="URL",
+    help="... to this postgresql://user@host/db (password: $ALAI_MC_PASSWORD_FILE)",
+)
 @json_option()
 @_db_option
-def mc_migrate(apply_: bool, as_json: bool, db_path: str | None, config_path: str | None) -> None:
-    """Show (and with --apply make) the columns and indexes the fleet would add to `tasks`.
+def mc_migrate(
+    apply_: bool,
+    from_: str | None,
+    to: str | None,
+    as_json: bool,
+    db_path: str | None,
+    config_path: str | None,
+) -> None:
+    """Show (and with --apply make) the columns and indexes the fleet would add to `tasks`;
+    or, with --from and --to, copy Mission Control from SQLite to Postgres and verify it.
 
-    The only `fleet mc` verb that changes the schema of Mission Control's table."""
+    The only `fleet mc` verb that changes the schema of Mission Control's table. The copy is
+    idempotent and resumable (a second run writes nothing) and never writes the source."""
+    if from_ is not None or to is not None:
+        if from_ is None or to is None:
+            raise click.UsageError("--from and --to go together")
+        _copy_to_postgres(from_, to, as_json)
+        return
     from shared.mission_control import MissionControl, StoreError, pending_schema_changes
     from shared.sqlite import connect_sync
 
@@ -385,6 +412,58 @@ def mc_migrate(apply_: bool, as_json: bool, db_path: str | None, config_path: st
         click.echo(json.dumps(doc))
     elif apply_:
         click.echo("done")
+
+
+def _copy_to_postgres(from_: str, to: str, as_json: bool) -> None:
+    from shared.mc_migrate import migrate_sqlite_to_postgres, source_path
+    from shared.mc_postgres import PostgresMissionControl
+    from shared.mc_target import McTarget, McTargetError, is_postgres_url
+    from shared.mission_control import StoreError
+
+    if is_postgres_url(from_):
+        raise click.BadParameter("the source must be sqlite:PATH", param_hint="--from")
+    try:
+        target = McTarget.from_value(to)
+        if target.url is None:
+            raise McTargetError(f"{to}: not a postgresql:// URL")
+        store = PostgresMissionControl(target.url, create=True)
+        try:
+            report = migrate_sqlite_to_postgres(source_path(from_), store)
+        finally:
+            store.close()
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
+    except StoreError as exc:
+        _die(EX_STORE, f"error: migration failed: {exc}")
+    if as_json:
+        click.echo(json.dumps({**report.to_json(), "noop": report.noop}))
+    elif report.noop and report.matches:
+        click.echo(
+            f"{report.target} already holds all {report.tasks} tasks of {report.source} "
+            f"exactly ({report.leases} leases); nothing to copy"
+        )
+    else:
+        click.echo(
+            f"copied {report.source} -> {report.target}: {report.tasks} tasks "
+            f"({report.leases} leases): {report.inserted} inserted, {report.updated} updated, "
+            f"{report.unchanged} already there"
+        )
+    if report.extra_columns and not as_json:
+        click.echo(f"columns kept in extra (jsonb): {', '.join(report.extra_columns)}")
+    if not report.matches:
+        _die(
+            EX_STORE,
+            f"error: verification failed: tasks {report.tasks} -> {report.target_tasks}, "
+            f"leases {report.leases} -> {report.target_leases}, checksum "
+            f"{report.source_checksum[:16]} -> {report.target_checksum[:16]} (the target "
+            "holds tasks the source does not, or changed during the copy); run it again, or "
+            "compare with `fleet mc show`",
+        )
+    if not as_json:
+        click.echo(
+            f"verified: tasks {report.target_tasks}, leases {report.target_leases}, "
+            f"checksum {report.target_checksum[:16]} on both sides"
+        )
 
 
 # config ------------------------------------------------------------------------------------
