@@ -85,10 +85,22 @@ _SCHEMA_LOCK = 0x4D43_5343  # pg_advisory_xact_lock key: one schema creator at a
 _HELD = "lease_holder IS NOT NULL AND lease_holder <> ''"
 
 
+#: refusals a retry cannot change: bad credentials (28xxx), no such database (3D000)
+_PERMANENT_SQLSTATES = ("28", "3D")
+_PERMANENT_TEXT = ("fe_sendauth", "authentication failed", "does not exist")
+
+
 def is_transient(exc: BaseException) -> bool:
     """A connection lost or refused, the server shutting down or starting, a serialization
-    failure: retry on a fresh connection. Anything else is a real error."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    failure: retry on a fresh connection. Wrong credentials, a missing database and anything
+    else are real errors."""
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate.startswith(_PERMANENT_SQLSTATES):
+        return False
+    text = str(exc)
+    return not any(marker in text for marker in _PERMANENT_TEXT)
 
 
 def _reason(exc: BaseException) -> str:

@@ -337,3 +337,17 @@ def test_migrate_refuses_unreadable_timestamps_and_copies_nothing(
     with psycopg.connect(pg_db.dsn) as pconn:
         exists = pconn.execute("SELECT to_regclass('public.tasks')").fetchone()
     assert exists == (None,)
+
+
+def test_wrong_password_fails_at_once_without_retrying(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    env = {**fleet_env, "ALAI_MC_URL": pg_db.url, "ALAI_MC_PASSWORD_FILE": str(wrong)}
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert r.returncode == 3
+    assert "password authentication failed" in r.stderr
+    assert "gave up after" not in r.stderr  # not retried as if the server were down
+    assert "not-the-password" not in r.stdout + r.stderr
