@@ -140,11 +140,13 @@ class PostgresMissionControl:
         self.reconnects = 0  # how often a lost connection was replaced (tests, bench)
 
     # lifecycle -------------------------------------------------------------------------------
+    def _load_password(self) -> None:
+        """Read the password file once (raises McTargetError: exit 78 in the CLI)."""
+        if self._password is None:
+            self._password = read_password(self._password_file) or ""
+
     def _connect(self) -> psycopg.Connection[Any]:
-        if self._password is None and self._password_file is not None:
-            self._password = read_password(self._password_file)
-        elif self._password is None:
-            self._password = read_password(None)
+        self._load_password()
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": self._connect_timeout_s,
@@ -156,7 +158,11 @@ class PostgresMissionControl:
         return psycopg.connect(self.url, **kwargs)
 
     def open(self) -> PostgresMissionControl:
-        if self._conn is not None:
+        """With ``create``: connect now and create the table if there is none. Without (the
+        hook verbs): connect on first use and let a missing table or column surface there as
+        MissingColumns, saving a catalog query on the path that runs before every tool use."""
+        self._load_password()
+        if self._conn is not None or not self._create:
             return self
         self._retry(self._ensure_schema)
         return self
@@ -208,6 +214,9 @@ class PostgresMissionControl:
         while True:
             try:
                 return fn()
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+                missing = ["*"] if isinstance(exc, psycopg.errors.UndefinedTable) else []
+                raise MissingColumns(self.shown, "tasks", missing or [_reason(exc)]) from exc
             except psycopg.Error as exc:
                 if not is_transient(exc):
                     raise StoreError(f"{self.shown}: {_reason(exc)}", db=self.shown) from exc

@@ -351,3 +351,20 @@ def test_wrong_password_fails_at_once_without_retrying(
     assert "password authentication failed" in r.stderr
     assert "gave up after" not in r.stderr  # not retried as if the server were down
     assert "not-the-password" not in r.stdout + r.stderr
+
+
+def test_empty_database_exit_3_names_the_table_and_migrate_apply_creates_it(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = pg_env(fleet_env, pg_db)
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "no table tasks" in r.stderr and "fleet mc migrate" in r.stderr
+    shown = run_fleet(["mc", "migrate", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["applied"] is False
+    assert run_fleet(["mc", "migrate", "--apply"], env, tmp_path).returncode == 0
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert r.returncode == 2 and "no such task: 1" in r.stderr
+    again = run_fleet(["mc", "migrate"], env, tmp_path)
+    assert "nothing to do" in again.stdout
