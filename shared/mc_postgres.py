@@ -38,6 +38,7 @@ from shared.leases import (
     holder_of,
 )
 from shared.mc_target import read_password, redact_url
+from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_sql_ts
 
@@ -136,7 +137,7 @@ class PostgresMissionControl:
         self._retry_s = retry_s
         self._connect_timeout_s = max(2, int(connect_timeout_s))
         self._conn: psycopg.Connection[Any] | None = None
-        self.report = None
+        self.report: ContractReport | None = None  # the SQLite store's contract report
         self.reconnects = 0  # how often a lost connection was replaced (tests, bench)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class PostgresMissionControl:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
 
-    def recheck(self) -> None:
+    def recheck(self) -> ContractReport | None:
         """The SQLite store's contract re-check; the Postgres table is the fleet's own."""
         return None
 
