@@ -103,11 +103,17 @@ def test_two_hosts_four_workers_race_10000_claims_each_won_exactly_once(
 ) -> None:
     n = 10_000
     make_tasks(pg_db, n)
-    env = pg_env(fleet_env, pg_db)
-    hosts = [
-        start_host(env, tmp_path / f"root-{name}", name, "--tasks", str(n), "--workers", "4")
-        for name in ("anvil", "forge")
-    ]
+    hosts = []
+    for name in ("anvil", "forge"):
+        # Each host finds the shared store through its own config in its own fleet root.
+        root = tmp_path / f"root-{name}"
+        root.mkdir()
+        config = root / "fleet.toml"
+        config.write_text(
+            f'[mission_control]\nurl = "{pg_db.url}"\npassword_file = "{pg_db.password_file}"\n'
+        )
+        args = ("--tasks", str(n), "--workers", "4", "--config", str(config))
+        hosts.append(start_host(fleet_env, root, name, *args))
     for h in hosts:
         send(h)
     results = finish(hosts, timeout=600)
