@@ -317,24 +317,36 @@ class PostgresMissionControl:
     def claim(
         self, task_id: int, actor: str, session: str, ttl_minutes: int = 10, *, enforce: bool = True
     ) -> LeaseInfo:
-        """Take the lease if it is free, expired or already ours, in one UPDATE. Raises
-        LeaseHeld (naming the holder it read) or NoSuchTask."""
+        """Take the lease if it is free, expired or already ours, in one UPDATE (one
+        statement, one round trip). Raises LeaseHeld (naming the holder it read) or
+        NoSuchTask."""
         holder = holder_of(actor, session)
 
         def _do() -> LeaseInfo:
-            for _ in range(5):  # a lease freed between the UPDATE and the read: try again
+            for _ in range(5):  # the lease changed between the snapshot and the UPDATE
                 now = self.now()
                 until = now + timedelta(minutes=ttl_minutes)
+                # One round trip: the compare-and-set UPDATE, plus (for the refusal) the lease
+                # as the statement's snapshot saw it. The UPDATE re-checks its WHERE on the
+                # newest row version after any row lock it waited for, so two claimers never
+                # both win; a refusal whose snapshot shows a free or expired lease (it changed
+                # meanwhile) goes round again.
                 row = self.conn.execute(
-                    "UPDATE tasks SET lease_holder = %(h)s, lease_until = %(until)s,"
+                    "WITH cur AS (SELECT lease_holder, lease_until FROM tasks WHERE id = %(id)s),"
+                    " won AS (UPDATE tasks SET lease_holder = %(h)s, lease_until = %(until)s,"
                     " updated_at = %(now)s WHERE id = %(id)s AND (NOT %(enforce)s"
                     " OR lease_holder IS NULL OR lease_holder = '' OR lease_holder = %(h)s"
-                    " OR lease_until IS NULL OR lease_until <= %(now)s) RETURNING id",
+                    " OR lease_until IS NULL OR lease_until <= %(now)s) RETURNING id)"
+                    " SELECT (SELECT count(*) FROM won), (SELECT count(*) FROM cur),"
+                    " (SELECT lease_holder FROM cur), (SELECT lease_until FROM cur)",
                     {"h": holder, "until": until, "now": now, "id": task_id, "enforce": enforce},
                 ).fetchone()
-                if row is not None:
+                assert row is not None
+                if row[0]:
                     return LeaseInfo(task_id, holder, until, False, format_sql_ts(until))
-                info = self._info(task_id, *self._lease_row(task_id), now)  # NoSuchTask
+                if not row[1]:
+                    raise NoSuchTask(task_id)
+                info = self._info(task_id, row[2], row[3], now)
                 if info.holder not in (None, holder) and not info.expired:
                     assert info.holder is not None
                     raise LeaseHeld(task_id, info.holder, info.lease_until or now)
