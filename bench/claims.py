@@ -336,8 +336,9 @@ def bench_sweep_pg(be: Backend, rows: int, expired: int, live: int, repeat: int)
 
 
 # (c) hook cold start ---------------------------------------------------------------------------
-def cold_start_ms(be: Backend, runs: int) -> float:
-    """Median wall time of a fresh `fleet mc claim-status 1 --db TARGET` process."""
+def cold_start_ms(be: Backend, runs: int) -> tuple[float, float]:
+    """(median, best) wall time of a fresh `fleet mc claim-status 1 --db TARGET` process.
+    Interleaved by the caller with the other backend so both see the same background load."""
     fleet = Path(sys.executable).parent / "fleet"
     argv = [str(fleet), "mc", "claim-status", "1", "--db", be.target]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "ALAI_MC"))}
@@ -351,7 +352,17 @@ def cold_start_ms(be: Backend, runs: int) -> float:
             raise SystemExit(f"claim-status failed on {be.name}: {done.stderr.strip()}")
         if i:  # the first run fills the page cache
             samples.append(ms)
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples)
+
+
+def cold_starts(backends: list[Backend], rounds: int) -> dict[str, tuple[float, float]]:
+    """Alternate the backends in rounds of 5 runs (a burst of load hits both alike)."""
+    samples: dict[str, list[float]] = {be.name: [] for be in backends}
+    for _ in range(rounds):
+        for be in backends:
+            median, _best = cold_start_ms(be, 5)
+            samples[be.name].append(median)
+    return {n: (statistics.median(xs), min(xs)) for n, xs in samples.items()}
 
 
 # report ----------------------------------------------------------------------------------------
@@ -428,12 +439,16 @@ def main() -> None:
                     f"{'met' if v < 50 else 'MISSED'} ({v:.2f} ms)"
                 )
 
-            cold = {be.name: cold_start_ms(be, 15) for be in (lite, pg)}
-            print("\n(c) `fleet mc claim-status 1` cold start (fresh process), median of 15")
-            for n, v in cold.items():
-                print(f"  {n:<9} {v:7.1f} ms")
-            print(f"  Postgres/SQLite: {cold['Postgres'] / cold['SQLite']:.2f}x")
-            verdict = "met" if cold["Postgres"] <= 150 else "MISSED"
+            cold = cold_starts([lite, pg], 4)
+            print(
+                "\n(c) `fleet mc claim-status 1` cold start (fresh process); 4 alternating rounds"
+                " of 5 runs: median of the round medians, best round"
+            )
+            for n, (median, best) in cold.items():
+                print(f"  {n:<9} {median:7.1f} ms  (best round {best:.1f} ms)")
+            ratio = cold["Postgres"][0] / cold["SQLite"][0]
+            print(f"  Postgres/SQLite: {ratio:.2f}x")
+            verdict = "met" if cold["Postgres"][0] <= 150 else "MISSED"
             print(f"target claim-status against Postgres <= 150 ms: {verdict}")
     finally:
         server.destroy()
