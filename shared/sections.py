@@ -189,6 +189,30 @@ class MissionControlSection(_Section):
     db: Path = Field(
         Path("<root>/databases/mission-control.db"), description="Mission Control task store"
     )
+    url: str = Field(
+        "",
+        description=(
+            "postgresql://user@host:port/db: Mission Control on Postgres instead of db "
+            "($ALAI_MC_URL wins); never with a password in it (password_file)"
+        ),
+    )
+    password: SecretStr = Field(SecretStr(""), description="set from password_file")
+    password_file: Path | None = Field(
+        None, description="file (mode 0600) holding the Postgres password for url"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        from shared.mc_target import McTargetError, check_url
+
+        if not value:
+            return value
+        try:
+            return check_url(value)
+        except McTargetError as exc:
+            raise ValueError(str(exc)) from None
+
     task_defaults: dict[str, str | int | float | bool] = Field(
         {},
         description=(
