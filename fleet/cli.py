@@ -399,12 +399,12 @@ def silence() -> None:
 def _with_outbox(config_path: str | None, fn: Callable[[Any], Any]) -> Any:
     import asyncio
 
-    from shared.notify import Outbox
+    from shared.notify import outbox_for
 
     config = _load_config(config_path)
 
     async def _go() -> Any:
-        outbox = await Outbox(config.notify.outbox_db).open()
+        outbox = await outbox_for(config.notify).open()
         try:
             return await fn(outbox)
         finally:
