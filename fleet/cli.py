@@ -400,6 +400,7 @@ def _with_outbox(config_path: str | None, fn: Callable[[Any], Any]) -> Any:
     import asyncio
 
     from shared.notify import outbox_for
+    from shared.sqlite import StoreError
 
     config = _load_config(config_path)
 
@@ -410,7 +411,10 @@ def _with_outbox(config_path: str | None, fn: Callable[[Any], Any]) -> Any:
         finally:
             await outbox.close()
 
-    return asyncio.run(_go())
+    try:
+        return asyncio.run(_go())
+    except StoreError as exc:  # locked past its retries, or the Postgres server unreachable
+        _die(ExitCode.STORE, f"error: outbox unavailable: {exc}")
 
 
 def _fmt_ts(ts: float) -> str:

@@ -259,3 +259,29 @@ def test_fleet_silence_on_one_host_holds_alerts_on_every_host(
     assert show.returncode == 0, show.stderr
     shown = json.loads(show.stdout)
     assert (shown["active"], shown["reason"]) == (True, "drill")
+
+
+def test_fleet_silence_with_the_server_down_exits_3_naming_the_outbox(
+    tmp_path: Path, pg_db: PgDatabase, slack: FakeSlack
+) -> None:
+    config = _host_config(tmp_path / "host-a", pg_db, slack)
+    pg_db.server.stop("fast")
+    try:
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "fleet"),
+                "silence",
+                "show",
+                "--config",
+                str(config),
+            ],
+            env=_host_env(tmp_path, "host-a"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        pg_db.server.start()
+    assert proc.returncode == 3, proc.stderr
+    assert "outbox unavailable" in proc.stderr and "Traceback" not in proc.stderr
+    assert pg_db.server.password not in proc.stdout + proc.stderr
