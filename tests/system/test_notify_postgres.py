@@ -65,6 +65,9 @@ test_unexpected_sink_exception_pushes_the_row_back_instead_of_crashing = (
 test_failed_send_is_retried_after_the_backoff_and_a_permanent_one_goes_dead = (
     sender_tests.test_failed_send_is_retried_after_the_backoff_and_a_permanent_one_goes_dead
 )
+test_a_delivery_the_store_failed_to_mark_is_marked_next_step_not_resent = (
+    sender_tests.test_a_delivery_the_store_failed_to_mark_is_marked_next_step_not_resent
+)
 test_run_drains_a_backlog_without_idling_then_stops = (
     sender_tests.test_run_drains_a_backlog_without_idling_then_stops
 )

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from shared.notify import NotifyMetrics, OutboxRow, OutboxSender, OutboxStore, SinkError
 from shared.notify.sender import IDLE_MAX_S, idle_delay_s, retry_delay_s
 from shared.sections import NotifySection
+from shared.sqlite import StoreError
 from tests.notify_support import Clock, RecordingSink, push, recording_sender, rows
 from tests.outbox_backends import OutboxBackend, StoreRef
 from tests.outbox_backends import sqlite_outbox_backend as sqlite_outbox_backend
@@ -174,3 +175,26 @@ async def test_run_drains_a_backlog_without_idling_then_stops(
     await asyncio.wait_for(task, timeout=10)  # an idle wait ends as soon as stop is set
     assert sink.texts() == [f"m{i}" for i in range(10)]
     assert {r["status"] for r in rows(db_path)} == {"sent"}
+
+
+async def test_a_delivery_the_store_failed_to_mark_is_marked_next_step_not_resent(
+    outbox: OutboxStore, db_path: StoreRef
+) -> None:
+    """Slack took the message, then the outbox failed (a Postgres restart, a locked file):
+    the next step records it as sent instead of sending it again when the lease lapses."""
+    sender, sink, _ = recording_sender(outbox)
+    await outbox.enqueue(push("#ceo", "board meeting moved"))
+    real_mark_sent = outbox.mark_sent
+
+    async def failing_mark_sent(row_id: int, owner: str) -> None:
+        raise StoreError("outbox: connection lost", db="outbox")
+
+    outbox.mark_sent = failing_mark_sent  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await sender.step()
+    assert rows(db_path)[0]["status"] == "sending"
+    outbox.mark_sent = real_mark_sent  # type: ignore[method-assign]
+
+    assert await sender.step() == 0
+    assert rows(db_path)[0]["status"] == "sent"
+    assert sink.texts() == ["board meeting moved"]
