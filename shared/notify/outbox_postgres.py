@@ -118,6 +118,7 @@ class PostgresOutbox:
         self._statement_timeout_ms = statement_timeout_ms
         self._conn: Conn | None = None
         self._lock = threading.Lock()  # one statement (or transaction) at a time
+        self._lock_wait_s = retry_s + statement_timeout_ms / 1000 + 2 * self._connect_timeout_s
         self._closing = False
         self.reconnects = 0  # how often a lost connection was replaced (tests)
 
@@ -173,29 +174,41 @@ class PostgresOutbox:
         """Run ``fn`` on the connection (opened on demand); on a transient error drop it, back
         off and retry until ``retry_s`` has passed (at least twice). Other database errors,
         and giving up, are StoreError."""
+        # A call stuck on a server that answers TCP but not queries (a frozen postmaster)
+        # holds the lock; later calls give up after a bounded wait instead of piling up
+        # worker threads behind it.
+        if not self._lock.acquire(timeout=self._lock_wait_s):
+            raise StoreError(
+                f"{self.shown}: a previous call is still waiting on the server", db=STORE_NAME
+            )
+        try:
+            return self._call_locked(fn)
+        finally:
+            self._lock.release()
+
+    def _call_locked(self, fn: Callable[[Conn], _T]) -> _T:
         deadline = time.monotonic() + self._retry_s
         failures = 0
-        with self._lock:
-            while True:
-                if self._closing:
-                    raise StoreError(f"{self.shown}: outbox closed", db=STORE_NAME)
-                try:
-                    if self._conn is None or self._conn.closed:
-                        self._conn = self._connect()
-                    return fn(self._conn)
-                except psycopg.Error as exc:
-                    if not is_transient(exc):
-                        raise StoreError(f"{self.shown}: {_reason(exc)}", db=STORE_NAME) from exc
-                    failures += 1
-                    self._drop()
-                    delay = backoff_delay(failures, 0.05, 1.0)
-                    if failures >= 2 and time.monotonic() + delay > deadline:
-                        raise StoreError(
-                            f"{self.shown}: {_reason(exc)} (gave up after {failures} attempts)",
-                            db=STORE_NAME,
-                        ) from exc
-                    self.reconnects += 1
-                    time.sleep(delay)
+        while True:
+            if self._closing:
+                raise StoreError(f"{self.shown}: outbox closed", db=STORE_NAME)
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                return fn(self._conn)
+            except psycopg.Error as exc:
+                if not is_transient(exc):
+                    raise StoreError(f"{self.shown}: {_reason(exc)}", db=STORE_NAME) from exc
+                failures += 1
+                self._drop()
+                delay = backoff_delay(failures, 0.05, 1.0)
+                if failures >= 2 and time.monotonic() + delay > deadline:
+                    raise StoreError(
+                        f"{self.shown}: {_reason(exc)} (gave up after {failures} attempts)",
+                        db=STORE_NAME,
+                    ) from exc
+                self.reconnects += 1
+                time.sleep(delay)
 
     async def _run(self, fn: Callable[[Conn], _T]) -> _T:
         return await asyncio.to_thread(self._call, fn)
@@ -215,8 +228,13 @@ class PostgresOutbox:
         self._closing = True
 
         def _close() -> None:
-            with self._lock:
-                self._drop()
+            # Bounded: a call stuck on a frozen server keeps its connection (and the process
+            # exits without it) rather than wedging the daemon's shutdown.
+            if self._lock.acquire(timeout=self._lock_wait_s):
+                try:
+                    self._drop()
+                finally:
+                    self._lock.release()
 
         await asyncio.to_thread(_close)
 

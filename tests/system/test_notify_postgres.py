@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 
@@ -288,3 +290,38 @@ def test_fleet_silence_with_the_server_down_exits_3_naming_the_outbox(
     assert proc.returncode == 3, proc.stderr
     assert "outbox unavailable" in proc.stderr and "Traceback" not in proc.stderr
     assert pg_db.server.password not in proc.stdout + proc.stderr
+
+
+async def test_a_frozen_server_backend_fails_later_calls_instead_of_wedging(
+    pg_db: PgDatabase,
+) -> None:
+    """A backend that holds the TCP connection but never answers (SIGSTOP): the call on it
+    waits, later calls give up with a StoreError after a bounded wait (no pile-up of threads
+    behind it), and once the backend runs again everything works."""
+    password = pg_db.password_file.read_text().strip()
+    ob = PostgresOutbox(
+        pg_db.url, password=password, retry_s=1.0, statement_timeout_ms=1000, connect_timeout_s=2
+    )
+    await ob.open()
+    with psycopg.connect(pg_db.dsn) as conn:
+        [(pid,)] = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'alai-fleet-outbox'"
+            " AND datname = %s",
+            (pg_db.name,),
+        ).fetchall()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stuck = asyncio.create_task(ob.pending_count())
+
+        async def lock_taken() -> bool:
+            return ob._lock.locked()
+
+        await _wait_for(lock_taken, "the first call to reach the server")
+        with pytest.raises(StoreError, match="still waiting on the server"):
+            await asyncio.wait_for(ob.enqueue(Message("#ops", "x", "frozen:1")), 60)
+        assert not stuck.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert await asyncio.wait_for(stuck, 60) == 0
+    assert await ob.enqueue(Message("#ops", "x", "frozen:1")) is True
+    await ob.close()
