@@ -384,14 +384,13 @@ class PostgresOutbox:
     async def mark_retry(self, row_id: int, owner: str, delay_s: float, error: str) -> None:
         await self._execute(
             "UPDATE outbox SET status = 'pending', claimed_by = NULL, next_attempt_at = %s,"
-            " last_error = %s WHERE id = %s AND claimed_by = %s AND status = 'sending'",
+            " last_error = %s WHERE id = %s AND claimed_by = %s",
             (self.now() + delay_s, error[:500], row_id, owner),
         )
 
     async def mark_dead(self, row_id: int, owner: str, error: str) -> None:
         await self._execute(
-            "UPDATE outbox SET status = 'dead', last_error = %s"
-            " WHERE id = %s AND claimed_by = %s AND status = 'sending'",
+            "UPDATE outbox SET status = 'dead', last_error = %s WHERE id = %s AND claimed_by = %s",
             (error[:500], row_id, owner),
         )
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,7 +84,8 @@ class OutboxSender:
         self.settings = settings
         self.log = log
         self.metrics = metrics
-        self.owner = owner or f"{os.getpid()}:{id(self):x}"
+        # host:pid:object, unique across the hosts sharing a Postgres outbox
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.batch = batch
         self.rand = rand
         self.on_store_error = on_store_error
