@@ -68,7 +68,8 @@ class OutboxStore(Protocol):
 
 def outbox_for(settings: NotifySection, *, clock: Clock | None = None) -> OutboxStore:
     """The outbox ``[notify]`` names (not yet opened): Postgres when ``url`` is set, else the
-    SQLite file ``outbox_db``. The password comes from ``password`` (filled from
+    SQLite file ``outbox_db`` (on Postgres, what that file still holds undelivered is moved
+    over at ``open()``). The password comes from ``password`` (filled from
     ``password_file`` by the config loader); without one, from Mission Control's sources
     (``shared.mc_target.read_password``) or libpq's own (peer auth, ~/.pgpass)."""
     tick = clock if clock is not None else time.time
@@ -76,5 +77,7 @@ def outbox_for(settings: NotifySection, *, clock: Clock | None = None) -> Outbox
         from shared.notify.outbox_postgres import PostgresOutbox
 
         password = settings.password.get_secret_value() or None
-        return PostgresOutbox(settings.url, password=password, clock=tick)
+        return PostgresOutbox(
+            settings.url, password=password, clock=tick, local_db=settings.outbox_db
+        )
     return SqliteOutbox(settings.outbox_db, clock=tick)

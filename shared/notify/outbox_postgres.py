@@ -12,7 +12,8 @@ Losing the connection (server restart, network) is transient: the call reconnect
 with backoff for ``retry_s``, then raises ``StoreError`` (the sender backs off and tries again;
 nothing is dropped). Synchronous psycopg 3 on a worker thread, one statement at a time per
 outbox (a thread lock), so it never blocks the event loop. It creates its tables when missing
-and never drops or rewrites other data; it never prints or logs the password.
+and never drops or rewrites other data; it never prints or logs the password. ``open()`` moves
+what the host's SQLite outbox still holds undelivered here (``outbox_adopt``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -32,6 +35,8 @@ from shared.clock import Clock, MonotonicClock, boot_id
 from shared.mc_target import McTargetError, check_url, read_password, redact_url
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
 from shared.notify.message import MAX_SILENCE_S, ROW_COLUMNS, Message, OutboxRow, Silence
+from shared.notify.outbox_adopt import COLUMNS as ADOPT_COLUMNS
+from shared.notify.outbox_adopt import mark_moved, take_undelivered
 from shared.sqlite import StoreError
 
 __all__ = ["SCHEMA", "STORE_NAME", "PostgresOutbox", "is_transient"]
@@ -106,6 +111,7 @@ class PostgresOutbox:
         retry_s: float = 5.0,
         connect_timeout_s: int = 3,
         statement_timeout_ms: int = 15_000,
+        local_db: Path | None = None,
     ) -> None:
         self.url = check_url(url)
         self.shown = redact_url(url)
@@ -121,6 +127,8 @@ class PostgresOutbox:
         self._lock_wait_s = retry_s + statement_timeout_ms / 1000 + 2 * self._connect_timeout_s
         self._closing = False
         self.reconnects = 0  # how often a lost connection was replaced (tests)
+        self._local_db = local_db  # the host's SQLite outbox, whose leftovers open() moves
+        self.moved = 0  # rows open() moved here from it
 
     @property
     def store_name(self) -> str:
@@ -220,9 +228,45 @@ class PostgresOutbox:
         return await self._run(lambda c: list(c.execute(sql, params).fetchall()))
 
     async def open(self) -> PostgresOutbox:
+        """Connect (creating the tables when missing), then move what the host's SQLite
+        outbox (``local_db``) still holds undelivered here (``outbox_adopt``). Raises
+        StoreError when either fails; the outbox stays usable and the move is tried again at
+        the next start."""
         self._closing = False
         await self._run(lambda _c: None)
+        if self._local_db is not None:
+            self.moved += await self.adopt(self._local_db)
         return self
+
+    async def adopt(self, path: Path) -> int:
+        """Move the undelivered rows of the SQLite outbox at ``path`` here; return how many
+        were new here (a dedup key already present is not stored twice)."""
+        try:
+            rows = await asyncio.to_thread(take_undelivered, path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"{path}: could not take its undelivered rows to move them: {exc}", db=path.name
+            ) from exc
+        if not rows:
+            return 0
+
+        def _insert(conn: Conn) -> int:
+            with conn.transaction():
+                cur = conn.cursor()
+                cur.executemany(
+                    f"INSERT INTO outbox({ADOPT_COLUMNS}) VALUES"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (dedup_key) DO NOTHING",
+                    rows,
+                )
+                return max(cur.rowcount, 0)
+
+        new = await self._run(_insert)
+        try:
+            await asyncio.to_thread(mark_moved, path, [str(r[0]) for r in rows])
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{path}: moved rows not yet marked: {exc}", db=path.name) from exc
+        return new
 
     async def close(self) -> None:
         self._closing = True

@@ -28,12 +28,15 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from shared.notify import Message, OutboxSender, SlackSink
+from shared.notify import Message, OutboxSender, SlackSink, outbox_for
+from shared.notify.outbox_adopt import MOVED_NOTE
 from shared.notify.outbox_postgres import PostgresOutbox
+from shared.notify.outbox_sqlite import SqliteOutbox
 from shared.sections import SlackSection
 from shared.sqlite import StoreError
 from tests.fakes import FakeSlack
 from tests.fakes.slack import DEFAULT_TOKEN
+from tests.notify_support import rows
 from tests.outbox_backends import OutboxBackend
 from tests.outbox_backends import postgres_outbox_backend as postgres_outbox_backend
 from tests.pg_support import PgDatabase
@@ -325,3 +328,41 @@ async def test_a_frozen_server_backend_fails_later_calls_instead_of_wedging(
     assert await asyncio.wait_for(stuck, 60) == 0
     assert await ob.enqueue(Message("#ops", "x", "frozen:1")) is True
     await ob.close()
+
+
+async def test_switching_a_host_to_postgres_moves_its_undelivered_rows_once(
+    outbox_backend: OutboxBackend, pg_db: PgDatabase
+) -> None:
+    settings = outbox_backend.settings()
+    local = await SqliteOutbox(settings.outbox_db).open()
+    for key in ("k1", "k2", "k3", "delivered"):
+        await local.enqueue(Message("#ops", f"local {key}", key))
+    [row] = [
+        r for r in await local.ready(include_alerts=True, limit=10) if r.dedup_key == "delivered"
+    ]
+    assert await local.claim(row.id, "old-sender", 60)
+    await local.mark_sent(row.id, "old-sender")
+    await local.close()
+    other_host = await outbox_backend.open()
+    await other_host.enqueue(Message("#ops", "from the other host", "k1"))  # already here
+    await other_host.close()
+
+    ob = await outbox_for(settings).open()
+    await ob.close()
+    assert isinstance(ob, PostgresOutbox) and ob.moved == 2
+    shared = {r["dedup_key"]: r for r in rows(pg_db)}
+    assert set(shared) == {"k1", "k2", "k3"}
+    assert shared["k1"]["text"] == "from the other host"  # dedup: stored once
+    assert {shared[k]["status"] for k in shared} == {"pending"}
+    old = {r["dedup_key"]: (r["status"], r["last_error"]) for r in rows(settings.outbox_db)}
+    assert old == {
+        "k1": ("dead", MOVED_NOTE),
+        "k2": ("dead", MOVED_NOTE),
+        "k3": ("dead", MOVED_NOTE),
+        "delivered": ("sent", None),
+    }
+
+    again = await outbox_for(settings).open()  # the next start: nothing left to move
+    await again.close()
+    assert isinstance(again, PostgresOutbox) and again.moved == 0
+    assert len(rows(pg_db)) == 3
