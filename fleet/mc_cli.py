@@ -387,6 +387,10 @@ def mc_migrate(
     from shared.mission_control import MissionControl, StoreError, pending_schema_changes
     from shared.sqlite import connect_sync
 
+    target = _target(db_path, config_path)
+    if target.url is not None:
+        _postgres_schema(target, apply_, as_json)
+        return
     path = _db_file(db_path, config_path)
     if not path.exists():
         _die(EX_STORE, f"error: mission control store unavailable: database not found: {path}")
@@ -412,6 +416,46 @@ def mc_migrate(
         click.echo(json.dumps(doc))
     elif apply_:
         click.echo("done")
+
+
+def _postgres_schema(target: McTarget, apply_: bool, as_json: bool) -> None:
+    """`fleet mc migrate` on Postgres: the fleet's table exists, or (--apply) create it."""
+    from shared.mc_postgres import PostgresMissionControl
+    from shared.mission_control import McTargetError, MissingColumns, NoSuchTask, StoreError
+
+    assert target.url is not None
+    shown = target.shown()
+    changes: list[str] = []
+    try:
+        with PostgresMissionControl(
+            target.url, password_file=target.password_file, create=False
+        ) as store:
+            store.status(0)  # reads the lease columns: a missing table or column says so
+    except NoSuchTask:
+        pass
+    except MissingColumns as exc:
+        if exc.columns != ["*"]:
+            _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+        changes = ["CREATE TABLE tasks (...the fleet's columns...) and its two indexes"]
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
+    except StoreError as exc:
+        _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+    if apply_ and changes:
+        try:
+            PostgresMissionControl(
+                target.url, password_file=target.password_file, create=True
+            ).open().close()
+        except StoreError as exc:
+            _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+    if as_json:
+        doc = {"db": shown, "changes": changes, "applied": bool(apply_ and changes)}
+        click.echo(json.dumps(doc))
+    elif not changes:
+        click.echo(f"{shown}: tasks has every column and index the fleet uses; nothing to do")
+    else:
+        verb = "applied" if apply_ else "would apply (run with --apply)"
+        click.echo(f"{shown}: {verb}:\n  {changes[0]}")
 
 
 def _copy_to_postgres(from_: str, to: str, as_json: bool) -> None:

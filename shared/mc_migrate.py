@@ -1,7 +1,7 @@
 """Copy Mission Control from a SQLite file to Postgres (``fleet mc migrate --from sqlite:PATH
 --to postgresql://...``): every task with its lease, then compare counts and a checksum.
 
-The source is opened read-only (``mode=ro``) and read in one transaction (one consistent
+The source is opened read-only (``mode=ro``) and read in one statement (one consistent
 snapshot); it is never written. The copy goes in batches by id, each its own transaction,
 writing only rows that are missing or differ on the target: a run that stopped half-way
 continues where it was, and a second run writes nothing. Timestamps in any form the Node tools
@@ -119,9 +119,8 @@ def _read_source(path: Path) -> tuple[list[Row], list[str]]:
         extras = sorted(c for c in have if c not in FLEET_COLUMNS)
         wanted = [c for c in _COPIED if c in have] + extras
         names = ", ".join(f'"{c}"' for c in wanted)
-        conn.execute("BEGIN")  # one snapshot for the whole read
+        # One statement: one consistent snapshot of the whole table.
         raw = conn.execute(f"SELECT {names} FROM tasks ORDER BY id").fetchall()
-        conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: {exc}") from exc
     finally:

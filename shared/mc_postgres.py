@@ -38,6 +38,7 @@ from shared.leases import (
     holder_of,
 )
 from shared.mc_target import read_password, redact_url
+from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_sql_ts
 
@@ -85,10 +86,22 @@ _SCHEMA_LOCK = 0x4D43_5343  # pg_advisory_xact_lock key: one schema creator at a
 _HELD = "lease_holder IS NOT NULL AND lease_holder <> ''"
 
 
+#: refusals a retry cannot change: bad credentials (28xxx), no such database (3D000)
+_PERMANENT_SQLSTATES = ("28", "3D")
+_PERMANENT_TEXT = ("fe_sendauth", "authentication failed", "does not exist")
+
+
 def is_transient(exc: BaseException) -> bool:
     """A connection lost or refused, the server shutting down or starting, a serialization
-    failure: retry on a fresh connection. Anything else is a real error."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    failure: retry on a fresh connection. Wrong credentials, a missing database and anything
+    else are real errors."""
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate.startswith(_PERMANENT_SQLSTATES):
+        return False
+    text = str(exc)
+    return not any(marker in text for marker in _PERMANENT_TEXT)
 
 
 def _reason(exc: BaseException) -> str:
@@ -124,15 +137,17 @@ class PostgresMissionControl:
         self._retry_s = retry_s
         self._connect_timeout_s = max(2, int(connect_timeout_s))
         self._conn: psycopg.Connection[Any] | None = None
-        self.report = None
+        self.report: ContractReport | None = None  # the SQLite store's contract report
         self.reconnects = 0  # how often a lost connection was replaced (tests, bench)
 
     # lifecycle -------------------------------------------------------------------------------
+    def _load_password(self) -> None:
+        """Read the password file once (raises McTargetError: exit 78 in the CLI)."""
+        if self._password is None:
+            self._password = read_password(self._password_file) or ""
+
     def _connect(self) -> psycopg.Connection[Any]:
-        if self._password is None and self._password_file is not None:
-            self._password = read_password(self._password_file)
-        elif self._password is None:
-            self._password = read_password(None)
+        self._load_password()
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": self._connect_timeout_s,
@@ -144,7 +159,11 @@ class PostgresMissionControl:
         return psycopg.connect(self.url, **kwargs)
 
     def open(self) -> PostgresMissionControl:
-        if self._conn is not None:
+        """With ``create``: connect now and create the table if there is none. Without (the
+        hook verbs): connect on first use and let a missing table or column surface there as
+        MissingColumns, saving a catalog query on the path that runs before every tool use."""
+        self._load_password()
+        if self._conn is not None or not self._create:
             return self
         self._retry(self._ensure_schema)
         return self
@@ -196,6 +215,9 @@ class PostgresMissionControl:
         while True:
             try:
                 return fn()
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+                missing = ["*"] if isinstance(exc, psycopg.errors.UndefinedTable) else []
+                raise MissingColumns(self.shown, "tasks", missing or [_reason(exc)]) from exc
             except psycopg.Error as exc:
                 if not is_transient(exc):
                     raise StoreError(f"{self.shown}: {_reason(exc)}", db=self.shown) from exc
@@ -213,7 +235,7 @@ class PostgresMissionControl:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
 
-    def recheck(self) -> None:
+    def recheck(self) -> ContractReport | None:
         """The SQLite store's contract re-check; the Postgres table is the fleet's own."""
         return None
 
@@ -295,24 +317,36 @@ class PostgresMissionControl:
     def claim(
         self, task_id: int, actor: str, session: str, ttl_minutes: int = 10, *, enforce: bool = True
     ) -> LeaseInfo:
-        """Take the lease if it is free, expired or already ours, in one UPDATE. Raises
-        LeaseHeld (naming the holder it read) or NoSuchTask."""
+        """Take the lease if it is free, expired or already ours, in one UPDATE (one
+        statement, one round trip). Raises LeaseHeld (naming the holder it read) or
+        NoSuchTask."""
         holder = holder_of(actor, session)
 
         def _do() -> LeaseInfo:
-            for _ in range(5):  # a lease freed between the UPDATE and the read: try again
+            for _ in range(5):  # the lease changed between the snapshot and the UPDATE
                 now = self.now()
                 until = now + timedelta(minutes=ttl_minutes)
+                # One round trip: the compare-and-set UPDATE, plus (for the refusal) the lease
+                # as the statement's snapshot saw it. The UPDATE re-checks its WHERE on the
+                # newest row version after any row lock it waited for, so two claimers never
+                # both win; a refusal whose snapshot shows a free or expired lease (it changed
+                # meanwhile) goes round again.
                 row = self.conn.execute(
-                    "UPDATE tasks SET lease_holder = %(h)s, lease_until = %(until)s,"
+                    "WITH cur AS (SELECT lease_holder, lease_until FROM tasks WHERE id = %(id)s),"
+                    " won AS (UPDATE tasks SET lease_holder = %(h)s, lease_until = %(until)s,"
                     " updated_at = %(now)s WHERE id = %(id)s AND (NOT %(enforce)s"
                     " OR lease_holder IS NULL OR lease_holder = '' OR lease_holder = %(h)s"
-                    " OR lease_until IS NULL OR lease_until <= %(now)s) RETURNING id",
+                    " OR lease_until IS NULL OR lease_until <= %(now)s) RETURNING id)"
+                    " SELECT (SELECT count(*) FROM won), (SELECT count(*) FROM cur),"
+                    " (SELECT lease_holder FROM cur), (SELECT lease_until FROM cur)",
                     {"h": holder, "until": until, "now": now, "id": task_id, "enforce": enforce},
                 ).fetchone()
-                if row is not None:
+                assert row is not None
+                if row[0]:
                     return LeaseInfo(task_id, holder, until, False, format_sql_ts(until))
-                info = self._info(task_id, *self._lease_row(task_id), now)  # NoSuchTask
+                if not row[1]:
+                    raise NoSuchTask(task_id)
+                info = self._info(task_id, row[2], row[3], now)
                 if info.holder not in (None, holder) and not info.expired:
                     assert info.holder is not None
                     raise LeaseHeld(task_id, info.holder, info.lease_until or now)

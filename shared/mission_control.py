@@ -29,6 +29,7 @@ from shared.leases import (
 )
 from shared.mc_sqlite import MissionControl, parse_ts, pending_schema_changes
 from shared.mc_target import McTarget, McTargetError
+from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_iso, format_sql_ts
 
@@ -60,8 +61,11 @@ class LeaseStore(Protocol):
     """What every Mission Control backend offers (``fleet mc``, the claim-sweeper and the
     email-reactor use only this)."""
 
+    report: ContractReport | None  # the SQLite task-creation contract (None on Postgres)
+
     def open(self) -> Any: ...
     def close(self) -> None: ...
+    def recheck(self) -> ContractReport | None: ...
     def __enter__(self) -> Any: ...
     def __exit__(self, *_exc: object) -> None: ...
     def now(self) -> datetime: ...

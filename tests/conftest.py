@@ -74,6 +74,7 @@ def pg_db(pg_server: PgServer, tmp_path: Path) -> Iterator[PgDatabase]:
     name = pg_server.create_database()
     pw = pg_server.write_password_file(tmp_path / "pg.password")
     yield PgDatabase(pg_server, name, pg_server.url(name), pw)
+    pg_server.ensure_running()
     pg_server.drop_database(name)
 
 

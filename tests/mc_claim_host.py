@@ -1,7 +1,7 @@
 """One "host" in the Mission Control claim races (run as a script, one process per host):
 ``WORKERS`` threads, each with its own store connection, walk the tasks 1..N in their own
-shuffled order and claim each. The store is whatever ``$ALAI_MC_URL`` (or
-``$FLEET_MISSION_CONTROL__DB``) selects, as for a real host. Prints ``ready``, waits for a line
+shuffled order and claim each. The store is what this host's own config (``--config``, in its
+own fleet root) or ``$ALAI_MC_URL`` selects, as for a real host. Prints ``ready``, waits for a line
 on stdin, claims; with ``--until-stopped`` it stops at the next line on stdin (or at the end of
 the list). Last line: JSON ``{"won": {holder: [ids]}, "held": n, "reconnects": n}``.
 """
@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from shared.config import load_config
 from shared.mission_control import LeaseHeld, McTarget, open_store
 
 
@@ -25,13 +26,19 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, required=True)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--until-stopped", action="store_true")
+    ap.add_argument("--config", help="this host's fleet.toml ([mission_control] url)")
     args = ap.parse_args()
-    url = os.environ.get("ALAI_MC_URL")
-    target = McTarget.resolve(
-        config_db=Path(os.environ.get("FLEET_MISSION_CONTROL__DB", "mission-control.db"))
-    )
+    if args.config:
+        section = load_config(Path(args.config)).mission_control
+        target = McTarget.resolve(
+            config_url=section.url, config_db=section.db, password_file=section.password_file
+        )
+    else:
+        target = McTarget.resolve(
+            config_db=Path(os.environ.get("FLEET_MISSION_CONTROL__DB", "mission-control.db"))
+        )
     stores = [open_store(target, create=False) for _ in range(args.workers)]
-    if url:
+    if target.is_postgres:
         for store in stores:
             store._retry_s = 120.0  # type: ignore[attr-defined]  # ride out a restart
     stop = threading.Event()

@@ -143,7 +143,7 @@ class PgServer:
                 f"unix_socket_directories = '{self.socket_dir}'\n"
                 "max_connections = 200\n"
                 "shared_buffers = 32MB\n"
-                "fsync = off\n"  # a throwaway server: commits survive a server crash, not an OS crash
+                "fsync = off\n"  # throwaway: commits survive a server crash, not an OS crash
                 "full_page_writes = off\n"
             )
 

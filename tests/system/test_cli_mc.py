@@ -422,3 +422,27 @@ def test_actor_with_a_colon_is_a_usage_error(db: McBackend, fleet_env: dict[str,
     for verb in ("claim", "claim-extend", "claim-release"):
         r = fleet(db, fleet_env, verb, "1", "--actor", "a:b", "--session", "s")
         assert r.returncode == 64, (verb, r.stderr)
+
+
+def test_the_sqlite_hook_path_never_loads_the_postgres_driver(
+    sqlite_db: McBackend, fleet_env: dict[str, str]
+) -> None:
+    """psycopg costs a cold start ~100+ ms: only a Postgres URL may pull it in."""
+    probe = (
+        "import sys\n"
+        "from fleet.entry import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    print('psycopg' in sys.modules, file=sys.stderr)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, "mc", "claim-status", "1", "--db", sqlite_db.target],
+        env=fleet_env,
+        cwd=sqlite_db.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout) == (0, "available\n"), r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "False"

@@ -103,11 +103,17 @@ def test_two_hosts_four_workers_race_10000_claims_each_won_exactly_once(
 ) -> None:
     n = 10_000
     make_tasks(pg_db, n)
-    env = pg_env(fleet_env, pg_db)
-    hosts = [
-        start_host(env, tmp_path / f"root-{name}", name, "--tasks", str(n), "--workers", "4")
-        for name in ("anvil", "forge")
-    ]
+    hosts = []
+    for name in ("anvil", "forge"):
+        # Each host finds the shared store through its own config in its own fleet root.
+        root = tmp_path / f"root-{name}"
+        root.mkdir()
+        config = root / "fleet.toml"
+        config.write_text(
+            f'[mission_control]\nurl = "{pg_db.url}"\npassword_file = "{pg_db.password_file}"\n'
+        )
+        args = ("--tasks", str(n), "--workers", "4", "--config", str(config))
+        hosts.append(start_host(fleet_env, root, name, *args))
     for h in hosts:
         send(h)
     results = finish(hosts, timeout=600)
@@ -337,3 +343,34 @@ def test_migrate_refuses_unreadable_timestamps_and_copies_nothing(
     with psycopg.connect(pg_db.dsn) as pconn:
         exists = pconn.execute("SELECT to_regclass('public.tasks')").fetchone()
     assert exists == (None,)
+
+
+def test_wrong_password_fails_at_once_without_retrying(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    env = {**fleet_env, "ALAI_MC_URL": pg_db.url, "ALAI_MC_PASSWORD_FILE": str(wrong)}
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert r.returncode == 3
+    assert "password authentication failed" in r.stderr
+    assert "gave up after" not in r.stderr  # not retried as if the server were down
+    assert "not-the-password" not in r.stdout + r.stderr
+
+
+def test_empty_database_exit_3_names_the_table_and_migrate_apply_creates_it(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = pg_env(fleet_env, pg_db)
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "no table tasks" in r.stderr and "fleet mc migrate" in r.stderr
+    shown = run_fleet(["mc", "migrate", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["applied"] is False
+    assert run_fleet(["mc", "migrate", "--apply"], env, tmp_path).returncode == 0
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert r.returncode == 2 and "no such task: 1" in r.stderr
+    again = run_fleet(["mc", "migrate"], env, tmp_path)
+    assert "nothing to do" in again.stdout
