@@ -157,15 +157,24 @@ class PostgresOutbox:
             "keepalives_idle": 5,
             "keepalives_interval": 2,
             "keepalives_count": 3,
+            # and one that stops acknowledging a request in flight, in 20 s
+            "tcp_user_timeout": 20_000,
         }
         if self._password:
             kwargs["password"] = self._password
         conn = psycopg.connect(self.url, **kwargs)
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                for stmt in SCHEMA:
-                    conn.execute(stmt)
+            # DDL takes table locks even when nothing is missing: skip it once the schema is
+            # complete (every statement of SCHEMA has run when the last two objects exist).
+            [(complete,)] = conn.execute(
+                "SELECT to_regclass('idx_outbox_summary') IS NOT NULL"
+                " AND to_regclass('outbox_silence') IS NOT NULL"
+            ).fetchall()
+            if not complete:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    for stmt in SCHEMA:
+                        conn.execute(stmt)
         except BaseException:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
