@@ -5,6 +5,11 @@
   dead-letter, collapse, silence, prune and rate-limit semantics on both backends.
 - Two "hosts" (separate processes, separate fleet roots and configs, one Postgres) enqueue the
   same dedup keys at the same moment: each key reaches the fake Slack exactly once.
+- Real daemons: `fleet run claim-sweeper --once` on two hosts (Mission Control on the same
+  Postgres) alert the same expired lease: one Slack message with the outbox on Postgres, two
+  with a SQLite outbox per host (the control).
+- Switching a host moves what its outbox.db still holds undelivered, once; a frozen server
+  backend makes later calls fail in bounded time instead of wedging.
 - Postgres stopped while rows are pending, and restarted in the middle of a drain: the sender
   fails its steps (counted, never crashing), and once the server is back every row is sent,
   none lost, none twice.
@@ -22,6 +27,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -36,6 +42,7 @@ from shared.sections import SlackSection
 from shared.sqlite import StoreError
 from tests.fakes import FakeSlack
 from tests.fakes.slack import DEFAULT_TOKEN
+from tests.mc_backends import McBackend
 from tests.notify_support import rows
 from tests.outbox_backends import OutboxBackend
 from tests.outbox_backends import postgres_outbox_backend as postgres_outbox_backend
@@ -366,3 +373,44 @@ async def test_switching_a_host_to_postgres_moves_its_undelivered_rows_once(
     await again.close()
     assert isinstance(again, PostgresOutbox) and again.moved == 0
     assert len(rows(pg_db)) == 3
+
+
+# real daemons ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shared_outbox", [True, False], ids=["postgres-outbox", "sqlite-outboxes"])
+def test_two_hosts_sweepers_alerting_one_expired_lease_send_one_message(
+    tmp_path: Path, pg_db: PgDatabase, slack: FakeSlack, shared_outbox: bool
+) -> None:
+    """`fleet run claim-sweeper --once` on two hosts (own roots), Mission Control on the shared
+    Postgres: both see the same expired lease and enqueue the same dedup key. With the outbox
+    on Postgres one message reaches Slack; with a SQLite outbox per host (the control), two."""
+    mc = McBackend.postgres(pg_db, tmp_path)
+    past = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    with mc.store(clock=lambda: past) as store:
+        task = store.create_task("stuck deploy").id
+        store.claim(task, "pi-orch", "s1", ttl_minutes=10)
+    for host in ("host-a", "host-b"):
+        root = tmp_path / host
+        root.mkdir()
+        env = {
+            **_host_env(tmp_path, host),
+            **mc.select_env,
+            "FLEET_FLEET__ROOT": str(root),
+            "FLEET_SLACK__BASE_URL": slack.base_url,
+            "FLEET_SLACK__TOKEN": DEFAULT_TOKEN,
+        }
+        if shared_outbox:
+            env["FLEET_NOTIFY__URL"] = pg_db.url
+            env["FLEET_NOTIFY__PASSWORD_FILE"] = str(pg_db.password_file)
+        res = subprocess.run(
+            [str(Path(sys.executable).parent / "fleet"), "run", "claim-sweeper", "--once"],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert pg_db.server.password not in res.stdout + res.stderr
+    about_task = [m for m in slack.messages if f"Task {task}" in m.text]
+    assert len(about_task) == (1 if shared_outbox else 2)
+    assert mc.lease(task)[0] == "pi-orch:s1"  # report only: nobody released it
