@@ -14,8 +14,6 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-
 if TYPE_CHECKING:  # httpx is imported by the caller that builds the client
     import httpx
 
@@ -60,6 +58,7 @@ async def request_with_deadline(
 ) -> PeerAnswer:
     """``method url`` through ``client`` (kwargs as for ``client.stream``), done within
     ``deadline_s`` seconds from start to the last body byte. Raises PeerError."""
+    import anyio
     import httpx
 
     try:

@@ -5,11 +5,12 @@ and the standard library only (``shared.http_wire`` parses and encodes).
 ``GuardedSite`` owns the listening sockets and accepts itself (asyncio's accept loop retries an
 EMFILE once per connection in the backlog and logs every try). A request head is at most
 ``http_wire.MAX_HEAD_BYTES``; a declared body over ``MAX_BODY_BYTES``, a malformed or ambiguous
-head gets an error status and a close; one request per connection is handled at a time. A
-client that has not sent a whole request (head and declared body) ``header_timeout_s`` after
-connecting (or after it started its next request) is closed, and so is a keep-alive connection
-idle for ``idle_timeout_s``. All servers of the process together hold at most a quarter of the
-soft open-files limit (each an equal share, and at most ``max_connections``), so the files the
+head gets an error status and a close; one request per connection is handled at a time, and a
+client that does not read its answers gets no further answer until it does. A client that has
+not sent a whole request (head and declared body) ``header_timeout_s`` after connecting (or
+after it started its next request) is closed, and so is a keep-alive connection idle for
+``idle_timeout_s``. All servers of the process together hold at most a quarter of the soft
+open-files limit (each an equal share, and at most ``max_connections``), so the files the
 daemon must write (heartbeat, state, SQLite) always find a descriptor. At its cap a server
 closes its own oldest connection still waiting for a request (or idle) to make room, so a flood
 on one port never evicts clients of another; when every connection is busy in a handler,
@@ -150,7 +151,8 @@ class _Connection(asyncio.Protocol):
         self._buf = bytearray()
         self._request: Request | None = None
         self._discard = 0  # body bytes still to read and drop
-        self._paused = False
+        self._paused = False  # reading paused: enough of the next requests is buffered
+        self._write_paused = False  # the transport's write buffer is over its high-water mark
         self._eof = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -166,14 +168,24 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self._buf += data
-        if self.state is _State.BUSY:  # pipelined: read on once the answer is out
-            if len(self._buf) > MAX_HEAD_BYTES and self.transport is not None:
-                self.transport.pause_reading()
-                self._paused = True
+        if self.state is _State.BUSY or (self.state is _State.IDLE and self._write_paused):
+            # Pipelined: read on once the answer is out (and the client reads its answers).
+            if len(self._buf) > MAX_HEAD_BYTES:
+                self._pause_reading()
             return
         if self.state is _State.IDLE:  # the next request starts: its head has a deadline too
             self._next_request()
         self._advance()
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: answer no further request until it does
+        (an idle connection that stays so is closed at the idle timeout)."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.state is _State.IDLE and not self.closed:
+            self._read_on()
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -240,12 +252,22 @@ class _Connection(asyncio.Protocol):
             return
         self.state, self.head_seen, self._request = _State.IDLE, False, None
         self._arm(self.site.limits.idle_timeout_s)
-        if self._paused:
+        if not self._write_paused:
+            self._read_on()
+
+    def _read_on(self) -> None:
+        """Between requests, with the client reading: take the next one."""
+        if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         if self._buf:  # a pipelined request is already here
             self._next_request()
             self._advance()
+
+    def _pause_reading(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
 
     def _refuse(self, status: int) -> None:
         """Answer ``status`` to a request we will not read on, and close."""

@@ -7,7 +7,7 @@ aiohttp, which would cost every daemon ~10 MiB of memory for one message now and
 that outlives the deadline is abandoned to its thread, which ends at the client's socket
 timeout. It must never retry (slack-sdk's retry handlers are off: the outbox owns retries) and
 never assume a Slack answer is a JSON object. slack-sdk is imported on first send, in the worker
-thread.
+thread; anyio on first send too.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from __future__ import annotations
 import http.client
 import logging
 from typing import Any
-
-import anyio
-import anyio.to_thread
 
 from shared.notify.message import OutboxRow
 from shared.notify.sink import SinkError
@@ -100,6 +97,9 @@ class SlackSink:
             raise SinkError("connection", detail=type(exc).__name__) from None
 
     async def send(self, row: OutboxRow) -> None:
+        import anyio  # here, not at the top: a daemon that never sends Slack never loads it
+        import anyio.to_thread
+
         try:
             with anyio.fail_after(self._timeout + 5):
                 await anyio.to_thread.run_sync(self._post, row, abandon_on_cancel=True)

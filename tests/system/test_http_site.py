@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.http_site import HttpLimits
-from shared.http_wire import MAX_BODY_BYTES, MAX_HEAD_BYTES
+from shared.http_site import GuardedSite, HttpLimits
+from shared.http_wire import MAX_BODY_BYTES, MAX_HEAD_BYTES, Request, Response
 from shared.metrics import DaemonMetrics
 from shared.metrics_server import HealthReport, MetricsServer
 from tests.recording_log import RecordingLog
@@ -200,6 +200,33 @@ async def test_a_body_that_never_arrives_is_cut_at_the_header_timeout(
         assert await client.closed_by_server(timeout=15)
     finally:
         client.close()
+
+
+async def test_a_client_that_never_reads_its_answers_gets_no_more_of_them() -> None:
+    # 5000 pipelined requests for a 64 KiB answer, never read: the server stops answering
+    # once the socket buffers and its own write buffer are full (it would otherwise queue
+    # ~320 MB), then closes the connection at the idle timeout.
+    calls = 0
+
+    async def big(_request: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        return Response(200, b"x" * 65536)
+
+    limits = HttpLimits(header_timeout_s=5.0, idle_timeout_s=1.0, max_connections=16)
+    site = GuardedSite(big, "127.0.0.1", 0, limits, log=RecordingLog(), name="probe")
+    await site.start()
+    assert site.port is not None
+    _reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+    try:
+        writer.write(b"GET /big HTTP/1.1\r\n\r\n" * 5000)  # buffered; never drained
+        async with asyncio.timeout(30):
+            while site.connections:
+                await asyncio.sleep(0.05)
+        assert 0 < calls < 1000, calls
+    finally:
+        writer.transport.abort()
+        await site.close()
 
 
 async def test_a_failing_handler_answers_500_and_the_server_keeps_serving() -> None:
