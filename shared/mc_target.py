@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 from shared.envfile import secret_mode_problem
 
 __all__ = [
+    "CONNECT_OPTIONS",
     "CREDENTIAL_NAME",
     "PASSWORD_FILE_ENV",
     "URL_ENV",
@@ -34,6 +35,10 @@ URL_ENV = "ALAI_MC_URL"
 PASSWORD_FILE_ENV = "ALAI_MC_PASSWORD_FILE"
 CREDENTIAL_NAME = "mc-postgres-password"
 _SCHEMES = ("postgresql", "postgres")
+#: libpq connection keywords every Mission Control connection sets (psycopg in
+#: shared.mc_postgres and the hook fast path's libpq alike): UTC session times, a name in
+#: pg_stat_activity
+CONNECT_OPTIONS = {"options": "-c TimeZone=UTC", "application_name": "alai-fleet"}
 
 
 class McTargetError(ValueError):
