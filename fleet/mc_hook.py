@@ -12,13 +12,11 @@ modules only; it never prints a password (targets are shown redacted) and never 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from datetime import UTC, datetime
 
-from shared.backoff import backoff_delay
 from shared.mc_target import (
     CONNECT_OPTIONS,
     URL_ENV,
@@ -130,6 +128,8 @@ def _read(url: str, shown: str, task_id: int) -> tuple[str | None, datetime | No
                 raise _Exit(
                     EX_STORE, f"error: mission control store unavailable: {shown}: {reason}"
                 ) from None
+            from shared.backoff import backoff_delay  # (random) only when retrying
+
             failures += 1
             delay = backoff_delay(failures, 0.05, 1.0)
             if failures >= 2 and time.monotonic() + delay > deadline:
@@ -143,6 +143,8 @@ def _read(url: str, shown: str, task_id: int) -> tuple[str | None, datetime | No
 
 def _answer(task_id: int, holder: str | None, until: datetime | None, as_json: bool) -> str:
     """shared.mc_postgres' LeaseInfo, printed as fleet.mc_cli.mc_claim_status prints it."""
+    import json
+
     if not holder:
         doc: dict[str, object] = {"id": task_id, "holder": None, "lease_until": None}
         doc["expired"] = False
@@ -189,6 +191,8 @@ def claim_status_main(argv: list[str]) -> int:
 def _fail(code: int, message: str, as_json: bool) -> int:
     """shared.cli.die: stderr, or under --json an error object on stdout."""
     if as_json:
+        import json
+
         text = message.removeprefix("error: ").strip()
         print(json.dumps({"error": text, "code": code}))
     else:

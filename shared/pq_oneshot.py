@@ -15,7 +15,6 @@ only; it never prints, logs or keeps a password, and it never changes anything o
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 import re
 import struct
@@ -45,7 +44,9 @@ class PqError(Exception):
 
 
 def _candidates() -> list[str]:
-    names = ["libpq.so.5", "libpq.5.dylib"]
+    import glob  # only when the system has no libpq
+
+    names = []
     for entry in sys.path:
         names += sorted(glob.glob(os.path.join(entry, "psycopg_binary.libs", "libpq-*.so*")))
     return names
@@ -79,12 +80,13 @@ def load_libpq() -> ctypes.CDLL | None:
     """libpq, or None when no copy can be loaded (then use psycopg)."""
     global _lib
     if _lib is None:
-        for name in _candidates():
-            try:
-                _lib = _declare(ctypes.CDLL(name))
-                break
-            except (OSError, AttributeError):
-                continue
+        for name in ("libpq.so.5", "libpq.5.dylib", None):
+            for path in [name] if name else _candidates():
+                try:
+                    _lib = _declare(ctypes.CDLL(path))
+                    return _lib
+                except (OSError, AttributeError):
+                    continue
     return _lib
 
 
