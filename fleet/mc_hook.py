@@ -169,12 +169,12 @@ def _click(argv: list[str]) -> int:
 def claim_status_main(argv: list[str]) -> int:
     """``fleet mc claim-status ...`` (argv after the two verb words) -> exit code."""
     parsed = _parse(argv)
-    if parsed is None or load_libpq() is None:
+    if parsed is None:
         return _click(argv)
     task_id, as_json, db = parsed
     try:
         url = _url(db)
-        if url is None:
+        if url is None or load_libpq() is None:  # SQLite: the click verb (no ctypes, no libpq)
             return _click(argv)
         shown = McTarget(url=url).shown()
         if task_id > _BIGINT_MAX:  # ids are bigint: psycopg finds no row, libpq would error
