@@ -480,8 +480,9 @@ def main() -> None:
     server = PgServer.start_new()
     try:
         version = server.bin_dir.parent.name
+        mode = "cold-only" if args.cold_only else "quick" if args.quick else "full"
         print(
-            f"alai-fleet claim bench ({'quick' if args.quick else 'full'}): sqlite "
+            f"alai-fleet claim bench ({mode}): sqlite "
             f"{sqlite3.sqlite_version}, postgres {version} (local, 127.0.0.1), python "
             f"{platform.python_version()}, {os.cpu_count()} cpus, {platform.system()}, "
             f"load {os.getloadavg()[0]:.1f}"
