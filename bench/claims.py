@@ -8,6 +8,7 @@ server started here (tests/pg_support.py: Debian postgresql, initdb in the temp 
 
     .venv/bin/python bench/claims.py            # 10k tasks for claims, 1M rows for the sweep
     .venv/bin/python bench/claims.py --quick    # 2k tasks, 100k rows
+    .venv/bin/python bench/claims.py --cold-only --rounds 8   # only the hook cold start
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -336,33 +339,94 @@ def bench_sweep_pg(be: Backend, rows: int, expired: int, live: int, repeat: int)
 
 
 # (c) hook cold start ---------------------------------------------------------------------------
-def cold_start_ms(be: Backend, runs: int) -> tuple[float, float]:
-    """(median, best) wall time of a fresh `fleet mc claim-status 1 --db TARGET` process.
-    Interleaved by the caller with the other backend so both see the same background load."""
-    fleet = Path(sys.executable).parent / "fleet"
-    argv = [str(fleet), "mc", "claim-status", "1", "--db", be.target]
+#: the click verb itself, bypassing the fast path (`fleet mc claim-status` before fleet/mc_hook.py)
+CLICK_VERB = "import sys\nfrom fleet.cli import main\nmain(sys.argv[1:])\n"
+
+
+def cold_env(be: Backend | None, pycache: Path) -> dict[str, str]:
+    """The hooks' environment: bytecode cached (as an installed fleet has it) in ``pycache``,
+    nothing of ours inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "ALAI_MC"))}
-    env.update(be.env)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    env.update(be.env if be else {})
+    return env
+
+
+def cold_argv(be: Backend | None, click_verb: bool = False) -> list[str]:
+    if be is None:
+        return [sys.executable, "-c", "pass"]
+    verb = ["mc", "claim-status", "1", "--db", be.target]
+    if click_verb:
+        return [sys.executable, "-c", CLICK_VERB, *verb]
+    return [str(Path(sys.executable).parent / "fleet"), *verb]
+
+
+def cold_start_ms(argv: list[str], env: dict[str, str], runs: int) -> float:
+    """Median wall time of ``runs`` fresh processes (after one that fills the caches)."""
     samples = []
     for i in range(runs + 1):
         t = time.perf_counter()
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
         ms = (time.perf_counter() - t) * 1000
         if done.returncode != 0:
-            raise SystemExit(f"claim-status failed on {be.name}: {done.stderr.strip()}")
-        if i:  # the first run fills the page cache
+            raise SystemExit(f"{argv[2:5]} failed: {done.stderr.strip()}")
+        if i:
             samples.append(ms)
-    return statistics.median(samples), min(samples)
+    return statistics.median(samples)
 
 
-def cold_starts(backends: list[Backend], rounds: int) -> dict[str, tuple[float, float]]:
-    """Alternate the backends in rounds of 5 runs (a burst of load hits both alike)."""
-    samples: dict[str, list[float]] = {be.name: [] for be in backends}
+def instructions_m(argv: list[str], env: dict[str, str]) -> float | None:
+    """Instructions executed (millions, valgrind callgrind): independent of machine load."""
+    if not shutil.which("valgrind"):
+        return None
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    return int(found.group(1)) / 1e6 if found else None
+
+
+def cold_starts(
+    cases: dict[str, tuple[list[str], dict[str, str]]], rounds: int
+) -> dict[str, tuple[float, float]]:
+    """Alternate the cases in rounds of 5 runs (a burst of load hits all alike):
+    (median of the round medians, best round)."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
-        for be in backends:
-            median, _best = cold_start_ms(be, 5)
-            samples[be.name].append(median)
+        for name, (argv, env) in cases.items():
+            samples[name].append(cold_start_ms(argv, env, 5))
     return {n: (statistics.median(xs), min(xs)) for n, xs in samples.items()}
+
+
+def bench_cold(lite: Backend, pg: Backend, tmp: Path, rounds: int) -> None:
+    pycache = tmp / "pycache"
+    cases = {
+        "python -c pass (baseline)": (cold_argv(None), cold_env(None, pycache)),
+        "SQLite claim-status": (cold_argv(lite), cold_env(lite, pycache)),
+        "Postgres claim-status": (cold_argv(pg), cold_env(pg, pycache)),
+        "Postgres click verb (psycopg)": (cold_argv(pg, True), cold_env(pg, pycache)),
+    }
+    cold = cold_starts(cases, rounds)
+    print(
+        f"\n(c) `fleet mc claim-status 1` cold start (fresh process, bytecode cached); {rounds}"
+        f" alternating rounds of 5 runs: median of the round medians, best round; load"
+        f" {os.getloadavg()[0]:.1f}"
+    )
+    base = cold["python -c pass (baseline)"][0]
+    print(f"  {'':<31} {'median ms':>9} {'best ms':>8} {'- python':>9} {'M instr':>8}")
+    for name, (median, best) in cold.items():
+        ir = instructions_m(*cases[name])
+        shown_ir = f"{ir:8.0f}" if ir is not None else "       -"
+        print(f"  {name:<31} {median:9.1f} {best:8.1f} {median - base:9.1f} {shown_ir}")
+    pg_ms = cold["Postgres claim-status"][0]
+    ratio = cold["Postgres click verb (psycopg)"][0] / pg_ms
+    print(f"  click verb (psycopg) / fast path (libpq): {ratio:.1f}x")
+    print(f"target claim-status against Postgres <= 150 ms: {'met' if pg_ms <= 150 else 'MISSED'}")
 
 
 # report ----------------------------------------------------------------------------------------
@@ -400,6 +464,8 @@ def print_sweep(name: str, result: SweepResult, rows: int, expired: int, live: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (~1 min)")
+    parser.add_argument("--cold-only", action="store_true", help="only (c), the hook cold start")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of (c) (default 4)")
     parser.add_argument("--worker", nargs=2, metavar=("DB", "ACTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -414,8 +480,9 @@ def main() -> None:
     server = PgServer.start_new()
     try:
         version = server.bin_dir.parent.name
+        mode = "cold-only" if args.cold_only else "quick" if args.quick else "full"
         print(
-            f"alai-fleet claim bench ({'quick' if args.quick else 'full'}): sqlite "
+            f"alai-fleet claim bench ({mode}): sqlite "
             f"{sqlite3.sqlite_version}, postgres {version} (local, 127.0.0.1), python "
             f"{platform.python_version()}, {os.cpu_count()} cpus, {platform.system()}, "
             f"load {os.getloadavg()[0]:.1f}"
@@ -424,6 +491,12 @@ def main() -> None:
             tmp = Path(tmp_name)
             pw = server.write_password_file(tmp / "pg.password")
             lite, pg = sqlite_backend(tmp / "claims.db"), pg_backend(server, pw)
+            if args.cold_only:
+                for be in (lite, pg):
+                    with be.store() as store:  # type: ignore[attr-defined]
+                        store.create_task("cold start")
+                bench_cold(lite, pg, tmp, args.rounds)
+                return
             runs = bench_claims(lite, n_tasks, procs) + bench_claims(pg, n_tasks, procs)
             print_claims(runs, n_tasks)
 
@@ -439,17 +512,7 @@ def main() -> None:
                     f"{'met' if v < 50 else 'MISSED'} ({v:.2f} ms)"
                 )
 
-            cold = cold_starts([lite, pg], 4)
-            print(
-                "\n(c) `fleet mc claim-status 1` cold start (fresh process); 4 alternating rounds"
-                " of 5 runs: median of the round medians, best round"
-            )
-            for n, (median, best) in cold.items():
-                print(f"  {n:<9} {median:7.1f} ms  (best round {best:.1f} ms)")
-            ratio = cold["Postgres"][0] / cold["SQLite"][0]
-            print(f"  Postgres/SQLite: {ratio:.2f}x")
-            verdict = "met" if cold["Postgres"][0] <= 150 else "MISSED"
-            print(f"target claim-status against Postgres <= 150 ms: {verdict}")
+            bench_cold(lite, pg, tmp, args.rounds)
     finally:
         server.destroy()
     print(f"\ntotal {time.perf_counter() - t_total:.1f} s")

@@ -273,6 +273,9 @@ def _iso(dt: Any) -> str:
     return format_iso(dt) if dt is not None else "-"
 
 
+# On Postgres the console script answers the plain forms of this verb in fleet/mc_hook.py (no
+# click, no psycopg: the hook budget); keep its output and errors in step with this one
+# (tests/system/test_mc_hook_postgres.py compares them).
 @mc.command("claim-status")
 @click.argument("task_id", type=int)
 @json_option()

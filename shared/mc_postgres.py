@@ -37,7 +37,7 @@ from shared.leases import (
     UnreadableLease,
     holder_of,
 )
-from shared.mc_target import read_password, redact_url
+from shared.mc_target import CONNECT_OPTIONS, read_password, redact_url
 from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_sql_ts
@@ -151,8 +151,7 @@ class PostgresMissionControl:
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": self._connect_timeout_s,
-            "options": "-c TimeZone=UTC",
-            "application_name": "alai-fleet",
+            **CONNECT_OPTIONS,
         }
         if self._password:
             kwargs["password"] = self._password

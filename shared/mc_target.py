@@ -12,13 +12,13 @@ import it before anything else); it must never print or log a password.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from shared.envfile import secret_mode_problem
 
 __all__ = [
+    "CONNECT_OPTIONS",
     "CREDENTIAL_NAME",
     "PASSWORD_FILE_ENV",
     "URL_ENV",
@@ -34,6 +34,10 @@ URL_ENV = "ALAI_MC_URL"
 PASSWORD_FILE_ENV = "ALAI_MC_PASSWORD_FILE"
 CREDENTIAL_NAME = "mc-postgres-password"
 _SCHEMES = ("postgresql", "postgres")
+#: libpq connection keywords every Mission Control connection sets (psycopg in
+#: shared.mc_postgres and the hook fast path's libpq alike): UTC session times, a name in
+#: pg_stat_activity
+CONNECT_OPTIONS = {"options": "-c TimeZone=UTC", "application_name": "alai-fleet"}
 
 
 class McTargetError(ValueError):
@@ -117,13 +121,39 @@ def read_password(configured: Path | None = None) -> str | None:
     return text.strip() or None
 
 
-@dataclass(frozen=True)
 class McTarget:
-    """One Mission Control store: ``path`` (SQLite) or ``url`` (Postgres, no password)."""
+    """One Mission Control store: ``path`` (SQLite) or ``url`` (Postgres, no password).
+    Immutable, compared and hashed by its three fields (a plain class, not a dataclass: the
+    hook verbs import this module, and ``dataclasses`` costs them ~10 ms of cold start)."""
 
-    path: Path | None = None
-    url: str | None = None
-    password_file: Path | None = None
+    __slots__ = ("password_file", "path", "url")
+    path: Path | None
+    url: str | None
+    password_file: Path | None
+
+    def __init__(
+        self, path: Path | None = None, url: str | None = None, password_file: Path | None = None
+    ) -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "url", url)
+        object.__setattr__(self, "password_file", password_file)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"McTarget is immutable: cannot set {name}")
+
+    def _key(self) -> tuple[Path | None, str | None, Path | None]:
+        return (self.path, self.url, self.password_file)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, McTarget) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"McTarget(path={self.path!r}, url={self.url!r}, password_file={self.password_file!r})"
+        )
 
     @property
     def is_postgres(self) -> bool:

@@ -1,0 +1,132 @@
+"""The hook fast path of `fleet mc claim-status` against a real Postgres (fleet/mc_hook.py over
+libpq): it loads none of psycopg, click, pydantic or asyncio, and it answers exactly as the
+click verb does (stdout, stderr, exit code) for a free, held, expired and missing task, with and
+without --json, through --db and $ALAI_MC_URL, and for a missing table, a dead server and a
+password file others can read."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shared.mission_control import McTarget, open_store
+from tests.conftest import free_port
+from tests.pg_support import PgDatabase
+
+pytestmark = pytest.mark.system
+
+HEAVY = ("psycopg", "click", "pydantic", "asyncio")
+#: runs the console script's entry point, then reports on stderr which heavy modules it loaded
+FAST = (
+    "import sys\n"
+    "from fleet.entry import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "finally:\n"
+    f"    print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
+)
+#: the click verb itself (what the fast path must match)
+ATTEMPTS = re.compile(r"\d+ attempts")
+CLICK = "import sys\nfrom fleet.cli import main\nmain(sys.argv[1:])\n"
+
+
+def run(code: str, env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str, str]:
+    """(exit code, stdout, stderr without the probe's line, the probe's line)."""
+    r = subprocess.run(
+        [sys.executable, "-c", code, "mc", "claim-status", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = r.stderr.splitlines(keepends=True)
+    probe = lines.pop().strip() if lines and lines[-1].startswith("LOADED") else ""
+    return r.returncode, r.stdout, "".join(lines), probe
+
+
+def both(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str]:
+    """Run the fast path and the click verb; assert the fast path loaded nothing heavy and
+    both said the same thing (attempt counts aside: they depend on timing); return it."""
+    fast = run(FAST, env, cwd, *args)
+    slow = run(CLICK, env, cwd, *args)
+    assert fast[3] == "LOADED []", (args, fast)
+    assert fast[0] == slow[0], (args, fast, slow)
+    for mine, theirs in zip(fast[1:3], slow[1:3], strict=True):
+        assert ATTEMPTS.sub("N attempts", mine) == ATTEMPTS.sub("N attempts", theirs), (
+            args,
+            fast,
+            slow,
+        )
+    return fast[0], fast[1], fast[2]
+
+
+@pytest.fixture
+def seeded(pg_db: PgDatabase) -> PgDatabase:
+    """Task 1 free, task 2 held for 10 more minutes, task 3 expired 5 minutes ago."""
+    target = McTarget(url=pg_db.url, password_file=pg_db.password_file)
+    with open_store(target) as store:
+        for i in range(1, 4):
+            store.create_task(f"task {i}")
+        store.claim(2, "john", "s2", ttl_minutes=10)
+    then = (datetime.now(UTC) - timedelta(minutes=15)).timestamp()
+    with open_store(target, clock=lambda: then) as store:
+        store.claim(3, "pi-orch", "s3", ttl_minutes=10)
+    return pg_db
+
+
+def test_the_postgres_hook_path_answers_as_the_click_verb_without_loading_it(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    url_env = {**env, "ALAI_MC_URL": seeded.url}
+    assert both(env, tmp_path, "1", "--db", seeded.url) == (0, "available\n", "")
+    code, out, _ = both(env, tmp_path, "2", "--db", seeded.url)
+    assert code == 0 and re.fullmatch(r"held by john:s2 until \S+Z\n", out), out
+    code, out, _ = both(url_env, tmp_path, "3")
+    assert code == 0 and out.startswith("held by pi-orch:s3 until ") and "(expired)" in out
+    for task in ("1", "2", "3"):
+        code, out, _ = both(url_env, tmp_path, task, "--json")
+        assert code == 0 and out.startswith(f'{{"id": {task}, "holder": '), out
+    assert both(env, tmp_path, f"--db={seeded.url}", "99") == (2, "", "error: no such task: 99\n")
+    code, out, _ = both(url_env, tmp_path, "--json", "99")
+    assert (code, out) == (2, '{"error": "no such task: 99", "code": 2}\n')
+
+
+def test_the_postgres_hook_path_fails_as_the_click_verb(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(pg_db.password_file)}
+    # an empty database: no tasks table (the hook verbs never create it)
+    code, _, err = both(env, tmp_path, "1", "--db", pg_db.url)
+    assert code == 3 and "no table tasks" in err and "fleet mc migrate" in err, err
+    # nothing listens: a store error after the hook's reconnects, never "held by"
+    dead = f"postgresql://fleet@127.0.0.1:{free_port()}/mc"
+    code, _, err = both(env, tmp_path, "1", "--db", dead)
+    assert code == 3 and "mission control store unavailable" in err, err
+    # a password file others can read: exit 78, the password never shown
+    loose = tmp_path / "loose.password"
+    loose.write_text(pg_db.server.password)
+    loose.chmod(0o644)
+    code, out, err = both(
+        {**env, "ALAI_MC_PASSWORD_FILE": str(loose)}, tmp_path, "1", "--db", pg_db.url
+    )
+    assert code == 78 and pg_db.server.password not in out + err, err
+    # a password in the URL: exit 78 before any connection
+    code, _, err = both(env, tmp_path, "1", "--db", "postgresql://fleet:hunter2@127.0.0.1/mc")
+    assert code == 78 and "hunter2" not in err, err
+
+
+def test_forms_the_fast_path_does_not_know_go_to_click(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(pg_db.password_file)}
+    for args in (["x", "--db", pg_db.url], ["1", "--bogus", "--db", pg_db.url], []):
+        code, _, err, probe = run(FAST, env, tmp_path, *args)
+        assert code == 64 and "Usage:" in err, (args, err)
+        assert "'click'" in probe, probe
