@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
+from daemons.heartbeat.drill_metrics import DrillMetrics
 from daemons.heartbeat.health import HealthServer, HealthView
 from daemons.heartbeat.manifest import MANIFEST
 from daemons.heartbeat.policy import (
@@ -34,6 +35,7 @@ from daemons.heartbeat.policy import (
 )
 from daemons.heartbeat.probe import PeerProbe, PingResult, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
+from shared.dr_record import read_drill_record
 from shared.epochs import Epoch, PeerEpoch, read_epoch, record_peer_epoch
 from shared.files import complete_in_thread
 from shared.notify import Message
@@ -137,6 +139,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
         self.m_two_primaries = metrics.gauge("fleet_heartbeat_two_primaries")
         self.m_pings = metrics.counter("fleet_heartbeat_pings_total")
         self.m_degraded = metrics.gauge("fleet_heartbeat_fleet_degraded")
+        self.drill = DrillMetrics(metrics)
         self.m_endpoint_up = metrics.gauge("fleet_heartbeat_endpoint_up")
         for name in self.peers:
             self.m_peer_failures.labels(name).set(0)
@@ -228,6 +231,8 @@ class Heartbeat(Daemon[HeartbeatSection]):
             self._resolved("health-view")
         degraded = not report.ok
         self.m_degraded.set(1 if degraded else 0)
+        record = await asyncio.to_thread(read_drill_record, self.ctx.config.state_dir)
+        self.drill.export(record, self._last_role)
         stale = tuple(report.stale)
         if stale != self._last_stale:  # log on change, naming what is stale
             if stale:
