@@ -43,7 +43,7 @@ def alerts(_section: HeartbeatSection) -> Sequence[AlertRule]:
             "No DR drill has passed on {{ $labels.host }} in 30 days",
             "The operators' bar is 'Backup/DR: tested within 30 days'. Run `fleet dr drill` on "
             "the standby (or check why its timer did not) and read the evidence report.",
-            "docs/runbooks/dr.md",
+            "docs/runbooks/heartbeat.md",
             ("heartbeat",),
         ),
         AlertRule(
@@ -54,7 +54,7 @@ def alerts(_section: HeartbeatSection) -> Sequence[AlertRule]:
             "The last DR drill on {{ $labels.host }} could not restore {{ $labels.db }}",
             "Its replica is missing, corrupt or behind the standby copy: a failover now would "
             "lose or refuse this DB. The drill's report names the problem.",
-            "docs/runbooks/dr.md",
+            "docs/runbooks/heartbeat.md",
             ("heartbeat",),
         ),
     )
