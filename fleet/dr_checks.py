@@ -141,7 +141,7 @@ def check_peer_watch(config: FleetConfig, now: float) -> Check:
         st = loaded.peers.get(peer.name)
         last = st.last_probe_at if st is not None else None
         bound = max(3 * peer.interval_s, 120.0)
-        age = now - last if last is not None else None
+        age = max(0.0, now - last) if last is not None else None
         est = peer.alert_after * peer.interval_s + peer.timeout_s
         latency = max(latency, est)
         peers[peer.name] = {

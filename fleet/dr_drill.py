@@ -62,7 +62,7 @@ async def run_drill(
     from daemons.restore_loop.litestream_yaml import LitestreamConfigError, read_restore_config
     from daemons.restore_loop.plan import build_plan
     from daemons.restore_loop.state import StatePaths
-    from shared.logging import get_logger
+    from shared.logging import configure_logging, get_logger
     from shared.roles import Role, RoleFileError, effective_role
 
     try:
@@ -87,6 +87,7 @@ async def run_drill(
     if unknown:
         raise DrillError(f"--table names DB(s) not in the drill: {', '.join(unknown)}")
     expected_p0 = len(table.in_tiers(["P0"]))
+    configure_logging(host=config.fleet.host, level="warning", stream=sys.stderr)
     log = get_logger(daemon="dr-drill")
     try:
         ls = await open_litestream(
