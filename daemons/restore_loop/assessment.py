@@ -24,6 +24,8 @@ __all__ = [
     "copy_txid",
     "first_unusable_error",
     "needs_all_levels",
+    "needs_listing",
+    "progress_only",
     "snapshot_step",
     "usable",
 ]
@@ -54,6 +56,10 @@ class CopyState:
     diverged: bool = False
     # Why the copy may be torn (quick_check failed after a follower died); "" when fine.
     suspect: str = ""
+    # When the replica was last listed (a check round may learn from the follower instead).
+    listed_at: float | None = None
+    # Writes a second the replica saw between the last two listings (level-0 TXIDs a second).
+    writes_per_s: float | None = None
 
 
 def copy_txid(
@@ -73,6 +79,47 @@ def needs_all_levels(level0: ReplicaView, local_txid: int | None) -> bool:
     if not level0.files or local_txid is None:
         return False
     return local_txid + 1 < min(f.min_txid for f in level0.files)
+
+
+def needs_listing(
+    copy: CopyState, *, following: bool, local_txid: int | None, now: float, verify_s: float
+) -> bool:
+    """Whether this check round must list the replica (one ``litestream ltx``) or can learn
+    from the follower's own progress. Listed: a copy that is not simply following (snapshot
+    mode, restoring, failing), one never listed, one behind at the last listing that did not
+    advance since (stuck?) or was listed a follow interval ago (falling behind?), and every copy
+    once per ``verify_s``."""
+    if copy.target.mode != "follow" or not following:
+        return True
+    if copy.listed_at is None or copy.replica is None or copy.replica.missing:
+        return True
+    if now - copy.listed_at >= verify_s:
+        return True
+    newest = copy.replica.newest_txid
+    behind = newest is not None and (local_txid is None or local_txid < newest)
+    # Behind: list again when it did not advance (stuck?) or once a follow interval (falling
+    # behind? a follower applies one LTX file per poll).
+    return behind and (
+        local_txid == copy.local_txid or now - copy.listed_at >= copy.target.follow_interval_s
+    )
+
+
+def progress_only(copy: CopyState, local_txid: int | None, now: float) -> Freshness:
+    """A check without a listing: the copy against the last listing. Caught up with it (or
+    past it) counts as fresh; changes it held that the copy still lacks keep their age."""
+    view = copy.replica
+    assert view is not None
+    newest = view.newest_txid
+    verified, success = copy.verified_fresh_at, copy.last_success_at
+    if local_txid is not None and newest is not None and local_txid >= newest:
+        lag = 0.0
+        verified = success = now
+    else:
+        lag = lag_seconds(local_txid, view, now)
+        if local_txid is not None and copy.local_txid is not None and local_txid > copy.local_txid:
+            success = now
+    applied = view.applied_at(local_txid) if local_txid is not None else None
+    return Freshness(copy.diverged, lag, applied or copy.applied_at, verified, success, False)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class CatalogError(Exception):
         super().__init__("\n".join([head, *(f"  {p}: {m}" for p, m in errors)]))
 
 
-def _go_duration_s(text: str) -> float:
+def go_duration_s(text: str) -> float:
     """``text`` in seconds when litestream (Go's ``time.ParseDuration``) accepts it: the fleet's
     duration parser, minus what Go refuses (days, upper case, inner spaces)."""
     compact = text.strip()
@@ -126,7 +126,7 @@ def _duration(value: Any, path: str, errors: list[tuple[str, str]]) -> str:
     text = _str(value, path, errors)
     if text:
         try:
-            if _go_duration_s(text) <= 0:
+            if go_duration_s(text) <= 0:
                 errors.append((path, "must be > 0"))
         except ValueError as exc:
             errors.append((path, str(exc)))

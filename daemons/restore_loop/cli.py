@@ -57,52 +57,30 @@ def _plan(section: RestoreLoopSection) -> Plan:
     return build_plan(section, table, configured)
 
 
-def _plan_items(plan: Plan) -> list[tuple[str, str, float]]:
-    return [(t.tier, t.mode, t.follow_interval_s) for t in plan.targets]
+def _cost_lines(
+    section: RestoreLoopSection,
+    table: TierTable,
+    plan: Plan | None,
+    measured: dict[str, float] | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The replication bill (standby LISTs from ``plan``, else the tier table; primary PUTs)."""
+    from daemons.restore_loop.cost import CostItem
+    from daemons.restore_loop.cost_report import bill, bill_lines, table_items
 
-
-def _table_items(section: RestoreLoopSection, table: TierTable) -> list[tuple[str, str, float]]:
-    return [
-        (
-            db.tier,
-            db.mode or section.mode,
-            db.follow_interval_s or section.follow_interval_for(db.tier),
-        )
-        for db in table.in_tiers(section.tiers)
-    ]
-
-
-def _cost_lines(section: RestoreLoopSection, items: list[tuple[str, str, float]]) -> list[str]:
-    """Blob LIST requests a day and the monthly cost, per tier and in total, for
-    ``items`` = [(tier, mode, follow_interval_s)]."""
-    from daemons.restore_loop.policy import LISTS_PER_IDLE_POLL, monthly_cost, requests_per_day
-
-    lines = []
-    by_tier: dict[str, list[tuple[str, float]]] = {}
-    for tier, mode, interval in items:
-        by_tier.setdefault(tier, []).append((mode, interval))
-    total = 0.0
-    for tier in sorted(by_tier):
-        per_day = requests_per_day(
-            by_tier[tier],
-            check_interval_s=section.check_interval_s,
-            snapshot_interval_s=section.snapshot_interval_s,
-        )
-        total += per_day
-        intervals = sorted({iv for mode, iv in by_tier[tier] if mode == "follow"})
-        lines.append(
-            f"  {tier}: {len(by_tier[tier])} DBs, follow interval "
-            f"{', '.join(f'{iv:g}s' for iv in intervals) or '-'}: {per_day:,.0f} LIST/day, "
-            f"{monthly_cost(per_day, section.list_price_per_10k):,.2f} {section.currency}/month"
-        )
-    head = (
-        f"blob polling: {total:,.0f} LIST requests/day, about "
-        f"{monthly_cost(total, section.list_price_per_10k):,.2f} {section.currency}/month at "
-        f"{section.list_price_per_10k:g} {section.currency} per 10,000 "
-        f"(an idle follower poll is {LISTS_PER_IDLE_POLL} LISTs; checks every "
-        f"{section.check_interval_s:g}s add 1 each)"
-    )
-    return [head, *lines]
+    items, uploads = table_items(section, table)
+    if plan is not None:
+        items = [
+            CostItem(
+                t.tier,
+                t.mode,
+                t.follow_interval_s,
+                (measured or {}).get(t.name),
+                t.sync_interval_s,
+            )
+            for t in plan.targets
+        ]
+    b = bill(section, items, uploads, measured)
+    return bill_lines(section, b, measured=bool(measured)), b.to_json()
 
 
 def _fmt_ts(ts: Any) -> str:
@@ -158,7 +136,12 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
         row["ok"] = bool(status_fresh and not problem)
         if not row["ok"]:
             bad.append(row["db"])
-    cost = _cost_lines(section, _plan_items(plan))
+    measured = {
+        str(r["db"]): float(r["writes_per_s"])
+        for r in rows
+        if isinstance(r.get("writes_per_s"), int | float)
+    }
+    cost, bill_json = _cost_lines(section, _table(section.databases_file), plan, measured)
     if as_json:
         click.echo(
             json.dumps(
@@ -170,6 +153,7 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
                     "databases": rows,
                     "problems": [list(p) for p in plan.problems],
                     "cost": cost,
+                    "bill": bill_json,
                 },
                 indent=2,
             )
@@ -244,7 +228,7 @@ def restore_promote(
     from daemons.restore_loop.litestream import Litestream, LitestreamError, find_litestream
     from daemons.restore_loop.plan import select_targets
     from daemons.restore_loop.promote import AlreadyPromoted, Promoter
-    from daemons.restore_loop.state import PromotionLocked, StatePaths
+    from daemons.restore_loop.state import PromotionLocked, StatePaths, process_started_at
     from shared.logging import configure_logging, get_logger
     from shared.roles import RoleFileError, effective_role
 
@@ -304,6 +288,7 @@ def restore_promote(
                 ack_timeout_s=ack_timeout,
                 set_role=not no_role,
                 allow_partial=allow_partial,
+                command_started_at=process_started_at(),
             )
         )
     except PromotionLocked as exc:
@@ -342,10 +327,17 @@ def _print_report(report: Any, config: FleetConfig) -> None:
             f"{(d.integrity or '-')[:10]:<10} {format_age(d.rpo_s):>7} {format_age(d.rto_s):>7}  "
             f"{d.status}: {detail}" + (f" [{'; '.join(d.notes)}]" if d.notes else "")
         )
-    rpos = [d.rpo_s for d in report.dbs if d.rpo_s is not None]
+    rpos = [d for d in report.dbs if d.rpo_s is not None]
+    worst = max(rpos, key=lambda d: d.rpo_s or 0.0) if rpos else None
+    since = "the command's start" if report.command_started_at else "promote's start"
+    rpo_text = "-"
+    if worst is not None:
+        rpo_text = (
+            f"{worst.rpo_s:.2f}s ({worst.db}; {worst.rpo_basis}) + up to "
+            f"{worst.rpo_resolution_s or 0:g}s the primary may not have uploaded"
+        )
     click.echo(
-        f"RTO {report.rto_s:.2f}s (promote elapsed); worst RPO "
-        f"{format_age(max(rpos) if rpos else None)}; record: "
+        f"RTO {report.rto_s:.2f}s (wall time from {since}); worst RPO {rpo_text}; record: "
         f"{config.state_dir / 'restore-loop' / 'promotions.jsonl'}"
     )
     if report.refused:
@@ -418,12 +410,13 @@ def litestream_config(
     if for_role == "standby":
         standby = render_standby(table, section.tiers, directory)
         files = [standby]
-        notes = _cost_lines(section, _table_items(section, table))
+        notes, _bill = _cost_lines(section, table, None)
     else:
         files = render_primary(table, directory)
         # The replicate services themselves are generated, hardened, with the fleet's units:
         # `fleet units generate` on the primary (RestoreLoop.companion_services).
         notes = [f"{f.name}: {len(f.databases)} DBs" for f in files if f.name.endswith(".yml")]
+        notes += _cost_lines(section, table, None)[0]
         notes.append(
             "services: `fleet units generate` (primary) writes one"
             " alai-fleet-litestream-<class> unit / plist per file"

@@ -14,6 +14,8 @@ from shared.sections import DaemonSection
 __all__ = ["KNOWN_TIERS", "RestoreLoopSection"]
 
 KNOWN_TIERS = ("P0", "P1", "P2")
+# Follow intervals when budget_eur_month is 0 and follow_interval does not name the tier.
+UNBUDGETED_INTERVAL_S = {"P0": 30.0, "P1": 300.0, "P2": 300.0}
 
 
 class RestoreLoopSection(DaemonSection):
@@ -53,8 +55,49 @@ class RestoreLoopSection(DaemonSection):
         description="follow: one `litestream restore -f` per DB; snapshot: periodic restore+rename",
     )
     follow_interval: dict[str, float] = Field(
-        {"P0": 1.0, "P1": 15.0, "P2": 60.0},
-        description="seconds between a follower's polls per tier (each poll is blob LIST requests)",
+        {},
+        description="fixed seconds between a follower's polls for a tier, overriding the interval "
+        "derived from budget_eur_month (each idle poll is 9 blob LIST requests)",
+    )
+    budget_eur_month: float = Field(
+        100.0,
+        ge=0,
+        description="what the standby's blob polling may cost a month (list_price_per_10k, in "
+        "`currency`); the follow interval of each tier is derived from it (0: use follow_interval "
+        "or P0 30 s, P1 300 s)",
+    )
+    tier_weights: dict[str, float] = Field(
+        {"P0": 0.8, "P1": 0.2, "P2": 0.05},
+        description="share of the budget per tier (normalised over the tiers restored)",
+    )
+    min_follow_interval_s: float = Field(
+        1.0, gt=0, description="the derived follow interval is never shorter than this"
+    )
+    max_follow_interval_s: float = Field(
+        300.0, gt=0, description="the derived follow interval is never longer than this"
+    )
+    fast_follow_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="P0 follow interval while the primary does not answer (fast follow)",
+    )
+    primary_health_url: str = Field(
+        "",
+        description="the primary's heartbeat /health URL; while it answers, followers poll at "
+        "the budget's intervals, when it stops every P0 follower switches to fast follow "
+        "(empty: always the budget's intervals; promote catches up anyway)",
+    )
+    primary_down_after: int = Field(
+        2, ge=1, le=10, description="failed /health probes in a row (one a tick) = primary down"
+    )
+    verify_interval_s: float = Field(
+        120.0,
+        gt=0,
+        description="a follower whose copy did not advance is compared with its replica (one "
+        "`litestream ltx`) at most this often; an advancing one is not listed at all",
+    )
+    put_price_per_10k: float = Field(
+        0.05, ge=0, description="price of 10,000 blob write (PUT) operations, for the estimate"
     )
     rpo_target_s: dict[str, float] = Field(
         {"P0": 60.0, "P1": 300.0, "P2": 3600.0},
@@ -118,6 +161,33 @@ class RestoreLoopSection(DaemonSection):
             raise ValueError(f"unknown tier(s) {unknown}; known: {list(KNOWN_TIERS)}")
         return value
 
+    @field_validator("tier_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for tier, weight in value.items():
+            if tier not in KNOWN_TIERS:
+                raise ValueError(f"unknown tier {tier!r}; known: {list(KNOWN_TIERS)}")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{tier}: must be >= 0 and finite, got {weight}")
+        return value
+
+    @field_validator("primary_health_url")
+    @classmethod
+    def _health_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return value
+
+    @model_validator(mode="after")
+    def _interval_bounds(self) -> RestoreLoopSection:
+        if self.min_follow_interval_s > self.max_follow_interval_s:
+            raise ValueError(
+                f"min_follow_interval_s ({self.min_follow_interval_s:g}) must be <= "
+                f"max_follow_interval_s ({self.max_follow_interval_s:g})"
+            )
+        return self
+
     @field_validator("follow_interval", "rpo_target_s")
     @classmethod
     def _per_tier_positive(cls, value: dict[str, float]) -> dict[str, float]:
@@ -170,8 +240,13 @@ class RestoreLoopSection(DaemonSection):
             )
         return self
 
-    def follow_interval_for(self, tier: str) -> float:
-        return self.follow_interval.get(tier, self.follow_interval.get("P1", 15.0))
+    def fixed_follow_interval(self, tier: str) -> float | None:
+        """The operator's fixed interval for ``tier`` (None: derived from the budget)."""
+        if tier in self.follow_interval:
+            return self.follow_interval[tier]
+        if self.budget_eur_month <= 0:
+            return UNBUDGETED_INTERVAL_S.get(tier, 300.0)
+        return None
 
     def rpo_target_for(self, tier: str) -> float:
         return self.rpo_target_s.get(tier, self.stale_after_s)

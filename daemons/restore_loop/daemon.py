@@ -3,7 +3,8 @@
 Each cycle (every ``interval_s``) it re-reads the role file (a promoted host stops restoring at
 once), reloads the plan when its files change (``plan_files``), keeps one follower child per
 follow-mode DB (``follower_pool``), and every ``check_interval_s`` lists each replica to judge its
-copy and restore due snapshot-mode copies (``replica_check``, deciding with ``assessment``), raises
+copy and restore due snapshot-mode copies (``replica_check``, deciding with ``assessment``), probes
+the primary's /health (``primary_watch``: fast follow while it is down), raises
 or clears #ops incidents (``incidents``) and writes the status file (``status_doc``). A watcher
 honours the promotion fence within half a second. This module only wires those together; it runs
 only on a standby and must never write to a replica, nor touch a DB that is fenced or promoted.
@@ -28,6 +29,7 @@ from daemons.restore_loop.manifest import MANIFEST
 from daemons.restore_loop.plan import list_requests_per_day
 from daemons.restore_loop.plan_files import PlanFiles, SetupError
 from daemons.restore_loop.policy import CheckSchedule
+from daemons.restore_loop.primary_watch import PrimaryWatch
 from daemons.restore_loop.replica_check import ReplicaChecker
 from daemons.restore_loop.state import StatePaths, work_dir_for
 from shared.config import FleetConfig
@@ -66,6 +68,21 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
         self.m_requests = metrics.gauge("fleet_restore_blob_list_requests_per_day")
         self.m_promoted = metrics.gauge("fleet_restore_promoted")
         self.m_promoted.set(0)
+        self.m_interval = metrics.gauge("fleet_restore_follow_interval_seconds")
+        self.m_fast = metrics.gauge("fleet_restore_fast_follow")
+        self.m_fast.set(0)
+        self.m_primary_up = metrics.gauge("fleet_restore_primary_up")
+        self.m_listings = metrics.counter("fleet_restore_replica_listings_total")
+        s = self.section
+        self.primary = (
+            PrimaryWatch(
+                s.primary_health_url,
+                down_after=s.primary_down_after,
+                deadline_s=min(2.0, s.interval_s),
+            )
+            if s.primary_health_url
+            else None
+        )
         for tier, seconds in self.section.rpo_target_s.items():
             self.m_rpo.labels(tier).set(min(seconds, self.section.stale_after_s))
         copies = CopyContext(
@@ -85,6 +102,7 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
             replica=self.m_replica,
             last_success=self.m_last_success,
             failures=self.m_failures,
+            listings=self.m_listings,
         )
 
     @property
@@ -116,6 +134,8 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        if self.primary is not None:
+            await self.primary.close()
         await self._stop(list(self.dbs.values()))
         if self.dbs:
             with contextlib.suppress(OSError):
@@ -189,11 +209,18 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
         plan, new_plan = await self.plan_files.load()
         if new_plan:
             self.m_requests.set(list_requests_per_day(self.section, plan))
+            self.log.info(
+                "follow intervals derived from the budget",
+                intervals_s=plan.derived_intervals,
+                budget=self.section.budget_eur_month,
+                list_per_day=round(list_requests_per_day(self.section, plan)),
+            )
         gone = await self.followers.reconcile(
             self.dbs, plan, ls, seeds=self._previous_txids, may_revive=lambda: not self._promoted
         )
         for target in gone:
             self.checker.forget(target)
+        await self._watch_primary()
         if self._first_cycle:
             await self.followers.await_first_attempts(self.dbs.values())
         due = self.check_schedule.due(time.monotonic())
@@ -209,6 +236,32 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
             raise SetupError(unusable)
         healthy = sum(1 for st in self.dbs.values() if usable(st))
         return CycleResult(detail={"dbs": len(self.dbs), "checked": due, "healthy": healthy})
+
+    async def _watch_primary(self) -> None:
+        """One probe of the primary's /health: when it stops answering, fast follow for every
+        P0 follower at once; when it answers again, back to the budget's intervals."""
+        if self.primary is not None:
+            changed = await self.primary.probe()
+            self.m_primary_up.set(1 if self.primary.up else 0)
+            if changed is not None:
+                switched = self.followers.set_fast(not changed, self.dbs.values())
+                self.m_fast.set(0 if changed else 1)
+                if changed:
+                    self.log.info("primary answers again; back to the budget's intervals")
+                else:
+                    self.log.warning(
+                        "primary does not answer; P0 followers switch to fast follow",
+                        error=self.primary.last_error,
+                        interval_s=self.section.fast_follow_interval_s,
+                        dbs=switched,
+                    )
+        tiers: dict[str, float] = {}
+        for st in self.dbs.values():
+            if st.target.mode == "follow":
+                iv = self.followers.interval_for(st.target)
+                tiers[st.target.tier] = min(iv, tiers.get(st.target.tier, iv))
+        for tier, iv in tiers.items():
+            self.m_interval.labels(tier).set(iv)
 
     async def _raise_alerts(self) -> None:
         now = self.clock()

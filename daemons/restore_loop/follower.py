@@ -96,8 +96,12 @@ class Follower:
         on_failure: Callable[[str, str], None],
         clock: Clock = time.time,
         on_suspect: Callable[[str], None] | None = None,
+        interval_s: Callable[[], float] | None = None,
     ) -> None:
         self.target = target
+        # The poll interval a fresh child gets (fast follow changes it; the child keeps its own).
+        self.interval_s = interval_s or (lambda: target.follow_interval_s)
+        self.child_interval_s: float | None = None
         self.litestream = litestream
         self.work_dir = work_dir
         self.start_slots = start_slots
@@ -307,13 +311,13 @@ class Follower:
                 )
             except OSError as exc:
                 raise FollowerStartError("local", f"cannot create {self.work_dir}: {exc}") from None
+            interval = self.interval_s()
             try:
-                proc = await self.litestream.start_follower(
-                    target.path, tmp, target.follow_interval_s
-                )
+                proc = await self.litestream.start_follower(target.path, tmp, interval)
             except LitestreamError as exc:
                 raise FollowerStartError(exc.reason, str(exc)) from None
             self.proc = proc
+            self.child_interval_s = interval
             self._restart_reason = None
             self.child_log.tail.clear()
             self._pumps = start_pumps(proc, self.child_log.feed)
@@ -350,7 +354,7 @@ class Follower:
             "standby copy replaced by a fresh restore; following",
             txid=self._last_txid,
             pid=proc.pid,
-            interval_s=target.follow_interval_s,
+            interval_s=interval,
         )
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process, sidecar: Path) -> None:

@@ -40,6 +40,12 @@ __all__ = [
 ]
 
 
+# Restarts that are chosen, not faults, so they do not count towards the flapping alert: the
+# switches of fast follow on and off, and the catch-up of a follower that polls slower than its
+# busy DB uploads (litestream 0.5.17 applies one LTX file per poll).
+SWITCHES = ("fast_follow", "slow_follow", "falling_behind")
+
+
 @dataclass
 class DbState(CopyState):
     """One copy's state and, in follow mode, its follower and the task supervising it."""
@@ -90,6 +96,28 @@ class FollowerPool:
         self.start_slots = ctx.start_slots
         self.m_restarts = restarts
         self.m_failures = failures
+        #: the primary does not answer: P0 followers poll at fast_follow_interval_s
+        self.fast = False
+
+    def interval_for(self, target: RestoreTarget) -> float:
+        """The poll interval a fresh follower of ``target`` gets now."""
+        if self.fast and target.tier == "P0":
+            return min(target.follow_interval_s, self.section.fast_follow_interval_s)
+        return target.follow_interval_s
+
+    def set_fast(self, fast: bool, states: Iterable[DbState]) -> list[str]:
+        """Switch fast follow on or off: every running follower whose interval changes is
+        restarted fresh (litestream cannot change a child's interval, and a fresh restore is a
+        catch-up). Returns the DBs restarted."""
+        self.fast = fast
+        switched = []
+        for st in states:
+            f = st.follower
+            if f is None or f.pid is None or f.child_interval_s == self.interval_for(st.target):
+                continue
+            f.request_restart("fast_follow" if fast else "slow_follow")
+            switched.append(st.target.name)
+        return switched
 
     async def reconcile(
         self,
@@ -206,6 +234,9 @@ class FollowerPool:
 
         def on_restart(reason: str, detail: str) -> None:
             self.m_restarts.labels(name, reason).inc()
+            st.watch.reset()
+            if reason in SWITCHES:
+                return  # chosen, not a fault: no flapping alert
             st.restarts.add(self.clock(), reason)
             st.watch.reset()
             if reason == "exit":
@@ -234,6 +265,7 @@ class FollowerPool:
             on_failure=on_failure,
             clock=self.clock,
             on_suspect=on_suspect,
+            interval_s=lambda: self.interval_for(st.target),
         )
         st.task = asyncio.create_task(st.follower.run(), name=f"follower-{name}")
 

@@ -206,6 +206,28 @@ MANIFEST = DaemonManifest(
             "gauge",
             "Estimated blob LIST requests a day of the current plan (follower polls + checks)",
         ),
+        metric(
+            "fleet_restore_follow_interval_seconds",
+            "gauge",
+            "Poll interval the followers of a tier use now (budget-derived; fast follow while "
+            "the primary is down)",
+            "tier",
+        ),
+        metric(
+            "fleet_restore_fast_follow",
+            "gauge",
+            "1 while the primary does not answer and P0 followers poll at fast_follow_interval_s",
+        ),
+        metric(
+            "fleet_restore_primary_up",
+            "gauge",
+            "1 while the primary's /health answers, 0 when it stopped (absent: not configured)",
+        ),
+        metric(
+            "fleet_restore_replica_listings_total",
+            "counter",
+            "litestream ltx listings run by the checks (a follower that advances is not listed)",
+        ),
     ),
     alerts=alerts,
     unit_profile=unit_profile,

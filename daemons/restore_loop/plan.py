@@ -5,13 +5,17 @@ intervals). A pure function of its inputs; it must never read or write a file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from daemons.restore_loop.catalog import TierTable
+from daemons.restore_loop.catalog import TierTable, go_duration_s
 from daemons.restore_loop.config import RestoreLoopSection
+from daemons.restore_loop.cost import (
+    CostItem,
+    derive_follow_intervals,
+    standby_requests_per_day,
+)
 from daemons.restore_loop.litestream_yaml import ConfiguredDB
-from daemons.restore_loop.policy import requests_per_day
 from daemons.restore_loop.state import RestoreTarget
 
 __all__ = ["Plan", "build_plan", "list_requests_per_day", "select_targets"]
@@ -23,6 +27,8 @@ DEFAULT_TIER = "P1"
 class Plan:
     targets: tuple[RestoreTarget, ...]
     problems: tuple[tuple[str, str], ...]  # (db, what is wrong), reported, never fatal
+    # tier -> follow interval derived from the budget (tiers with a fixed interval are absent)
+    derived_intervals: dict[str, float] = field(default_factory=dict)
 
     def by_name(self) -> dict[str, RestoreTarget]:
         return {t.name: t for t in self.targets}
@@ -61,9 +67,10 @@ def build_plan(
             problems.append((name, "a DB file name must not contain '~'; skipped"))
             continue
         mode = (entry.mode if entry is not None else None) or section.mode
-        follow = (
-            entry.follow_interval_s if entry is not None else None
-        ) or section.follow_interval_for(tier)
+        # 0.0 marks "derived from the budget" until every target is known (below).
+        follow = (entry.follow_interval_s if entry is not None else None) or (
+            section.fixed_follow_interval(tier) or 0.0
+        )
         targets.append(
             RestoreTarget(
                 name=name,
@@ -74,6 +81,7 @@ def build_plan(
                 rpo_target_s=section.rpo_target_for(tier),
                 stale_threshold_s=section.stale_threshold_for(tier),
                 replica=f"{db.replica_type}:{db.replica_location}",
+                sync_interval_s=_sync_s(entry.sync_interval if entry is not None else ""),
             )
         )
     for entry in table.databases:
@@ -81,7 +89,39 @@ def build_plan(
             problems.append(
                 (entry.name, "in the tier table but not in the litestream restore config")
             )
-    return Plan(targets=tuple(targets), problems=tuple(problems))
+    targets, derived = _with_budget_intervals(section, targets)
+    return Plan(targets=tuple(targets), problems=tuple(problems), derived_intervals=derived)
+
+
+def _with_budget_intervals(
+    section: RestoreLoopSection, targets: list[RestoreTarget]
+) -> tuple[list[RestoreTarget], dict[str, float]]:
+    """Fill in the follow interval of every target whose interval is not fixed, from the
+    budget left after the fixed ones."""
+    open_counts: dict[str, int] = {}
+    fixed: list[CostItem] = []
+    for t in targets:
+        if t.mode == "follow" and t.follow_interval_s == 0.0:
+            open_counts[t.tier] = open_counts.get(t.tier, 0) + 1
+        else:
+            fixed.append(CostItem(t.tier, t.mode, t.follow_interval_s or 1.0))
+    derived = derive_follow_intervals(
+        section, open_counts, standby_requests_per_day(section, fixed)
+    )
+    filled = [
+        replace(t, follow_interval_s=derived.get(t.tier, section.max_follow_interval_s))
+        if t.follow_interval_s == 0.0
+        else t
+        for t in targets
+    ]
+    return filled, derived
+
+
+def _sync_s(text: str) -> float:
+    try:
+        return go_duration_s(text) if text else 1.0
+    except ValueError:
+        return 1.0
 
 
 def select_targets(plan: Plan, names: list[str]) -> tuple[list[RestoreTarget], list[str]]:
@@ -102,9 +142,7 @@ def select_targets(plan: Plan, names: list[str]) -> tuple[list[RestoreTarget], l
 
 def list_requests_per_day(section: RestoreLoopSection, plan: Plan) -> float:
     """Estimated blob LIST requests a day of ``plan``: follower polls (or snapshot restores) plus
-    the daemon's own checks."""
-    return requests_per_day(
-        [(t.mode, t.follow_interval_s) for t in plan.targets],
-        check_interval_s=section.check_interval_s,
-        snapshot_interval_s=section.snapshot_interval_s,
+    the daemon's own verification listings."""
+    return standby_requests_per_day(
+        section, [CostItem(t.tier, t.mode, t.follow_interval_s) for t in plan.targets]
     )

@@ -1,6 +1,6 @@
 """restore-loop decisions as pure functions of plain data and ``now``: replica listings, lag,
-stall detection, snapshot replacement and the blob request cost (a copy's overall assessment is
-in ``assessment``, its incidents in ``incidents``).
+stall detection and snapshot replacement (the blob request cost is in ``cost``; a copy's overall
+assessment is in ``assessment``, its incidents in ``incidents``).
 
 No I/O, no clock reads, no randomness: callers pass ``now`` (unix seconds). This module must never
 start a process or touch a file.
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = [
-    "LISTS_PER_IDLE_POLL",
     "CheckRound",
     "CheckSchedule",
     "LtxFile",
@@ -24,21 +23,12 @@ __all__ = [
     "diverged",
     "format_age",
     "lag_seconds",
-    "monthly_cost",
     "parse_ltx_json",
     "parse_txid",
-    "requests_per_day",
     "should_replace",
     "stall_threshold_s",
 ]
 
-# litestream 0.5.17 following an abs replica, measured against Azurite: a poll that finds no new
-# level-0 file lists level 0 and then levels 1-8 looking for a gap to fill, i.e. 9 LIST requests.
-# Most DBs are idle most of the time, so the estimate uses this (the upper bound); a poll that
-# finds new data costs 1 LIST plus the GETs.
-LISTS_PER_IDLE_POLL = 9
-# A one-shot restore lists every level (0-9) before reading.
-LISTS_PER_RESTORE = 10
 DAY_S = 86400.0
 
 
@@ -167,6 +157,7 @@ class StallWatch:
         lag_s: float,
         now: float,
         threshold_s: float,
+        behind_threshold_s: float | None = None,
     ) -> str | None:
         """Record one check; return why the follower must be restarted fresh, or None.
 
@@ -192,7 +183,8 @@ class StallWatch:
         )
         if now - last_progress >= threshold_s:
             return "stall"
-        if advanced and lag_s >= threshold_s:
+        behind_limit = threshold_s if behind_threshold_s is None else behind_threshold_s
+        if advanced and lag_s >= behind_limit:
             return "falling_behind"
         return None
 
@@ -278,23 +270,3 @@ def format_age(seconds: float | None) -> str:
     if s < 2 * DAY_S:
         return f"{s / 3600:.1f}h"
     return f"{s / DAY_S:.1f}d"
-
-
-# cost ----------------------------------------------------------------------------------------
-def requests_per_day(
-    targets: list[tuple[str, float]], *, check_interval_s: float, snapshot_interval_s: float
-) -> float:
-    """Blob LIST requests a day for ``targets`` = [(mode, follow_interval_s)]: follower polls
-    (or snapshot restores), plus this daemon's own checks (one level-0 listing each)."""
-    total = 0.0
-    for mode, follow_interval_s in targets:
-        if mode == "follow":
-            total += DAY_S / follow_interval_s * LISTS_PER_IDLE_POLL
-        else:
-            total += DAY_S / snapshot_interval_s * LISTS_PER_RESTORE
-        total += DAY_S / check_interval_s
-    return total
-
-
-def monthly_cost(per_day: float, price_per_10k: float) -> float:
-    return per_day * 30.0 / 10_000.0 * price_per_10k

@@ -44,6 +44,10 @@ from shared.sqlite import transaction_sync
 
 __all__ = ["AlreadyPromoted", "DbPromotion", "Promoter", "PromotionReport"]
 
+# litestream 0.5's DefaultMonitorInterval: how often `replicate` looks at the WAL before a
+# change waits (up to the replica's sync interval) for its upload.
+MONITOR_INTERVAL_S = 1.0
+
 
 class AlreadyPromoted(Exception):
     """The role file already says primary: a promote finished while this one waited to
@@ -69,7 +73,13 @@ class DbPromotion:
     catch_up: str = ""
     integrity: str = ""
     applied_at: float | None = None
+    #: when the primary wrote the newest change the replica holds (its last upload)
+    replica_newest_at: float | None = None
+    #: the newest change the replica holds but the promoted copy lacks, in seconds (0 when it
+    #: caught up); changes the primary committed but never uploaded add up to rpo_resolution_s
     rpo_s: float | None = None
+    rpo_resolution_s: float | None = None
+    rpo_basis: str = ""
     rto_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -79,6 +89,8 @@ class PromotionReport:
     id: str
     host: str
     started_at: float
+    #: when the promote command's process started (RTO counts from here: the CLI's own start)
+    command_started_at: float | None = None
     finished_at: float = 0.0
     rto_s: float = 0.0
     role_set: bool = False
@@ -153,6 +165,7 @@ class Promoter:
         ack_timeout_s: float = 10.0,
         set_role: bool = True,
         allow_partial: bool = False,
+        command_started_at: float | None = None,
     ) -> PromotionReport:
         """Promote ``targets`` under the promotion lock: PromotionLocked at once when another
         promote holds it, AlreadyPromoted when (with ``set_role``) a promote that finished
@@ -166,6 +179,7 @@ class Promoter:
                 ack_timeout_s=ack_timeout_s,
                 set_role=set_role,
                 allow_partial=allow_partial,
+                command_started_at=command_started_at,
             )
 
     async def _promote_locked(
@@ -176,9 +190,17 @@ class Promoter:
         ack_timeout_s: float,
         set_role: bool,
         allow_partial: bool,
+        command_started_at: float | None = None,
     ) -> PromotionReport:
         started = self.clock()
-        report = PromotionReport(id=uuid.uuid4().hex[:12], host=self.host, started_at=started)
+        report = PromotionReport(
+            id=uuid.uuid4().hex[:12],
+            host=self.host,
+            started_at=started,
+            command_started_at=command_started_at,
+        )
+        # RTO is wall time from the command's start (interpreter, imports, config included).
+        rto_from = min(started, command_started_at) if command_started_at else started
         fence = Fence(report.id, os.getpid(), tuple(t.name for t in targets), started)
         self.paths.write_fence(fence)
         try:
@@ -194,14 +216,14 @@ class Promoter:
                     return await self._promote_one(
                         target,
                         rows.get(target.name, {}),
-                        started,
+                        rto_from,
                         catch_up_timeout_s,
                         allow_partial=allow_partial,
                     )
 
             report.dbs = list(await asyncio.gather(*(one(t) for t in targets)))
             report.finished_at = self.clock()
-            report.rto_s = report.finished_at - started
+            report.rto_s = report.finished_at - rto_from
             promoted_any = any(d.status == "promoted" for d in report.dbs)
             if set_role and promoted_any and (allow_partial or not report.refused):
                 write_role_file(self.role_file, Role.PRIMARY)
@@ -350,18 +372,49 @@ class Promoter:
             return out
         await asyncio.to_thread(self._remove_sidecars, target, row)
         now = self.clock()
-        if view is not None and not view.missing and not diverged(out.local_txid, view.newest_txid):
-            out.applied_at = view.applied_at(out.local_txid)
-        if out.applied_at is None and isinstance(row.get("applied_at"), int | float):
-            out.applied_at = float(row["applied_at"])
-            out.notes.append("RPO from the last check (replica not listed now)")
-        if out.applied_at is None:
-            out.applied_at = target.path.stat().st_mtime
-            out.notes.append("RPO from the copy's mtime (an underestimate)")
-        out.rpo_s = max(0.0, now - out.applied_at)
+        self._rpo(target, row, view, out)
         out.status = "promoted"
         out.rto_s = now - started
         return out
+
+    def _rpo(
+        self,
+        target: RestoreTarget,
+        row: dict[str, Any],
+        view: ReplicaView | None,
+        out: DbPromotion,
+    ) -> None:
+        """RPO from the data: when the primary wrote the newest change the replica holds
+        (its last upload) minus when it wrote the newest change the promoted copy holds. The
+        primary may have committed changes it never uploaded, up to litestream's WAL monitor
+        interval plus its sync interval before it died: that is the resolution. Without a
+        listing, the copy's age (an upper bound)."""
+        out.rpo_resolution_s = target.sync_interval_s + MONITOR_INTERVAL_S
+        usable = view is not None and not view.missing
+        # The catch-up may fetch a change uploaded after the listing: newer than it, not behind.
+        past = out.catch_up.startswith("applied") and diverged(
+            view.newest_txid if view is not None else None, out.local_txid
+        )
+        if usable and view is not None and past:
+            out.applied_at = out.replica_newest_at = view.newest_at
+        elif usable and view is not None and not diverged(out.local_txid, view.newest_txid):
+            out.applied_at = view.applied_at(out.local_txid)
+            out.replica_newest_at = view.newest_at
+            if out.local_txid is not None and out.local_txid == view.newest_txid:
+                out.applied_at = out.replica_newest_at
+        if out.applied_at is not None and out.replica_newest_at is not None:
+            out.rpo_s = max(0.0, out.replica_newest_at - out.applied_at)
+            out.rpo_basis = "replica"
+            return
+        if isinstance(row.get("applied_at"), int | float):
+            out.applied_at = float(row["applied_at"])
+            out.notes.append("RPO bound from the last check's listing (replica not listed now)")
+        else:
+            out.applied_at = target.path.stat().st_mtime
+            out.notes.append("RPO bound from the copy's mtime (replica not listed)")
+        # Upper bound: the time since the newest change the copy holds.
+        out.rpo_s = max(0.0, self.clock() - out.applied_at)
+        out.rpo_basis = "age (upper bound)"
 
     async def _list(self, target: RestoreTarget, out: DbPromotion) -> ReplicaView | None:
         if self.litestream is None:

@@ -1,4 +1,5 @@
-"""One check round over the standby copies: list each replica (``litestream ltx``), restore a
+"""One check round over the standby copies: list each replica that needs it (``litestream ltx``;
+a follower that advances is judged from its own progress, see ``needs_listing``), restore a
 snapshot-mode copy when it is due, read the TXID each copy holds, and record what
 ``assessment`` concludes (lag, divergence, freshness) in the copy's state and its gauges; a
 follower that stalls is restarted fresh.
@@ -21,6 +22,8 @@ from daemons.restore_loop.assessment import (
     assess_copy,
     copy_txid,
     needs_all_levels,
+    needs_listing,
+    progress_only,
     snapshot_step,
 )
 from daemons.restore_loop.follower_pool import CopyContext, DbState
@@ -42,6 +45,7 @@ class ReplicaChecker:
         replica: Gauge,
         last_success: Gauge,
         failures: Counter,
+        listings: Counter | None = None,
     ) -> None:
         self.section, self.work_dir, self.log = ctx.section, ctx.work_dir, ctx.log
         self.clock, self.is_fenced, self.dry_run = ctx.clock, ctx.is_fenced, ctx.dry_run
@@ -51,6 +55,7 @@ class ReplicaChecker:
         self.snapshots: SnapshotRestorer | None = None
         self.m_lag, self.m_local, self.m_replica = lag, local, replica
         self.m_last_success, self.m_failures = last_success, failures
+        self.m_listings = listings
 
     async def run(self, states: Iterable[DbState], ls: Litestream) -> None:
         """Check every copy (``concurrency`` listings at once)."""
@@ -86,6 +91,8 @@ class ReplicaChecker:
                     f"not listed this round: {check_round.timeouts} listings in a row timed "
                     "out (the blob endpoint looks down)",
                 )
+            if self.m_listings is not None:
+                self.m_listings.inc()
             try:
                 listed = await ls.ltx(st.target.path)
             except LitestreamError as exc:
@@ -105,6 +112,20 @@ class ReplicaChecker:
     ) -> None:
         target = st.target
         view: ReplicaView | None = None
+        follower = st.follower
+        if (
+            follower is not None
+            and follower.state == "following"
+            and not needs_listing(
+                st,
+                following=True,
+                local_txid=follower.local_txid(),
+                now=self.clock(),
+                verify_s=self.section.verify_interval_s,
+            )
+        ):
+            self.from_progress(st, follower.local_txid(), follower.suspect)
+            return
         try:
             view = await self.list_replica(st, ls, check_round)
         except LitestreamError as exc:
@@ -113,7 +134,9 @@ class ReplicaChecker:
             st.failures += 1
             st.replica_missing = exc.reason == "replica_missing"
         else:
+            self._measure_writes(st, view)
             st.replica_error, st.replica, st.replica_missing = "", view, view.missing
+            st.listed_at = self.clock()
         reset = False
         if target.mode == "snapshot":
             reset = await self.snapshot_if_due(st, view, snapshots)
@@ -147,6 +170,30 @@ class ReplicaChecker:
         if st.last_success_at is not None:
             self.m_last_success.labels(target.name).set(st.last_success_at)
 
+    def from_progress(self, st: DbState, local: int | None, suspect: str) -> None:
+        """A following copy checked without a listing: its follower's TXID against the last
+        listing (``needs_listing`` decided no subprocess was worth it)."""
+        now = self.clock()
+        st.last_error, st.checked_at, st.suspect = "", now, suspect
+        fresh = progress_only(st, local, now)
+        st.local_txid = local
+        st.lag_s, st.applied_at = fresh.lag_s, fresh.applied_at
+        st.verified_fresh_at, st.last_success_at = fresh.verified_fresh_at, fresh.last_success_at
+        if local is not None:
+            self.m_local.labels(st.target.name).set(local)
+        self.m_lag.labels(st.target.name, st.target.tier).set(fresh.lag_s)
+        if st.last_success_at is not None:
+            self.m_last_success.labels(st.target.name).set(st.last_success_at)
+
+    def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
+        """Write transactions a second between two listings: the primary's upload bill."""
+        before, then, newest = st.replica, st.listed_at, view.newest_txid
+        if before is None or then is None or newest is None or before.newest_txid is None:
+            return
+        elapsed = self.clock() - then
+        if elapsed > 0 and newest >= before.newest_txid:
+            st.writes_per_s = (newest - before.newest_txid) / elapsed
+
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:
         if st.target.mode == "snapshot":
             return await asyncio.to_thread(snapshots.current_txid, st.target)
@@ -162,7 +209,9 @@ class ReplicaChecker:
         if follower is None or follower.state != "following":
             return
         threshold = stall_threshold_s(self.section.stall_after_s, st.target.follow_interval_s)
-        reason = st.watch.observe(local, view.newest_txid, lag, now, threshold)
+        # A follower falling behind is restarted (caught up) before its lag alerts.
+        behind = min(threshold, st.target.stale_threshold_s / 2)
+        reason = st.watch.observe(local, view.newest_txid, lag, now, threshold, behind)
         if reason is not None and not self.is_fenced(st.target.name):
             self.log.warning(
                 "follower stalled; restarting fresh",

@@ -55,6 +55,9 @@ class RestoreTarget:
     # The replica's "type:location": part of the identity, so a new replica URL restarts the
     # follower instead of following a different replica with the old copy.
     replica: str = ""
+    # The primary's sync interval for this DB: changes it committed within that long before it
+    # died may never have been uploaded, so it is the resolution of a promote's RPO.
+    sync_interval_s: float = 1.0
 
     @property
     def file(self) -> str:
@@ -287,3 +290,16 @@ def ensure_work_dir(path: Path) -> Path:
 
 def now_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if ts is None else ts))
+
+
+def process_started_at() -> float | None:
+    """Unix time this process started (Linux: /proc, 10 ms resolution), so an RTO counts the
+    CLI's own start (interpreter, imports, config); None where it cannot be read."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - started_after_boot)

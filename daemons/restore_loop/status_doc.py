@@ -62,6 +62,8 @@ def database_row(
         "stale_threshold_s": target.stale_threshold_s,
         "rpo_target_s": target.rpo_target_s,
         "follow_interval_s": target.follow_interval_s,
+        "listed_at": copy.listed_at,
+        "writes_per_s": None if copy.writes_per_s is None else round(copy.writes_per_s, 3),
         "last_success_at": copy.last_success_at,
         "verified_fresh_at": copy.verified_fresh_at,
         "checked_at": copy.checked_at,

@@ -227,6 +227,17 @@ class Primary:
                 proc.kill()
                 proc.wait()
 
+    def die(self) -> None:
+        """The primary host dies: its writer and its `litestream replicate` processes are
+        SIGKILLed at once (what was not uploaded yet is lost, as in a real crash)."""
+        procs = [p for p in (self.writer, *self.replicates) if p is not None]
+        self.writer, self.replicates = None, []
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for proc in procs:
+            proc.wait()
+
     def close(self) -> None:
         self.stop_writer()
         self.stop_replicate()
@@ -306,6 +317,7 @@ class Standby:
             "FLEET_RESTORE_LOOP__INTERVAL_S": "0.2",
             "FLEET_RESTORE_LOOP__CHECK_INTERVAL_S": "0.5",
             "FLEET_RESTORE_LOOP__STALL_AFTER_S": "10",
+            "FLEET_RESTORE_LOOP__VERIFY_INTERVAL_S": "2",
             "FLEET_RESTORE_LOOP__FOLLOW_INTERVAL": '{"P0": 0.2, "P1": 0.2, "P2": 0.2}',
             "FLEET_RESTORE_LOOP__RESTART_BACKOFF_MAX_S": "1",
             "FLEET_RESTORE_LOOP__BACKOFF_MAX_S": "1",

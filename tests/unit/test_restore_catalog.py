@@ -95,10 +95,13 @@ def test_plan_joins_config_and_table(tmp_path: Path) -> None:
     assert "not directly under standby_dir" in problems["other"]
     assert "not in the litestream restore config" in problems["tasks"]
     mc = plan.by_name()["mission-control"]
-    assert (mc.tier, mc.mode, mc.follow_interval_s) == ("P0", "follow", 1.0)
+    # Intervals come from the budget: P0 polls more often than P1, both within the bounds.
+    p0, p1 = plan.derived_intervals["P0"], plan.derived_intervals["P1"]
+    assert section.min_follow_interval_s <= p0 < p1 <= section.max_follow_interval_s
+    assert (mc.tier, mc.mode, mc.follow_interval_s) == ("P0", "follow", p0)
     assert (mc.rpo_target_s, mc.stale_threshold_s) == (60.0, 60.0)
     contacts = plan.by_name()["contacts"]
-    assert (contacts.follow_interval_s, contacts.stale_threshold_s) == (15.0, 300.0)
+    assert (contacts.follow_interval_s, contacts.stale_threshold_s) == (p1, 300.0)
     chosen, unknown = select_targets(plan, ["mission-control.db", "hivemind", "nope"])
     assert [t.name for t in chosen] == ["mission-control", "hivemind"] and unknown == ["nope"]
 
@@ -112,7 +115,13 @@ def test_section_validation() -> None:
         RestoreLoopSection(stall_after_s=5, check_interval_s=10)
     section = RestoreLoopSection()
     assert section.enabled and section.mode == "follow" and section.tiers == ["P0", "P1"]
-    assert section.follow_interval_for("P0") == 1.0 and section.follow_interval_for("P1") == 15.0
+    assert section.fixed_follow_interval("P0") is None  # derived from the budget
+    assert RestoreLoopSection(follow_interval={"P0": 2}).fixed_follow_interval("P0") == 2.0
+    assert RestoreLoopSection(budget_eur_month=0).fixed_follow_interval("P1") == 300.0
+    with pytest.raises(ValueError, match="min_follow_interval_s"):
+        RestoreLoopSection(min_follow_interval_s=10, max_follow_interval_s=5)
+    with pytest.raises(ValueError, match="http"):
+        RestoreLoopSection(primary_health_url="ftp://example.com/health")
     for name, field in RestoreLoopSection.model_fields.items():
         assert field.description, f"{name} has no description"
 

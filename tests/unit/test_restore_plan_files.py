@@ -12,10 +12,10 @@ import pytest
 
 from daemons.restore_loop.catalog import CatalogError, load_tier_table, parse_tier_table
 from daemons.restore_loop.config import RestoreLoopSection
+from daemons.restore_loop.cost import LISTS_PER_IDLE_POLL
 from daemons.restore_loop.litestream_yaml import render_standby
 from daemons.restore_loop.plan import list_requests_per_day
 from daemons.restore_loop.plan_files import PlanFiles, SetupError
-from daemons.restore_loop.policy import LISTS_PER_IDLE_POLL
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "databases.example.toml"
 
@@ -122,4 +122,4 @@ async def test_the_cost_of_a_plan(tmp_path: Path) -> None:
     plan, _ = await PlanFiles(s, Log()).load()
     per_day = list_requests_per_day(s, plan)
     polls = sum(86400 / t.follow_interval_s * LISTS_PER_IDLE_POLL for t in plan.targets)
-    assert per_day == pytest.approx(polls + len(plan.targets) * 86400 / s.check_interval_s)
+    assert per_day == pytest.approx(polls + len(plan.targets) * 86400 / s.verify_interval_s)

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from daemons.restore_loop.policy import (
-    LISTS_PER_IDLE_POLL,
     LtxFile,
     ReplicaView,
     RestartLog,
@@ -16,10 +15,8 @@ from daemons.restore_loop.policy import (
     diverged,
     format_age,
     lag_seconds,
-    monthly_cost,
     parse_ltx_json,
     parse_txid,
-    requests_per_day,
     should_replace,
     stall_threshold_s,
 )
@@ -150,22 +147,6 @@ def test_snapshot_never_replaces_with_an_older_copy(
     new: int | None, current: int | None, expected: bool
 ) -> None:
     assert should_replace(new, current) is expected
-
-
-def test_cost_of_polling_matches_the_issue_figures() -> None:
-    # ~58 DBs at 1 s: 5 million polls a day; each idle poll of litestream 0.5.17 is 9 LISTs.
-    polls = requests_per_day(
-        [("follow", 1.0)] * 58, check_interval_s=86400.0, snapshot_interval_s=30.0
-    )
-    assert polls == pytest.approx(58 * 86400 * LISTS_PER_IDLE_POLL + 58)
-    assert pytest.approx(5.0e6, rel=0.01) == 58 * 86400
-    assert monthly_cost(10_000 / 30, 0.05) == pytest.approx(0.05)
-    slower = requests_per_day(
-        [("follow", 15.0)] * 58, check_interval_s=86400.0, snapshot_interval_s=30.0
-    )
-    assert slower == pytest.approx(polls / 15, rel=0.01)
-    snap = requests_per_day([("snapshot", 1.0)], check_interval_s=10, snapshot_interval_s=30)
-    assert snap == pytest.approx(86400 / 30 * 10 + 8640)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,56 @@
+"""Cheaper checks: a following copy is listed (one `litestream ltx`) only when it was never
+listed, looks stuck (behind at the last listing and not advanced since), or once per
+verify_interval_s; otherwise its freshness comes from its follower's own progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemons.restore_loop.assessment import CopyState, needs_listing, progress_only
+from daemons.restore_loop.policy import LtxFile, ReplicaView
+from daemons.restore_loop.state import RestoreTarget
+
+T0 = 1_800_000_000.0
+VERIFY = 120.0
+# Listed at T0: TXIDs 1..9, the newest written 10 s before.
+LISTED = ReplicaView((LtxFile(0, 1, 6, 100, T0 - 50), LtxFile(0, 7, 9, 100, T0 - 10)))
+
+
+def copy(mode: str = "follow", **kw: Any) -> CopyState:
+    target = RestoreTarget("a", "P0", Path("/db/a.db"), mode, 1.0, 60.0, 60.0)
+    return CopyState(target, **kw)
+
+
+def needs(c: CopyState, local: int | None, now: float, following: bool = True) -> bool:
+    return needs_listing(c, following=following, local_txid=local, now=now, verify_s=VERIFY)
+
+
+def test_listing_needed_only_when_progress_cannot_tell() -> None:
+    caught_up = copy(replica=LISTED, listed_at=T0, local_txid=9)
+    assert not needs(caught_up, 9, T0 + 10)  # idle and caught up: no subprocess
+    assert not needs(caught_up, 12, T0 + 10)  # advancing past the listing
+    assert needs(caught_up, 9, T0 + VERIFY)  # but verified once per verify interval
+    behind = copy(replica=LISTED, listed_at=T0, local_txid=5)
+    assert needs(behind, 5, T0 + 1)  # behind and not advanced: looks stuck
+    assert not needs(behind, 7, T0 + 0.5)  # behind but advancing
+    assert needs(behind, 7, T0 + 1.0)  # ... listed again a follow interval later
+    assert needs(copy(), 9, T0)  # never listed
+    assert needs(copy(replica=ReplicaView(()), listed_at=T0), 9, T0 + 1)  # replica missing
+    assert needs(caught_up, 9, T0 + 1, following=False)  # restoring, failing
+    assert needs(copy("snapshot", replica=LISTED, listed_at=T0, local_txid=9), 9, T0 + 1)
+
+
+def test_progress_only_judges_against_the_last_listing() -> None:
+    c = copy(replica=LISTED, listed_at=T0, local_txid=6, last_success_at=T0 - 100)
+    fresh = progress_only(c, 9, T0 + 5)
+    assert fresh.lag_s == 0.0 and fresh.verified_fresh_at == T0 + 5 == fresh.last_success_at
+    assert not fresh.compared  # no listing: the stall watch does not see this check
+    past = progress_only(c, 11, T0 + 5)  # past the listing: applied since, fresh
+    assert past.lag_s == 0.0
+    stuck = progress_only(c, 6, T0 + 5)  # the pending 7..9 keep their age
+    assert stuck.lag_s == pytest.approx(15.0) and stuck.last_success_at == T0 - 100
+    moving = progress_only(c, 8, T0 + 5)
+    assert moving.lag_s == pytest.approx(15.0) and moving.last_success_at == T0 + 5
