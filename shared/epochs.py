@@ -34,6 +34,7 @@ __all__ = [
     "read_epoch",
     "read_peer_epochs",
     "record_peer_epoch",
+    "replication_epoch",
     "stand_down_reason",
     "write_epoch",
 ]
@@ -201,6 +202,18 @@ def stand_down_reason(role_file: Path, role: Role, host: str) -> str | None:
     if role is not Role.PRIMARY:
         return None
     return must_stand_down(role, read_epoch(role_file), read_peer_epochs(role_file), host)
+
+
+def replication_epoch(role_file: Path, role: Role) -> int:
+    """The epoch whose replica path litestream uses on a host of ``role``: a primary writes
+    under its own epoch; a standby follows the newest epoch it knows (its own, or any peer's),
+    which is the current primary's. 0: nobody was ever promoted (the plain path)."""
+    local = read_epoch(role_file)
+    mine = local.number if local is not None else 0
+    if role is Role.PRIMARY:
+        return mine
+    peers = [p.epoch.number for p in read_peer_epochs(role_file).values() if p.epoch]
+    return max([mine, *peers])
 
 
 def begin_epoch(role_file: Path, host: str, now: float) -> Epoch:
