@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from typing import Any
 
 import click
 
@@ -72,3 +74,88 @@ def drill(
         for line in summary_lines(outcome):
             click.echo(line)
     raise SystemExit(ExitCode.OK if outcome.report.passed else ExitCode.FAILURE)
+
+
+def _manifests() -> list[Any]:
+    from fleet.registry import manifests
+
+    return list(manifests())
+
+
+def _print_run(run: Any, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from fleet.dr_switchover import run_lines
+
+    if as_json:
+        click.echo(json.dumps(asdict(run), sort_keys=True, default=str))
+    else:
+        for line in run_lines(run):
+            click.echo(line)
+
+
+@dr.command("switchover")
+@click.option("--to", "to_host", required=True, help="the host that becomes primary")
+@click.option(
+    "--old-primary-down",
+    is_flag=True,
+    help="on HOST: the old primary's switchover run finished (peer watch need not confirm)",
+)
+@click.option("--dry-run", is_flag=True, help="print the plan and what is already done")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="seconds the old primary waits for its replicas to hold everything",
+)
+@json_option()
+@config_option
+def switchover_cmd(
+    to_host: str,
+    old_primary_down: bool,
+    dry_run: bool,
+    timeout_s: float,
+    as_json: bool,
+    config_path: str | None,
+) -> None:
+    """Planned switchover with no loss: run on the old primary, then on HOST (resumable)."""
+    from fleet.dr_switchover import SwitchoverError, switchover
+    from shared.logging import configure_logging
+
+    config = load_config_or_exit(config_path)
+    configure_logging(host=config.fleet.host, level="warning", stream=sys.stderr)
+    try:
+        run = asyncio.run(
+            switchover(
+                config,
+                _manifests(),
+                to_host,
+                old_primary_down=old_primary_down,
+                dry_run=dry_run,
+                timeout_s=timeout_s,
+            )
+        )
+    except SwitchoverError as exc:
+        die(ExitCode.FAILURE, f"dr switchover: {exc} (run it again to resume)")
+    _print_run(run, as_json)
+
+
+@dr.command("failback")
+@click.option("--dry-run", is_flag=True, help="print the plan and what is already done")
+@json_option()
+@config_option
+def failback_cmd(dry_run: bool, as_json: bool, config_path: str | None) -> None:
+    """On the old primary after a crash failover: stand down and follow the new primary."""
+    from fleet.dr_failback import failback
+    from fleet.dr_switchover import SwitchoverError
+    from shared.logging import configure_logging
+
+    config = load_config_or_exit(config_path)
+    configure_logging(host=config.fleet.host, level="warning", stream=sys.stderr)
+    try:
+        run = asyncio.run(failback(config, _manifests(), dry_run=dry_run))
+    except SwitchoverError as exc:
+        die(ExitCode.FAILURE, f"dr failback: {exc} (run it again to resume)")
+    _print_run(run, as_json)
