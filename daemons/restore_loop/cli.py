@@ -348,6 +348,12 @@ def _print_report(report: Any, config: FleetConfig) -> None:
         click.echo(f"role set to primary ({config.role_file}); restart the fleet's daemons")
         # Units are generated per role: the primary's (email-reactor, claim-sweeper, the
         # litestream replicate services) do not exist on this host until regenerated.
+        if report.epoch is not None:  # new history, new path (docs/runbooks/dr.md)
+            click.echo(
+                f"promotion epoch {report.epoch}: first `fleet litestream config --role primary"
+                f" --out {config.fleet.root / 'config'}` (replica paths under epoch-"
+                f"{report.epoch}/)"
+            )
         click.echo(
             "next step: fleet units install --now  (installs and starts the primary's units)"
         )
