@@ -131,7 +131,18 @@ def crash_and_drill(work: Path, azurite: Azurite, n: int) -> dict[str, Any]:
         )
         assert wait_for(lambda: all((work / "raw" / f"{x}.db").exists() for x in names), 300)
         time.sleep(5)  # a few seconds of steady following before the drill
-        wall, report, err = fleet(["dr", "drill", "--json"], standby.env, work)
+        # the drill with the production timeouts (the test harness's are short)
+        drill_env = {
+            **standby.env,
+            "FLEET_RESTORE_LOOP__CALL_TIMEOUT_S": "10",
+            "FLEET_RESTORE_LOOP__RESTORE_TIMEOUT_S": "600",
+        }
+        wall, report, err = fleet(["dr", "drill", "--json"], drill_env, work)
+        out["drill_problems"] = {
+            d["db"]: str(d.get("problem"))[:160]
+            for d in (report or {}).get("dbs", [])
+            if not d.get("ok")
+        }
         out["drill_wall_s"] = wall
         out["drill_passed"] = bool(report and report.get("passed"))
         out["drill_rehearsal_s"] = report.get("rehearsal_wall_s") if report else None

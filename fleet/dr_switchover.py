@@ -80,37 +80,42 @@ async def _replicated(config: FleetConfig, epoch: int, timeout_s: float) -> dict
     )
     out: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
-    try:
-        for db in table.in_tiers(section.tiers):
-            local = section.standby_dir / db.file
-            if not local.exists():
-                out[db.name] = {"equal": None, "note": "no local DB"}
-                continue
-            want = db_digest(local)
-            attempts = 0
-            while True:
-                attempts += 1
-                restored = scratch / db.file
-                restored.unlink(missing_ok=True)
-                try:
+    slots = asyncio.Semaphore(section.concurrency)
+
+    async def one(db: Any) -> None:
+        local = section.standby_dir / db.file
+        if not local.exists():
+            out[db.name] = {"equal": None, "note": "no local DB"}
+            return
+        want = await asyncio.to_thread(db_digest, local)
+        attempts = 0
+        while True:
+            attempts += 1
+            restored = scratch / db.file
+            restored.unlink(missing_ok=True)
+            try:
+                async with slots:
                     txid = await ls.restore(
                         local, restored, integrity="quick", timeout_s=section.restore_timeout_s
                     )
-                    got = db_digest(restored)
-                except LitestreamError as exc:
-                    txid, got = None, {"error": str(exc)[:300]}
-                if got == want:
-                    out[db.name] = {"equal": True, "txid": txid, "attempts": attempts, **want}
-                    break
-                if time.monotonic() > deadline:
-                    raise SwitchoverError(
-                        f"{db.name}: the replica still differs from the local DB after "
-                        f"{timeout_s:g}s (litestream replicate running? its log?); run again"
-                    )
-                await asyncio.sleep(1.0)
+                got = await asyncio.to_thread(db_digest, restored)
+            except LitestreamError as exc:
+                txid, got = None, {"error": str(exc)[:300]}
+            if got == want:
+                out[db.name] = {"equal": True, "txid": txid, "attempts": attempts, **want}
+                return
+            if time.monotonic() > deadline:
+                raise SwitchoverError(
+                    f"{db.name}: the replica still differs from the local DB after "
+                    f"{timeout_s:g}s (litestream replicate running? its log?); run again"
+                )
+            await asyncio.sleep(1.0)
+
+    try:
+        await asyncio.gather(*(one(db) for db in table.in_tiers(section.tiers)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return out
+    return dict(sorted(out.items()))
 
 
 async def _promote(config: FleetConfig) -> dict[str, Any]:
