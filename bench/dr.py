@@ -113,7 +113,7 @@ def crash_and_drill(work: Path, azurite: Azurite, n: int) -> dict[str, Any]:
     azurite.create_container("drill")
     primary.create()
     primary.start_replicate()
-    primary.start_writer(rate_per_s=10)
+    primary.start_writer(rate_per_s=10, max_s=3600)
     root = work / "forge" / "root"
     env = env_for(dict(os.environ), root, "forge")
     standby = Standby(env, root, work, primary, tiers=("P0",))
@@ -123,13 +123,6 @@ def crash_and_drill(work: Path, azurite: Azurite, n: int) -> dict[str, Any]:
     try:
         standby.start("", free_port())
         assert wait_for(lambda: all(standby.copy(x).exists() for x in names), 300)
-        raw = raw_followers(
-            root / "config/litestream-restore.yml",
-            work / "raw",
-            [standby.copy(x) for x in names],
-            standby.env,
-        )
-        assert wait_for(lambda: all((work / "raw" / f"{x}.db").exists() for x in names), 300)
         time.sleep(5)  # a few seconds of steady following before the drill
         # the drill with the production timeouts (the test harness's are short)
         drill_env = {
@@ -151,6 +144,16 @@ def crash_and_drill(work: Path, azurite: Azurite, n: int) -> dict[str, Any]:
             c["key"] for c in (report or {}).get("criteria", []) if c.get("ok") is False
         ]
         out["drill_dbs_ok"] = sum(1 for d in (report or {}).get("dbs", []) if d.get("ok"))
+        # the raw baseline for the crash, started after the drill (which runs beside restore-loop
+        # alone, as on the standby), on the same replicas
+        raw = raw_followers(
+            root / "config/litestream-restore.yml",
+            work / "raw",
+            [standby.copy(x) for x in names],
+            standby.env,
+        )
+        assert wait_for(lambda: all((work / "raw" / f"{x}.db").exists() for x in names), 300)
+        time.sleep(10)  # steady following on both standbys before the crash
         # crash
         assert primary.writer is not None
         primary.writer.send_signal(signal.SIGKILL)
@@ -202,7 +205,7 @@ def switchover(work: Path, azurite: Azurite, n: int) -> dict[str, Any]:
     forge_root = work / "forge2" / "root"
     forge_env = env_for(dict(os.environ), forge_root, "forge")
     primary.start_replicate()
-    primary.start_writer(rate_per_s=10)
+    primary.start_writer(rate_per_s=10, max_s=3600)
     standby = Standby(forge_env, forge_root, work, primary, tiers=("P0",))
     standby.env.update(forge_env)
     out: dict[str, Any] = {}
