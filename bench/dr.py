@@ -131,6 +131,9 @@ def crash_and_drill(work: Path, azurite: Azurite, n: int) -> dict[str, Any]:
             "FLEET_RESTORE_LOOP__RESTORE_TIMEOUT_S": "600",
         }
         wall, report, err = fleet(["dr", "drill", "--json"], drill_env, work)
+        dbs = (report or {}).get("dbs", [])
+        out["drill_restore_s"] = summary([float(d["restore_s"]) for d in dbs if d.get("restore_s")])
+        out["drill_check_s"] = summary([float(d["check_s"]) for d in dbs if d.get("check_s")])
         out["drill_problems"] = {
             d["db"]: str(d.get("problem"))[:160]
             for d in (report or {}).get("dbs", [])
@@ -258,7 +261,9 @@ def main() -> None:
     print(f"\n{n} P0 DBs, 10 tx/s each, Azurite")
     print(
         f"drill: {crash['drill_wall_s']:.1f} s wall ({crash['drill_rehearsal_s']} s rehearsed "
-        f"promote), {crash['drill_dbs_ok']}/{n} DBs verified, passed={crash['drill_passed']}"
+        f"promote; per-DB restore median {crash['drill_restore_s']['median']:.1f} s, max "
+        f"{crash['drill_restore_s']['max']:.1f} s), {crash['drill_dbs_ok']}/{n} DBs verified,"
+        f" passed={crash['drill_passed']}"
         f" (failed criteria: {crash['drill_failed_criteria'] or 'none'}; the bench runs no"
         " heartbeat and no routing table, so alert_path and routing fail by design)"
     )
