@@ -54,9 +54,12 @@ def free_port() -> int:
 def fleet(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, Any, str]:
     """Run ``fleet ARGS --json``; (wall seconds, parsed stdout or None, stderr tail)."""
     started = time.monotonic()
-    res = subprocess.run(
-        [str(FLEET), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900
-    )
+    try:
+        res = subprocess.run(
+            [str(FLEET), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900
+        )
+    except subprocess.TimeoutExpired:
+        return time.monotonic() - started, None, "timed out after 900 s"
     wall = time.monotonic() - started
     try:
         data = json.loads(res.stdout) if res.stdout.strip().startswith("{") else None
