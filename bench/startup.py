@@ -1,43 +1,115 @@
-"""Start-up cost of the `fleet` command, each figure against baselines measured in the same run:
+"""Start-up and idle cost of the fleet's processes, each figure beside "importing only the
+dependencies" measured in the same run:
 
-- `fleet status` wall time (every daemon with a heartbeat file), against `python -c pass` and
-  against a bare interpreter importing only what `fleet status` needs (click and the standard
-  library modules it reads with); and the same command when the config holds a value only the
-  models can judge, so it loads the whole config (pydantic-settings and every daemon's section);
-- `fleet run claim-sweeper` from exec to READY=1 on a real NOTIFY_SOCKET, against `python -c
-  pass` and against importing the card's libraries (what any daemon built on them pays);
-- idle RSS of that daemon, against the peak RSS of an interpreter that imported the card's
-  libraries (read by the child itself after its imports end, not sampled from outside).
+- every daemon (`fleet run NAME`) and `fleet run --all` (on a primary and on a standby, the two
+  host roles): seconds from exec to READY=1 on a real NOTIFY_SOCKET, and RSS after idling.
+  Baseline: a bare interpreter that imports exactly the third-party modules that process
+  loaded (read from its own `python -X importtime` run just before), sends READY=1 to the same
+  kind of socket, then idles in an asyncio loop. The ratio is what the fleet's own code and
+  state cost on top of its dependencies;
+- `fleet status` wall time (every daemon with a heartbeat file), against an interpreter
+  importing only what it needs (click and the standard library modules it reads with);
+- what sending Slack messages adds to a daemon's RSS: the sink's way (slack-sdk's sync
+  WebClient in a worker thread) against slack-sdk's AsyncWebClient (which loads aiohttp), each
+  in a fresh process that loaded the runtime, posting to a fake Slack on 127.0.0.1.
 
-    .venv/bin/python bench/startup.py [--runs N]
+    .venv/bin/python bench/startup.py [--runs N] [--idle-s S]
 
-Prints figures (medians); asserts nothing. Talks only to 127.0.0.1 and a socket in a temp dir.
-Targets (issue 11): `fleet status` <= 0.3 s and start -> READY <= 0.5 s on an idle machine.
+Every daemon reaches READY under the bench's config: each gets its own ports, ollama-health a
+dead host on 127.0.0.1:9, Slack a dead URL on 127.0.0.1:9, restore-loop the standby role (it
+refuses a primary) and no tier table (its cycles fail, it stays up and idle). The fleet's
+modules are byte-compiled first (into the checkout's ignored __pycache__), as `pip install`
+does on a host: with PYTHONDONTWRITEBYTECODE set, a checkout would otherwise recompile ~40
+modules at every start. Prints medians; asserts nothing. Talks only to 127.0.0.1 and
+sockets in temp dirs.
+Targets (issue 15): idle RSS <= 45 MiB per daemon, `fleet run --all` <= 65 MiB,
+start -> READY <= 0.5 s; `fleet status` <= 0.3 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
+import json
 import os
+import re
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 FLEET = Path(sys.executable).parent / "fleet"
-CARD_LIBS = (
-    "import anyio, aiosqlite, httpx, apscheduler, structlog, pydantic_settings, slack_sdk,"
-    " prometheus_client, aiohttp"
-)
+OWN = ("shared", "daemons", "fleet", "tests", "bench")
 STATUS_LIBS = "import click, json, subprocess, tomllib"
-# A value the direct read leaves to the models (a lax bool): `fleet status` loads the config.
-FULL_LOAD_TOML = "[claim_sweeper]\nauto_release = 0\n"
-# The child reports its own peak RSS once its imports are done (kB on Linux).
-REPORT_RSS = "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+PORT_KEYS = (
+    "EMAIL_REACTOR__METRICS_PORT",
+    "OLLAMA_HEALTH__METRICS_PORT",
+    "RESTORE_LOOP__METRICS_PORT",
+    "HEARTBEAT__METRICS_PORT",
+    "HEARTBEAT__HEALTH_PORT",
+    "BLUEPRINT_WATCHDOG__METRICS_PORT",
+    "CLAIM_SWEEPER__METRICS_PORT",
+)
+# (label, `fleet run` arguments, host role)
+TARGETS = (
+    ("email-reactor", ["email-reactor"], "primary"),
+    ("ollama-health", ["ollama-health"], "primary"),
+    ("restore-loop", ["restore-loop"], "standby"),
+    ("heartbeat", ["heartbeat"], "primary"),
+    ("blueprint-watchdog", ["blueprint-watchdog"], "primary"),
+    ("claim-sweeper", ["claim-sweeper"], "primary"),
+    ("--all (primary)", ["--all"], "primary"),
+    ("--all (standby)", ["--all"], "standby"),
+)
+# The baseline child: import the given modules, say READY=1 where the daemon would, idle.
+DEPS_CHILD = """
+import asyncio, importlib, os, socket, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+asyncio.run(asyncio.Event().wait())
+"""
+# Child: load what a daemon loads, post 3 messages one way, print RSS before and after (MiB).
+SLACK_CHILD = """
+import asyncio, re, sys
+sys.path.insert(0, sys.argv[2])
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+import shared.runner
+from tests.fakes.slack import DEFAULT_TOKEN, FakeSlack
+fake = FakeSlack()
+fake.start()
+before = rss()
+async def main(mode):
+    if mode == "async":
+        from slack_sdk.web.async_client import AsyncWebClient
+        c = AsyncWebClient(token=DEFAULT_TOKEN, base_url=fake.base_url, retry_handlers=[])
+        for _ in range(3):
+            await c.chat_postMessage(channel="#ops", text="bench")
+    else:
+        import anyio.to_thread
+        from slack_sdk import WebClient
+        c = WebClient(token=DEFAULT_TOKEN, base_url=fake.base_url, retry_handlers=[])
+        for _ in range(3):
+            await anyio.to_thread.run_sync(lambda: c.chat_postMessage(channel="#ops", text="bench"))
+asyncio.run(main(sys.argv[1]))
+assert len(fake.messages) == 3
+print(before, rss())
+fake.stop()
+"""
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)")
 
 
 def free_port() -> int:
@@ -46,23 +118,117 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
+def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def clean_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "NOTIFY_"))}
+def fleet_env(root: Path, role: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLEET_", "NOTIFY_", "WATCHDOG_", "MC_LEASE"))
+    }
     env.update(
         {
             "HOME": str(root / "home"),
             "FLEET_FLEET__ROOT": str(root),
+            "FLEET_FLEET__ROLE": role,
             "FLEET_SLACK__BASE_URL": "http://127.0.0.1:9/api/",
+            "FLEET_OLLAMA_HEALTH__HOSTS": json.dumps({"anvil": {"url": "http://127.0.0.1:9"}}),
         }
     )
+    env.update({f"FLEET_{key}": str(free_port()) for key in PORT_KEYS})
     return env
+
+
+def third_party(names: list[str]) -> list[str]:
+    """The modules in ``names`` whose package lives in site-packages (not the fleet's own)."""
+    site = sysconfig.get_paths()["purelib"]
+    where: dict[str, bool] = {}
+    found = []
+    for name in dict.fromkeys(names):
+        top = name.split(".")[0]
+        if top in OWN or top.startswith("_"):  # ours, or what site.py loads in every python
+            continue
+        if top not in where:
+            try:
+                spec = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                spec = None
+            places = [spec.origin or ""] if spec is not None else []
+            if spec is not None and spec.submodule_search_locations:
+                places += list(spec.submodule_search_locations)
+            where[top] = any(p.startswith(site) for p in places)
+        if where[top]:
+            found.append(name)
+    return found
+
+
+def loaded_modules(args: list[str], env: dict[str, str], idle_s: float) -> list[str]:
+    """Every module `fleet run ARGS` imports up to idling, in import order."""
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", str(FLEET), "run", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(idle_s + 1.0)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    return [m.group(1) for m in IMPORT_LINE.finditer(err)]
+
+
+@dataclass
+class Sample:
+    ready_s: float  # nan: no READY=1 within 30 s, or the process ended
+    rss_mib: float
+    note: str = ""  # the last log lines of a process that failed
+
+
+def measure(argv: list[str], env: dict[str, str], idle_s: float) -> Sample:
+    """Seconds from exec to READY=1 on a fresh NOTIFY_SOCKET, and RSS after ``idle_s``."""
+    with tempfile.TemporaryDirectory(prefix="nsb") as sock_dir, tempfile.TemporaryFile() as log:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(os.path.join(sock_dir, "n.sock"))
+        sock.settimeout(0.05)
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env={**env, "NOTIFY_SOCKET": os.path.join(sock_dir, "n.sock")},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        ready = float("nan")
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    if b"READY=1" in sock.recv(4096):
+                        ready = time.perf_counter() - start
+                        break
+                except TimeoutError:
+                    if proc.poll() is not None:
+                        break
+            time.sleep(idle_s)
+            rss = rss_mib(proc.pid) if proc.poll() is None else float("nan")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            sock.close()
+        note = ""
+        if ready != ready or rss != rss:  # nan: say why
+            log.seek(0)
+            tail = log.read().decode(errors="replace").splitlines()[-3:]
+            note = f"exit {proc.returncode}: " + " | ".join(line[:300] for line in tail)
+    return Sample(ready, rss, note)
 
 
 def write_heartbeats(root: Path) -> None:
@@ -76,121 +242,102 @@ def write_heartbeats(root: Path) -> None:
         write_heartbeat(root / "state" / "heartbeats", beat)
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    res = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    return time.perf_counter() - start, res.stdout
+    subprocess.run(argv, env=env, capture_output=True, check=False)
+    return time.perf_counter() - start
 
 
-def baseline(code: str) -> tuple[float, float]:
-    """Wall seconds of a bare interpreter running ``code``, and its peak RSS (MB)."""
-    wall, out = timed([sys.executable, "-c", code + REPORT_RSS])
-    return wall, int(out.strip().splitlines()[-1]) / 1024
-
-
-def time_to_ready(root: Path, idle_s: float) -> tuple[float, float]:
-    """Seconds from exec to READY=1, and RSS (MB) after idling ``idle_s``."""
-    sock_dir = tempfile.mkdtemp(prefix="nsb")
-    path = os.path.join(sock_dir, "n.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.05)
-    env = clean_env(root)
-    env.update({"NOTIFY_SOCKET": path, "FLEET_CLAIM_SWEEPER__METRICS_PORT": str(free_port())})
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(FLEET), "run", "claim-sweeper"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def slack_growth(mode: str) -> float:
+    """MiB a daemon-like process grows by posting 3 Slack messages ``mode`` (sync|async)."""
+    res = subprocess.run(
+        [sys.executable, "-c", SLACK_CHILD, mode, str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    ready = float("nan")
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if b"READY=1" in sock.recv(4096):
-                    ready = time.perf_counter() - start
-                    break
-            except TimeoutError:
-                if proc.poll() is not None:
-                    break
-        time.sleep(idle_s)
-        rss = rss_mb(proc.pid) if proc.poll() is None else float("nan")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        sock.close()
-    return ready, rss
+    before, after = (float(x) for x in res.stdout.split())
+    return after - before
 
 
-def row(label: str, value: float, base: float, unit: str) -> str:
-    return f"{label:<52}{value:>9.3f}{base:>10.3f}{value / base:>8.2f}  {unit}"
+def good(values: list[float]) -> list[float]:
+    return [v for v in values if v == v] or [float("nan")]  # drop failed runs (nan)
+
+
+def row(label: str, value: float, base: float, unit: str, extra: str = "") -> str:
+    return f"{label:<34}{value:>10.3f}{base:>10.3f}{value / base:>8.2f}  {unit:<4}{extra}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle-s", type=float, default=2.0)
     args = parser.parse_args()
     med = statistics.median
-    statuses, full_loads, readies, rsses = [], [], [], []
-    bare, status_libs, card_libs = [], [], []
+    for package in ("shared", "daemons", "fleet"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        deps: dict[str, list[str]] = {}
+        for label, run_args, role in TARGETS:
+            root = base / f"probe-{len(deps)}"
+            deps[label] = third_party(loaded_modules(run_args, fleet_env(root, role), args.idle_s))
+        fleet: dict[str, list[Sample]] = {label: [] for label, _a, _r in TARGETS}
+        only: dict[str, list[Sample]] = {label: [] for label, _a, _r in TARGETS}
+        statuses: list[float] = []
+        status_libs: list[float] = []
+        slack_sync: list[float] = []
+        slack_async: list[float] = []
         for i in range(args.runs):
-            # Interleaved, so a burst of load hits every figure alike.
-            root = Path(tmp) / f"r{i}"
-            root.mkdir()
-            bare.append(baseline("pass"))
-            status_libs.append(baseline(STATUS_LIBS))
-            card_libs.append(baseline(CARD_LIBS))
+            # Interleaved, so a burst of load hits a figure and its baseline alike.
+            for label, run_args, role in TARGETS:
+                root = base / f"r{i}-{label.strip('-').split()[0]}-{role}"
+                env = fleet_env(root, role)
+                fleet[label].append(measure([str(FLEET), "run", *run_args], env, args.idle_s))
+                child = [sys.executable, "-c", DEPS_CHILD, *deps[label]]
+                only[label].append(measure(child, env, args.idle_s))
+            root = base / f"status-{i}"
             write_heartbeats(root)
-            statuses.append(timed([str(FLEET), "status"], clean_env(root))[0])
-            full = root / "full.toml"
-            full.write_text(FULL_LOAD_TOML)
-            full_loads.append(
-                timed([str(FLEET), "status", "--config", str(full)], clean_env(root))[0]
-            )
-            ready, rss = time_to_ready(root, args.idle_s)
-            readies.append(ready)
-            rsses.append(rss)
-    print(f"runs: {args.runs} (medians), RSS sampled after {args.idle_s}s idle")
-    print(f"{'figure':<52}{'value':>9}{'baseline':>10}{'ratio':>8}")
-    print(row("fleet status (s) vs python -c pass", med(statuses), med(b[0] for b in bare), "s"))
-    print(
-        row(
-            "fleet status (s) vs importing what it needs (click)",
-            med(statuses),
-            med(b[0] for b in status_libs),
-            "s",
+            statuses.append(timed([str(FLEET), "status"], fleet_env(root, "primary")))
+            status_libs.append(timed([sys.executable, "-c", STATUS_LIBS]))
+            slack_sync.append(slack_growth("sync"))
+            slack_async.append(slack_growth("async"))
+
+    print(f"runs: {args.runs} (medians); RSS read from /proc after {args.idle_s:g} s idle")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("baseline: a python process importing only the same third-party modules, then idle")
+    head = f"{'fleet':>10}{'deps only':>10}{'ratio':>8}"
+    print(f"{'start -> READY=1 (s)':<34}{head}        fastest: fleet, deps only")
+    for label, _a, _r in TARGETS:
+        mine, theirs = (
+            good([s.ready_s for s in fleet[label]]),
+            good([s.ready_s for s in only[label]]),
         )
-    )
-    print(
-        row(
-            "fleet status, full config load (s) vs python -c pass",
-            med(full_loads),
-            med(b[0] for b in bare),
-            "s",
+        best = f"{min(mine):.3f}, {min(theirs):.3f}"
+        print(row(label, med(mine), med(theirs), "s", best))
+    print(f"{'idle RSS (MiB)':<34}{head}")
+    for label, _a, _r in TARGETS:
+        mine, theirs = (
+            good([s.rss_mib for s in fleet[label]]),
+            good([s.rss_mib for s in only[label]]),
         )
-    )
-    print(row("start -> READY=1 (s) vs python -c pass", med(readies), med(b[0] for b in bare), "s"))
+        print(row(label, med(mine), med(theirs), "MiB"))
+    print(f"{'wall time (s)':<34}{'fleet':>10}{'deps only':>10}{'ratio':>8}")
+    print(row("fleet status", med(statuses), med(status_libs), "s"))
+    print(f"{'RSS added by 3 Slack posts (MiB)':<34}{'sync+thr':>10}{'async':>10}{'ratio':>8}")
+    print(row("slack-sdk WebClient vs Async", med(slack_sync), med(slack_async), "MiB"))
+    for label, _a, _r in TARGETS:
+        for sample in fleet[label] + only[label]:
+            if sample.note:
+                print(f"FAILED RUN {label}: {sample.note}")
+    print("third-party packages per process:")
+    for label, _a, _r in TARGETS:
+        tops = sorted({name.split(".")[0] for name in deps[label]})
+        print(f"  {label:<20} {' '.join(tops)}")
     print(
-        row(
-            "start -> READY=1 (s) vs importing the card's libs",
-            med(readies),
-            med(b[0] for b in card_libs),
-            "s",
-        )
+        "targets: idle RSS <= 45 MiB per daemon, --all <= 65 MiB, start -> READY <= 0.5 s,"
+        " fleet status <= 0.3 s"
     )
-    print(
-        row(
-            "idle RSS (MB) vs python + the card's libs",
-            med(rsses),
-            med(b[1] for b in card_libs),
-            "MB",
-        )
-    )
-    print("targets: fleet status <= 0.3 s, start -> READY <= 0.5 s (idle machine)")
 
 
 if __name__ == "__main__":

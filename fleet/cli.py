@@ -400,18 +400,22 @@ def silence() -> None:
 def _with_outbox(config_path: str | None, fn: Callable[[Any], Any]) -> Any:
     import asyncio
 
-    from shared.notify import Outbox
+    from shared.notify import outbox_for
+    from shared.sqlite import StoreError
 
     config = _load_config(config_path)
 
     async def _go() -> Any:
-        outbox = await Outbox(config.notify.outbox_db).open()
+        outbox = await outbox_for(config.notify).open()
         try:
             return await fn(outbox)
         finally:
             await outbox.close()
 
-    return asyncio.run(_go())
+    try:
+        return asyncio.run(_go())
+    except StoreError as exc:  # locked past its retries, or the Postgres server unreachable
+        _die(ExitCode.STORE, f"error: outbox unavailable: {exc}")
 
 
 def _fmt_ts(ts: float) -> str:

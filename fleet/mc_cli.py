@@ -25,7 +25,8 @@ from shared.cli import config_option, die, json_option, load_config_or_exit
 from shared.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from shared.mission_control import MissionControl
+    from shared.mc_target import McTarget
+    from shared.mission_control import LeaseStore
 
 __all__ = ["mc"]
 
@@ -51,34 +52,52 @@ def _db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False),
         default=None,
-        help="mission-control.db (default: [mission_control] db)",
+        help="mission-control.db, or a postgresql://user@host/db URL (default: $ALAI_MC_URL,"
+        " else [mission_control] url, else [mission_control] db)",
     )(fn)
     return _config_option(fn)
 
 
-def _db_file(db_path: str | None, config_path: str | None) -> Path:
-    if db_path:
-        path = Path(db_path).expanduser()
-    elif os.environ.get("FLEET_MISSION_CONTROL__DB") and not config_path:
-        path = Path(os.environ["FLEET_MISSION_CONTROL__DB"]).expanduser()
-    else:
-        path = _load_config(config_path).mission_control.db
-    return path
+def _target(db_path: str | None, config_path: str | None) -> McTarget:
+    """Where the store is. ``--db``, ``$ALAI_MC_URL`` or ``$FLEET_MISSION_CONTROL__DB`` (without
+    ``--config``) skip loading the config: the hook path. A bad URL or password file: exit 78."""
+    from shared.mc_target import URL_ENV, McTarget, McTargetError
 
-
-def _lease_store(db_path: str | None, config_path: str | None) -> MissionControl:
-    from shared.mission_control import MissionControl, StoreError
-
-    path = _db_file(db_path, config_path)
     try:
-        # Hooks call these verbs before every tool use: a locked database must fail in
-        # seconds (1 s busy wait x 3 tries), not stall the session for half a minute. No
-        # migration: mc.js owns this table; `fleet mc migrate` is the explicit way.
-        return MissionControl(
-            path, create=False, migrate=False, busy_timeout_ms=1000, attempts=3
-        ).open()
+        if db_path:
+            return McTarget.from_value(db_path)
+        if not config_path and os.environ.get(URL_ENV, "").strip():
+            return McTarget.resolve()
+        if not config_path and os.environ.get("FLEET_MISSION_CONTROL__DB"):
+            return McTarget(path=Path(os.environ["FLEET_MISSION_CONTROL__DB"]).expanduser())
+        section = _load_config(config_path).mission_control
+        return McTarget.resolve(
+            config_url=section.url, config_db=section.db, password_file=section.password_file
+        )
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
+
+
+def _db_file(db_path: str | None, config_path: str | None) -> Path:
+    target = _target(db_path, config_path)
+    if target.path is None:
+        _die(EX_USAGE, "error: this verb works on a SQLite file; pass --db PATH")
+    return target.path
+
+
+def _lease_store(db_path: str | None, config_path: str | None) -> LeaseStore:
+    from shared.mission_control import McTargetError, StoreError, open_store
+
+    target = _target(db_path, config_path)
+    try:
+        # Hooks call these verbs before every tool use: an unusable store must fail in
+        # seconds (SQLite: 1 s busy wait x 3 tries; Postgres: 3 s of reconnects), not stall
+        # the session. No migration: mc.js owns the SQLite table; `fleet mc migrate` is the
+        # explicit way.
+        return open_store(target, create=False, migrate=False, hook=True)
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
     except StoreError as exc:
         _die(EX_STORE, f"error: mission control store unavailable: {exc}")
 
@@ -332,15 +351,46 @@ def mc_show(task_id: int, as_json: bool, db_path: str | None, config_path: str |
 
 @mc.command("migrate")
 @click.option("--apply", "apply_", is_flag=True, help="make the changes (default: only show)")
+@click.option(
+    "--from",
+    "from_",
+    default=None,
+    metavar="sqlite:PATH",
+    help="copy every task and lease from this SQLite file (opened read-only) ...",
+)
+@click.option(
+    "--to",
+    default=None,
+    metavar="URL",
+    help="... to this postgresql://user@host/db (password: $ALAI_MC_PASSWORD_FILE)",
+)
 @json_option()
 @_db_option
-def mc_migrate(apply_: bool, as_json: bool, db_path: str | None, config_path: str | None) -> None:
-    """Show (and with --apply make) the columns and indexes the fleet would add to `tasks`.
+def mc_migrate(
+    apply_: bool,
+    from_: str | None,
+    to: str | None,
+    as_json: bool,
+    db_path: str | None,
+    config_path: str | None,
+) -> None:
+    """Show (and with --apply make) the columns and indexes the fleet would add to `tasks`;
+    or, with --from and --to, copy Mission Control from SQLite to Postgres and verify it.
 
-    The only `fleet mc` verb that changes the schema of Mission Control's table."""
+    The only `fleet mc` verb that changes the schema of Mission Control's table. The copy is
+    idempotent and resumable (a second run writes nothing) and never writes the source."""
+    if from_ is not None or to is not None:
+        if from_ is None or to is None:
+            raise click.UsageError("--from and --to go together")
+        _copy_to_postgres(from_, to, as_json)
+        return
     from shared.mission_control import MissionControl, StoreError, pending_schema_changes
     from shared.sqlite import connect_sync
 
+    target = _target(db_path, config_path)
+    if target.url is not None:
+        _postgres_schema(target, apply_, as_json)
+        return
     path = _db_file(db_path, config_path)
     if not path.exists():
         _die(EX_STORE, f"error: mission control store unavailable: database not found: {path}")
@@ -366,6 +416,98 @@ def mc_migrate(apply_: bool, as_json: bool, db_path: str | None, config_path: st
         click.echo(json.dumps(doc))
     elif apply_:
         click.echo("done")
+
+
+def _postgres_schema(target: McTarget, apply_: bool, as_json: bool) -> None:
+    """`fleet mc migrate` on Postgres: the fleet's table exists, or (--apply) create it."""
+    from shared.mc_postgres import PostgresMissionControl
+    from shared.mission_control import McTargetError, MissingColumns, NoSuchTask, StoreError
+
+    assert target.url is not None
+    shown = target.shown()
+    changes: list[str] = []
+    try:
+        with PostgresMissionControl(
+            target.url, password_file=target.password_file, create=False
+        ) as store:
+            store.status(0)  # reads the lease columns: a missing table or column says so
+    except NoSuchTask:
+        pass
+    except MissingColumns as exc:
+        if exc.columns != ["*"]:
+            _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+        changes = ["CREATE TABLE tasks (...the fleet's columns...) and its two indexes"]
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
+    except StoreError as exc:
+        _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+    if apply_ and changes:
+        try:
+            PostgresMissionControl(
+                target.url, password_file=target.password_file, create=True
+            ).open().close()
+        except StoreError as exc:
+            _die(EX_STORE, f"error: mission control store unavailable: {exc}")
+    if as_json:
+        doc = {"db": shown, "changes": changes, "applied": bool(apply_ and changes)}
+        click.echo(json.dumps(doc))
+    elif not changes:
+        click.echo(f"{shown}: tasks has every column and index the fleet uses; nothing to do")
+    else:
+        verb = "applied" if apply_ else "would apply (run with --apply)"
+        click.echo(f"{shown}: {verb}:\n  {changes[0]}")
+
+
+def _copy_to_postgres(from_: str, to: str, as_json: bool) -> None:
+    from shared.mc_migrate import migrate_sqlite_to_postgres, source_path
+    from shared.mc_postgres import PostgresMissionControl
+    from shared.mc_target import McTarget, McTargetError, is_postgres_url
+    from shared.mission_control import StoreError
+
+    if is_postgres_url(from_):
+        raise click.BadParameter("the source must be sqlite:PATH", param_hint="--from")
+    try:
+        target = McTarget.from_value(to)
+        if target.url is None:
+            raise McTargetError(f"{to}: not a postgresql:// URL")
+        store = PostgresMissionControl(target.url, create=True)
+        try:
+            report = migrate_sqlite_to_postgres(source_path(from_), store)
+        finally:
+            store.close()
+    except McTargetError as exc:
+        _die(ExitCode.CONFIG, f"error: {exc}")
+    except StoreError as exc:
+        _die(EX_STORE, f"error: migration failed: {exc}")
+    if as_json:
+        click.echo(json.dumps({**report.to_json(), "noop": report.noop}))
+    elif report.noop and report.matches:
+        click.echo(
+            f"{report.target} already holds all {report.tasks} tasks of {report.source} "
+            f"exactly ({report.leases} leases); nothing to copy"
+        )
+    else:
+        click.echo(
+            f"copied {report.source} -> {report.target}: {report.tasks} tasks "
+            f"({report.leases} leases): {report.inserted} inserted, {report.updated} updated, "
+            f"{report.unchanged} already there"
+        )
+    if report.extra_columns and not as_json:
+        click.echo(f"columns kept in extra (jsonb): {', '.join(report.extra_columns)}")
+    if not report.matches:
+        _die(
+            EX_STORE,
+            f"error: verification failed: tasks {report.tasks} -> {report.target_tasks}, "
+            f"leases {report.leases} -> {report.target_leases}, checksum "
+            f"{report.source_checksum[:16]} -> {report.target_checksum[:16]} (the target "
+            "holds tasks the source does not, or changed during the copy); run it again, or "
+            "compare with `fleet mc show`",
+        )
+    if not as_json:
+        click.echo(
+            f"verified: tasks {report.target_tasks}, leases {report.target_leases}, "
+            f"checksum {report.target_checksum[:16]} on both sides"
+        )
 
 
 # config ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from shared.config import FleetConfig
 from shared.cycles import CycleResult
 from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics, MetricSet
-from shared.notify import Message, Outbox
+from shared.notify import Message, OutboxStore
 from shared.roles import Role
 from shared.sections import DaemonSection
 
@@ -40,7 +40,7 @@ class DaemonContext(Generic[S]):
     role: Role
     log: Any
     metrics: DaemonMetrics
-    outbox: Outbox | None
+    outbox: OutboxStore | None
     dry_run: bool = False
     clock: Clock = time.time
     #: every registered daemon's manifest (the heartbeat's /health reads them); set by the app

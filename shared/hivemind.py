@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.notify import OutboxRow, SinkError
+from shared.schema_contract import ContractUse, check_contract
+from shared.shared_tables import HIVEMIND_MESSAGES
 
 __all__ = ["COMPONENT", "HiveMindSink"]
 
 COMPONENT = "hivemind_sink"
-#: the columns the fleet fills, in the order of ``message_fields``; only ``body`` is required
-FILLED_COLUMNS = ("ts", "source", "topic", "severity", "body")
-REQUIRED_COLUMNS = frozenset({"body"})
 DEDUP_COLUMN = "fleet_dedup_key"  # on tables an earlier fleet created or extended
 SEVERITIES = frozenset({"info", "warning", "critical"})
 
@@ -66,34 +65,17 @@ class _SchemaMismatch(Exception):
     """``messages`` is laid out so that the fleet cannot write a complete row."""
 
 
-def _insert_plan(table_info: list[tuple[Any, ...]]) -> tuple[str, ...]:
-    """The columns to fill, from ``PRAGMA table_info(messages)`` rows (cid, name, type,
-    notnull, dflt_value, pk); raise ``_SchemaMismatch`` naming the columns when the table lacks
-    a required one or has a NOT NULL column without default that the fleet does not fill."""
-    if not table_info:
+def _insert_plan(conn: sqlite3.Connection, db: Path) -> tuple[str, ...]:
+    """The columns of ``messages`` to fill, checked against the shared contract
+    (``shared.shared_tables.HIVEMIND_MESSAGES``); raise ``_SchemaMismatch`` naming the columns
+    when the table lacks a required one or has a NOT NULL column without default that the fleet
+    does not fill."""
+    report = check_contract(conn, ContractUse(db, HIVEMIND_MESSAGES, COMPONENT))
+    if not report.present:
         raise _SchemaMismatch("hivemind.db has no messages table")
-    names = [str(r[1]) for r in table_info]
-    missing = sorted(REQUIRED_COLUMNS - set(names))
-    if missing:
-        raise _SchemaMismatch(f"messages lacks required column(s) {', '.join(missing)}")
-    ours = set(FILLED_COLUMNS) | {DEDUP_COLUMN}
-    rowid_alias = [r for r in table_info if r[5]]
-    alias = (
-        str(rowid_alias[0][1])
-        if len(rowid_alias) == 1 and str(rowid_alias[0][2]).upper() == "INTEGER"
-        else None
-    )
-    unfilled = [
-        str(r[1])
-        for r in table_info
-        if r[3] and r[4] is None and str(r[1]) not in ours and str(r[1]) != alias
-    ]
-    if unfilled:
-        raise _SchemaMismatch(
-            f"messages has NOT NULL column(s) without default that the fleet does not fill: "
-            f"{', '.join(unfilled)}"
-        )
-    return tuple(c for c in (*FILLED_COLUMNS, DEDUP_COLUMN) if c in names)
+    if not report.ok:
+        raise _SchemaMismatch("; ".join(report.problems()))
+    return tuple(c for c in HIVEMIND_MESSAGES.inserts or () if c in report.names)
 
 
 def _iso(ts: float) -> str:
@@ -188,7 +170,8 @@ class HiveMindSink:
         key = fields["dedup_key"]
         if conn.execute("SELECT 1 FROM fleet_hivemind_sent WHERE dedup_key = ?", (key,)).fetchone():
             return
-        columns = _insert_plan(conn.execute("PRAGMA table_info(messages)").fetchall())
+        assert self._db is not None
+        columns = _insert_plan(conn, self._db)
         if (
             DEDUP_COLUMN in columns
             and conn.execute(f"SELECT 1 FROM messages WHERE {DEDUP_COLUMN} = ?", (key,)).fetchone()

@@ -2,7 +2,7 @@
 
 httpx's timeouts are per phase and per read: a peer that trickles one byte a second never
 trips a 15 s read timeout and holds the caller for as long as it likes. ``request_with_deadline``
-bounds the whole exchange (connect, headers, body) with ``asyncio.timeout`` and streams the body
+bounds the whole exchange (connect, headers, body) with ``anyio.fail_after`` and streams the body
 up to ``max_body_bytes``. Every failure is one ``PeerError`` whose ``kind`` says what happened
 (``timeout``, ``connection``, ``too_large``) and whose text names neither the URL (it may carry
 a token) nor any of the body. A caller's own cancellation is never turned into a PeerError.
@@ -10,7 +10,6 @@ a token) nor any of the body. A caller's own cancellation is never turned into a
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,10 +58,11 @@ async def request_with_deadline(
 ) -> PeerAnswer:
     """``method url`` through ``client`` (kwargs as for ``client.stream``), done within
     ``deadline_s`` seconds from start to the last body byte. Raises PeerError."""
+    import anyio
     import httpx
 
     try:
-        async with asyncio.timeout(deadline_s):
+        with anyio.fail_after(deadline_s):
             async with client.stream(method, url, **kwargs) as resp:
                 body = bytearray()
                 async for chunk in resp.aiter_bytes():

@@ -1,18 +1,23 @@
-"""Serving an aiohttp application on a TCP port so that no client can starve the daemon.
+"""Serving a request handler over HTTP/1.1 on a TCP port so that no client can starve the
+daemon: the fleet's one HTTP server stack (``/metrics``, ``/healthz``, ``/health``), asyncio
+and the standard library only (``shared.http_wire`` parses and encodes).
 
-``GuardedSite`` replaces aiohttp's ``TCPSite`` (and asyncio's accept loop, which retries an
-EMFILE once per connection in the backlog and logs every try): it owns the listening sockets
-and accepts itself. A client that has not sent a whole request head ``header_timeout_s`` after
-connecting (or after it started its next request) is closed, and so is a keep-alive connection
-idle for ``idle_timeout_s``. All servers of the process together hold at most a quarter of
-the soft open-files limit (each an equal share, and at most ``max_connections``), so the files
-the daemon must write (heartbeat, state, SQLite) always find a descriptor. At its cap a server
+``GuardedSite`` owns the listening sockets and accepts itself (asyncio's accept loop retries an
+EMFILE once per connection in the backlog and logs every try). A request head is at most
+``http_wire.MAX_HEAD_BYTES``; a declared body over ``MAX_BODY_BYTES``, a malformed or ambiguous
+head gets an error status and a close; one request per connection is handled at a time, and a
+client that does not read its answers gets no further answer until it does. A client that has
+not sent a whole request (head and declared body) ``header_timeout_s`` after connecting (or
+after it started its next request) is closed, and so is a keep-alive connection idle for
+``idle_timeout_s``. All servers of the process together hold at most a quarter of the soft
+open-files limit (each an equal share, and at most ``max_connections``), so the files the
+daemon must write (heartbeat, state, SQLite) always find a descriptor. At its cap a server
 closes its own oldest connection still waiting for a request (or idle) to make room, so a flood
 on one port never evicts clients of another; when every connection is busy in a handler,
-accepting pauses and new clients wait in the kernel's backlog. An accept error (EMFILE,
-ENFILE, ...) pauses accepting for a second. Abnormal closes and accept errors are logged at
-most once a minute per server, with counts. It must never busy-loop, block the loop, or log
-what a client sent.
+accepting pauses and new clients wait in the kernel's backlog. An accept error (EMFILE, ENFILE,
+...) pauses accepting for a second. Abnormal closes and accept errors are logged at most once a
+minute per server, with counts. It must never busy-loop, block the loop, or log what a client
+sent.
 """
 
 from __future__ import annotations
@@ -28,13 +33,22 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, cast
 
-from aiohttp import web
-
+from shared.http_wire import (
+    HEAD_END,
+    MAX_BODY_BYTES,
+    MAX_HEAD_BYTES,
+    HeadError,
+    Request,
+    Response,
+    parse_head,
+    text_response,
+)
 from shared.sections import FleetSection
 
 __all__ = [
     "ConnectionBudget",
     "GuardedSite",
+    "Handler",
     "HttpLimits",
     "LogThrottle",
     "process_connection_limit",
@@ -49,8 +63,6 @@ LOG_INTERVAL_S = 60.0  # at most one line per kind of trouble per server per int
 MIN_SITE_CONNECTIONS = 16
 BACKLOG = 128
 SHUTDOWN_TIMEOUT_S = 5.0  # a close waits this long for in-flight handlers
-MAX_HEAD_LINE = 4096  # request line / header field size; our paths are short
-HEAD_END = b"\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -119,24 +131,29 @@ class LogThrottle:
 
 
 class _State(Enum):
-    WAITING = "waiting"  # for a whole request head
+    WAITING = "waiting"  # for a whole request head (and its body, if it declared one)
     BUSY = "busy"  # a handler is running
     IDLE = "idle"  # between requests (keep-alive)
 
 
 class _Connection(asyncio.Protocol):
-    """One accepted client: forwards every protocol event to aiohttp's request handler and
-    closes the client when it overstays its state's timeout."""
+    """One accepted client: reads one request at a time (``shared.http_wire``), runs the
+    site's handler on it, writes the answer, and closes the client when it overstays its
+    state's timeout or sends what we refuse."""
 
-    def __init__(self, site: GuardedSite, inner: asyncio.Protocol) -> None:
+    def __init__(self, site: GuardedSite) -> None:
         self.site = site
-        self.inner = inner
         self.transport: asyncio.Transport | None = None
         self.state = _State.WAITING
         self.closed = False
-        self.head_seen = False  # the whole request head has arrived (not yet dispatched)
-        self._tail = b""
-        self._forwarded = False
+        self.head_seen = False  # the whole request head has arrived (not yet answered)
+        self.task: asyncio.Task[None] | None = None
+        self._buf = bytearray()
+        self._request: Request | None = None
+        self._discard = 0  # body bytes still to read and drop
+        self._paused = False  # reading paused: enough of the next requests is buffered
+        self._write_paused = False  # the transport's write buffer is over its high-water mark
+        self._eof = False
         self._timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol ------------------------------------------------------------------------
@@ -145,48 +162,130 @@ class _Connection(asyncio.Protocol):
         if self.closed:  # evicted between accept and now
             self.transport.abort()
             return
-        self.site.track(self)
         self._arm(self.site.limits.header_timeout_s)
-        self._forwarded = True
-        self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._buf += data
+        if self.state is _State.BUSY or (self.state is _State.IDLE and self._write_paused):
+            # Pipelined: read on once the answer is out (and the client reads its answers).
+            if len(self._buf) > MAX_HEAD_BYTES:
+                self._pause_reading()
+            return
         if self.state is _State.IDLE:  # the next request starts: its head has a deadline too
-            self.state, self.head_seen, self._tail = _State.WAITING, False, b""
-            self._arm(self.site.limits.header_timeout_s)
-        if self.state is _State.WAITING and not self.head_seen:
-            # A client whose head is in must not be evicted while a busy loop dispatches it.
-            seen = self._tail + data
-            self.head_seen = HEAD_END in seen
-            self._tail = seen[-(len(HEAD_END) - 1) :]
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+            self._next_request()
+        self._advance()
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        """The client does not read its answers: answer no further request until it does
+        (an idle connection that stays so is closed at the idle timeout)."""
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        self._write_paused = False
+        if self.state is _State.IDLE and not self.closed:
+            self._read_on()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        return self.state is _State.BUSY  # keep the transport to write the answer
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.closed = True
         self.site.forget(self)
-        if self._forwarded:
-            self._forwarded = False
-            self.inner.connection_lost(exc)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
-    # request lifecycle (from the site's middleware) -----------------------------------------
-    def request_started(self) -> None:
+    # requests ----------------------------------------------------------------------------------
+    def _next_request(self) -> None:
+        self.state, self.head_seen, self._request = _State.WAITING, False, None
+        self._arm(self.site.limits.header_timeout_s)
+
+    def _advance(self) -> None:
+        """Consume what the buffer holds of the current request; dispatch it when complete."""
+        if self._request is None:
+            while self._buf.startswith(b"\r\n"):  # empty lines before a request line
+                del self._buf[:2]
+            end = self._buf.find(HEAD_END)
+            if end < 0:
+                if len(self._buf) > MAX_HEAD_BYTES:
+                    self._refuse(431)
+                return
+            head = bytes(self._buf[:end])
+            del self._buf[: end + len(HEAD_END)]
+            self.head_seen = True
+            try:
+                request = parse_head(head)
+            except HeadError as exc:
+                self._refuse(exc.status)
+                return
+            if request.body_length > MAX_BODY_BYTES:
+                self._refuse(413)
+                return
+            self._request, self._discard = request, request.body_length
+        if self._discard:
+            dropped = min(self._discard, len(self._buf))
+            del self._buf[:dropped]
+            self._discard -= dropped
+            if self._discard:
+                return
         self.state = _State.BUSY
         self._disarm()
+        self.task = asyncio.get_running_loop().create_task(self._serve(self._request))
 
-    def request_finished(self) -> None:
-        if not self.closed:
-            self.state = _State.IDLE
-            self._arm(self.site.limits.idle_timeout_s)
+    async def _serve(self, request: Request) -> None:
+        try:
+            response = await self.site.handler(request)
+        except Exception as exc:  # a handler bug answers 500, never kills the server
+            self.site.log.warning(
+                "http handler failed", server=self.site.name, error=type(exc).__name__
+            )
+            response = text_response(500)
+        if self.closed or self.transport is None:
+            return
+        keep = request.keep_alive and not self._eof and not self.site.closing
+        self.transport.write(response.encode(keep_alive=keep, head_only=request.method == "HEAD"))
+        if not keep:
+            self._close_after_write()
+            return
+        self.state, self.head_seen, self._request = _State.IDLE, False, None
+        self._arm(self.site.limits.idle_timeout_s)
+        if not self._write_paused:
+            self._read_on()
+
+    def _read_on(self) -> None:
+        """Between requests, with the client reading: take the next one."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        if self._buf:  # a pipelined request is already here
+            self._next_request()
+            self._advance()
+
+    def _pause_reading(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _refuse(self, status: int) -> None:
+        """Answer ``status`` to a request we will not read on, and close."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(text_response(status).encode(keep_alive=False))
+        self._close_after_write()
+
+    def _close_after_write(self) -> None:
+        """Close once the answer is flushed; a client that never reads it is dropped after
+        the idle timeout."""
+        if self.closed or self.transport is None:
+            return
+        self.closed = True
+        self._disarm()
+        self.site.forget(self)
+        self.transport.close()
+        transport = self.transport
+        asyncio.get_running_loop().call_later(self.site.limits.idle_timeout_s, transport.abort)
 
     def close_now(self, reason: str | None) -> None:
         """Drop the client at once (no lingering on unsent data); ``reason`` is counted."""
@@ -197,6 +296,8 @@ class _Connection(asyncio.Protocol):
         self.site.forget(self, reason)
         if self.transport is not None:
             self.transport.abort()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
     # timers ------------------------------------------------------------------------------------
     def _arm(self, delay: float) -> None:
@@ -235,12 +336,17 @@ class ConnectionBudget:
 _PROCESS_BUDGET = ConnectionBudget()
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 class GuardedSite:
-    """Serves ``app`` on ``bind``:``port`` within ``limits``; ``name`` labels its log lines."""
+    """Serves ``handler`` on ``bind``:``port`` within ``limits``; ``name`` labels its log
+    lines. The handler gets every well-formed request (any method, any path) and answers it;
+    HEAD answers are sent without their body."""
 
     def __init__(
         self,
-        app: web.Application,
+        handler: Handler,
         bind: str,
         port: int,
         limits: HttpLimits,
@@ -249,6 +355,7 @@ class GuardedSite:
         name: str,
         budget: ConnectionBudget | None = None,
     ) -> None:
+        self.handler = handler
         self.bind = bind
         self.limits = limits
         self.log = log
@@ -256,27 +363,14 @@ class GuardedSite:
         self.port: int | None = None
         self._port = port
         self._budget = budget if budget is not None else _PROCESS_BUDGET
-        app.middlewares.append(self._track_request)
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=limits.idle_timeout_s,
-            handler_cancellation=True,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            max_line_size=MAX_HEAD_LINE,
-            max_field_size=MAX_HEAD_LINE,
-        )
-        self._set_up = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._socks: list[socket.socket] = []
         self._conns: dict[_Connection, None] = {}  # oldest first
-        self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
         self._waiting_for_room = False
         self._retry: asyncio.TimerHandle | None = None
-        self._closing = False
+        self.closing = False
         self._throttles = {"accept": LogThrottle(), "closed": LogThrottle()}
         self._flush: dict[str, asyncio.TimerHandle] = {}
 
@@ -293,13 +387,6 @@ class GuardedSite:
         loop = asyncio.get_running_loop()
         self._budget.refresh_limit()
         socks = await _listen(loop, self.bind, self._port)
-        try:
-            await self._runner.setup()
-        except BaseException:
-            for sock in socks:
-                sock.close()
-            raise
-        self._set_up = True
         self._loop, self._socks = loop, socks
         self.port = int(socks[0].getsockname()[1])
         self._budget.sites.add(self)
@@ -307,9 +394,9 @@ class GuardedSite:
 
     async def close(self) -> None:
         """Stop accepting, close every connection (in-flight handlers get a few seconds)."""
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         self._pause()
         for handle in (self._retry, *self._flush.values()):
             if handle is not None:
@@ -326,20 +413,15 @@ class GuardedSite:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._set_up:
-            await self._runner.cleanup()
+        handlers = {c.task for c in self._conns if c.task is not None and not c.task.done()}
+        if handlers:
+            await asyncio.wait(handlers, timeout=SHUTDOWN_TIMEOUT_S)
         for conn in list(self._conns):
             conn.close_now(None)
 
     # connections -------------------------------------------------------------------------------
-    def track(self, conn: _Connection) -> None:
-        if conn.transport is not None:
-            self._by_transport[conn.transport] = conn
-
     def forget(self, conn: _Connection, reason: str | None = None) -> None:
         """``conn`` no longer counts (closed, or being closed for ``reason``)."""
-        if conn.transport is not None:
-            self._by_transport.pop(conn.transport, None)
         if conn not in self._conns:
             return
         del self._conns[conn]
@@ -347,19 +429,6 @@ class GuardedSite:
             self._note("closed", reason)
         if self._waiting_for_room:
             self._resume()
-
-    @web.middleware
-    async def _track_request(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        conn = self._by_transport.get(request.transport) if request.transport else None
-        if conn is not None:
-            conn.request_started()
-        try:
-            return await handler(request)
-        finally:
-            if conn is not None:
-                conn.request_finished()
 
     # accepting ---------------------------------------------------------------------------------
     def _victim(self) -> _Connection | None:
@@ -407,9 +476,9 @@ class GuardedSite:
             self._adopt(client)
 
     def _adopt(self, client: socket.socket) -> None:
-        assert self._loop is not None and self._runner.server is not None
+        assert self._loop is not None
         client.setblocking(False)
-        conn = _Connection(self, self._runner.server())
+        conn = _Connection(self)
         self._conns[conn] = None
         task = self._loop.create_task(self._connect(client, conn))
         self._tasks.add(task)
@@ -439,7 +508,7 @@ class GuardedSite:
             self._retry.cancel()
             self._retry = None
         self._waiting_for_room = False
-        if self._closing or self._accepting or self._loop is None:
+        if self.closing or self._accepting or self._loop is None:
             return
         for sock in self._socks:
             self._loop.add_reader(sock.fileno(), self._on_readable, sock)
@@ -467,12 +536,12 @@ class GuardedSite:
                     cap=self._cap(),
                 )
         due = self._throttles[kind].due_in()
-        if due is not None and kind not in self._flush and self._loop and not self._closing:
+        if due is not None and kind not in self._flush and self._loop and not self.closing:
             self._flush[kind] = self._loop.call_later(due, self._flush_due, kind)
 
     def _flush_due(self, kind: str) -> None:
         self._flush.pop(kind, None)
-        if not self._closing:
+        if not self.closing:
             self._emit(kind, self._throttles[kind].take())
 
 

@@ -49,7 +49,7 @@ class LeaseHeld(Exception):
 class MissingColumns(StoreError):
     """The shared ``tasks`` table lacks a column a verb needs; the fleet does not add it."""
 
-    def __init__(self, path: Path, table: str, columns: list[str]) -> None:
+    def __init__(self, path: Path | str, table: str, columns: list[str]) -> None:
         self.path, self.table, self.columns = path, table, columns
         what = f"no table {table}" if columns == ["*"] else f"table {table} has no column "
         if columns != ["*"]:

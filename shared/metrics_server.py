@@ -1,7 +1,8 @@
 """The HTTP server that serves one daemon's ``/metrics`` and ``/healthz``.
 
 It binds the configured address (127.0.0.1 by default) and serves nothing but those two
-paths, within the ``[fleet] http_*`` limits (``shared.http_site``: header and idle timeouts, a
+paths (GET or HEAD; 405 for another method on them, 404 for any other path), within the
+``[fleet] http_*`` limits (``shared.http_site``: header and idle timeouts, size limits, a
 connection cap); it must never block the event loop or expose anything beyond metrics and
 health.
 """
@@ -13,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.http_site import GuardedSite, HttpLimits
+from shared.http_wire import Request, Response, text_response
 from shared.logging import get_logger
 from shared.metrics import DaemonMetrics
 
@@ -30,7 +31,7 @@ class HealthReport:
 
 
 class MetricsServer:
-    """aiohttp server for one daemon: GET /metrics and GET /healthz, nothing else."""
+    """HTTP server for one daemon: GET /metrics and GET /healthz, nothing else."""
 
     def __init__(
         self,
@@ -51,24 +52,25 @@ class MetricsServer:
         self._site: GuardedSite | None = None
         self.port: int | None = None
 
-    async def _get_metrics(self, _request: web.Request) -> web.Response:
-        body = self._metrics.render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _get_healthz(self, _request: web.Request) -> web.Response:
+    async def _dispatch(self, request: Request) -> Response:
+        if request.path not in ("/metrics", "/healthz"):
+            return text_response(404, "not found")
+        if request.method not in ("GET", "HEAD"):
+            return text_response(405, Allow="GET, HEAD")
+        if request.path == "/metrics":
+            return Response(200, self._metrics.render(), CONTENT_TYPE_LATEST)
         report = self._health()
         payload = {"ok": report.ok, **report.detail}
-        return web.Response(
-            status=200 if report.ok else 503,
-            text=json.dumps(payload, sort_keys=True),
-            content_type="application/json",
+        return Response(
+            200 if report.ok else 503,
+            json.dumps(payload, sort_keys=True).encode("utf-8"),
+            "application/json; charset=utf-8",
         )
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._get_metrics)
-        app.router.add_get("/healthz", self._get_healthz)
-        site = GuardedSite(app, self._bind, self._port, self._limits, log=self._log, name="metrics")
+        site = GuardedSite(
+            self._dispatch, self._bind, self._port, self._limits, log=self._log, name="metrics"
+        )
         await site.start()
         self._site = site
         self.port = site.port

@@ -42,7 +42,7 @@ from shared.logging import describe_error, error_leaves, get_logger, log_traceba
 from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
 from shared.metrics_server import HealthReport, MetricsServer
-from shared.notify import NotifyMetrics, Outbox, OutboxSender, Sink, SlackSink
+from shared.notify import NotifyMetrics, OutboxSender, OutboxStore, Sink, SlackSink, outbox_for
 from shared.roles import Role, effective_role
 from shared.sqlite import StoreError, store_errors_in
 
@@ -86,7 +86,7 @@ class DaemonRunner:
         self.rand = rand
         self.log = get_logger(daemon=self.name)
         self.metrics = DaemonMetrics(self.name, __version__)
-        self.outbox: Outbox | None = None
+        self.outbox: OutboxStore | None = None
         self.sender: OutboxSender | None = None
         self.daemon: Daemon[Any] | None = None
         self.server: MetricsServer | None = None
@@ -119,14 +119,14 @@ class DaemonRunner:
     async def open(self, *, serve_metrics: bool, with_outbox: bool) -> None:
         self.check_role()
         if with_outbox and not self.dry_run:
-            self.outbox = Outbox(self.config.notify.outbox_db, clock=self.clock)
+            self.outbox = outbox_for(self.config.notify, clock=self.clock)
             try:
                 await self.outbox.open()
             except (StoreError, sqlite3.Error, OSError) as exc:
                 self.count_store_errors(exc)
                 self.log.warning(
                     "outbox unavailable at start-up; starting without it, the sender retries",
-                    db=self.outbox.path.name,
+                    db=self.outbox.store_name,
                     error=describe_error(exc),
                 )
             self.sender = OutboxSender(
@@ -218,7 +218,7 @@ class DaemonRunner:
         ``fleet_store_errors_total``; an OSError of the outbox counts as the outbox's."""
         dbs = store_errors_in(exc)
         if not dbs and isinstance(exc, OSError) and self.outbox is not None:
-            dbs = [self.outbox.path.name]
+            dbs = [self.outbox.store_name]
         for db in dbs:
             self.metrics.store_error(db)
 

@@ -63,6 +63,8 @@ class TableContract:
     indexes: tuple[tuple[str, str], ...] = ()
     #: column -> declaration for ``fleet db migrate`` (default ``TEXT``)
     declarations: Mapping[str, str] = field(default_factory=dict)
+    #: what fixes a NOT NULL column the fleet does not fill (said after the column names)
+    unfilled_fix: str = "its owner must give each a default"
 
     def declaration(self, column: str) -> str:
         return self.declarations.get(column, "TEXT")
@@ -156,8 +158,7 @@ class ContractReport:
         if self.unfilled:
             out.append(
                 f"{self.where} has NOT NULL column(s) without default that the fleet does not "
-                f"fill: {', '.join(self.unfilled)} (give each a value in "
-                '[mission_control] task_defaults, e.g. created_by = "email-reactor")'
+                f"fill: {', '.join(self.unfilled)} ({self.use.contract.unfilled_fix})"
             )
         return out
 

@@ -183,12 +183,59 @@ class NotifySection(_Section):
     send_lease_s: float = Field(
         60.0, gt=0, description="a claimed row whose sender died is retried after this"
     )
+    url: str = Field(
+        "",
+        description=(
+            "postgresql://user@host:port/db: one outbox every host shares instead of "
+            "outbox_db (dedup fleet-wide); never with a password in it (password_file)"
+        ),
+    )
+    password: SecretStr = Field(SecretStr(""), description="set from password_file")
+    password_file: Path | None = Field(
+        None, description="file (mode 0600) holding the Postgres password for url"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        from shared.mc_target import McTargetError, check_url
+
+        if not value:
+            return value
+        try:
+            return check_url(value)
+        except McTargetError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class MissionControlSection(_Section):
     db: Path = Field(
         Path("<root>/databases/mission-control.db"), description="Mission Control task store"
     )
+    url: str = Field(
+        "",
+        description=(
+            "postgresql://user@host:port/db: Mission Control on Postgres instead of db "
+            "($ALAI_MC_URL wins); never with a password in it (password_file)"
+        ),
+    )
+    password: SecretStr = Field(SecretStr(""), description="set from password_file")
+    password_file: Path | None = Field(
+        None, description="file (mode 0600) holding the Postgres password for url"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        from shared.mc_target import McTargetError, check_url
+
+        if not value:
+            return value
+        try:
+            return check_url(value)
+        except McTargetError as exc:
+            raise ValueError(str(exc)) from None
+
     task_defaults: dict[str, str | int | float | bool] = Field(
         {},
         description=(

@@ -49,6 +49,9 @@ TASKS_CREATE = TableContract(
         "updated_at": "tasks carry no update time from the fleet",
     },
     inserts=TASK_FILLED,
+    unfilled_fix=(
+        'give each a value in [mission_control] task_defaults, e.g. created_by = "email-reactor"'
+    ),
     indexes=_TASK_INDEXES[1:],
     declarations={"status": "TEXT DEFAULT 'open'"},
 )

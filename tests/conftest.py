@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated fleet root per test, the installed `fleet` script, free ports,
-and a real NOTIFY_SOCKET (an AF_UNIX datagram socket the test binds)."""
+a real NOTIFY_SOCKET (an AF_UNIX datagram socket the test binds), and a real PostgreSQL server
+(``pg_server``, one per session; ``pg_db``, a fresh database per test: tests/pg_support.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.mc_backends import McBackend
+from tests.pg_support import PgDatabase, PgServer, pg_bin_dir
 
 FLEET_BIN = Path(sys.executable).parent / "fleet"
 
@@ -48,6 +52,39 @@ def fleet_env(fleet_root: Path, tmp_path: Path) -> dict[str, str]:
     env["FLEET_SLACK__BASE_URL"] = "http://127.0.0.1:9/api/"  # nothing listens: never real Slack
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the session (127.0.0.1, free port). Skipped when the
+    server binaries are missing, except under CI (``.ci/run`` installs them), where it fails."""
+    if pg_bin_dir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries missing: .ci/run installs the postgresql package")
+        pytest.skip("PostgreSQL binaries missing (apt-get install postgresql)")
+    server = PgServer.start_new()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_db(pg_server: PgServer, tmp_path: Path) -> Iterator[PgDatabase]:
+    """A fresh, empty database on ``pg_server``; its password in a 0600 file under tmp_path."""
+    pg_server.ensure_running()  # a test that stopped it and failed must not break the next
+    name = pg_server.create_database()
+    pw = pg_server.write_password_file(tmp_path / "pg.password")
+    yield PgDatabase(pg_server, name, pg_server.url(name), pw)
+    pg_server.ensure_running()
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def mc_backend(request: pytest.FixtureRequest, tmp_path: Path) -> McBackend:
+    """Mission Control on each backend in turn: a SQLite file, then a fresh Postgres
+    database (tests/mc_backends.py)."""
+    if request.param == "sqlite":
+        return McBackend.sqlite(tmp_path / "databases" / "mission-control.db")
+    return McBackend.postgres(request.getfixturevalue("pg_db"), tmp_path)
 
 
 class NotifySocket:

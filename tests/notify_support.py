@@ -18,13 +18,14 @@ from pydantic import SecretStr
 from shared.notify import (
     Message,
     NotifyMetrics,
-    Outbox,
     OutboxRow,
     OutboxSender,
+    OutboxStore,
     SlackSink,
 )
 from shared.sections import NotifySection, SlackSection
 from tests.fakes.slack import DEFAULT_TOKEN
+from tests.pg_support import PgDatabase
 from tests.recording_log import RecordingLog
 
 __all__ = [
@@ -81,7 +82,7 @@ class Rig:
 
 
 def make_rig(
-    outbox: Outbox,
+    outbox: OutboxStore,
     base_url: str,
     *,
     token: str = DEFAULT_TOKEN,
@@ -95,7 +96,7 @@ def make_rig(
     sender = OutboxSender(
         outbox,
         {"slack": SlackSink(slack)},
-        NotifySection(outbox_db=outbox.path, **notify),
+        NotifySection(**notify),
         log=log,
         metrics=NotifyMetrics(registry),
         owner=owner,
@@ -114,7 +115,14 @@ async def drain(rig: Rig | OutboxSender, max_steps: int = 50) -> int:
     raise AssertionError(f"sender still busy after {max_steps} steps")
 
 
-def rows(db: Path) -> list[dict[str, Any]]:
+def rows(db: Path | PgDatabase) -> list[dict[str, Any]]:
+    """Every outbox row, oldest first, from a SQLite file or a Postgres database."""
+    if isinstance(db, PgDatabase):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(db.dsn, row_factory=dict_row) as pg:
+            return [dict(r) for r in pg.execute("SELECT * FROM outbox ORDER BY id")]
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
@@ -123,7 +131,7 @@ def rows(db: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
-def row_by_key(db: Path, dedup_key: str) -> dict[str, Any]:
+def row_by_key(db: Path | PgDatabase, dedup_key: str) -> dict[str, Any]:
     [row] = [r for r in rows(db) if r["dedup_key"] == dedup_key]
     return row
 
@@ -159,7 +167,7 @@ class RecordingSink:
 
 
 def recording_sender(
-    outbox: Outbox, sink: RecordingSink | None = None, **notify: Any
+    outbox: OutboxStore, sink: RecordingSink | None = None, **notify: Any
 ) -> tuple[OutboxSender, RecordingSink, CollectorRegistry]:
     """A sender over ``outbox`` delivering to an in-memory sink, without jitter."""
     sink = sink if sink is not None else RecordingSink()
@@ -167,7 +175,7 @@ def recording_sender(
     sender = OutboxSender(
         outbox,
         {"slack": sink},
-        NotifySection(outbox_db=outbox.path, **notify),
+        NotifySection(**notify),
         log=RecordingLog(),
         metrics=NotifyMetrics(registry),
         owner="sender-a",

@@ -2,6 +2,8 @@
 #ops once per lease expired longer than ``alert_after_s``, and with ``auto_release`` releases
 expired leases by compare-and-set (a lease extended between read and write is never released).
 
+Mission Control is ``[mission_control] db`` (SQLite) or ``url``/``$ALAI_MC_URL`` (Postgres,
+shared by every host: sweepers on two hosts are safe, every release is a CAS).
 It must never write mission-control.db on a standby: there it opens the database read-only in
 spirit (no create, no migration) and ``auto_release`` refuses to start. It never changes the
 schema of an existing ``tasks`` table (mc.js owns it; ``fleet mc migrate`` is the operator's
@@ -18,7 +20,7 @@ from daemons.claim_sweeper.manifest import MANIFEST
 from daemons.claim_sweeper.policy import alert_due, alert_message, unreadable_message
 from shared.cycles import CycleResult
 from shared.daemon import Daemon, DaemonContext
-from shared.mission_control import MissionControl
+from shared.mission_control import LeaseStore, McTarget, open_store
 from shared.roles import Role
 
 __all__ = ["ClaimSweeper"]
@@ -29,7 +31,7 @@ class ClaimSweeper(Daemon[ClaimSweeperSection]):
 
     def __init__(self, ctx: DaemonContext[ClaimSweeperSection]) -> None:
         super().__init__(ctx)
-        self.store: MissionControl | None = None
+        self.store: LeaseStore | None = None
         self._missing_logged = False
         metrics = self.own_metrics()
         self.m_held = metrics.gauge("fleet_claims_held")
@@ -41,12 +43,23 @@ class ClaimSweeper(Daemon[ClaimSweeperSection]):
     def writable(self) -> bool:
         return self.ctx.role is Role.PRIMARY and not self.ctx.dry_run
 
-    def _open_store(self) -> MissionControl | None:
-        path = self.ctx.config.mission_control.db
+    def _target(self) -> McTarget:
+        section = self.ctx.config.mission_control
+        return McTarget.resolve(
+            config_url=section.url, config_db=section.db, password_file=section.password_file
+        )
+
+    def _open_store(self) -> LeaseStore | None:
+        target = self._target()
+        if target.path is None:
+            # Postgres: a server every host shares. Create the table only where writing is
+            # allowed (a primary, not dry-run); elsewhere a missing table fails the cycle.
+            return open_store(target, clock=self.ctx.clock, create=self.writable)
+        path = target.path
         if not self.writable and not path.exists():
             return None
         fresh = self.writable and not path.exists()
-        return MissionControl(path, clock=self.ctx.clock, create=fresh, migrate=fresh).open()
+        return open_store(target, clock=self.ctx.clock, create=fresh, migrate=fresh)
 
     async def cycle(self) -> CycleResult:
         if self.store is None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from daemons.claim_sweeper.config import ClaimSweeperSection
 from shared.config import FleetConfig
 from shared.manifest import AlertRule, DaemonManifest, UnitProfile, WrittenDb, metric
+from shared.mc_target import URL_ENV
 from shared.roles import Role
 from shared.schema_contract import ContractUse
 from shared.shared_tables import TASKS_LEASES
 
 __all__ = ["MANIFEST", "claims_alert_after_s"]
+
+
+def on_postgres(config: FleetConfig) -> bool:
+    """Mission Control is a Postgres server every host shares (not a replicated file)."""
+    return bool(os.environ.get(URL_ENV, "").strip() or config.mission_control.url)
 
 
 def refuse(section: ClaimSweeperSection, role: Role) -> str | None:
@@ -25,7 +32,7 @@ def refuse(section: ClaimSweeperSection, role: Role) -> str | None:
 
 
 def writes(config: FleetConfig, section: ClaimSweeperSection) -> Sequence[WrittenDb]:
-    if not section.auto_release:
+    if not section.auto_release or on_postgres(config):
         return ()
     return (
         WrittenDb(
@@ -35,6 +42,8 @@ def writes(config: FleetConfig, section: ClaimSweeperSection) -> Sequence[Writte
 
 
 def contracts(config: FleetConfig, _section: ClaimSweeperSection) -> Sequence[ContractUse]:
+    if on_postgres(config):
+        return ()  # the Postgres table is the fleet's own (shared/mc_postgres.py)
     return (ContractUse(config.mission_control.db, TASKS_LEASES, "claim-sweeper"),)
 
 

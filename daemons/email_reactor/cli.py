@@ -57,7 +57,7 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
     from shared import __version__
     from shared.logging import configure_logging, get_logger
     from shared.metrics import DaemonMetrics
-    from shared.notify import Outbox
+    from shared.notify import outbox_for
     from shared.roles import RoleFileError, effective_role
     from shared.runtime import DaemonContext, RefusedToStart
 
@@ -72,7 +72,7 @@ def _with_reactor(config_path: str | None, dry_run: bool, fn: Callable[[Any], Aw
         die(EX_CONFIG, reason)
 
     async def _go() -> T:
-        outbox = None if dry_run else await Outbox(config.notify.outbox_db).open()
+        outbox = None if dry_run else await outbox_for(config.notify).open()
         ctx = DaemonContext(
             config=config,
             section=config.section(EmailReactorSection),

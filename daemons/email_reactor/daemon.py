@@ -52,7 +52,7 @@ from shared.files import (
     read_json,
 )
 from shared.logging import hash_email
-from shared.mission_control import MissionControl, format_sql_ts
+from shared.mission_control import LeaseStore, McTarget, format_sql_ts, open_store
 from shared.notify import Message
 from shared.notify.escape import slack_text
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
@@ -72,7 +72,7 @@ class EmailReactor(Daemon[EmailReactorSection]):
         super().__init__(ctx)
         self.s = self.section
         self.store: InboxStore | None = None
-        self.mc: MissionControl | None = None
+        self.mc: LeaseStore | None = None
         self.llm: LLMClient | None = None
         self.paperless: PaperlessClient | None = None
         self.partners = PartnerList()
@@ -114,13 +114,18 @@ class EmailReactor(Daemon[EmailReactorSection]):
         try:
             self.store = await InboxStore(self.s.inbox_db).open(migrate=not dry)
             if not dry:  # --dry-run never touches Mission Control
+                target = McTarget.resolve(  # [mission_control] url / $ALAI_MC_URL: Postgres
+                    config_url=mc_conf.url,
+                    config_db=mc_conf.db,
+                    password_file=mc_conf.password_file,
+                )
                 self.mc = await asyncio.to_thread(
-                    MissionControl(
-                        mc_conf.db,
+                    lambda: open_store(
+                        target,
                         clock=self.ctx.clock,
                         creates_tasks=True,
                         task_defaults=mc_conf.task_defaults,
-                    ).open
+                    )
                 )
         except ContractViolation as exc:
             raise RefusedToStart(f"{self.name}: {exc}") from None

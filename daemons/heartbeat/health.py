@@ -18,8 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
-
 from daemons.heartbeat.policy import FleetReport, fleet_report
 from shared import __version__
 from shared.clock import Clock
@@ -27,6 +25,7 @@ from shared.config import FleetConfig
 from shared.epochs import read_epoch, stand_down_reason
 from shared.heartbeats import HeartbeatStatus, read_status
 from shared.http_site import GuardedSite, HttpLimits
+from shared.http_wire import Request, Response, text_response
 from shared.logging import get_logger
 from shared.manifest import DaemonManifest
 from shared.roles import Role, RoleFileError, effective_role
@@ -115,7 +114,8 @@ class HealthView:
 
 
 class HealthServer:
-    """aiohttp server on ``bind``:``port``: GET /health and GET /health/fleet, nothing else."""
+    """HTTP server on ``bind``:``port``: GET (or HEAD) /health and /health/fleet, nothing else
+    (404 for any other method or path)."""
 
     def __init__(
         self,
@@ -134,26 +134,21 @@ class HealthServer:
         self._site: GuardedSite | None = None
         self.port: int | None = None
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        if request.method != "GET":
-            return web.Response(status=404, text="not found\n")
+    async def _dispatch(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD") or request.path not in HEALTH_PATHS:
+            return text_response(404, "not found")
         report, body = await self.view.current()
         status = 503 if request.path == "/health/fleet" and not report.ok else 200
-        return web.Response(
-            status=status,
-            body=body,
-            content_type="application/json",
-            headers={"Cache-Control": "no-store"},
+        return Response(
+            status, body, "application/json; charset=utf-8", {"Cache-Control": "no-store"}
         )
 
     async def start(self) -> None:
         """Bind and serve; raises OSError when the address is unusable (port taken, Tailscale
         address not up yet). Safe to call again after a failure."""
-        app = web.Application()
-        # Exact routes only: aiohttp answers 404 to any other path; other methods get 404 here.
-        for path in HEALTH_PATHS:
-            app.router.add_route("*", path, self._dispatch)
-        site = GuardedSite(app, self.bind, self._port, self._limits, log=self._log, name="health")
+        site = GuardedSite(
+            self._dispatch, self.bind, self._port, self._limits, log=self._log, name="health"
+        )
         await site.start()
         self._site = site
         self.port = site.port

@@ -58,8 +58,14 @@ class CopyState:
     suspect: str = ""
     # When the replica was last listed (a check round may learn from the follower instead).
     listed_at: float | None = None
-    # Writes a second the replica saw between the last two listings (level-0 TXIDs a second).
+    # Replicated TXIDs a second (LTX files the primary uploads), between two listings or from
+    # the follower's progress; None until measured. ``rate_mark``: (time, TXID) it counts from.
     writes_per_s: float | None = None
+    rate_mark: tuple[float, int] | None = None
+    list_mark: tuple[float, int] | None = None  # (time, replica TXID) of the listings' rate
+    rate_listed_at: float | None = None  # when listings last measured the rate
+    # A busy DB's follower polls at its upload rate (``policy.busy_floor``); None: the budget's.
+    floor_s: float | None = None
 
 
 def copy_txid(

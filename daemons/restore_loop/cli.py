@@ -62,10 +62,12 @@ def _cost_lines(
     table: TierTable,
     plan: Plan | None,
     measured: dict[str, float] | None = None,
+    polling: dict[str, float] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The replication bill (standby LISTs from ``plan``, else the tier table; primary PUTs)."""
     from daemons.restore_loop.cost import CostItem
     from daemons.restore_loop.cost_report import bill, bill_lines, table_items
+    from daemons.restore_loop.replica_check import behind_after_s
 
     items, uploads = table_items(section, table)
     if plan is not None:
@@ -73,9 +75,10 @@ def _cost_lines(
             CostItem(
                 t.tier,
                 t.mode,
-                t.follow_interval_s,
+                (polling or {}).get(t.name, t.follow_interval_s),  # busy floor, fast follow
                 (measured or {}).get(t.name),
                 t.sync_interval_s,
+                behind_after_s(section, t),
             )
             for t in plan.targets
         ]
@@ -141,7 +144,12 @@ def restore_status(as_json: bool, config_path: str | None) -> None:
         for r in rows
         if isinstance(r.get("writes_per_s"), int | float)
     }
-    cost, bill_json = _cost_lines(section, _table(section.databases_file), plan, measured)
+    polling = {
+        str(r["db"]): float(r["poll_interval_s"])
+        for r in rows
+        if isinstance(r.get("poll_interval_s"), int | float)
+    }
+    cost, bill_json = _cost_lines(section, _table(section.databases_file), plan, measured, polling)
     if as_json:
         click.echo(
             json.dumps(

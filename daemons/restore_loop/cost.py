@@ -25,6 +25,7 @@ __all__ = [
     "CostItem",
     "budget_requests_per_day",
     "derive_follow_intervals",
+    "falls_behind",
     "lists_per_poll",
     "monthly_cost",
     "standby_requests_per_day",
@@ -52,6 +53,8 @@ class CostItem:
     writes_per_s: float | None = None
     #: the primary's sync interval: at most one level-0 file per sync interval appears
     sync_interval_s: float = 1.0
+    #: lag at which a follower falling behind is restarted fresh (None: not modelled)
+    behind_after_s: float | None = None
 
 
 def lists_per_poll(item: CostItem) -> float:
@@ -82,8 +85,25 @@ def _verify_per_day(section: RestoreLoopSection) -> float:
     return DAY_S / section.verify_interval_s * LISTS_PER_LTX
 
 
+def falls_behind(item: CostItem) -> bool:
+    """The DB uploads more files than its follower polls (one file a poll): it falls behind
+    and is caught up by fresh restarts."""
+    if item.writes_per_s is None or item.behind_after_s is None:
+        return False
+    uploads_per_s = min(item.writes_per_s, 1.0 / max(item.sync_interval_s, 1e-3))
+    return uploads_per_s * item.interval_s > 1.0
+
+
 def _item_per_day(section: RestoreLoopSection, item: CostItem) -> float:
     mode, interval_s = item.mode, item.interval_s
+    if mode == "follow" and falls_behind(item) and item.behind_after_s is not None:
+        # A cycle: a fresh restore (LISTS_PER_RESTORE), then a poll every interval (1 LIST,
+        # it always finds a file) and a listing every check round that is an interval after
+        # the last (it is behind), until the lag reaches behind_after_s, seen at a listing.
+        every = max(interval_s, section.check_interval_s)
+        cycle = item.behind_after_s + every
+        per_cycle = LISTS_PER_RESTORE + cycle / interval_s + cycle / every * LISTS_PER_LTX
+        return DAY_S / cycle * per_cycle
     if mode == "follow":
         return DAY_S / interval_s * lists_per_poll(item) + _verify_per_day(section)
     # snapshot mode: one listing per check round, a restore per snapshot interval (if changed)

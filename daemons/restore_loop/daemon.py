@@ -103,6 +103,7 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
             last_success=self.m_last_success,
             failures=self.m_failures,
             listings=self.m_listings,
+            floors=self.followers.apply_floor,
         )
 
     @property
@@ -258,7 +259,7 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
         tiers: dict[str, float] = {}
         for st in self.dbs.values():
             if st.target.mode == "follow":
-                iv = self.followers.interval_for(st.target)
+                iv = self.followers.interval_for(st)
                 tiers[st.target.tier] = min(iv, tiers.get(st.target.tier, iv))
         for tier, iv in tiers.items():
             self.m_interval.labels(tier).set(iv)

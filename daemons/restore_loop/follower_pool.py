@@ -41,9 +41,9 @@ __all__ = [
 
 
 # Restarts that are chosen, not faults, so they do not count towards the flapping alert: the
-# switches of fast follow on and off, and the catch-up of a follower that polls slower than its
-# busy DB uploads (litestream 0.5.17 applies one LTX file per poll).
-SWITCHES = ("fast_follow", "slow_follow", "falling_behind")
+# interval switches (fast follow on and off, a busy DB's floor), and the catch-up of a follower
+# that polls slower than its busy DB uploads (litestream 0.5.17 applies one LTX file per poll).
+SWITCHES = ("fast_follow", "slow_follow", "busy_floor", "falling_behind")
 
 
 @dataclass
@@ -63,7 +63,9 @@ class DbState(CopyState):
         """This copy's row of the status document."""
         f = self.follower
         view = (
-            FollowerView(self.state, f.pid, f.output, f.sidecar) if f else FollowerView(self.state)
+            FollowerView(self.state, f.pid, f.output, f.sidecar, f.child_interval_s)
+            if f
+            else FollowerView(self.state)
         )
         snapshot_record = (
             snapshot_txid_path(work_dir, self.target.name)
@@ -99,21 +101,47 @@ class FollowerPool:
         #: the primary does not answer: P0 followers poll at fast_follow_interval_s
         self.fast = False
 
-    def interval_for(self, target: RestoreTarget) -> float:
-        """The poll interval a fresh follower of ``target`` gets now."""
-        if self.fast and target.tier == "P0":
-            return min(target.follow_interval_s, self.section.fast_follow_interval_s)
-        return target.follow_interval_s
+    def interval_for(self, st: DbState) -> float:
+        """The poll interval a fresh follower of ``st`` gets now: the budget's, floored for a
+        busy DB (it keeps up), fast follow for P0 while the primary is down."""
+        interval = st.target.follow_interval_s
+        if st.floor_s is not None:
+            interval = min(interval, st.floor_s)
+        if self.fast and st.target.tier == "P0":
+            interval = min(interval, self.section.fast_follow_interval_s)
+        return interval
+
+    def apply_floor(self, st: DbState, floor_s: float | None) -> bool:
+        """Set a busy DB's poll floor; restart its follower when its interval changes."""
+        if floor_s == st.floor_s:
+            return False
+        st.floor_s = floor_s
+        f = st.follower
+        if f is None or f.pid is None or f.child_interval_s == self.interval_for(st):
+            return False
+        self.log.info(
+            "follower interval changes with the DB's upload rate",
+            db=st.target.name,
+            interval_s=self.interval_for(st),
+            uploads_per_s=st.writes_per_s,
+        )
+        f.request_restart("busy_floor" if floor_s is not None else "slow_follow")
+        return True
 
     def set_fast(self, fast: bool, states: Iterable[DbState]) -> list[str]:
-        """Switch fast follow on or off: every running follower whose interval changes is
-        restarted fresh (litestream cannot change a child's interval, and a fresh restore is a
-        catch-up). Returns the DBs restarted."""
+        """Switch fast follow on or off. On: every running P0 follower is restarted fresh, its
+        interval changed or not: a fresh restore is the catch-up (a follower applies one LTX
+        file a poll, so one that lags stays behind). Off: those whose interval changes
+        (litestream cannot change a child's interval). Returns the DBs restarted."""
         self.fast = fast
         switched = []
         for st in states:
             f = st.follower
-            if f is None or f.pid is None or f.child_interval_s == self.interval_for(st.target):
+            if f is None or f.pid is None:
+                continue
+            if fast and st.target.tier != "P0":
+                continue
+            if not fast and f.child_interval_s == self.interval_for(st):
                 continue
             f.request_restart("fast_follow" if fast else "slow_follow")
             switched.append(st.target.name)
@@ -265,7 +293,7 @@ class FollowerPool:
             on_failure=on_failure,
             clock=self.clock,
             on_suspect=on_suspect,
-            interval_s=lambda: self.interval_for(st.target),
+            interval_s=lambda: self.interval_for(st),
         )
         st.task = asyncio.create_task(st.follower.run(), name=f"follower-{name}")
 

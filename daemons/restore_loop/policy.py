@@ -9,6 +9,7 @@ start a process or touch a file.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ __all__ = [
     "ReplicaView",
     "RestartLog",
     "StallWatch",
+    "busy_floor",
     "diverged",
     "format_age",
     "lag_seconds",
@@ -270,3 +272,32 @@ def format_age(seconds: float | None) -> str:
     if s < 2 * DAY_S:
         return f"{s / 3600:.1f}h"
     return f"{s / DAY_S:.1f}d"
+
+
+FLOOR_MIN_S = 0.5  # a busy DB is never polled faster than this
+FLOOR_MARGIN = 0.8  # poll a little faster than the uploads, so jitter does not leave it behind
+
+
+def busy_floor(
+    writes_per_s: float | None,
+    sync_interval_s: float,
+    interval_s: float,
+    current: float | None,
+) -> float | None:
+    """The poll interval a busy DB's follower needs to keep up, or None (the budget's
+    ``interval_s``).
+
+    litestream 0.5.17's abs follower applies one LTX file per poll, so a DB that uploads more
+    often than its follower polls falls behind. Floored: poll a little faster than the uploads
+    (a poll that finds a file is 1 LIST). Hysteresis: a floor is set or lowered when more than
+    1.2 uploads would wait per poll at the interval in use, released when fewer than 0.5 would
+    at the budget's, and otherwise kept (no restart for a small change in the rate)."""
+    if writes_per_s is None:
+        return current
+    uploads_per_s = min(writes_per_s, 1.0 / max(sync_interval_s, 1e-3))
+    if uploads_per_s * interval_s < 0.5:
+        return None
+    in_use = interval_s if current is None else min(current, interval_s)
+    if uploads_per_s * in_use > 1.2:
+        return max(FLOOR_MIN_S, math.floor(10.0 * FLOOR_MARGIN / uploads_per_s) / 10)
+    return current

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Gauge
 
@@ -26,13 +26,23 @@ from daemons.restore_loop.assessment import (
     progress_only,
     snapshot_step,
 )
+from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.follower_pool import CopyContext, DbState
 from daemons.restore_loop.litestream import Litestream, LitestreamError
-from daemons.restore_loop.policy import CheckRound, ReplicaView, stall_threshold_s
+from daemons.restore_loop.policy import CheckRound, ReplicaView, busy_floor, stall_threshold_s
 from daemons.restore_loop.snapshot import SnapshotRestorer, snapshot_txid_path
 from daemons.restore_loop.state import RestoreTarget
 
-__all__ = ["ReplicaChecker"]
+__all__ = ["ReplicaChecker", "behind_after_s"]
+
+RATE_MIN_S = 10.0  # a rate is measured over at least this long
+
+
+def behind_after_s(section: RestoreLoopSection, target: RestoreTarget) -> float:
+    """Lag at which a follower that advances but falls behind is restarted fresh (caught up):
+    before its lag alerts (half the stale threshold), at most the stall threshold."""
+    stall = stall_threshold_s(section.stall_after_s, target.follow_interval_s)
+    return min(stall, target.stale_threshold_s / 2)
 
 
 class ReplicaChecker:
@@ -46,6 +56,7 @@ class ReplicaChecker:
         last_success: Gauge,
         failures: Counter,
         listings: Counter | None = None,
+        floors: Callable[[DbState, float | None], bool] | None = None,
     ) -> None:
         self.section, self.work_dir, self.log = ctx.section, ctx.work_dir, ctx.log
         self.clock, self.is_fenced, self.dry_run = ctx.clock, ctx.is_fenced, ctx.dry_run
@@ -56,6 +67,7 @@ class ReplicaChecker:
         self.m_lag, self.m_local, self.m_replica = lag, local, replica
         self.m_last_success, self.m_failures = last_success, failures
         self.m_listings = listings
+        self.floors = floors
 
     async def run(self, states: Iterable[DbState], ls: Litestream) -> None:
         """Check every copy (``concurrency`` listings at once)."""
@@ -146,6 +158,8 @@ class ReplicaChecker:
         st.checked_at = now
         previous = st.local_txid
         local = st.local_txid = await self.local_txid(st, snapshots)
+        self._measure_progress(st, local)
+        self._floor(st)
         if st.follower is not None and st.follower.state == "following":
             st.suspect = st.follower.suspect
         fresh = assess_copy(
@@ -177,6 +191,8 @@ class ReplicaChecker:
         st.last_error, st.checked_at, st.suspect = "", now, suspect
         fresh = progress_only(st, local, now)
         st.local_txid = local
+        self._measure_progress(st, local)
+        self._floor(st)
         st.lag_s, st.applied_at = fresh.lag_s, fresh.applied_at
         st.verified_fresh_at, st.last_success_at = fresh.verified_fresh_at, fresh.last_success_at
         if local is not None:
@@ -185,14 +201,54 @@ class ReplicaChecker:
         if st.last_success_at is not None:
             self.m_last_success.labels(st.target.name).set(st.last_success_at)
 
-    def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
-        """Write transactions a second between two listings: the primary's upload bill."""
-        before, then, newest = st.replica, st.listed_at, view.newest_txid
-        if before is None or then is None or newest is None or before.newest_txid is None:
+    def _floor(self, st: DbState) -> None:
+        """Poll a busy DB at its upload rate so its follower keeps up (``busy_floor``)."""
+        if st.target.mode != "follow" or self.floors is None:
             return
-        elapsed = self.clock() - then
-        if elapsed > 0 and newest >= before.newest_txid:
-            st.writes_per_s = (newest - before.newest_txid) / elapsed
+        floor = busy_floor(
+            st.writes_per_s,
+            st.target.sync_interval_s,
+            st.target.follow_interval_s,
+            st.floor_s,
+        )
+        self.floors(st, floor)
+
+    def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
+        """Replicated TXIDs a second (one per LTX file the primary uploads: a sync interval
+        with writes), for the upload bill and the poll cost, across listings at least
+        RATE_MIN_S apart."""
+        newest, now = view.newest_txid, self.clock()
+        if newest is None:
+            return
+        if st.list_mark is None or newest < st.list_mark[1]:
+            st.list_mark = (now, newest)
+            return
+        since, txid = st.list_mark
+        if now - since >= RATE_MIN_S:
+            st.writes_per_s = (newest - txid) / (now - since)
+            st.list_mark = (now, newest)
+            st.rate_listed_at = now
+
+    def _measure_progress(self, st: DbState, local: int | None) -> None:
+        """The same rate from the follower's own progress (a copy that keeps up applies every
+        upload), when no two listings measured it: an idle DB is never listed twice in a
+        while, and its TXID does not move."""
+        now = self.clock()
+        if local is None:
+            return
+        if st.rate_mark is None or local < st.rate_mark[1]:
+            st.rate_mark = (now, local)
+            return
+        since, txid = st.rate_mark
+        if now - since < RATE_MIN_S:
+            return
+        st.rate_mark = (now, local)
+        if st.rate_listed_at is not None and now - st.rate_listed_at < 3 * RATE_MIN_S:
+            return  # listed often (it is behind): the listings measure it, not its progress
+        newest = st.replica.newest_txid if st.replica is not None else None
+        if newest is not None and local < newest:
+            return  # behind: its progress (one file a poll) is not the upload rate
+        st.writes_per_s = (local - txid) / (now - since)
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:
         if st.target.mode == "snapshot":
@@ -209,8 +265,7 @@ class ReplicaChecker:
         if follower is None or follower.state != "following":
             return
         threshold = stall_threshold_s(self.section.stall_after_s, st.target.follow_interval_s)
-        # A follower falling behind is restarted (caught up) before its lag alerts.
-        behind = min(threshold, st.target.stale_threshold_s / 2)
+        behind = behind_after_s(self.section, st.target)
         reason = st.watch.observe(local, view.newest_txid, lag, now, threshold, behind)
         if reason is not None and not self.is_fenced(st.target.name):
             self.log.warning(

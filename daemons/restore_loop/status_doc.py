@@ -36,6 +36,7 @@ class FollowerView:
     pid: int | None = None
     output: Path | None = None
     sidecar: Path | None = None
+    interval_s: float | None = None  # the running child's poll interval
 
 
 def database_row(
@@ -62,6 +63,7 @@ def database_row(
         "stale_threshold_s": target.stale_threshold_s,
         "rpo_target_s": target.rpo_target_s,
         "follow_interval_s": target.follow_interval_s,
+        "poll_interval_s": follower.interval_s,
         "listed_at": copy.listed_at,
         "writes_per_s": None if copy.writes_per_s is None else round(copy.writes_per_s, 3),
         "last_success_at": copy.last_success_at,

@@ -1,18 +1,24 @@
 """The plain data of notifications: a ``Message`` a daemon asks to have delivered, the
 ``OutboxRow`` it becomes once stored, and the outbox's ``Silence``.
 
-Values only: nothing here reads a clock, touches a database or talks to a sink.
+Values only: nothing here reads a clock, touches a database or talks to a sink (``from_db``
+converts a selected tuple).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["MAX_SILENCE_S", "Kind", "Message", "OutboxRow", "Silence"]
+__all__ = ["MAX_SILENCE_S", "ROW_COLUMNS", "Kind", "Message", "OutboxRow", "Silence"]
 
 #: the longest silence ``fleet silence set`` accepts: a drill or a maintenance, not "forever"
 MAX_SILENCE_S = 30 * 86400.0
+
+#: the columns ``OutboxRow.from_db`` reads, in its order (the same on both outbox backends)
+ROW_COLUMNS = "id, dedup_key, sink, channel, kind, text, payload, daemon, created_at, attempts"
 
 #: ``alert``: may be silenced and collapsed; ``push`` (e.g. #ceo): never is;
 #: ``summary``: made by the outbox from collapsed alerts.
@@ -47,6 +53,22 @@ class OutboxRow:
     daemon: str
     created_at: float
     attempts: int
+
+    @classmethod
+    def from_db(cls, r: Sequence[Any]) -> OutboxRow:
+        """From a row selected as ``ROW_COLUMNS`` (either backend)."""
+        return cls(
+            id=int(r[0]),
+            dedup_key=str(r[1]),
+            sink=str(r[2]),
+            channel=str(r[3]),
+            kind=str(r[4]),
+            text=str(r[5]),
+            payload=json.loads(r[6] or "{}"),
+            daemon=str(r[7]),
+            created_at=float(r[8]),
+            attempts=int(r[9]),
+        )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A step requeues rows a dead sender left, holds alerts during a silence (pushes still go),
 otherwise collapses what the collapse plan says, then claims and sends what is due, at most
-``rate_per_minute`` per channel. A failed send is pushed back with a backoff (Slack's
+``rate_per_minute`` per channel. A row delivered while the store failed to mark it sent is
+marked first thing in the next step (before its lease lapses), so a lost connection to a
+Postgres outbox does not send it twice. A failed send is pushed back with a backoff (Slack's
 Retry-After when it sent one) or, when permanent, marked dead, counted and logged: nothing is
 dropped silently and no row is left claimed. ``run()`` steps without sleeping while there is
 work; a step the outbox database failed (locked past its retries, unopenable, a full disk)
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +28,7 @@ from shared.backoff import backoff_delay
 from shared.logging import describe_error
 from shared.notify.message import OutboxRow
 from shared.notify.metrics import NotifyMetrics
-from shared.notify.outbox import Outbox
+from shared.notify.outbox import OutboxStore
 from shared.notify.sink import Sink, SinkError
 from shared.sections import NotifySection
 from shared.sqlite import is_store_error
@@ -65,7 +68,7 @@ class OutboxSender:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxStore,
         sinks: dict[str, Sink],
         settings: NotifySection,
         *,
@@ -81,18 +84,22 @@ class OutboxSender:
         self.settings = settings
         self.log = log
         self.metrics = metrics
-        self.owner = owner or f"{os.getpid()}:{id(self):x}"
+        # host:pid:object, unique across the hosts sharing a Postgres outbox
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.batch = batch
         self.rand = rand
         self.on_store_error = on_store_error
         self._last_prune = 0.0
         self._held_notice: set[str] = set()
         self._was_silenced = False
+        self._unmarked: set[int] = set()  # delivered rows the store has not marked sent yet
 
     async def step(self) -> int:
         """Deliver what is ready now; return how many rows were attempted (0: idle)."""
         ob = self.outbox
         now = ob.now()
+        if self._unmarked:
+            await self._mark_unmarked()
         await ob.requeue_abandoned()
         silenced = ob.silenced(await ob.silence())
         if silenced:
@@ -163,7 +170,6 @@ class OutboxSender:
                 )
                 await ob.mark_retry(row.id, self.owner, delay, str(failure))
             return False
-        await ob.mark_sent(row.id, self.owner)
         if self.metrics:
             self.metrics.sent.labels(row.sink).inc()
         self.log.info(
@@ -174,7 +180,20 @@ class OutboxSender:
             outbox_id=row.id,
             source=row.daemon,
         )
+        try:
+            await ob.mark_sent(row.id, self.owner)
+        except BaseException:
+            # Delivered, but the store did not take the mark (connection lost, cancelled):
+            # record it first thing next step, before the lease lapses and it is sent again.
+            self._unmarked.add(row.id)
+            raise
         return True
+
+    async def _mark_unmarked(self) -> None:
+        """Record the deliveries a failed store left unmarked (see ``_deliver``)."""
+        for row_id in sorted(self._unmarked):
+            await self.outbox.mark_sent(row_id, self.owner)
+            self._unmarked.discard(row_id)
 
     def _record_failure(self, row: OutboxRow, exc: SinkError) -> None:
         if self.metrics:

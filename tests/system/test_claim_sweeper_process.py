@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.mission_control import MissionControl
 from tests.conftest import FLEET_BIN, NotifySocket, free_port, http_get, run_fleet, wait_until
+from tests.mc_backends import McBackend
 
 pytestmark = pytest.mark.system
 
@@ -178,29 +178,26 @@ def test_once_exit_codes(fleet_env: dict[str, str], fleet_root: Path, tmp_path: 
 
 
 def test_once_sweeps_alerts_and_auto_releases(
-    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path, mc_backend: McBackend
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    db = fleet_root / "databases/mission-control.db"
     past = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
-    with MissionControl(db, clock=lambda: past) as mc:
+    with mc_backend.store(clock=lambda: past) as mc:
         old = mc.create_task("stuck deploy").id
         live = mc.create_task("live work").id
         mc.claim(old, "pi-orch", "s1", ttl_minutes=10)
-    with MissionControl(db) as mc:
+    with mc_backend.store() as mc:
         mc.claim(live, "john", "s2", ttl_minutes=30)
-    env = {**fleet_env, "FLEET_CLAIM_SWEEPER__AUTO_RELEASE": "true"}
+    env = {**fleet_env, **mc_backend.select_env, "FLEET_CLAIM_SWEEPER__AUTO_RELEASE": "true"}
     dry = run_fleet(["run", "claim-sweeper", "--once", "--dry-run"], env, tmp_path)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "would notify" in dry.stdout
-    with MissionControl(db) as mc:
-        assert mc.status(old).holder == "pi-orch:s1", "--dry-run must not release"
+    assert mc_backend.lease(old)[0] == "pi-orch:s1", "--dry-run must not release"
     res = run_fleet(["run", "claim-sweeper", "--once"], env, tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    with MissionControl(db) as mc:
-        assert mc.status(old).holder is None
-        assert mc.status(live).holder == "john:s2"
+    assert mc_backend.lease(old)[0] is None
+    assert mc_backend.lease(live)[0] == "john:s2"
     rows = (
         sqlite3.connect(fleet_root / "state/outbox.db")
         .execute("SELECT channel, kind, text, status FROM outbox")

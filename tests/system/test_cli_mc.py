@@ -1,6 +1,7 @@
 """`fleet mc` verbs as real subprocesses of the installed console script against a real
-mission-control.db: exit codes, the protocol's stderr line, text and JSON output, the sweep,
-the MC_LEASE_ENFORCE rollback flag, and claim races between real processes."""
+mission-control.db and a real Postgres database (each test not about SQLite itself runs on
+both: the ``mc_backend`` fixture): exit codes, the protocol's stderr line, text and JSON output,
+the sweep, the MC_LEASE_ENFORCE rollback flag, and claim races between real processes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.mission_control import MissionControl
+from tests.mc_backends import McBackend
 
 pytestmark = pytest.mark.system
 
@@ -25,22 +26,32 @@ ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "databases" / "mission-control.db"
-    with MissionControl(path) as store:
+def db(mc_backend: McBackend) -> McBackend:
+    with mc_backend.store() as store:
         for i in range(1, 4):
             store.create_task(f"task {i}")
-    return path
+    return mc_backend
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> McBackend:
+    backend = McBackend.sqlite(tmp_path / "databases" / "mission-control.db")
+    with backend.store() as store:
+        for i in range(1, 4):
+            store.create_task(f"task {i}")
+    return backend
 
 
 def fleet(
-    db: Path, env: dict[str, str], *args: str, timeout: float = 60.0
+    db: McBackend | Path, env: dict[str, str], *args: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     # Never inherit who we are: the bare forms read $MC_ACTOR/$MC_SESSION.
     env = {k: v for k, v in env.items() if k not in ("MC_ACTOR", "MC_SESSION")}
+    if isinstance(db, Path):
+        db = McBackend("sqlite", str(db), db.parent)
     return subprocess.run(
-        [str(FLEET), "mc", *args, "--db", str(db)],
-        env=env,
+        [str(FLEET), "mc", *args, "--db", db.target],
+        env={**env, **db.env},
         cwd=db.parent,
         capture_output=True,
         text=True,
@@ -48,24 +59,19 @@ def fleet(
     )
 
 
-def lease(db: Path, task_id: int) -> tuple[str | None, str | None]:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT lease_holder, lease_until FROM tasks WHERE id = ?", (task_id,)
-        ).fetchone()
-    conn.close()
-    return row[0], row[1]
+def lease(db: McBackend, task_id: int) -> tuple[str | None, str | None]:
+    return db.lease(task_id)
 
 
-def seed_expired(db: Path, task_id: int, holder: tuple[str, str], minutes_ago: int) -> None:
+def seed_expired(db: McBackend, task_id: int, holder: tuple[str, str], minutes_ago: int) -> None:
     """A lease taken long enough ago (10 min TTL) to be `minutes_ago` past its expiry now."""
     then = (datetime.now(UTC) - timedelta(minutes=10 + minutes_ago)).timestamp()
-    with MissionControl(db, clock=lambda: then) as store:
+    with db.store(clock=lambda: then) as store:
         store.claim(task_id, *holder, ttl_minutes=10)
 
 
 # claim -----------------------------------------------------------------------------------------
-def test_claim_succeeds_and_reports_the_lease(db: Path, fleet_env: dict[str, str]) -> None:
+def test_claim_succeeds_and_reports_the_lease(db: McBackend, fleet_env: dict[str, str]) -> None:
     r = fleet(db, fleet_env, "claim", "1", "--actor", "john", "--session", "abc123")
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(rf"Task 1 claimed by john:abc123 until {ISO}\n", r.stdout)
@@ -76,7 +82,7 @@ def test_claim_succeeds_and_reports_the_lease(db: Path, fleet_env: dict[str, str
     assert timedelta(minutes=9) < remaining <= timedelta(minutes=10)  # default TTL
 
 
-def test_claim_with_ttl_and_reclaim_by_the_holder(db: Path, fleet_env: dict[str, str]) -> None:
+def test_claim_with_ttl_and_reclaim_by_the_holder(db: McBackend, fleet_env: dict[str, str]) -> None:
     assert fleet(db, fleet_env, "claim", "2", "--actor", "john", "--session", "s").returncode == 0
     r = fleet(
         db, fleet_env, "claim", "2", "--actor", "john", "--session", "s", "--ttl-minutes", "90"
@@ -89,7 +95,7 @@ def test_claim_with_ttl_and_reclaim_by_the_holder(db: Path, fleet_env: dict[str,
 
 
 def test_claim_held_by_another_exits_1_with_the_protocol_line(
-    db: Path, fleet_env: dict[str, str]
+    db: McBackend, fleet_env: dict[str, str]
 ) -> None:
     assert fleet(db, fleet_env, "claim", "1", "--actor", "a", "--session", "s").returncode == 0
     until = lease(db, 1)[1]
@@ -103,14 +109,14 @@ def test_claim_held_by_another_exits_1_with_the_protocol_line(
     assert lease(db, 1) == ("a:s", until)
 
 
-def test_claim_of_an_expired_lease_succeeds(db: Path, fleet_env: dict[str, str]) -> None:
+def test_claim_of_an_expired_lease_succeeds(db: McBackend, fleet_env: dict[str, str]) -> None:
     seed_expired(db, 3, ("john", "old"), minutes_ago=5)
     r = fleet(db, fleet_env, "claim", "3", "--actor", "pi-orch", "--session", "new")
     assert r.returncode == 0, r.stderr
     assert lease(db, 3)[0] == "pi-orch:new"
 
 
-def test_claim_missing_task_exits_2(db: Path, fleet_env: dict[str, str]) -> None:
+def test_claim_missing_task_exits_2(db: McBackend, fleet_env: dict[str, str]) -> None:
     r = fleet(db, fleet_env, "claim", "999", "--actor", "a", "--session", "s")
     assert r.returncode == 2
     assert "no such task: 999" in r.stderr
@@ -134,7 +140,7 @@ def test_claim_missing_task_exits_2(db: Path, fleet_env: dict[str, str]) -> None
     ],
     ids=["no-actor", "no-session", "non-integer-id", "colon-actor", "zero-ttl", "no-id"],
 )
-def test_usage_errors_exit_64(db: Path, fleet_env: dict[str, str], args: list[str]) -> None:
+def test_usage_errors_exit_64(db: McBackend, fleet_env: dict[str, str], args: list[str]) -> None:
     r = fleet(db, fleet_env, *args)
     assert r.returncode == 64, (r.stdout, r.stderr)
     assert r.stderr.strip()
@@ -152,9 +158,10 @@ def test_missing_database_exits_3_and_creates_nothing(
     assert not missing.exists()
 
 
-def test_locked_database_exits_3(db: Path, fleet_env: dict[str, str]) -> None:
-    # The CLI waits busy_timeout (5 s) x 5 attempts before giving up: ~25 s.
-    locker = sqlite3.connect(db, isolation_level=None)
+def test_locked_database_exits_3(sqlite_db: McBackend, fleet_env: dict[str, str]) -> None:
+    # The CLI waits busy_timeout (1 s) x 3 attempts before giving up.
+    db = sqlite_db
+    locker = sqlite3.connect(db.target, isolation_level=None)
     try:
         locker.execute("BEGIN EXCLUSIVE")
         r = fleet(db, fleet_env, "claim", "1", "--actor", "a", "--session", "s", timeout=120)
@@ -168,7 +175,7 @@ def test_locked_database_exits_3(db: Path, fleet_env: dict[str, str]) -> None:
 
 
 # extend / release ------------------------------------------------------------------------------
-def test_extend_holder_only(db: Path, fleet_env: dict[str, str]) -> None:
+def test_extend_holder_only(db: McBackend, fleet_env: dict[str, str]) -> None:
     assert fleet(db, fleet_env, "claim", "1", "--actor", "a", "--session", "s").returncode == 0
     before = lease(db, 1)
     r = fleet(db, fleet_env, "claim-extend", "1", "--actor", "b", "--session", "s")
@@ -186,7 +193,7 @@ def test_extend_holder_only(db: Path, fleet_env: dict[str, str]) -> None:
     assert timedelta(minutes=59) < remaining <= timedelta(minutes=60)
 
 
-def test_release_is_holder_only_and_idempotent(db: Path, fleet_env: dict[str, str]) -> None:
+def test_release_is_holder_only_and_idempotent(db: McBackend, fleet_env: dict[str, str]) -> None:
     assert fleet(db, fleet_env, "claim", "1", "--actor", "a", "--session", "s").returncode == 0
 
     r = fleet(db, fleet_env, "claim-release", "1", "--actor", "b", "--session", "s")
@@ -204,7 +211,7 @@ def test_release_is_holder_only_and_idempotent(db: Path, fleet_env: dict[str, st
     assert r.stdout == "Task 1 was not claimed\n"
 
 
-def test_force_release(db: Path, fleet_env: dict[str, str]) -> None:
+def test_force_release(db: McBackend, fleet_env: dict[str, str]) -> None:
     assert fleet(db, fleet_env, "claim", "1", "--actor", "a", "--session", "s").returncode == 0
     r = fleet(db, fleet_env, "claim-release", "1", "--actor", "ops", "--session", "x", "--force")
     assert r.returncode == 0, r.stderr
@@ -212,7 +219,7 @@ def test_force_release(db: Path, fleet_env: dict[str, str]) -> None:
 
 
 # status ----------------------------------------------------------------------------------------
-def test_claim_status_text_and_json(db: Path, fleet_env: dict[str, str]) -> None:
+def test_claim_status_text_and_json(db: McBackend, fleet_env: dict[str, str]) -> None:
     r = fleet(db, fleet_env, "claim-status", "1")
     assert (r.returncode, r.stdout) == (0, "available\n")
     r = fleet(db, fleet_env, "claim-status", "1", "--json")
@@ -236,7 +243,7 @@ def test_claim_status_text_and_json(db: Path, fleet_env: dict[str, str]) -> None
 
 # sweep -----------------------------------------------------------------------------------------
 def test_claim_sweep_lists_and_auto_releases_expired_leases(
-    db: Path, fleet_env: dict[str, str]
+    db: McBackend, fleet_env: dict[str, str]
 ) -> None:
     seed_expired(db, 1, ("old", "one"), minutes_ago=30)
     seed_expired(db, 2, ("old", "two"), minutes_ago=5)
@@ -279,7 +286,7 @@ def test_claim_sweep_lists_and_auto_releases_expired_leases(
 
 # rollback flag ---------------------------------------------------------------------------------
 def test_lease_enforce_off_lets_a_held_task_be_claimed_with_a_warning(
-    db: Path, fleet_env: dict[str, str]
+    db: McBackend, fleet_env: dict[str, str]
 ) -> None:
     assert fleet(db, fleet_env, "claim", "1", "--actor", "a", "--session", "s").returncode == 0
     r = fleet(
@@ -298,11 +305,11 @@ def test_lease_enforce_off_lets_a_held_task_be_claimed_with_a_warning(
 CLAIMER = textwrap.dedent(
     """
     import json, sys
-    from shared.mission_control import LeaseHeld, MissionControl
+    from shared.mission_control import LeaseHeld, McTarget, open_store
 
     db, actor, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     won, held = [], 0
-    with MissionControl(db, create=False) as store:
+    with open_store(McTarget.from_value(db), create=False) as store:
         print("ready", flush=True)
         sys.stdin.readline()  # start line: every process is connected before anyone claims
         for task_id in range(1, n + 1):
@@ -316,15 +323,18 @@ CLAIMER = textwrap.dedent(
 )
 
 
-def test_eight_processes_race_for_200_tasks_each_claimed_exactly_once(tmp_path: Path) -> None:
-    db = tmp_path / "mission-control.db"
+def test_eight_processes_race_for_200_tasks_each_claimed_exactly_once(
+    mc_backend: McBackend, fleet_env: dict[str, str]
+) -> None:
+    db = mc_backend
     n_tasks, n_procs = 200, 8
-    with MissionControl(db) as store:
+    with db.store() as store:
         for i in range(n_tasks):
             store.create_task(f"race {i}")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, str(db), f"p{i}", str(n_tasks)],
+            [sys.executable, "-c", CLAIMER, db.target, f"p{i}", str(n_tasks)],
+            env={**fleet_env, **db.env},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -357,19 +367,28 @@ def test_eight_processes_race_for_200_tasks_each_claimed_exactly_once(tmp_path: 
     assert set(wins) == set(range(1, n_tasks + 1))
     assert max(wins.values()) == 1
     assert sum(r["held"] for r in results.values()) == n_tasks * (n_procs - 1)
-    with sqlite3.connect(db) as conn:
-        final = dict(conn.execute("SELECT id, lease_holder FROM tasks").fetchall())
-    conn.close()
+    final = dict(db.sql("SELECT id, lease_holder FROM tasks"))
     for holder, r in results.items():
         for task_id in r["won"]:
             assert final[task_id] == holder
 
 
-def test_eight_cli_processes_race_for_one_task(db: Path, fleet_env: dict[str, str]) -> None:
+def test_eight_cli_processes_race_for_one_task(db: McBackend, fleet_env: dict[str, str]) -> None:
     procs = [
         subprocess.Popen(
-            [str(FLEET), "mc", "claim", "1", "--actor", f"p{i}", "--session", "s", "--db", str(db)],
-            env=fleet_env,
+            [
+                str(FLEET),
+                "mc",
+                "claim",
+                "1",
+                "--actor",
+                f"p{i}",
+                "--session",
+                "s",
+                "--db",
+                db.target,
+            ],
+            env={**fleet_env, **db.env},
             cwd=db.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -390,14 +409,40 @@ def test_eight_cli_processes_race_for_one_task(db: Path, fleet_env: dict[str, st
             assert re.fullmatch(rf"Task 1 held by {winner} until {ISO}\n", err), (holder, err)
 
 
-def test_extend_of_a_free_task_exits_1_and_says_so(db: Path, fleet_env: dict[str, str]) -> None:
+def test_extend_of_a_free_task_exits_1_and_says_so(
+    db: McBackend, fleet_env: dict[str, str]
+) -> None:
     r = fleet(db, fleet_env, "claim-extend", "3", "--actor", "a", "--session", "s")
     assert r.returncode == 1
     assert r.stderr.strip() == "Task 3 is not claimed; claim it first"
     assert lease(db, 3) == (None, None)
 
 
-def test_actor_with_a_colon_is_a_usage_error(db: Path, fleet_env: dict[str, str]) -> None:
+def test_actor_with_a_colon_is_a_usage_error(db: McBackend, fleet_env: dict[str, str]) -> None:
     for verb in ("claim", "claim-extend", "claim-release"):
         r = fleet(db, fleet_env, verb, "1", "--actor", "a:b", "--session", "s")
         assert r.returncode == 64, (verb, r.stderr)
+
+
+def test_the_sqlite_hook_path_never_loads_the_postgres_driver(
+    sqlite_db: McBackend, fleet_env: dict[str, str]
+) -> None:
+    """psycopg costs a cold start ~100+ ms: only a Postgres URL may pull it in."""
+    probe = (
+        "import sys\n"
+        "from fleet.entry import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    print('psycopg' in sys.modules, file=sys.stderr)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, "mc", "claim-status", "1", "--db", sqlite_db.target],
+        env=fleet_env,
+        cwd=sqlite_db.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout) == (0, "available\n"), r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "False"

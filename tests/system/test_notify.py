@@ -19,6 +19,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from shared.notify import Outbox
+from shared.notify.message import OutboxRow
+from shared.notify.sink import SinkError
+from shared.notify.slack import SlackSink
+from shared.sections import SlackSection
 from tests.fakes import FakeHTTPServer, FakeSlack
 from tests.fakes.slack import DEFAULT_TOKEN
 from tests.notify_support import (
@@ -174,6 +178,21 @@ async def test_garbage_body_is_transient_and_nothing_is_lost(
     assert await rig.step() == 1
     assert slack.texts() == ["cert expires in 5 days"]
     assert rig.sent == 1
+
+
+async def test_an_undecodable_answer_is_not_quoted_in_any_log(
+    slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # slack-sdk's sync client logs such a body at ERROR by default; the sink mutes it.
+    sink = SlackSink(SlackSection(token=DEFAULT_TOKEN, base_url=slack.base_url, timeout_s=5))
+    slack.garbage(body=b"<html>proxy page naming internal-host-42</html>")
+    row = OutboxRow(1, "k", "slack", "#ops", "alert", "hello", {}, "test", T0, 0)
+    with caplog.at_level("DEBUG"), pytest.raises(SinkError) as exc:
+        await sink.send(row)
+    assert exc.value.reason == "bad_response" and not exc.value.permanent
+    assert "internal-host-42" not in caplog.text
+    assert "internal-host-42" not in str(exc.value)
+    assert slack.messages == []
 
 
 @pytest.mark.parametrize("fault", ["reset", "close", "hang", "refused"])

@@ -2,17 +2,19 @@
 messages: after a 1 h backward step #ceo pushes go out at once (the per-channel rate limit
 counts sends on the monotonic clock), a retry is not pushed an hour out, and a silence ends
 after its duration, not after its wall-clock end plus the step. A silence is at most 30 days.
-Real SQLite outbox, injected wall and monotonic clocks, an in-memory sink."""
+Real SQLite outbox (tests/system/test_notify_postgres.py runs these on Postgres), injected wall
+and monotonic clocks, an in-memory sink."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from shared.notify import MAX_SILENCE_S, Outbox, SinkError
+from shared.notify import MAX_SILENCE_S, OutboxStore, SinkError
 from tests.notify_support import Clock, RecordingSink, alert, push, recording_sender
+from tests.outbox_backends import OutboxBackend
+from tests.outbox_backends import sqlite_outbox_backend as sqlite_outbox_backend
 
 HOUR = 3600.0
 
@@ -28,8 +30,10 @@ def mono() -> Clock:
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path, wall: Clock, mono: Clock) -> AsyncIterator[Outbox]:
-    ob = await Outbox(tmp_path / "outbox.db", clock=wall, mono=mono, boot="boot-1").open()
+async def outbox(
+    outbox_backend: OutboxBackend, wall: Clock, mono: Clock
+) -> AsyncIterator[OutboxStore]:
+    ob = await outbox_backend.open(wall, mono, "boot-1")
     yield ob
     await ob.close()
 
@@ -40,7 +44,7 @@ def _tick(wall: Clock, mono: Clock, seconds: float) -> None:
 
 
 async def test_a_backward_clock_step_does_not_hold_ceo_pushes(
-    outbox: Outbox, wall: Clock, mono: Clock
+    outbox: OutboxStore, wall: Clock, mono: Clock
 ) -> None:
     sender, sink, _ = recording_sender(outbox, rate_per_minute=2)
     for i in range(2):
@@ -65,7 +69,7 @@ async def test_a_backward_clock_step_does_not_hold_ceo_pushes(
 
 
 async def test_a_retry_is_not_pushed_an_hour_out_by_a_backward_step(
-    outbox: Outbox, wall: Clock, mono: Clock
+    outbox: OutboxStore, wall: Clock, mono: Clock
 ) -> None:
     sink = RecordingSink(SinkError("server_error", detail="503"))
     sender, _, _ = recording_sender(outbox, sink, max_backoff_s=600)
@@ -78,7 +82,7 @@ async def test_a_retry_is_not_pushed_an_hour_out_by_a_backward_step(
 
 
 async def test_a_silence_lasts_its_duration_whatever_the_wall_clock_does(
-    outbox: Outbox, wall: Clock, mono: Clock
+    outbox: OutboxStore, wall: Clock, mono: Clock
 ) -> None:
     sender, sink, _ = recording_sender(outbox)
     await outbox.set_silence(2 * HOUR, "drill")
@@ -91,14 +95,14 @@ async def test_a_silence_lasts_its_duration_whatever_the_wall_clock_does(
 
 
 async def test_a_silence_after_a_reboot_ends_at_its_wall_clock_end(
-    tmp_path: Path, wall: Clock, mono: Clock
+    outbox_backend: OutboxBackend, wall: Clock, mono: Clock
 ) -> None:
     """The monotonic clock restarts at boot: another boot's silence falls back to ``until``."""
-    first = await Outbox(tmp_path / "o.db", clock=wall, mono=mono, boot="boot-1").open()
+    first = await outbox_backend.open(wall, mono, "boot-1")
     await first.set_silence(HOUR, "maintenance")
     await first.close()
     after_reboot = Clock(20.0)
-    ob = await Outbox(tmp_path / "o.db", clock=wall, mono=after_reboot, boot="boot-2").open()
+    ob = await outbox_backend.open(wall, after_reboot, "boot-2")
     try:
         silence = await ob.silence()
         assert silence is not None and ob.silenced(silence)
@@ -109,7 +113,7 @@ async def test_a_silence_after_a_reboot_ends_at_its_wall_clock_end(
         await ob.close()
 
 
-async def test_a_silence_is_at_most_30_days(outbox: Outbox) -> None:
+async def test_a_silence_is_at_most_30_days(outbox: OutboxStore) -> None:
     assert MAX_SILENCE_S == 30 * 86400
     await outbox.set_silence(MAX_SILENCE_S, "long maintenance")
     with pytest.raises(ValueError, match="30d"):

@@ -1,4 +1,5 @@
-"""The outbox as a store, against a real SQLite file in tmp_path and no network: how it applies
+"""The outbox as a store, against a real SQLite file in tmp_path (tests/system/
+test_notify_postgres.py runs these again on a real Postgres server), and no network: how it applies
 a collapse plan (rows, links and keys), the dedup key, and what pruning keeps.
 
 What to collapse is decided in shared.notify.collapse (tests/unit/test_notify_collapse.py);
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from shared.notify import Outbox, SinkError
+from shared.notify import OutboxStore, SinkError
 from shared.notify.collapse import PendingAlert, plan_collapse
 from shared.notify.message import OutboxRow
 from tests.notify_support import (
@@ -28,6 +28,8 @@ from tests.notify_support import (
     row_by_key,
     rows,
 )
+from tests.outbox_backends import OutboxBackend, StoreRef
+from tests.outbox_backends import sqlite_outbox_backend as sqlite_outbox_backend
 
 
 @pytest.fixture
@@ -36,13 +38,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "outbox.db"
+def db_path(outbox_backend: OutboxBackend) -> StoreRef:
+    """What rows() reads: the SQLite file or the Postgres database ."""
+    return outbox_backend.ref
 
 
 @pytest.fixture
-async def outbox(db_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
-    ob = await Outbox(db_path, clock=clock).open()
+async def outbox(outbox_backend: OutboxBackend, clock: Clock) -> AsyncIterator[OutboxStore]:
+    ob = await outbox_backend.open(clock)
     yield ob
     await ob.close()
 
@@ -62,7 +65,9 @@ def as_row(r: dict[str, object]) -> OutboxRow:
     )
 
 
-async def test_burst_summary_row_is_what_the_plan_says(outbox: Outbox, db_path: Path) -> None:
+async def test_burst_summary_row_is_what_the_plan_says(
+    outbox: OutboxStore, db_path: StoreRef
+) -> None:
     for i in range(4):
         await outbox.enqueue(alert("#ops", f"ops {i}"))
     await outbox.enqueue(alert("#dev", "lone dev"))
@@ -88,7 +93,7 @@ async def test_burst_summary_row_is_what_the_plan_says(outbox: Outbox, db_path: 
 
 
 async def test_waiting_summary_absorbs_new_alerts_and_keeps_its_backoff(
-    outbox: Outbox, db_path: Path, clock: Clock
+    outbox: OutboxStore, db_path: StoreRef, clock: Clock
 ) -> None:
     sink = RecordingSink(SinkError("connection"), SinkError("connection"))
     sender, _, _ = recording_sender(outbox, sink, burst=2)
@@ -120,7 +125,9 @@ async def test_waiting_summary_absorbs_new_alerts_and_keeps_its_backoff(
     assert all(f"early {i}" in delivered for i in range(3)) and "late" in delivered
 
 
-async def test_a_lone_held_alert_is_released_not_summarized(outbox: Outbox, db_path: Path) -> None:
+async def test_a_lone_held_alert_is_released_not_summarized(
+    outbox: OutboxStore, db_path: StoreRef
+) -> None:
     await outbox.set_silence(600)
     await outbox.enqueue(alert("#ops", "alone in the silence"))
     assert await outbox.hold_alerts() == 1
@@ -132,9 +139,9 @@ async def test_a_lone_held_alert_is_released_not_summarized(outbox: Outbox, db_p
 
 
 async def test_two_outboxes_collapsing_at_once_make_one_summary(
-    db_path: Path, clock: Clock
+    outbox_backend: OutboxBackend, db_path: StoreRef, clock: Clock
 ) -> None:
-    outboxes = [await Outbox(db_path, clock=clock).open() for _ in range(4)]
+    outboxes = [await outbox_backend.open(clock) for _ in range(4)]
     try:
         for i in range(50):
             await outboxes[0].enqueue(alert("#ops", f"alert {i}"))
@@ -152,7 +159,7 @@ async def test_two_outboxes_collapsing_at_once_make_one_summary(
 
 
 async def test_collapsed_alerts_outlive_prune_while_their_summary_is_undelivered(
-    outbox: Outbox, db_path: Path, clock: Clock
+    outbox: OutboxStore, db_path: StoreRef, clock: Clock
 ) -> None:
     sink = RecordingSink(*(SinkError("connection") for _ in range(100)))
     sender, _, _ = recording_sender(outbox, sink, burst=2, prune_after_s=60)
@@ -171,7 +178,7 @@ async def test_collapsed_alerts_outlive_prune_while_their_summary_is_undelivered
     assert rows(db_path) == []
 
 
-async def test_enqueue_is_idempotent_per_dedup_key(outbox: Outbox, db_path: Path) -> None:
+async def test_enqueue_is_idempotent_per_dedup_key(outbox: OutboxStore, db_path: StoreRef) -> None:
     assert await outbox.enqueue(alert("#ops", "first", key="k")) is True
     assert await outbox.enqueue(push("#ceo", "second", key="k")) is False
     [row] = rows(db_path)

@@ -1,23 +1,25 @@
 """The sender without a network: what it does with a sink that misbehaves, how long it waits
 before a retry or an idle step (``retry_delay_s``, ``idle_delay_s``), and its run loop.
 
-A real SQLite outbox in tmp_path, in-memory sinks, an injected clock, no jitter unless a test
-injects one.
+A real SQLite outbox in tmp_path (tests/system/test_notify_postgres.py runs these on Postgres),
+in-memory sinks, an injected clock, no jitter unless a test injects one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.notify import NotifyMetrics, Outbox, OutboxRow, OutboxSender, SinkError
+from shared.notify import NotifyMetrics, OutboxRow, OutboxSender, OutboxStore, SinkError
 from shared.notify.sender import IDLE_MAX_S, idle_delay_s, retry_delay_s
 from shared.sections import NotifySection
+from shared.sqlite import StoreError
 from tests.notify_support import Clock, RecordingSink, push, recording_sender, rows
+from tests.outbox_backends import OutboxBackend, StoreRef
+from tests.outbox_backends import sqlite_outbox_backend as sqlite_outbox_backend
 from tests.recording_log import RecordingLog
 
 
@@ -27,13 +29,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "outbox.db"
+def db_path(outbox_backend: OutboxBackend) -> StoreRef:
+    """What rows() reads: the SQLite file or the Postgres database ."""
+    return outbox_backend.ref
 
 
 @pytest.fixture
-async def outbox(db_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
-    ob = await Outbox(db_path, clock=clock).open()
+async def outbox(outbox_backend: OutboxBackend, clock: Clock) -> AsyncIterator[OutboxStore]:
+    ob = await outbox_backend.open(clock)
     yield ob
     await ob.close()
 
@@ -105,14 +108,14 @@ class BrokenOnceSink:
 
 
 async def test_unexpected_sink_exception_pushes_the_row_back_instead_of_crashing(
-    outbox: Outbox, db_path: Path, clock: Clock
+    outbox: OutboxStore, db_path: StoreRef, clock: Clock
 ) -> None:
     registry = CollectorRegistry()
     sink = BrokenOnceSink()
     sender = OutboxSender(
         outbox,
         {"slack": sink},
-        NotifySection(outbox_db=db_path),
+        NotifySection(),
         log=RecordingLog(),
         metrics=NotifyMetrics(registry),
         owner="sender-a",
@@ -133,7 +136,7 @@ async def test_unexpected_sink_exception_pushes_the_row_back_instead_of_crashing
 
 
 async def test_failed_send_is_retried_after_the_backoff_and_a_permanent_one_goes_dead(
-    outbox: Outbox, db_path: Path, clock: Clock
+    outbox: OutboxStore, db_path: StoreRef, clock: Clock
 ) -> None:
     sink = RecordingSink(SinkError("server_error"), SinkError("rejected", permanent=True))
     sender, _, registry = recording_sender(outbox, sink, max_backoff_s=600)
@@ -155,7 +158,7 @@ async def test_failed_send_is_retried_after_the_backoff_and_a_permanent_one_goes
 
 # the run loop ------------------------------------------------------------------------------
 async def test_run_drains_a_backlog_without_idling_then_stops(
-    outbox: Outbox, db_path: Path
+    outbox: OutboxStore, db_path: StoreRef
 ) -> None:
     sender, sink, _ = recording_sender(outbox, rate_per_minute=1000)
     sender.batch = 3  # ten rows need four steps: run must not sleep between them
@@ -172,3 +175,26 @@ async def test_run_drains_a_backlog_without_idling_then_stops(
     await asyncio.wait_for(task, timeout=10)  # an idle wait ends as soon as stop is set
     assert sink.texts() == [f"m{i}" for i in range(10)]
     assert {r["status"] for r in rows(db_path)} == {"sent"}
+
+
+async def test_a_delivery_the_store_failed_to_mark_is_marked_next_step_not_resent(
+    outbox: OutboxStore, db_path: StoreRef
+) -> None:
+    """Slack took the message, then the outbox failed (a Postgres restart, a locked file):
+    the next step records it as sent instead of sending it again when the lease lapses."""
+    sender, sink, _ = recording_sender(outbox)
+    await outbox.enqueue(push("#ceo", "board meeting moved"))
+    real_mark_sent = outbox.mark_sent
+
+    async def failing_mark_sent(row_id: int, owner: str) -> None:
+        raise StoreError("outbox: connection lost", db="outbox")
+
+    outbox.mark_sent = failing_mark_sent  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await sender.step()
+    assert rows(db_path)[0]["status"] == "sending"
+    outbox.mark_sent = real_mark_sent  # type: ignore[method-assign]
+
+    assert await sender.step() == 0
+    assert rows(db_path)[0]["status"] == "sent"
+    assert sink.texts() == ["board meeting moved"]

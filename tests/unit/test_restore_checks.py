@@ -54,3 +54,19 @@ def test_progress_only_judges_against_the_last_listing() -> None:
     assert stuck.lag_s == pytest.approx(15.0) and stuck.last_success_at == T0 - 100
     moving = progress_only(c, 8, T0 + 5)
     assert moving.lag_s == pytest.approx(15.0) and moving.last_success_at == T0 + 5
+
+
+def test_a_busy_db_is_polled_at_its_upload_rate() -> None:
+    from daemons.restore_loop.policy import busy_floor
+
+    # 1 upload a second (sync 1 s) against a 20 s budget interval: polled a bit faster.
+    assert busy_floor(10.0, 1.0, 20.0, None) == 0.8
+    assert busy_floor(0.25, 1.0, 20.0, None) == 3.2  # one upload every 4 s
+    assert busy_floor(10.0, 0.2, 20.0, None) == 0.5  # never below FLOOR_MIN_S
+    # Hysteresis: a small change in the rate keeps the floor (no restart) ...
+    assert busy_floor(0.3, 1.0, 20.0, 3.2) == 3.2
+    # ... more uploads per poll at the floor lower it, few at the budget's release it.
+    assert busy_floor(1.0, 1.0, 20.0, 3.2) == 0.8
+    assert busy_floor(0.01, 1.0, 20.0, 3.2) is None
+    assert busy_floor(None, 1.0, 20.0, 3.2) == 3.2  # not measured: unchanged
+    assert busy_floor(0.0, 1.0, 20.0, None) is None  # idle

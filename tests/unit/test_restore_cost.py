@@ -15,6 +15,7 @@ from daemons.restore_loop.cost import (
     CostItem,
     budget_requests_per_day,
     derive_follow_intervals,
+    falls_behind,
     lists_per_poll,
     monthly_cost,
     standby_requests_per_day,
@@ -86,3 +87,16 @@ def test_a_poll_that_finds_data_is_one_list() -> None:
     assert lists_per_poll(busy) == 1.0  # a new file waits at every poll
     rare = CostItem("P0", "follow", 10.0, writes_per_s=0.01, sync_interval_s=1.0)
     assert lists_per_poll(rare) == pytest.approx(9 - 8 * 0.1)
+
+
+def test_a_follower_falling_behind_costs_its_restarts() -> None:
+    section = RestoreLoopSection()
+    keeps_up = CostItem("P0", "follow", 1.0, 10.0, 1.0, behind_after_s=30.0)
+    assert not falls_behind(keeps_up)  # one upload a second, one poll a second
+    slow = CostItem("P0", "follow", 20.0, 10.0, 1.0, behind_after_s=30.0)
+    assert falls_behind(slow)
+    cycle = 30.0 + 20.0  # restart, then a poll and a listing an interval until 30 s behind
+    expected = 86400 / cycle * (10 + 2 * cycle / 20.0)  # (check rounds every 10 s < 20 s)
+    assert standby_requests_per_day(section, [slow]) == pytest.approx(expected)
+    # Without the restart threshold it is not modelled (the poll model alone).
+    assert not falls_behind(CostItem("P0", "follow", 20.0, 10.0, 1.0))

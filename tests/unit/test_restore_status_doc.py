@@ -58,6 +58,7 @@ def test_a_following_copy_row() -> None:
         "stale_threshold_s": 45.0,
         "rpo_target_s": 60.0,
         "follow_interval_s": 1.0,
+        "poll_interval_s": None,
         "listed_at": None,
         "writes_per_s": None,
         "last_success_at": T0,
