@@ -118,6 +118,7 @@ APP_COMMANDS: dict[str, str] = {
     "db": "fleet.db_cli:db",
     "doctor": "fleet.db_cli:doctor",
     "cutover": "fleet.cutover.cli:cutover",
+    "dr": "fleet.dr_cli:dr",
 }
 
 

@@ -190,11 +190,15 @@ def install_plan(
             steps.append(Step(argv=(*sc, "disable", "--now", *stale), check=False))
             steps += [Step(remove=dest / name) for name in stale]
         steps.append(Step(argv=(*sc, "daemon-reload")))
-        every = sorted([*new, *changed, *unchanged])
+        names = {*new, *changed, *unchanged}
+        # A scheduled job's service is started by its timer, never by install.
+        timed = {n[: -len(".timer")] + ".service" for n in names if n.endswith(".timer")}
+        every = sorted(names - timed)
         if every:
             steps.append(Step(argv=(*sc, "enable", "--now", *every)))
-        if changed:
-            steps.append(Step(argv=(*sc, "try-restart", *sorted(changed))))
+        restart = sorted(set(changed) - timed)
+        if restart:
+            steps.append(Step(argv=(*sc, "try-restart", *restart)))
         return steps
     domain = launchd_domain(mode)
     shown = loaded_from or dest

@@ -34,6 +34,7 @@ __all__ = [
     "MetricKind",
     "MetricSpec",
     "ProcessType",
+    "ScheduledJob",
     "SecretsEnvFile",
     "UnitProfile",
     "WrittenDb",
@@ -175,6 +176,23 @@ class CompanionService:
 
 
 @dataclass(frozen=True)
+class ScheduledJob:
+    """A ``fleet`` command a daemon asks to be run on a calendar on the hosts where the daemon
+    itself runs (restore-loop's standby runs ``fleet dr drill`` monthly): a systemd oneshot
+    service with a ``.timer`` (Persistent: a missed run happens at the next boot), or a launchd
+    job with StartCalendarInterval. ``args`` follow the ``fleet`` binary."""
+
+    name: str  # hyphenated; alai-fleet-<name>.service/.timer, no.alai.fleet.<name>
+    description: str
+    args: tuple[str, ...]
+    day: int = 1  # of the month, 1-28
+    hour: int = 4
+    minute: int = 30
+    #: a secrets file the job loads (KEY=VALUE, 0600), as a companion's
+    environment_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class SecretsEnvFile:
     """A KEY=VALUE file of secrets (``shared.envfile``) a daemon's own service loads as its
     environment: mode 0600, owned by the service's user, outside the repo. ``variables`` are
@@ -199,6 +217,10 @@ def _default_profile(_config: Any, _section: Any) -> UnitProfile:
 
 
 def _no_companions(_config: Any, _prefix: Path) -> Sequence[CompanionService]:
+    return ()
+
+
+def _no_schedules(_config: Any, _section: Any) -> Sequence[ScheduledJob]:
     return ()
 
 
@@ -245,6 +267,8 @@ class DaemonManifest:
     writes: Callable[[FleetConfig, Any], Sequence[WrittenDb]] = _writes_nothing
     unit_profile: Callable[[FleetConfig, Any], UnitProfile] = _default_profile
     companions: Callable[[FleetConfig, Path], Sequence[CompanionService]] = _no_companions
+    #: fleet commands run on a calendar where this daemon runs (enabled, role allowed)
+    schedules: Callable[[FleetConfig, Any], Sequence[ScheduledJob]] = _no_schedules
     #: the secrets environment file this daemon's service loads (None: it gets none)
     secrets_env: Callable[[FleetConfig, Any], SecretsEnvFile | None] = _no_secrets_env
     #: delivery channels (``Message.sink`` name -> ``shared.notify`` Sink) this daemon's

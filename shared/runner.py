@@ -28,6 +28,7 @@ from shared.clock import Clock
 from shared.config import FleetConfig
 from shared.cycles import CycleOutcome, CycleResult
 from shared.daemon import Daemon, DaemonContext, RefusedToStart
+from shared.epochs import stand_down_reason
 from shared.files import complete_in_thread
 from shared.heartbeats import (
     PROCESS_STARTED_AT,
@@ -42,7 +43,7 @@ from shared.manifest import DaemonManifest
 from shared.metrics import DaemonMetrics
 from shared.metrics_server import HealthReport, MetricsServer
 from shared.notify import NotifyMetrics, OutboxSender, OutboxStore, Sink, SlackSink, outbox_for
-from shared.roles import effective_role
+from shared.roles import Role, effective_role
 from shared.sqlite import StoreError, store_errors_in
 
 __all__ = ["DaemonRunner", "build_sinks", "wait_any"]
@@ -102,9 +103,18 @@ class DaemonRunner:
 
     # lifecycle -------------------------------------------------------------------------------
     def check_role(self) -> None:
-        reason = self.daemon_cls.refuse_reason(self.section, self.role)
+        reason = self.daemon_cls.refuse_reason(self.section, self.role) or self.epoch_refusal()
         if reason:
             raise RefusedToStart(f"{self.name}: {reason}")
+
+    def epoch_refusal(self) -> str | None:
+        """A writer (a daemon its role rule keeps off a standby) on a primary that a peer with a
+        newer promotion epoch has superseded must not start (shared.epochs)."""
+        if self.role is not Role.PRIMARY:
+            return None
+        if self.daemon_cls.refuse_reason(self.section, Role.STANDBY) is None:
+            return None
+        return stand_down_reason(self.config.role_file, self.role, self.config.fleet.host)
 
     async def open(self, *, serve_metrics: bool, with_outbox: bool) -> None:
         self.check_role()

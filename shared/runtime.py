@@ -102,6 +102,11 @@ def _build(
         fenced = fenced_off([c.manifest for c in classes if c.manifest is not None], config, role)
         for name, reason in fenced.items():
             log.warning("not starting daemon here", reason=f"{name}: {reason}")
+        for runner in runners:
+            stand_down = runner.epoch_refusal() if runner.name not in fenced else None
+            if stand_down:
+                fenced[runner.name] = stand_down
+                log.warning("not starting daemon here", reason=f"{runner.name}: {stand_down}")
         runners = [r for r in runners if r.name not in fenced]
         if not runners:
             raise RefusedToStart(f"no daemon can run with this role ({role})")

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
+from daemons.heartbeat.drill_metrics import DrillMetrics
 from daemons.heartbeat.health import HealthServer, HealthView
 from daemons.heartbeat.manifest import MANIFEST
 from daemons.heartbeat.policy import (
@@ -29,10 +30,13 @@ from daemons.heartbeat.policy import (
     event_message,
     observe,
     ping_target,
+    stand_down_verdict,
     url_hash,
 )
 from daemons.heartbeat.probe import PeerProbe, PingResult, probe_peer, send_ping
 from daemons.heartbeat.store import PeerStateFile
+from shared.dr_record import read_drill_record
+from shared.epochs import Epoch, PeerEpoch, read_epoch, record_peer_epoch
 from shared.files import complete_in_thread
 from shared.notify import Message
 from shared.roles import Role, RoleFileError, effective_role
@@ -125,6 +129,9 @@ class Heartbeat(Daemon[HeartbeatSection]):
         self._dirty = False
         self._problems_logged: set[str] = set()
         self._last_role = ctx.role
+        #: this host's promotion epoch (read with the role) and the peers' epochs to record
+        self._local_epoch: Epoch | None = None
+        self._seen_epochs: dict[str, PeerEpoch] = {}
         self._last_stale: tuple[str, ...] | None = None
         metrics = self.own_metrics()
         self.m_peer_up = metrics.gauge("fleet_heartbeat_peer_up")
@@ -132,6 +139,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
         self.m_two_primaries = metrics.gauge("fleet_heartbeat_two_primaries")
         self.m_pings = metrics.counter("fleet_heartbeat_pings_total")
         self.m_degraded = metrics.gauge("fleet_heartbeat_fleet_degraded")
+        self.drill = DrillMetrics(metrics)
         self.m_endpoint_up = metrics.gauge("fleet_heartbeat_endpoint_up")
         for name in self.peers:
             self.m_peer_failures.labels(name).set(0)
@@ -223,6 +231,8 @@ class Heartbeat(Daemon[HeartbeatSection]):
             self._resolved("health-view")
         degraded = not report.ok
         self.m_degraded.set(1 if degraded else 0)
+        record = await asyncio.to_thread(read_drill_record, self.ctx.config.state_dir)
+        self.drill.export(record, self._last_role)
         stale = tuple(report.stale)
         if stale != self._last_stale:  # log on change, naming what is stale
             if stale:
@@ -300,6 +310,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
             return self._last_role
         self._resolved("role-file")
         self._last_role = role
+        self._local_epoch = await asyncio.to_thread(read_epoch, config.role_file)
         return role
 
     def _harvest(self, local_role: Role) -> None:
@@ -350,7 +361,13 @@ class Heartbeat(Daemon[HeartbeatSection]):
         self.states[name] = state
         self._dirty = True
         self._export_peer(name, state)
+        if result.ok:
+            self._seen_epochs[name] = PeerEpoch(name, result.role, result.epoch, started_at)
+        host = self.ctx.config.fleet.host
         for event in events:
+            if event.kind == "two_primaries":
+                verdict = stand_down_verdict(host, self._local_epoch, name, result.epoch)
+                event = replace(event, stand_down=verdict)
             log = self.log.warning if event.kind in ("down", "escalated") else self.log.info
             if event.kind == "two_primaries":
                 log = self.log.error
@@ -360,11 +377,12 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 failures=event.failures,
                 outage_s=round(event.outage_s, 1) if event.outage_s is not None else None,
                 error=event.error or None,
+                stand_down=event.stand_down or None,
             )
             self.pending.extend(
                 event_message(
                     event,
-                    host=self.ctx.config.fleet.host,
+                    host=host,
                     ops_channel=self.ctx.config.slack.ops_channel,
                     escalation_channel=self.section.escalation_channel,
                     escalated=previous.level == "escalated",
@@ -398,7 +416,9 @@ class Heartbeat(Daemon[HeartbeatSection]):
     # outbox and state ------------------------------------------------------------------------
     async def _flush(self) -> None:
         """Hand pending alerts to the outbox (dedup keys make a repeat harmless), then save the
-        state with whatever could not be handed over."""
+        state with whatever could not be handed over. The peers' epochs are recorded first:
+        they fence this host's writers (shared.epochs)."""
+        await self._record_epochs()
         if self.pending:
             kept: list[Message] = []
             for index, msg in enumerate(self.pending):
@@ -425,6 +445,19 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 self._problem("state", "cannot write the peer state file", error=str(exc))
             else:
                 self._resolved("state")
+
+    async def _record_epochs(self) -> None:
+        seen, self._seen_epochs = self._seen_epochs, {}
+        if self.ctx.dry_run:
+            return
+        for name, peer in seen.items():
+            try:
+                await complete_in_thread(record_peer_epoch, self.ctx.config.role_file, peer)
+            except OSError as exc:
+                self._seen_epochs.setdefault(name, peer)
+                self._problem("epochs", "cannot record the peers' epochs", error=str(exc))
+                return
+        self._resolved("epochs")
 
     async def _save(self) -> None:
         """Write the state file off the loop; a stop arriving meanwhile waits for the write

@@ -22,6 +22,7 @@ from daemons.heartbeat.policy import FleetReport, fleet_report
 from shared import __version__
 from shared.clock import Clock
 from shared.config import FleetConfig
+from shared.epochs import read_epoch, stand_down_reason
 from shared.heartbeats import HeartbeatStatus, read_status
 from shared.http_site import GuardedSite, HttpLimits
 from shared.http_wire import Request, Response, text_response
@@ -79,13 +80,17 @@ class HealthView:
             role, role_error = None, str(exc)
         expected = expected_daemons(self.config, self.fleet, role)
         statuses = {name: self._status(name, now) for name in expected}
+        role_file, host = self.config.role_file, self.config.fleet.host
+        fenced = stand_down_reason(role_file, role, host) if role is not None else None
         return fleet_report(
-            host=self.config.fleet.host,
+            host=host,
             role=role,
             version=__version__,
             now=now,
             statuses=statuses,
             role_error=role_error,
+            epoch=read_epoch(role_file),
+            fenced=fenced or "",
         )
 
     def _status(self, name: str, now: float) -> HeartbeatStatus:

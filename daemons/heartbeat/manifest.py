@@ -34,6 +34,29 @@ def alerts(_section: HeartbeatSection) -> Sequence[AlertRule]:
             "docs/runbooks/heartbeat.md",
             ("heartbeat",),
         ),
+        AlertRule(
+            "FleetDrDrillOverdue",
+            "fleet_dr_drill_expected == 1 and on(instance) "
+            "(time() - fleet_dr_drill_last_success_timestamp_seconds > 30 * 86400)",
+            "1h",
+            "warning",
+            "No DR drill has passed on {{ $labels.host }} in 30 days",
+            "The operators' bar is 'Backup/DR: tested within 30 days'. Run `fleet dr drill` on "
+            "the standby (or check why its timer did not) and read the evidence report.",
+            "docs/runbooks/heartbeat.md",
+            ("heartbeat",),
+        ),
+        AlertRule(
+            "FleetDrDrillDbFailed",
+            "fleet_dr_drill_db_ok == 0",
+            "5m",
+            "critical",
+            "The last DR drill on {{ $labels.host }} could not restore {{ $labels.db }}",
+            "Its replica is missing, corrupt or behind the standby copy: a failover now would "
+            "lose or refuse this DB. The drill's report names the problem.",
+            "docs/runbooks/heartbeat.md",
+            ("heartbeat",),
+        ),
     )
 
 
@@ -78,6 +101,34 @@ MANIFEST = DaemonManifest(
             "fleet_heartbeat_endpoint_up",
             "gauge",
             "1 while the /health endpoint is bound and serving",
+        ),
+        metric(
+            "fleet_dr_drill_expected",
+            "gauge",
+            "1 on a standby (it should pass `fleet dr drill` every 30 days), 0 on a primary",
+        ),
+        metric(
+            "fleet_dr_drill_last_success_timestamp_seconds",
+            "gauge",
+            "When `fleet dr drill` last passed on this host (0: never)",
+        ),
+        metric(
+            "fleet_dr_drill_last_run_timestamp_seconds",
+            "gauge",
+            "When `fleet dr drill` last ran on this host (0: never)",
+        ),
+        metric("fleet_dr_drill_passed", "gauge", "1 if the last DR drill passed, 0 if not"),
+        metric(
+            "fleet_dr_drill_criterion_ok",
+            "gauge",
+            "1 if the last DR drill met this acceptance criterion, 0 if not",
+            "criterion",
+        ),
+        metric(
+            "fleet_dr_drill_db_ok",
+            "gauge",
+            "1 if the last DR drill restored and verified this DB, 0 if it failed",
+            "db",
         ),
     ),
     alerts=alerts,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.epochs import Epoch
 from shared.heartbeats import HeartbeatStatus
 from shared.notify import Message
 from shared.notify.escape import slack_text
@@ -37,6 +38,7 @@ __all__ = [
     "iso",
     "observe",
     "ping_target",
+    "stand_down_verdict",
     "url_hash",
 ]
 
@@ -136,6 +138,8 @@ class PeerEvent:
     successes: int = 0
     outage_s: float | None = None
     error: str = ""
+    #: for two_primaries: which host must stand down, and why (from the promotion epochs)
+    stand_down: str = ""
 
 
 def observe(
@@ -294,10 +298,17 @@ def event_message(
             out.append(Message(target, text, _key(event) + ":escalation", daemon="heartbeat"))
         return out
     if event.kind == "two_primaries":
+        verdict = (
+            slack_text(event.stand_down, 300)
+            if event.stand_down
+            else (
+                "The old primary must be demoted (`fleet role set standby` on it) before its"
+                " fleet writes anything."
+            )
+        )
         text = (
             f":warning: {who} TWO PRIMARIES: {peer} reports role primary and so does {host}."
-            f" The old primary must be demoted (`fleet role set standby` on it) before its"
-            f" fleet writes anything."
+            f" {verdict}"
         )
         return [Message(ops_channel, text, _key(event), daemon="heartbeat")]
     text = (
@@ -318,6 +329,24 @@ class FleetReport:
         return list(self.body.get("stale", []))
 
 
+def stand_down_verdict(host: str, local: Epoch | None, peer: str, peer_epoch: Epoch | None) -> str:
+    """Which of two hosts that both report primary must stand down: the one with the older
+    promotion epoch (no epoch counts as 0). Equal epochs decide nothing."""
+    mine = local.number if local is not None else 0
+    theirs = peer_epoch.number if peer_epoch is not None else 0
+    if mine == theirs:
+        return (
+            f"Both hold epoch {mine}: the epochs do not tell which history is newer; compare"
+            " the newest rows on both and demote the other (`fleet role set standby` on it)."
+        )
+    loser, winner = (host, peer) if mine < theirs else (peer, host)
+    return (
+        f"{loser} MUST STAND DOWN: {winner} holds the newer epoch"
+        f" ({max(mine, theirs)} against {min(mine, theirs)}); {loser}'s writers refuse to start"
+        f" and its /health says fenced. On {loser} run `fleet dr failback`."
+    )
+
+
 def fleet_report(
     *,
     host: str,
@@ -326,10 +355,13 @@ def fleet_report(
     now: float,
     statuses: Mapping[str, HeartbeatStatus],
     role_error: str = "",
+    epoch: Epoch | None = None,
+    fenced: str = "",
 ) -> FleetReport:
     """The /health answer for the daemons enabled on this host: ``degraded`` as soon as one is
     stale (no success for 3 expected intervals) or has no heartbeat file, or when the role file
-    is garbled (``role`` None, ``role_error`` saying why)."""
+    is garbled (``role`` None, ``role_error`` saying why); ``fenced`` (never ok) when a peer
+    holds a newer promotion epoch (``fenced`` saying why)."""
     daemons: dict[str, dict[str, Any]] = {}
     stale: list[str] = []
     for name in sorted(statuses):
@@ -348,9 +380,9 @@ def fleet_report(
             "expected_interval_s": st.expected_interval_s,
             "reason": st.reason,
         }
-    ok = not stale and not role_error
+    ok = not stale and not role_error and not fenced
     body: dict[str, Any] = {
-        "status": "ok" if ok else "degraded",
+        "status": "fenced" if fenced else ("ok" if ok else "degraded"),
         "host": host,
         "role": role,
         "ts": iso(now),
@@ -360,6 +392,9 @@ def fleet_report(
     }
     if role_error:
         body["role_error"] = role_error
+    body["epoch"] = epoch.to_json() if epoch is not None else None
+    if fenced:
+        body["fenced"] = fenced
     return FleetReport(ok, body)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from shared.backoff import backoff_delay
+from shared.epochs import Epoch
 from shared.roles import Role
 
 __all__ = ["MAX_BODY", "PeerProbe", "PingResult", "describe_error", "probe_peer", "send_ping"]
@@ -31,6 +32,8 @@ class PeerProbe:
     fleet_status: str | None = None
     error: str = ""
     duration_s: float = 0.0
+    #: the promotion epoch the peer reports (None: never promoted, or an older fleet)
+    epoch: Epoch | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,9 @@ async def _get_limited(client: httpx.AsyncClient, url: str, timeout_s: float) ->
             return resp.status_code, bytes(body[:MAX_BODY])
 
 
-def parse_health(body: bytes) -> tuple[str, Role | None] | None:
-    """(status, role) from a fleet /health answer, or None if it is not one (an HTML error page
-    from a proxy is not a live host)."""
+def parse_health(body: bytes) -> tuple[str, Role | None, Epoch | None] | None:
+    """(status, role, epoch) from a fleet /health answer, or None if it is not one (an HTML
+    error page from a proxy is not a live host). A fenced host is a live host."""
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: hostile
@@ -74,9 +77,9 @@ def parse_health(body: bytes) -> tuple[str, Role | None] | None:
     if not isinstance(data, dict):
         return None
     status = data.get("status")
-    if status not in ("ok", "degraded"):
+    if status not in ("ok", "degraded", "fenced"):
         return None
-    return str(status), _role(data.get("role"))
+    return str(status), _role(data.get("role")), Epoch.from_json(data.get("epoch"))
 
 
 def _role(value: object) -> Role | None:
@@ -102,8 +105,8 @@ async def probe_peer(client: httpx.AsyncClient, url: str, timeout_s: float) -> P
     if parsed is None:
         reason = f"HTTP {code}" if code not in (200, 503) else f"HTTP {code}, not a health answer"
         return PeerProbe(False, status_code=code, error=reason, duration_s=duration)
-    status, role = parsed
-    return PeerProbe(True, code, role, status, duration_s=duration)
+    status, role, epoch = parsed
+    return PeerProbe(True, code, role, status, duration_s=duration, epoch=epoch)
 
 
 async def send_ping(

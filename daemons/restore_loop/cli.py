@@ -356,6 +356,12 @@ def _print_report(report: Any, config: FleetConfig) -> None:
         click.echo(f"role set to primary ({config.role_file}); restart the fleet's daemons")
         # Units are generated per role: the primary's (email-reactor, claim-sweeper, the
         # litestream replicate services) do not exist on this host until regenerated.
+        if report.epoch is not None:  # new history, new path (docs/runbooks/dr.md)
+            click.echo(
+                f"promotion epoch {report.epoch}: first `fleet litestream config --role primary"
+                f" --out {config.fleet.root / 'config'}` (replica paths under epoch-"
+                f"{report.epoch}/)"
+            )
         click.echo(
             "next step: fleet units install --now  (installs and starts the primary's units)"
         )
@@ -397,21 +403,35 @@ def litestream() -> None:
     default=None,
     help="write the files (and, for the primary, a unit + plist per class) into this directory",
 )
+@click.option(
+    "--epoch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="promotion epoch of the replica path (default: this host's, or for a standby the"
+    " newest it has seen; docs/runbooks/dr.md)",
+)
 @config_option
 def litestream_config(
     for_role: str,
     tables_path: str | None,
     db_dir: str | None,
     out_dir: str | None,
+    epoch: int | None,
     config_path: str | None,
 ) -> None:
     """Generate the litestream 0.5 YAML for the primary or the standby from one tier table."""
+    from daemons.restore_loop.epoch_paths import with_epoch
     from daemons.restore_loop.litestream_yaml import GeneratedFile, render_primary, render_standby
+    from shared.epochs import replication_epoch
     from shared.files import atomic_write_text
+    from shared.roles import Role
 
     config = load_config_or_exit(config_path)
     section = config.section(RestoreLoopSection)
     table = _table(Path(tables_path).expanduser() if tables_path else section.databases_file)
+    if epoch is None:
+        epoch = replication_epoch(config.role_file, Role(for_role))
+    table = with_epoch(table, epoch)  # new history, new path (epoch 0: the plain path)
     directory = Path(db_dir).expanduser().absolute() if db_dir else section.standby_dir
     files: list[GeneratedFile]
     notes: list[str] = []
@@ -429,6 +449,8 @@ def litestream_config(
             "services: `fleet units generate` (primary) writes one"
             " alai-fleet-litestream-<class> unit / plist per file"
         )
+    if epoch:
+        notes.append(f"replica paths under epoch-{epoch}/ (promotion epoch {epoch})")
     if out_dir:
         target = Path(out_dir).expanduser()
         target.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from shared.manifest import (
     AlertRule,
     CompanionService,
     DaemonManifest,
+    ScheduledJob,
     SecretsEnvFile,
     UnitProfile,
     metric,
@@ -77,6 +78,20 @@ def secrets_env(config: FleetConfig, section: RestoreLoopSection) -> SecretsEnvF
         texts.append(section.config_path.read_text(encoding="utf-8"))
     names = tuple(dict.fromkeys(v for text in texts for v in env_references(text)))
     return SecretsEnvFile(_env_path(config), names) if names else None
+
+
+def schedules(config: FleetConfig, section: RestoreLoopSection) -> Sequence[ScheduledJob]:
+    """Where restore-loop runs (the standby): `fleet dr drill` monthly, with the litestream
+    secrets its restores need (docs/runbooks/dr.md)."""
+    secrets = secrets_env(config, section)
+    return (
+        ScheduledJob(
+            name="dr-drill",
+            description="alai-fleet monthly DR drill (fleet dr drill)",
+            args=("dr", "drill"),
+            environment_file=secrets.path if secrets is not None else None,
+        ),
+    )
 
 
 def companions(config: FleetConfig, prefix: Path) -> Sequence[CompanionService]:
@@ -218,6 +233,7 @@ MANIFEST = DaemonManifest(
     unit_profile=unit_profile,
     companions=companions,
     secrets_env=secrets_env,
+    schedules=schedules,
     commands={
         "restore": "daemons.restore_loop.cli:restore",
         "litestream": "daemons.restore_loop.cli:litestream",

@@ -38,6 +38,7 @@ from daemons.restore_loop.state import (
     read_txid_file,
     work_dir_for,
 )
+from shared.epochs import begin_epoch
 from shared.roles import Role, read_role_file, write_role_file
 from shared.sqlite import transaction_sync
 
@@ -98,6 +99,8 @@ class PromotionReport:
     dbs: list[DbPromotion] = field(default_factory=list)
     #: why promotions.jsonl could not take this record ("" when it did)
     record_error: str = ""
+    #: the promotion epoch this promotion began (shared.epochs); None when the role was not set
+    epoch: int | None = None
 
     @property
     def refused(self) -> list[DbPromotion]:
@@ -225,6 +228,7 @@ class Promoter:
             if set_role and promoted_any and (allow_partial or not report.refused):
                 write_role_file(self.role_file, Role.PRIMARY)
                 report.role_set = True
+                report.epoch = begin_epoch(self.role_file, self.host, self.clock()).number
             try:
                 self.paths.append_promotion(report.to_json())
             except OSError as exc:  # a full disk must not hide the report the CLI prints

@@ -29,7 +29,7 @@ from shared.units.services import (
     skipped_daemons,
     unit_name,
 )
-from shared.units.systemd import render_systemd
+from shared.units.systemd import render_systemd, render_timer, timer_name
 
 __all__ = ["GeneratedSet", "file_name", "generate", "is_generated_file"]
 
@@ -66,6 +66,8 @@ def generate(
     for spec in specs:
         if target == "systemd":
             data = render_systemd(spec, config, layout, timings).encode()
+            if spec.calendar is not None:
+                out.files[timer_name(spec.name)] = render_timer(spec, layout).encode()
         else:
             data = render_launchd(spec, config, layout, timings)
         out.files[file_name(target, spec.name)] = data
@@ -75,7 +77,7 @@ def generate(
 def is_generated_file(path: Path) -> bool:
     """A file this generator wrote (so uninstall removes it), not one an operator put there."""
     name = path.name
-    if name.startswith(UNIT_PREFIX) and name.endswith(".service"):
+    if name.startswith(UNIT_PREFIX) and name.endswith((".service", ".timer")):
         try:
             head = path.read_text(encoding="utf-8", errors="replace")[:200]
         except OSError:

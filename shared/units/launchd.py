@@ -28,6 +28,7 @@ from shared.units.services import (
 )
 
 __all__ = [
+    "CalendarInterval",
     "KeepAliveConditions",
     "LaunchAgentPlist",
     "LaunchDaemonPlist",
@@ -50,6 +51,17 @@ class KeepAliveConditions(BaseModel):
     SuccessfulExit: bool
 
 
+class CalendarInterval(BaseModel):
+    """StartCalendarInterval for a scheduled job: monthly on ``Day`` at ``Hour``:``Minute``
+    (launchd runs a job missed while asleep at wake)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    Day: int = Field(ge=1, le=28)
+    Hour: int = Field(ge=0, le=23)
+    Minute: int = Field(ge=0, le=59)
+
+
 class LaunchAgentPlist(BaseModel):
     """The launchd keys our LaunchAgents use, typed."""
 
@@ -58,7 +70,9 @@ class LaunchAgentPlist(BaseModel):
     Label: str
     ProgramArguments: list[str] = Field(min_length=1)
     RunAtLoad: bool
-    KeepAlive: KeepAliveConditions
+    #: a service's; a scheduled job has StartCalendarInterval instead (exactly one of the two)
+    KeepAlive: KeepAliveConditions | None = None
+    StartCalendarInterval: CalendarInterval | None = None
     ThrottleInterval: int = Field(ge=1)
     ExitTimeOut: int = Field(ge=1)
     EnvironmentVariables: dict[str, str]
@@ -105,8 +119,14 @@ class LaunchAgentPlist(BaseModel):
             raise ValueError("StandardOutPath and StandardErrorPath must share the log dir")
         return self
 
+    @model_validator(mode="after")
+    def _service_or_job(self) -> LaunchAgentPlist:
+        if (self.KeepAlive is None) == (self.StartCalendarInterval is None):
+            raise ValueError("exactly one of KeepAlive and StartCalendarInterval")
+        return self
+
     def dumps(self) -> bytes:
-        return plistlib.dumps(self.model_dump(), sort_keys=True)
+        return plistlib.dumps(self.model_dump(exclude_none=True), sort_keys=True)
 
 
 class LaunchDaemonPlist(LaunchAgentPlist):
@@ -155,11 +175,17 @@ def launchd_job(
         args = list(spec.argv)
     # A fleet daemon writes its own log file (shared.units.logs); launchd gets the .err.log.
     stdout_path, stderr_path, log_env = launchd_log_paths(spec, config)
+    schedule: dict[str, object] = {"RunAtLoad": True, "KeepAlive": {"SuccessfulExit": False}}
+    if spec.calendar is not None:
+        day, hour, minute = spec.calendar
+        schedule = {
+            "RunAtLoad": False,
+            "StartCalendarInterval": {"Day": day, "Hour": hour, "Minute": minute},
+        }
     keys: dict[str, object] = {
         "Label": label_name(spec.name),
         "ProgramArguments": args,
-        "RunAtLoad": True,
-        "KeepAlive": {"SuccessfulExit": False},
+        **schedule,
         "ThrottleInterval": timings.throttle_s,
         "ExitTimeOut": stop_timeout_s(config),
         "EnvironmentVariables": {

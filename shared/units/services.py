@@ -21,7 +21,7 @@ from pydantic import BaseModel, SecretStr
 from shared.config import FleetConfig, secret_sections_for
 from shared.envfile import SYSTEM_ENV_DIR, fleet_env_file, user_env_dir
 from shared.files import under_shared_tmp
-from shared.manifest import CompanionService, DaemonManifest, ProcessType
+from shared.manifest import CompanionService, DaemonManifest, ProcessType, ScheduledJob
 from shared.roles import effective_role
 
 __all__ = [
@@ -150,6 +150,8 @@ class ServiceSpec:
     log_file: Path | None = None
     error_log_file: Path | None = None
     process_type: ProcessType = "Standard"  # launchd's ProcessType (UnitProfile.process_type)
+    #: a scheduled job (day of month, hour, minute): a oneshot run by a timer, not a service
+    calendar: tuple[int, int, int] | None = None
 
     @property
     def stdout_path(self) -> Path:
@@ -257,6 +259,8 @@ def service_specs(
         if layout.config_file is not None:
             argv += ["--config", str(layout.config_file)]
         secrets = manifest.secrets_env(config, section)
+        for job in manifest.schedules(config, section):
+            companions.append(_scheduled_spec(job, config, layout, base_writes))
         daemons.append(
             ServiceSpec(
                 name=manifest.name,
@@ -306,6 +310,28 @@ def _companion_spec(
         log_file=_absolute(comp.profile.log_file),
         error_log_file=_absolute(comp.profile.error_log_file),
         process_type=comp.profile.process_type,
+    )
+
+
+def _scheduled_spec(
+    job: ScheduledJob, config: FleetConfig, layout: InstallLayout, base_writes: tuple[Path, ...]
+) -> ServiceSpec:
+    argv = [str(layout.fleet_bin), *job.args]
+    if layout.config_file is not None:
+        argv += ["--config", str(layout.config_file)]
+    return ServiceSpec(
+        name=job.name,
+        description=job.description,
+        argv=tuple(argv),
+        write_paths=dedupe_paths(base_writes),
+        log_dir=config.fleet.root / "logs",
+        working_dir=config.fleet.root,
+        shared_tmp=under_shared_tmp(*base_writes),
+        notify=False,
+        fleet_daemon=False,
+        environment_file=job.environment_file,
+        calendar=(job.day, job.hour, job.minute),
+        process_type="Background",
     )
 
 

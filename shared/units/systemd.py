@@ -25,7 +25,7 @@ from shared.units.services import (
     unit_name,
 )
 
-__all__ = ["render_systemd"]
+__all__ = ["render_systemd", "render_timer", "timer_name"]
 
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
@@ -142,6 +142,8 @@ def render_systemd(
         ("StartLimitBurst", str(timings.start_limit_burst)),
     ]
     service: list[tuple[str, str]] = []
+    if spec.calendar is not None:
+        return _render_oneshot(spec, layout, unit)
     if spec.notify:
         service += [
             ("Type", "notify"),
@@ -207,6 +209,73 @@ def render_systemd(
         "",
         "[Install]",
         f"WantedBy={wanted_by}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _header(layout: InstallLayout, name: str) -> list[str]:
+    return [
+        f"# {GENERATED_MARKER} ({layout.mode} mode); edits are overwritten.",
+        "# Change the config and regenerate, or add a drop-in: systemctl edit "
+        + ("" if layout.mode == "system" else "--user ")
+        + name,
+        "",
+    ]
+
+
+def _render_oneshot(spec: ServiceSpec, layout: InstallLayout, unit: list[tuple[str, str]]) -> str:
+    """A scheduled job's service: one run per timer tick, no restart, no [Install] (its timer
+    is what is enabled)."""
+    service: list[tuple[str, str]] = [
+        ("Type", "oneshot"),
+        ("ExecStart", " ".join(_sd_word(a) for a in spec.argv)),
+    ]
+    if layout.mode == "system" and layout.user:
+        service.append(("User", layout.user))
+    service += [
+        ("SyslogIdentifier", f"{UNIT_PREFIX}{spec.name}"),
+        ("Environment", "PYTHONUNBUFFERED=1"),
+        ("EnvironmentFile", "-" + _sd_single_path(layout.env_file)),
+    ]
+    if spec.environment_file is not None:
+        service.append(("EnvironmentFile", _sd_single_path(spec.environment_file)))
+    service += _sandbox(spec, layout)
+    kept = [(k, v) for k, v in unit if not k.startswith("StartLimit")]
+    out = [
+        *_header(layout, unit_name(spec.name)),
+        "[Unit]",
+        *(f"{k}={v}" for k, v in kept),
+        "",
+        "[Service]",
+        *(f"{k}={v}" for k, v in service),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def timer_name(service: str) -> str:
+    return f"{UNIT_PREFIX}{service}.timer"
+
+
+def render_timer(spec: ServiceSpec, layout: InstallLayout) -> str:
+    """The ``.timer`` of a scheduled job: monthly on its day at its time, Persistent (a run
+    missed while the host was off happens at the next start), with a few minutes' jitter."""
+    assert spec.calendar is not None
+    day, hour, minute = spec.calendar
+    out = [
+        *_header(layout, timer_name(spec.name)),
+        "[Unit]",
+        f"Description={spec.description} (timer)",
+        "",
+        "[Timer]",
+        f"OnCalendar=*-*-{day:02d} {hour:02d}:{minute:02d}:00",
+        "Persistent=true",
+        "RandomizedDelaySec=10min",
+        f"Unit={unit_name(spec.name)}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
         "",
     ]
     return "\n".join(out)

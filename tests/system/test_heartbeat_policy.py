@@ -529,9 +529,18 @@ async def test_send_ping_retries_then_gives_up() -> None:
 def test_parse_health_rejects_deep_nesting() -> None:
     assert parse_health(b"[" * 100_000) is None
     assert parse_health(b'{"status": "ok", "x": ' + b"{" * 100_000) is None
-    assert parse_health(b'{"status": "ok", "role": "primary"}') == ("ok", Role.PRIMARY)
-    assert parse_health(b'{"status": "ok", "role": "Primary"}') == ("ok", None)
-    assert parse_health(b'{"status": "ok", "role": ["primary"]}') == ("ok", None)
+    assert parse_health(b'{"status": "ok", "role": "primary"}') == ("ok", Role.PRIMARY, None)
+    assert parse_health(b'{"status": "ok", "role": "Primary"}') == ("ok", None, None)
+    assert parse_health(b'{"status": "ok", "role": ["primary"]}') == ("ok", None, None)
+    # A fenced host is alive; its epoch is read, a malformed one is ignored.
+    fenced = (
+        b'{"status": "fenced", "role": "primary", "epoch": {"number": 3, "host": "a", "at": 1}}'
+    )
+    parsed = parse_health(fenced)
+    assert parsed is not None and parsed[0] == "fenced" and parsed[2] is not None
+    assert parsed[2].number == 3
+    bad = b'{"status": "ok", "role": "primary", "epoch": {"number": -1, "host": "a", "at": 1}}'
+    assert parse_health(bad) == ("ok", Role.PRIMARY, None)
 
 
 def test_peer_config_direct() -> None:

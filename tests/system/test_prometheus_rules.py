@@ -219,6 +219,49 @@ CASES: list[Case] = [
         "3m",
         None,
     ),
+    # promtool's clock starts at 0: a last success at -3e6 s is 34.7 days before it
+    Case(  # a standby whose last drill passed 35 days ago: overdue
+        "FleetDrDrillOverdue",
+        {
+            f"fleet_dr_drill_expected{{{T_HB_FORGE}}}": "1x100",
+            f"fleet_dr_drill_last_success_timestamp_seconds{{{T_HB_FORGE}}}": "-3000000x100",
+        },
+        "90m",
+        labels_of(T_HB_FORGE),
+    ),
+    Case(  # the primary is not expected to drill
+        "FleetDrDrillOverdue",
+        {
+            f"fleet_dr_drill_expected{{{T_HB}}}": "0x100",
+            f"fleet_dr_drill_last_success_timestamp_seconds{{{T_HB}}}": "-3000000x100",
+        },
+        "90m",
+        None,
+    ),
+    Case(  # a drill passed 10 days ago
+        "FleetDrDrillOverdue",
+        {
+            f"fleet_dr_drill_expected{{{T_HB_FORGE}}}": "1x100",
+            f"fleet_dr_drill_last_success_timestamp_seconds{{{T_HB_FORGE}}}": "-864000x100",
+        },
+        "90m",
+        None,
+    ),
+    Case(
+        "FleetDrDrillDbFailed",
+        {
+            f'fleet_dr_drill_db_ok{{{T_HB_FORGE}, db="gamma"}}': "0x10",
+            f'fleet_dr_drill_db_ok{{{T_HB_FORGE}, db="alpha"}}': "1x10",
+        },
+        "10m",
+        {**labels_of(T_HB_FORGE), "db": "gamma"},
+    ),
+    Case(
+        "FleetDrDrillDbFailed",
+        {f'fleet_dr_drill_db_ok{{{T_HB_FORGE}, db="alpha"}}': "1x10"},
+        "10m",
+        None,
+    ),
     Case(  # every daemon on a host reports the same outbox: one alert per host
         "FleetNotificationsBacklog",
         {

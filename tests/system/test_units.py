@@ -329,7 +329,8 @@ def test_every_unit_verifies_clean_and_system_units_score_at_most_1_3(
         verify(paths)
         if mode == "system":
             for path in paths:
-                assert exposure(path) <= 1.3, (role, path.name)
+                if path.suffix == ".service":  # a .timer runs nothing itself
+                    assert exposure(path) <= 1.3, (role, path.name)
 
 
 @pytest.mark.system

@@ -60,7 +60,8 @@ def documented(rows: dict[str, str], service: str) -> str:
 
 def test_the_docs_give_every_daemon_a_process_type() -> None:
     rows = documented_process_types()
-    assert {m.name for m in manifests()} | {"litestream-<class>"} == set(rows)
+    jobs = {"dr-drill"}  # scheduled jobs (restore-loop's manifest)
+    assert {m.name for m in manifests()} | {"litestream-<class>"} | jobs == set(rows)
     # the two: throttled CPU and I/O made them miss their RPO and dead-man's pings
     assert rows["restore-loop"] == rows["heartbeat"] == "Standard"
 
@@ -89,9 +90,16 @@ def test_a_launchdaemon_per_daemon(
         job = LaunchDaemonPlist.model_validate(raw)
         service = job.Label.removeprefix("no.alai.fleet.")
         assert name == f"{job.Label}.plist"
-        assert set(raw) == set(LaunchDaemonPlist.model_fields), name
+        # a service has KeepAlive, a scheduled job StartCalendarInterval (never both)
+        scheduled = "StartCalendarInterval" in raw
+        other = "KeepAlive" if scheduled else "StartCalendarInterval"
+        assert set(raw) == set(LaunchDaemonPlist.model_fields) - {other}, name
         assert (job.UserName, job.GroupName) == ("alai", "staff")
-        assert job.KeepAlive.SuccessfulExit is False and job.RunAtLoad is True
+        if scheduled:
+            assert job.RunAtLoad is False and service == "dr-drill"
+        else:
+            assert job.KeepAlive is not None
+            assert job.KeepAlive.SuccessfulExit is False and job.RunAtLoad is True
         assert job.ThrottleInterval == 10
         assert job.ExitTimeOut == stop_timeout_s(config)
         assert job.WorkingDirectory == str(root) and job.Umask == 0o077
