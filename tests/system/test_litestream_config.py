@@ -4,6 +4,7 @@ checked by the real litestream binary, and the lint of the old (0.3/0.4-style) c
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -136,7 +137,12 @@ def test_cli_config_and_lint(fleet_env: dict[str, str], tmp_path: Path) -> None:
     assert len(parse_restore_config(standby.stdout)) == 59
     # The cost goes to stderr so stdout stays a valid YAML file.
     assert "LIST requests/day" in standby.stderr and "EUR/month" in standby.stderr
-    assert "P0: 17 DBs, follow interval 1s" in standby.stderr
+    # Intervals come from the default budget: the example table's standby stays under 1/20 of
+    # the 15.9 M LIST/day that fixed 1 s / 15 s intervals cost (issue 16's 800,000).
+    assert "P0: 17 DBs, follow interval " in standby.stderr
+    polling = re.search(r"standby polling .*?: ([\d,]+) LIST requests/day", standby.stderr)
+    assert polling is not None, standby.stderr
+    assert int(polling.group(1).replace(",", "")) <= 800_000
     primary = run_fleet([*args, "--role", "primary", "--out", str(out_dir)], fleet_env, tmp_path)
     assert primary.returncode == 0, primary.stderr
     names = sorted(p.name for p in out_dir.iterdir())
