@@ -62,6 +62,14 @@ def build_sinks(config: FleetConfig, fleet: Sequence[DaemonManifest] = ()) -> di
     return sinks
 
 
+class Superseded(Exception):
+    """This host is a primary that a peer with a newer promotion epoch has replaced: the cycle
+    does not run (no writes), and fails with the reason until the host stands down."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class DaemonRunner:
     """Runs one daemon: its cycle loop, metrics server, heartbeat file and outbox sender."""
 
@@ -299,6 +307,11 @@ class DaemonRunner:
         failure: Exception | None = None
         result: CycleResult | None = None
         try:
+            # A writer that learns of a newer primary while running (its heartbeat probed the
+            # peer after it started: a host back from a crash) stops writing at its next cycle.
+            fenced = await asyncio.to_thread(self.epoch_refusal)
+            if fenced is not None:
+                raise Superseded(fenced)
             async with asyncio.timeout(self.section.cycle_timeout_s):
                 result = await self.daemon.cycle() or CycleResult()
         except TimeoutError:

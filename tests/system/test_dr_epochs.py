@@ -117,3 +117,74 @@ def test_two_primaries_the_older_epoch_stands_down(
         assert res.returncode == 0, res.stdout + res.stderr
     record = json.loads((anvil_root / "state/peer-epochs.json").read_text())
     assert record["forge"]["epoch"]["host"] == "forge"
+
+
+def test_a_running_writer_stops_writing_once_a_newer_primary_is_seen(
+    fleet_env: dict[str, str], fleet_root: Path, tmp_path: Path
+) -> None:
+    """A host back from a crash starts its writers before its heartbeat has probed the peer:
+    they start (nothing newer is known yet), and must stop writing at the next cycle after the
+    newer epoch is recorded, not at their next restart."""
+    import subprocess
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from shared.epochs import PeerEpoch, record_peer_epoch
+    from shared.roles import Role
+    from tests.conftest import FLEET_BIN, free_port, http_get
+    from tests.heartbeat_support import metric_value
+    from tests.mc_backends import McBackend
+
+    port = free_port()
+    role_file = fleet_root / "state/role"
+    role_file.parent.mkdir(parents=True, exist_ok=True)
+    role_file.write_text("primary\n")
+    write_epoch(role_file, Epoch(1, "anvil", 1_700_000_000.0))
+    backend = McBackend.sqlite(fleet_root / "databases/mission-control.db")
+    past = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    with backend.store(clock=lambda: past) as mc:
+        before = mc.create_task("stuck before the fence").id
+        after = mc.create_task("stuck after the fence").id
+        mc.claim(before, "pi-orch", "s1", ttl_minutes=10)
+    env = {
+        **only_enabled(fleet_env, "claim-sweeper"),
+        **backend.select_env,
+        "FLEET_CLAIM_SWEEPER__AUTO_RELEASE": "true",
+        "FLEET_CLAIM_SWEEPER__INTERVAL_S": "0.2",
+        "FLEET_CLAIM_SWEEPER__BACKOFF_MAX_S": "0.5",
+        "FLEET_CLAIM_SWEEPER__METRICS_PORT": str(port),
+        "FLEET_FLEET__HOST": "anvil",
+    }
+    log = tmp_path / "sweeper.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(FLEET_BIN), "run", "claim-sweeper"], env=env, cwd=tmp_path, stdout=out, stderr=out
+        )
+    try:
+        # Not fenced yet: it is a working writer (the expired lease is released).
+        assert wait_until(lambda: backend.lease(before)[0] is None, timeout=DEADLINE_S), (
+            log.read_text()
+        )
+        # The heartbeat (here: the test) records FORGE's newer epoch.
+        forge = PeerEpoch("forge", Role.PRIMARY, Epoch(2, "forge", 1_700_000_100.0), time.time())
+        assert record_peer_epoch(role_file, forge)
+        assert wait_until(
+            lambda: "peer forge is primary under epoch 2" in log.read_text(), DEADLINE_S
+        )
+        # From then on it writes nothing: a lease that expires now stays where it is.
+        with backend.store(clock=lambda: past) as mc:
+            mc.claim(after, "pi-orch", "s2", ttl_minutes=10)
+
+        def errors() -> float:
+            text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+            labels = {"daemon": "claim-sweeper", "outcome": "error"}
+            return metric_value(text, "fleet_cycles_total", **labels) or 0
+
+        # Two more (fenced, failed) cycles after the claim, and the lease is still held.
+        seen = errors()
+        assert wait_until(lambda: errors() >= seen + 2, timeout=DEADLINE_S), log.read_text()
+        assert proc.poll() is None, "a fenced writer stays up (its /health and metrics report it)"
+        assert backend.lease(after)[0] == "pi-orch:s2", log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
