@@ -83,6 +83,7 @@ FLEET_COLUMNS = (
     "extra",
 )
 _SCHEMA_LOCK = 0x4D43_5343  # pg_advisory_xact_lock key: one schema creator at a time
+_OFFSET_TTL_S = 60.0  # how long a measured server clock offset is trusted
 _HELD = "lease_holder IS NOT NULL AND lease_holder <> ''"
 
 
@@ -127,6 +128,7 @@ class PostgresMissionControl:
         retry_s: float = 10.0,
         connect_timeout_s: int = 3,
         statement_timeout_ms: int | None = None,
+        server_time: bool | None = None,
     ) -> None:
         self.url = url
         self.shown = redact_url(url)
@@ -145,6 +147,12 @@ class PostgresMissionControl:
             else max(1000, int(retry_s * 1000))
         )
         self._conn: psycopg.Connection[Any] | None = None
+        # Whose "now" decides whether a lease is live: the server's, shared by every host, not
+        # this host's wall clock (one an hour ahead would take live leases). An injected test
+        # clock is used as it is.
+        self._server_time = clock is time.time if server_time is None else server_time
+        self._offset_s = 0.0  # server clock minus ours, measured at most _OFFSET_TTL_S ago
+        self._offset_at: float | None = None
         self.report: ContractReport | None = None  # the SQLite store's contract report
         self.reconnects = 0  # how often a lost connection was replaced (tests, bench)
 
@@ -248,7 +256,19 @@ class PostgresMissionControl:
                 time.sleep(delay)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
+        """The current time: the server's (``server_time``: this host's clock corrected by
+        the offset measured against the server, re-measured every minute), whole seconds."""
+        if self._server_time and (
+            self._offset_at is None or time.monotonic() - self._offset_at > _OFFSET_TTL_S
+        ):
+            before = self._clock()
+            row = self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+            after = self._clock()
+            assert row is not None
+            self._offset_s = float(row[0]) - (before + after) / 2
+            self._offset_at = time.monotonic()
+        now = self._clock() + (self._offset_s if self._server_time else 0.0)
+        return datetime.fromtimestamp(now, UTC).replace(microsecond=0)
 
     def recheck(self) -> ContractReport | None:
         """The SQLite store's contract re-check; the Postgres table is the fleet's own."""

@@ -59,3 +59,40 @@ def test_claim_under_a_row_lock_never_released_gives_up_instead_of_hanging(
     # With the lock gone the same verb works.
     r = run_fleet(["mc", "claim", "1", "--actor", "a", "--session", "s"], env, tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def run_skewed_fleet(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _SKEWED_FLEET, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_host_whose_clock_is_ahead_cannot_take_a_live_lease(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Who decides "now" on a shared lease store: the server. A host an hour ahead must see
+    another host's fresh 10-minute lease as held, and must not write leases an hour long."""
+    one_task(pg_db)
+    env = pg_env(fleet_env, pg_db)
+    r = run_fleet(["mc", "claim", "1", "--actor", "anvil", "--session", "s"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_skewed_fleet(["mc", "claim", "1", "--actor", "forge", "--session", "t"], env, tmp_path)
+    assert r.returncode != 0, "the host an hour ahead took a lease that is live for 10 minutes"
+    assert "anvil:s" in r.stderr
+    # Its own claims run on the server's time too: 10 minutes from the server's now.
+    with open_store(McTarget(url=pg_db.url, password_file=pg_db.password_file)) as store:
+        store.create_task("second")
+    r = run_skewed_fleet(["mc", "claim", "2", "--actor", "forge", "--session", "t"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(pg_db.dsn) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM lease_until - now()) FROM tasks WHERE id = 2"
+        ).fetchone()
+    assert row is not None and float(row[0]) <= 600
