@@ -48,6 +48,7 @@ Conn = psycopg.Connection[Any]
 STORE_NAME = "outbox-postgres"
 _SCHEMA_LOCK = 0x4F55_5458  # pg_advisory_xact_lock key: one schema creator at a time
 _COLLAPSE_LOCK = 0x4F55_5443  # one collapse at a time, fleet-wide
+_OFFSET_TTL_S = 60.0  # how long a measured server clock offset is trusted
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -112,6 +113,7 @@ class PostgresOutbox:
         connect_timeout_s: int = 3,
         statement_timeout_ms: int = 15_000,
         local_db: Path | None = None,
+        server_time: bool | None = None,
     ) -> None:
         self.url = check_url(url)
         self.shown = redact_url(url)
@@ -129,13 +131,28 @@ class PostgresOutbox:
         self.reconnects = 0  # how often a lost connection was replaced (tests)
         self._local_db = local_db  # the host's SQLite outbox, whose leftovers open() moves
         self.moved = 0  # rows open() moved here from it
+        # Whose "now" a claim's lease and the requeue of abandoned claims are measured by:
+        # the server's, shared by every host (a host whose clock is ahead would requeue, and
+        # send again, a row another host is sending). An injected test clock is used as is.
+        self._server_time = clock is time.time if server_time is None else server_time
+        self._offset_s = 0.0  # server clock minus ours
+        self._offset_at: float | None = None  # monotonic time of the last measurement
 
     @property
     def store_name(self) -> str:
         return STORE_NAME
 
     def now(self) -> float:
-        return self._clock()
+        """Wall-clock seconds: with ``server_time`` this host's clock corrected by the offset
+        to the server's, measured on connecting and re-measured every minute."""
+        return self._clock() + self._offset_s
+
+    def _measure_offset(self, conn: Conn) -> None:
+        before = self._clock()
+        [(server,)] = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchall()
+        after = self._clock()
+        self._offset_s = float(server) - (before + after) / 2
+        self._offset_at = time.monotonic()
 
     def mono(self) -> float:
         return self._mono()
@@ -212,6 +229,10 @@ class PostgresOutbox:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect()
+                if self._server_time and (
+                    self._offset_at is None or time.monotonic() - self._offset_at > _OFFSET_TTL_S
+                ):
+                    self._measure_offset(self._conn)
                 return fn(self._conn)
             except psycopg.Error as exc:
                 if not is_transient(exc):

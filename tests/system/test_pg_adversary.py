@@ -11,7 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.mission_control import LeaseHeld, McTarget, open_store
+from shared.mission_control import McTarget, open_store
+from shared.notify import Message
+from shared.notify.outbox_postgres import PostgresOutbox
 from tests.conftest import run_fleet
 from tests.pg_support import PgDatabase
 
@@ -27,6 +29,20 @@ _SKEWED_FLEET = (
     "from fleet.cli import main\n"
     "sys.argv[0] = 'fleet'\n"
     "sys.exit(main())\n"
+)
+
+
+#: a second host's sender, its wall clock an hour ahead, running one requeue pass
+_SKEWED_REQUEUE = (
+    "import asyncio, sys, time\n"
+    "_real = time.time\n"
+    "time.time = lambda: _real() + 3600.0\n"
+    "from shared.notify.outbox_postgres import PostgresOutbox\n"
+    "async def main() -> None:\n"
+    "    ob = await PostgresOutbox(sys.argv[1], password=sys.argv[2]).open()\n"
+    "    print(await ob.requeue_abandoned())\n"
+    "    await ob.close()\n"
+    "asyncio.run(main())\n"
 )
 
 
@@ -96,3 +112,30 @@ def test_a_host_whose_clock_is_ahead_cannot_take_a_live_lease(
             "SELECT extract(epoch FROM lease_until - now()) FROM tasks WHERE id = 2"
         ).fetchone()
     assert row is not None and float(row[0]) <= 600
+
+
+async def test_a_sender_whose_clock_is_ahead_does_not_requeue_a_send_in_flight(
+    pg_db: PgDatabase, tmp_path: Path
+) -> None:
+    """Host A claimed a row for 60 s and is talking to Slack; host B's clock is an hour ahead.
+    B's requeue pass must not see A's claim as abandoned (it would send the message again)."""
+    password = pg_db.password_file.read_text().strip()
+    a = await PostgresOutbox(pg_db.url, password=password).open()
+    try:
+        assert await a.enqueue(Message("#ops", "disk full on anvil", "skew:1"))
+        [row] = await a.ready(include_alerts=True, limit=10)
+        assert await a.claim(row.id, "anvil:1:a", 60.0)
+        b = subprocess.run(
+            [sys.executable, "-c", _SKEWED_REQUEUE, pg_db.url, password],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert b.returncode == 0, b.stderr
+        with psycopg.connect(pg_db.dsn) as conn:
+            status = conn.execute("SELECT status, claimed_by FROM outbox").fetchall()
+        assert status == [("sending", "anvil:1:a")], "an in-flight send was requeued"
+        assert b.stdout.strip() == "0"
+    finally:
+        await a.close()
