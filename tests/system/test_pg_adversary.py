@@ -139,3 +139,20 @@ async def test_a_sender_whose_clock_is_ahead_does_not_requeue_a_send_in_flight(
         assert b.stdout.strip() == "0"
     finally:
         await a.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shared/mc_target.py (another helper's): check_url accepts ?password= in the query"
+    " string and redact_url does not hide it, so every message naming the store prints it",
+)
+def test_a_password_in_the_url_query_string_is_refused_and_never_printed(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """libpq takes ``?password=`` as well as ``user:password@``: both must be refused (exit 78)
+    and neither printed. The database is empty, so any verb that got through names the store
+    in its error."""
+    env = {**fleet_env, "ALAI_MC_URL": f"{pg_db.url}?password={pg_db.server.password}"}
+    r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
+    assert pg_db.server.password not in r.stdout + r.stderr
+    assert r.returncode == 78, (r.returncode, r.stderr)
