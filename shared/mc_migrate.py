@@ -6,9 +6,11 @@ snapshot); it is never written. The copy goes in batches by id, each its own tra
 writing only rows that are missing or differ on the target: a run that stopped half-way
 continues where it was, and a second run writes nothing. Timestamps in any form the Node tools
 write are parsed to ``timestamptz``; a value nobody can read stops the migration before anything
-is written, naming the task ids (fix or release them first: nothing is guessed). Columns of
-the SQLite table the fleet does not know go, per row, into the ``extra`` jsonb column. The
-checksum is SHA-256 over every row in id order in one canonical form, computed on each side
+is written, naming the task ids (fix or release them first: nothing is guessed). A target
+row holding a source id but another ``created_at`` is another task (created on Postgres after
+an earlier run): the migration refuses before writing anything, naming it, rather than
+overwrite it. Columns of the SQLite table the fleet does not know go, per row, into the
+``extra`` jsonb column. The checksum is SHA-256 over every row in id order in one canonical form, computed on each side
 from what that side holds. It never prints a password (the URL shown is the redacted one).
 """
 
@@ -28,7 +30,13 @@ from shared.mc_postgres import FLEET_COLUMNS, PostgresMissionControl
 from shared.sqlite import StoreError, connect_sync, table_columns
 from shared.timestamps import TimestampError, parse_timestamp
 
-__all__ = ["MigrationReport", "UnreadableRows", "migrate_sqlite_to_postgres", "source_path"]
+__all__ = [
+    "ConflictingRows",
+    "MigrationReport",
+    "UnreadableRows",
+    "migrate_sqlite_to_postgres",
+    "source_path",
+]
 
 _TS_COLUMNS = ("created_at", "updated_at", "lease_until")
 _COPIED = tuple(c for c in FLEET_COLUMNS if c != "extra")
@@ -46,6 +54,21 @@ class UnreadableRows(StoreError):
             f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
         )
         super().__init__(f"unreadable timestamps in the source, nothing copied: {shown}")
+
+
+class ConflictingRows(StoreError):
+    """Target rows with a copied id that are other tasks (created on Postgres since the last
+    run): nothing was written."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "; ".join(problems[:10]) + (
+            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        )
+        super().__init__(
+            "tasks on the target that are not the source's (created on Postgres since the last"
+            f" run?), nothing copied: {shown}; move or renumber them first"
+        )
 
 
 @dataclass
@@ -218,6 +241,28 @@ def _write_batch(
             report.inserted += 1
 
 
+def _refuse_conflicts(target: PostgresMissionControl, rows: Sequence[Row]) -> None:
+    """A target row with a source row's id but another creation time is another task (one a
+    host on Postgres created after an earlier run): copying would overwrite it. Raises
+    ConflictingRows naming them, before anything is written."""
+    created = FLEET_COLUMNS.index("created_at")
+    have = dict(
+        target._retry(lambda: target.conn.execute("SELECT id, created_at FROM tasks").fetchall())
+    )
+    problems = [
+        f"task {r[0]} (created {_when(have[r[0]])} on the target, {_when(r[created])} in the"
+        " source)"
+        for r in rows
+        if r[0] in have and have[r[0]] != r[created]
+    ]
+    if problems:
+        raise ConflictingRows(problems)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat() if value is not None else "with no time"
+
+
 def migrate_sqlite_to_postgres(
     source: Path,
     target: PostgresMissionControl,
@@ -231,6 +276,7 @@ def migrate_sqlite_to_postgres(
     report.tasks, report.leases = len(rows), _held(rows)
     report.source_checksum = checksum(rows)
     target.open()
+    _refuse_conflicts(target, rows)
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         target._retry(lambda chunk=chunk: _write_batch(target, chunk, report))  # type: ignore[misc]

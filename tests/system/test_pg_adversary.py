@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.mission_control import McTarget, open_store
+from shared.mission_control import McTarget, MissionControl, open_store
 from shared.notify import Message
 from shared.notify.outbox_postgres import PostgresOutbox
 from tests.conftest import run_fleet
@@ -156,3 +156,33 @@ def test_a_password_in_the_url_query_string_is_refused_and_never_printed(
     r = run_fleet(["mc", "claim-status", "1"], env, tmp_path)
     assert pg_db.server.password not in r.stdout + r.stderr
     assert r.returncode == 78, (r.returncode, r.stderr)
+
+
+def test_migrate_again_after_tasks_were_created_on_postgres_overwrites_none_of_them(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A first copy, then one host already on Postgres creates a task while mc.js still
+    writes the SQLite file (the cutover window, or a rollback and roll forward): both stores
+    now hold a different task 4. The next run must not replace the Postgres one with the
+    SQLite one: it refuses, naming the task, and writes nothing."""
+    src = tmp_path / "mission-control.db"
+    with MissionControl(src, clock=lambda: 1_777_000_000.0) as store:
+        for title in ("one", "two", "three"):
+            store.create_task(title)
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(pg_db.password_file)}
+    args = ["mc", "migrate", "--from", f"sqlite:{src}", "--to", pg_db.url]
+    first = run_fleet(args, env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    with open_store(McTarget(url=pg_db.url, password_file=pg_db.password_file)) as pg:
+        assert pg.create_task("incident seen by anvil").id == 4
+    with MissionControl(src, clock=lambda: 1_777_000_600.0) as store:
+        assert store.create_task("written by mc.js meanwhile").id == 4
+        store.claim(2, "john", "s")  # and a change to a copied task
+    again = run_fleet(args, env, tmp_path)
+    with psycopg.connect(pg_db.dsn) as conn:
+        titles = dict(conn.execute("SELECT id, title FROM tasks").fetchall())
+        leased = conn.execute("SELECT lease_holder FROM tasks WHERE id = 2").fetchone()
+    assert titles[4] == "incident seen by anvil", "migrate overwrote a task created on Postgres"
+    assert again.returncode == 3, again.stderr
+    assert "task 4" in again.stderr
+    assert leased == (None,)  # refused before writing anything
