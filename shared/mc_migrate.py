@@ -10,8 +10,9 @@ is written, naming the task ids (fix or release them first: nothing is guessed).
 row holding a source id but another ``created_at`` is another task (created on Postgres after
 an earlier run): the migration refuses before writing anything, naming it, rather than
 overwrite it. Columns of the SQLite table the fleet does not know go, per row, into the
-``extra`` jsonb column. The checksum is SHA-256 over every row in id order in one canonical form, computed on each side
-from what that side holds. It never prints a password (the URL shown is the redacted one).
+``extra`` jsonb column. The checksum is SHA-256 over every row in id order in one canonical
+form, computed on each side from what that side holds. It never prints a password (the URL
+shown is the redacted one).
 """
 
 from __future__ import annotations
