@@ -5,14 +5,14 @@ The source is opened read-only (``mode=ro``) and read in one statement (one cons
 snapshot); it is never written. The copy goes in batches by id, each its own transaction,
 writing only rows that are missing or differ on the target: a run that stopped half-way
 continues where it was, and a second run writes nothing. Timestamps in any form the Node tools
-write are parsed to ``timestamptz``; a value nobody can read stops the migration before anything
-is written, naming the task ids (fix or release them first: nothing is guessed). A target
-row holding a source id but another ``created_at`` is another task (created on Postgres after
-an earlier run): the migration refuses before writing anything, naming it, rather than
-overwrite it. Columns of the SQLite table the fleet does not know go, per row, into the
-``extra`` jsonb column. The checksum is SHA-256 over every row in id order in one canonical
-form, computed on each side from what that side holds. It never prints a password (the URL
-shown is the redacted one).
+write are parsed to ``timestamptz``; a value nobody can read (or text with a NUL character,
+which Postgres refuses) stops the migration before anything is written, naming the task ids (fix
+or release them first: nothing is guessed). A target row holding a source id but another
+``created_at`` is another task (created on Postgres after an earlier run): the migration refuses
+before writing anything, naming it, rather than overwrite it. Columns of the SQLite table the
+fleet does not know go, per row, into the ``extra`` jsonb column. The checksum is SHA-256 over
+every row in id order in one canonical form, computed on each side from what that side holds. It
+never prints a password (the URL shown is the redacted one).
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ Row = tuple[Any, ...]  # in FLEET_COLUMNS order, timestamps as aware datetimes, 
 
 
 class UnreadableRows(StoreError):
-    """Source rows whose timestamps no parser can read: nothing was copied."""
+    """Source rows Postgres cannot take as they are (a timestamp no parser can read, text
+    with a NUL character, which Postgres text and jsonb refuse): nothing was copied."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         shown = "; ".join(problems[:10]) + (
             f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
         )
-        super().__init__(f"unreadable timestamps in the source, nothing copied: {shown}")
+        super().__init__(f"unreadable timestamps or text in the source, nothing copied: {shown}")
 
 
 class ConflictingRows(StoreError):
@@ -170,7 +171,14 @@ def _read_source(path: Path) -> tuple[list[Row], list[str]]:
                     if isinstance(value, bytes)
                     else str(value)
                 )
+            if isinstance(value, str) and "\x00" in value:
+                problems.append(f"task {got['id']} {col} holds a NUL character")
             out.append(value)
+        problems.extend(
+            f"task {got['id']} {c} holds a NUL character"
+            for c in extras
+            if isinstance(got[c], str) and "\x00" in got[c]
+        )
         extra = {c: _json_value(got[c]) for c in extras}
         out.append(extra or None)
         rows.append(tuple(out))

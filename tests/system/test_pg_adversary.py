@@ -4,6 +4,7 @@ password slipped into the URL's query string. Each test failed before its fix.""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,32 @@ def test_migrate_again_after_tasks_were_created_on_postgres_overwrites_none_of_t
     assert again.returncode == 3, again.stderr
     assert "task 4" in again.stderr
     assert leased == (None,)  # refused before writing anything
+
+
+def test_migrate_names_a_task_whose_text_postgres_cannot_hold_and_copies_nothing(
+    pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SQLite text may hold NUL characters (an email subject pasted by a Node tool); Postgres
+    text and jsonb cannot. The migration must name the task and column before writing
+    anything, as it does for an unreadable timestamp, not fail half-way with the driver's
+    message."""
+    src = tmp_path / "mission-control.db"
+    with MissionControl(src) as store:
+        for i in range(1500):
+            store.create_task(f"t{i}")
+    conn = sqlite3.connect(src)
+    conn.execute("UPDATE tasks SET title = ? WHERE id = 1200", ("Re: invoice\x00attached",))
+    conn.execute("ALTER TABLE tasks ADD COLUMN assignee TEXT")
+    conn.execute("UPDATE tasks SET assignee = ? WHERE id = 1300", ("jo\x00hn",))
+    conn.commit()
+    conn.close()
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(pg_db.password_file)}
+    r = run_fleet(["mc", "migrate", "--from", f"sqlite:{src}", "--to", pg_db.url], env, tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "task 1200 title" in r.stderr and "task 1300 assignee" in r.stderr, r.stderr
+    with psycopg.connect(pg_db.dsn) as pconn:
+        exists = pconn.execute("SELECT to_regclass('public.tasks')").fetchone()
+        copied = (
+            pconn.execute("SELECT count(*) FROM tasks").fetchone() if exists != (None,) else (0,)
+        )
+    assert copied == (0,)
