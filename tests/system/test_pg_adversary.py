@@ -14,7 +14,9 @@ import pytest
 
 from shared.mission_control import McTarget, MissionControl, open_store
 from shared.notify import Message
+from shared.notify.outbox_adopt import take_undelivered
 from shared.notify.outbox_postgres import PostgresOutbox
+from shared.notify.outbox_sqlite import SqliteOutbox
 from tests.conftest import run_fleet
 from tests.pg_support import PgDatabase
 
@@ -216,3 +218,23 @@ def test_migrate_names_a_task_whose_text_postgres_cannot_hold_and_copies_nothing
             pconn.execute("SELECT count(*) FROM tasks").fetchone() if exists != (None,) else (0,)
         )
     assert copied == (0,)
+
+
+async def test_going_back_to_sqlite_after_a_move_stopped_half_way_sends_the_rows(
+    tmp_path: Path,
+) -> None:
+    """The move's phase one marked the file's undelivered rows ``moving``, then the server
+    died before they were stored there; the operator goes back (empties ``[notify] url``). The
+    file's outbox must send them: docs/notifications.md promises they are never lost."""
+    db = tmp_path / "outbox.db"
+    local = await SqliteOutbox(db).open()
+    assert await local.enqueue(Message("#ops", "disk full on anvil", "moving:1"))
+    await local.close()
+    assert len(take_undelivered(db)) == 1  # phase one; phase two never ran
+    back = await SqliteOutbox(db).open()
+    try:
+        ready = await back.ready(include_alerts=True, limit=10)
+        assert [r.dedup_key for r in ready] == ["moving:1"], "the row is stranded as 'moving'"
+        assert await back.pending_count() == 1
+    finally:
+        await back.close()
