@@ -15,6 +15,7 @@ drops or rewrites data; it never prints the password (``shown`` is the URL, whic
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -147,6 +148,12 @@ class PostgresMissionControl:
             else max(1000, int(retry_s * 1000))
         )
         self._conn: psycopg.Connection[Any] | None = None
+        # One call at a time on the connection. A call stuck on a backend that holds the TCP
+        # connection but never answers (frozen: no timeout of the server's fires) keeps it;
+        # a later call, from another worker thread, gives up after a bounded wait instead of
+        # queueing behind it forever (as PostgresOutbox).
+        self._lock = threading.RLock()
+        self._lock_wait_s = retry_s + self._statement_timeout_ms / 1000 + 2 * connect_timeout_s
         # Whose "now" decides whether a lease is live: the server's, shared by every host, not
         # this host's wall clock (one an hour ahead would take live leases). An injected test
         # clock is used as it is.
@@ -213,6 +220,17 @@ class PostgresMissionControl:
             raise MissingColumns(self.shown, "tasks", missing)
 
     def close(self) -> None:
+        """Idempotent. Bounded: a call stuck on a frozen backend keeps its connection (it is
+        forgotten here, and closed when that call returns) rather than wedging the caller."""
+        if not self._lock.acquire(timeout=self._lock_wait_s):
+            self._conn = None
+            return
+        try:
+            self._drop()
+        finally:
+            self._lock.release()
+
+    def _drop(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(psycopg.Error):
@@ -232,7 +250,18 @@ class PostgresMissionControl:
 
     def _retry(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn``; on a transient error drop the connection, back off, retry until
-        ``retry_s`` has passed (at least twice). Other database errors are StoreError."""
+        ``retry_s`` has passed (at least twice). Other database errors are StoreError, and so
+        is a previous call (another thread) still holding the connection past a bounded wait."""
+        if not self._lock.acquire(timeout=self._lock_wait_s):
+            raise StoreError(
+                f"{self.shown}: a previous call is still waiting on the server", db=self.shown
+            )
+        try:
+            return self._retry_locked(fn)
+        finally:
+            self._lock.release()
+
+    def _retry_locked(self, fn: Callable[[], _T]) -> _T:
         deadline = time.monotonic() + self._retry_s
         failures = 0
         while True:
@@ -245,7 +274,7 @@ class PostgresMissionControl:
                 if not is_transient(exc):
                     raise StoreError(f"{self.shown}: {_reason(exc)}", db=self.shown) from exc
                 failures += 1
-                self.close()
+                self._drop()
                 delay = backoff_delay(failures, 0.05, 1.0)
                 if failures >= 2 and time.monotonic() + delay > deadline:
                     raise StoreError(

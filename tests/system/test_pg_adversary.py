@@ -4,15 +4,20 @@ password slipped into the URL's query string. Each test failed before its fix.""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from shared.mission_control import McTarget, MissionControl, open_store
+from shared.mc_postgres import PostgresMissionControl
+from shared.mission_control import McTarget, MissionControl, StoreError, open_store
 from shared.notify import Message
 from shared.notify.outbox_adopt import take_undelivered
 from shared.notify.outbox_postgres import PostgresOutbox
@@ -238,3 +243,51 @@ async def test_going_back_to_sqlite_after_a_move_stopped_half_way_sends_the_rows
         assert await back.pending_count() == 1
     finally:
         await back.close()
+
+
+def test_a_frozen_backend_fails_later_mission_control_calls_instead_of_piling_up(
+    pg_db: PgDatabase,
+) -> None:
+    """The claim-sweeper's connection is held by a backend that never answers (SIGSTOP): its
+    call waits (the cycle times out around it), and every later call from another worker
+    thread must fail with a StoreError in bounded time, not queue behind it forever (one more
+    stuck thread per cycle)."""
+    one_task(pg_db)
+    store = PostgresMissionControl(
+        pg_db.url, password_file=pg_db.password_file, retry_s=1.0, connect_timeout_s=2
+    ).open()
+    assert store.status(1).holder is None
+    with psycopg.connect(pg_db.dsn) as conn:
+        [(pid,)] = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'alai-fleet'"
+            " AND datname = %s",
+            (pg_db.name,),
+        ).fetchall()
+    results: dict[str, object] = {}
+
+    def call(name: str) -> None:
+        try:
+            results[name] = store.status(1)
+        except StoreError as exc:
+            results[name] = exc
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stuck = threading.Thread(target=call, args=("stuck",), daemon=True)
+        stuck.start()
+        deadline = time.monotonic() + 30
+        while not (store._conn is not None and store._conn.lock.locked()):
+            assert time.monotonic() < deadline, "the first call never reached the server"
+            time.sleep(0.01)
+        later = threading.Thread(target=call, args=("later",), daemon=True)
+        later.start()
+        later.join(timeout=60)
+        assert not later.is_alive(), "a later call is queued behind the frozen one"
+        assert isinstance(results["later"], StoreError), results
+        assert stuck.is_alive()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    stuck.join(timeout=60)
+    assert not stuck.is_alive()
+    assert store.status(1).holder is None
+    store.close()
