@@ -42,6 +42,13 @@ __all__ = [
 _TS_COLUMNS = ("created_at", "updated_at", "lease_until")
 _COPIED = tuple(c for c in FLEET_COLUMNS if c != "extra")
 BATCH = 1000
+#: move the id sequence past every id in the source and the table, never back (a concurrent
+#: creator's)
+_BUMP_IDS = (
+    "SELECT setval(seq, GREATEST(%s::bigint, (SELECT max(id) FROM tasks),"
+    " coalesce(pg_sequence_last_value(seq), 0), 1))"
+    " FROM (SELECT pg_get_serial_sequence('tasks', 'id')::regclass AS seq) AS s"
+)
 
 Row = tuple[Any, ...]  # in FLEET_COLUMNS order, timestamps as aware datetimes, extra as dict
 
@@ -286,6 +293,11 @@ def migrate_sqlite_to_postgres(
     report.source_checksum = checksum(rows)
     target.open()
     _refuse_conflicts(target, rows)
+    # Before copying: a task a host creates on Postgres while this runs, or after it stopped
+    # half-way, takes an id past every source id (not one a later batch copies).
+    top = max((int(r[0]) for r in rows), default=0)
+    if rows:
+        target._retry(lambda: target.conn.execute(_BUMP_IDS, (top,)))
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         target._retry(lambda chunk=chunk: _write_batch(target, chunk, report))  # type: ignore[misc]
@@ -293,12 +305,7 @@ def migrate_sqlite_to_postgres(
             progress(report)
     if rows:
         # New tasks created on Postgres must not reuse a copied id.
-        target._retry(
-            lambda: target.conn.execute(
-                "SELECT setval(pg_get_serial_sequence('tasks', 'id'),"
-                " GREATEST((SELECT max(id) FROM tasks), 1))"
-            )
-        )
+        target._retry(lambda: target.conn.execute(_BUMP_IDS, (top,)))
     after = target._retry(lambda: _target_rows(target, None, None))
     report.target_tasks, report.target_leases = len(after), _held(after)
     report.target_checksum = checksum(after)

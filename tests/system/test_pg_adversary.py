@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shared.mc_migrate import MigrationReport, migrate_sqlite_to_postgres
 from shared.mc_postgres import PostgresMissionControl
 from shared.mission_control import McTarget, MissionControl, StoreError, open_store
 from shared.notify import Message
@@ -291,3 +292,34 @@ def test_a_frozen_backend_fails_later_mission_control_calls_instead_of_piling_up
     assert not stuck.is_alive()
     assert store.status(1).holder is None
     store.close()
+
+
+def test_a_migration_stopped_after_a_batch_leaves_new_tasks_ids_past_the_copied_ones(
+    pg_db: PgDatabase, tmp_path: Path
+) -> None:
+    """The migration stops after its first batch (Ctrl-C, a lost connection); a host already
+    on Postgres (the email-reactor) creates a task meanwhile. It must get a fresh id, not
+    fail on a duplicate key of a copied task (nor, worse, take an id the next run copies)."""
+    src = tmp_path / "mission-control.db"
+    with MissionControl(src) as store:
+        for i in range(2500):
+            store.create_task(f"t{i}")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_batch(_report: MigrationReport) -> None:
+        raise Stop
+
+    target = PostgresMissionControl(pg_db.url, password_file=pg_db.password_file)
+    with pytest.raises(Stop):
+        migrate_sqlite_to_postgres(src, target, progress=stop_after_first_batch)
+    target.close()
+    with open_store(McTarget(url=pg_db.url, password_file=pg_db.password_file)) as pg:
+        created = pg.create_task("mail from a customer")
+    assert created.id > 2500
+    target = PostgresMissionControl(pg_db.url, password_file=pg_db.password_file)
+    report = migrate_sqlite_to_postgres(src, target)
+    target.close()
+    assert report.inserted == 1500
+    assert report.target_tasks == 2501
