@@ -15,6 +15,8 @@ drops or rewrites data; it never prints the password (``shown`` is the URL, whic
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,7 +45,7 @@ from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_sql_ts
 
-__all__ = ["FLEET_COLUMNS", "SCHEMA", "PostgresMissionControl", "is_transient"]
+__all__ = ["FLEET_COLUMNS", "SCHEMA", "PostgresMissionControl", "is_transient", "shutdown_socket"]
 
 _T = TypeVar("_T")
 
@@ -106,6 +108,18 @@ def is_transient(exc: BaseException) -> bool:
     return not any(marker in text for marker in _PERMANENT_TEXT)
 
 
+def shutdown_socket(conn: psycopg.Connection[Any]) -> None:
+    """Make the I/O a call is blocked in on ``conn`` (from another thread) fail at once: the
+    socket is shut down (not closed: libpq still owns the descriptor), so a worker thread stuck
+    on a frozen backend ends instead of keeping the process from exiting."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
 def _reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
@@ -153,6 +167,7 @@ class PostgresMissionControl:
         # a later call, from another worker thread, gives up after a bounded wait instead of
         # queueing behind it forever (as PostgresOutbox).
         self._lock = threading.RLock()
+        self._closing = False
         self._lock_wait_s = retry_s + self._statement_timeout_ms / 1000 + 2 * connect_timeout_s
         # Whose "now" decides whether a lease is live: the server's, shared by every host, not
         # this host's wall clock (one an hour ahead would take live leases). An injected test
@@ -193,6 +208,7 @@ class PostgresMissionControl:
         hook verbs): connect on first use and let a missing table or column surface there as
         MissingColumns, saving a catalog query on the path that runs before every tool use."""
         self._load_password()
+        self._closing = False
         if self._conn is not None or not self._create:
             return self
         self._retry(self._ensure_schema)
@@ -220,10 +236,14 @@ class PostgresMissionControl:
             raise MissingColumns(self.shown, "tasks", missing)
 
     def close(self) -> None:
-        """Idempotent. Bounded: a call stuck on a frozen backend keeps its connection (it is
-        forgotten here, and closed when that call returns) rather than wedging the caller."""
+        """Idempotent. Bounded: when a call stuck on a frozen backend holds the connection,
+        its socket is shut down (that call fails over to a fresh connection or gives up) and
+        the connection is forgotten, rather than wedging the caller or leaving the thread."""
+        self._closing = True  # a call that fails from here on does not reconnect
         if not self._lock.acquire(timeout=self._lock_wait_s):
-            self._conn = None
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                shutdown_socket(conn)
             return
         try:
             self._drop()
@@ -276,7 +296,7 @@ class PostgresMissionControl:
                 failures += 1
                 self._drop()
                 delay = backoff_delay(failures, 0.05, 1.0)
-                if failures >= 2 and time.monotonic() + delay > deadline:
+                if self._closing or (failures >= 2 and time.monotonic() + delay > deadline):
                     raise StoreError(
                         f"{self.shown}: {_reason(exc)} (gave up after {failures} attempts)",
                         db=self.shown,

@@ -32,6 +32,7 @@ import psycopg
 
 from shared.backoff import backoff_delay
 from shared.clock import Clock, MonotonicClock, boot_id
+from shared.mc_postgres import shutdown_socket
 from shared.mc_target import McTargetError, check_url, read_password, redact_url
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
 from shared.notify.message import MAX_SILENCE_S, ROW_COLUMNS, Message, OutboxRow, Silence
@@ -302,13 +303,16 @@ class PostgresOutbox:
         self._closing = True
 
         def _close() -> None:
-            # Bounded: a call stuck on a frozen server keeps its connection (and the process
-            # exits without it) rather than wedging the daemon's shutdown.
+            # Bounded: a call stuck on a frozen server has its socket shut down (the call then
+            # fails, and its worker thread ends: a blocked thread keeps the process from
+            # exiting) rather than wedging the daemon's shutdown.
             if self._lock.acquire(timeout=self._lock_wait_s):
                 try:
                     self._drop()
                 finally:
                     self._lock.release()
+            elif self._conn is not None:
+                shutdown_socket(self._conn)
 
         await asyncio.to_thread(_close)
 

@@ -4,6 +4,7 @@ password slipped into the URL's query string. Each test failed before its fix.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -286,10 +287,13 @@ def test_a_frozen_backend_fails_later_mission_control_calls_instead_of_piling_up
         assert not later.is_alive(), "a later call is queued behind the frozen one"
         assert isinstance(results["later"], StoreError), results
         assert stuck.is_alive()
+        # Shutting down: close() must free the stuck worker thread too (a thread blocked
+        # forever keeps the process from exiting), the backend still frozen.
+        store.close()
+        stuck.join(timeout=60)
+        assert not stuck.is_alive(), "close() left a worker thread blocked on the frozen backend"
     finally:
         os.kill(pid, signal.SIGCONT)
-    stuck.join(timeout=60)
-    assert not stuck.is_alive()
     assert store.status(1).holder is None
     store.close()
 
@@ -323,3 +327,35 @@ def test_a_migration_stopped_after_a_batch_leaves_new_tasks_ids_past_the_copied_
     target.close()
     assert report.inserted == 1500
     assert report.target_tasks == 2501
+
+
+async def test_closing_the_outbox_frees_a_call_stuck_on_a_frozen_backend(
+    pg_db: PgDatabase,
+) -> None:
+    """Shutdown with a call stuck on a backend that never answers: close() must end that
+    worker thread (a blocked thread keeps the daemon from exiting), backend still frozen."""
+    password = pg_db.password_file.read_text().strip()
+    ob = PostgresOutbox(
+        pg_db.url, password=password, retry_s=1.0, statement_timeout_ms=1000, connect_timeout_s=2
+    )
+    await ob.open()
+    with psycopg.connect(pg_db.dsn) as conn:
+        [(pid,)] = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'alai-fleet-outbox'"
+            " AND datname = %s",
+            (pg_db.name,),
+        ).fetchall()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stuck = asyncio.create_task(ob.pending_count())
+        deadline = time.monotonic() + 30
+        while not ob._lock.locked():
+            assert time.monotonic() < deadline, "the call never reached the server"
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(ob.close(), 60)
+        done, _ = await asyncio.wait({stuck}, timeout=60)
+        assert stuck in done, "close() left a worker thread blocked on the frozen backend"
+        with pytest.raises(StoreError):
+            stuck.result()
+    finally:
+        os.kill(pid, signal.SIGCONT)
