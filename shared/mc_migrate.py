@@ -5,11 +5,14 @@ The source is opened read-only (``mode=ro``) and read in one statement (one cons
 snapshot); it is never written. The copy goes in batches by id, each its own transaction,
 writing only rows that are missing or differ on the target: a run that stopped half-way
 continues where it was, and a second run writes nothing. Timestamps in any form the Node tools
-write are parsed to ``timestamptz``; a value nobody can read stops the migration before anything
-is written, naming the task ids (fix or release them first: nothing is guessed). Columns of
-the SQLite table the fleet does not know go, per row, into the ``extra`` jsonb column. The
-checksum is SHA-256 over every row in id order in one canonical form, computed on each side
-from what that side holds. It never prints a password (the URL shown is the redacted one).
+write are parsed to ``timestamptz``; a value nobody can read (or text with a NUL character,
+which Postgres refuses) stops the migration before anything is written, naming the task ids (fix
+or release them first: nothing is guessed). A target row holding a source id but another
+``created_at`` is another task (created on Postgres after an earlier run): the migration refuses
+before writing anything, naming it, rather than overwrite it. Columns of the SQLite table the
+fleet does not know go, per row, into the ``extra`` jsonb column. The checksum is SHA-256 over
+every row in id order in one canonical form, computed on each side from what that side holds. It
+never prints a password (the URL shown is the redacted one).
 """
 
 from __future__ import annotations
@@ -28,24 +31,53 @@ from shared.mc_postgres import FLEET_COLUMNS, PostgresMissionControl
 from shared.sqlite import StoreError, connect_sync, table_columns
 from shared.timestamps import TimestampError, parse_timestamp
 
-__all__ = ["MigrationReport", "UnreadableRows", "migrate_sqlite_to_postgres", "source_path"]
+__all__ = [
+    "ConflictingRows",
+    "MigrationReport",
+    "UnreadableRows",
+    "migrate_sqlite_to_postgres",
+    "source_path",
+]
 
 _TS_COLUMNS = ("created_at", "updated_at", "lease_until")
 _COPIED = tuple(c for c in FLEET_COLUMNS if c != "extra")
 BATCH = 1000
+#: move the id sequence past every id in the source and the table, never back (a concurrent
+#: creator's)
+_BUMP_IDS = (
+    "SELECT setval(seq, GREATEST(%s::bigint, (SELECT max(id) FROM tasks),"
+    " coalesce(pg_sequence_last_value(seq), 0), 1))"
+    " FROM (SELECT pg_get_serial_sequence('tasks', 'id')::regclass AS seq) AS s"
+)
 
 Row = tuple[Any, ...]  # in FLEET_COLUMNS order, timestamps as aware datetimes, extra as dict
 
 
 class UnreadableRows(StoreError):
-    """Source rows whose timestamps no parser can read: nothing was copied."""
+    """Source rows Postgres cannot take as they are (a timestamp no parser can read, text
+    with a NUL character, which Postgres text and jsonb refuse): nothing was copied."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         shown = "; ".join(problems[:10]) + (
             f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
         )
-        super().__init__(f"unreadable timestamps in the source, nothing copied: {shown}")
+        super().__init__(f"unreadable timestamps or text in the source, nothing copied: {shown}")
+
+
+class ConflictingRows(StoreError):
+    """Target rows with a copied id that are other tasks (created on Postgres since the last
+    run): nothing was written."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "; ".join(problems[:10]) + (
+            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        )
+        super().__init__(
+            "tasks on the target that are not the source's (created on Postgres since the last"
+            f" run?), nothing copied: {shown}; move or renumber them first"
+        )
 
 
 @dataclass
@@ -146,7 +178,14 @@ def _read_source(path: Path) -> tuple[list[Row], list[str]]:
                     if isinstance(value, bytes)
                     else str(value)
                 )
+            if isinstance(value, str) and "\x00" in value:
+                problems.append(f"task {got['id']} {col} holds a NUL character")
             out.append(value)
+        problems.extend(
+            f"task {got['id']} {c} holds a NUL character"
+            for c in extras
+            if isinstance(got[c], str) and "\x00" in got[c]
+        )
         extra = {c: _json_value(got[c]) for c in extras}
         out.append(extra or None)
         rows.append(tuple(out))
@@ -218,6 +257,28 @@ def _write_batch(
             report.inserted += 1
 
 
+def _refuse_conflicts(target: PostgresMissionControl, rows: Sequence[Row]) -> None:
+    """A target row with a source row's id but another creation time is another task (one a
+    host on Postgres created after an earlier run): copying would overwrite it. Raises
+    ConflictingRows naming them, before anything is written."""
+    created = FLEET_COLUMNS.index("created_at")
+    have = dict(
+        target._retry(lambda: target.conn.execute("SELECT id, created_at FROM tasks").fetchall())
+    )
+    problems = [
+        f"task {r[0]} (created {_when(have[r[0]])} on the target, {_when(r[created])} in the"
+        " source)"
+        for r in rows
+        if r[0] in have and have[r[0]] != r[created]
+    ]
+    if problems:
+        raise ConflictingRows(problems)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat() if value is not None else "with no time"
+
+
 def migrate_sqlite_to_postgres(
     source: Path,
     target: PostgresMissionControl,
@@ -231,6 +292,12 @@ def migrate_sqlite_to_postgres(
     report.tasks, report.leases = len(rows), _held(rows)
     report.source_checksum = checksum(rows)
     target.open()
+    _refuse_conflicts(target, rows)
+    # Before copying: a task a host creates on Postgres while this runs, or after it stopped
+    # half-way, takes an id past every source id (not one a later batch copies).
+    top = max((int(r[0]) for r in rows), default=0)
+    if rows:
+        target._retry(lambda: target.conn.execute(_BUMP_IDS, (top,)))
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         target._retry(lambda chunk=chunk: _write_batch(target, chunk, report))  # type: ignore[misc]
@@ -238,12 +305,7 @@ def migrate_sqlite_to_postgres(
             progress(report)
     if rows:
         # New tasks created on Postgres must not reuse a copied id.
-        target._retry(
-            lambda: target.conn.execute(
-                "SELECT setval(pg_get_serial_sequence('tasks', 'id'),"
-                " GREATEST((SELECT max(id) FROM tasks), 1))"
-            )
-        )
+        target._retry(lambda: target.conn.execute(_BUMP_IDS, (top,)))
     after = target._retry(lambda: _target_rows(target, None, None))
     report.target_tasks, report.target_leases = len(after), _held(after)
     report.target_checksum = checksum(after)

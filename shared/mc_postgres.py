@@ -15,6 +15,9 @@ drops or rewrites data; it never prints the password (``shown`` is the URL, whic
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -42,7 +45,7 @@ from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_sql_ts
 
-__all__ = ["FLEET_COLUMNS", "SCHEMA", "PostgresMissionControl", "is_transient"]
+__all__ = ["FLEET_COLUMNS", "SCHEMA", "PostgresMissionControl", "is_transient", "shutdown_socket"]
 
 _T = TypeVar("_T")
 
@@ -83,6 +86,7 @@ FLEET_COLUMNS = (
     "extra",
 )
 _SCHEMA_LOCK = 0x4D43_5343  # pg_advisory_xact_lock key: one schema creator at a time
+_OFFSET_TTL_S = 60.0  # how long a measured server clock offset is trusted
 _HELD = "lease_holder IS NOT NULL AND lease_holder <> ''"
 
 
@@ -102,6 +106,18 @@ def is_transient(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return not any(marker in text for marker in _PERMANENT_TEXT)
+
+
+def shutdown_socket(conn: psycopg.Connection[Any]) -> None:
+    """Make the I/O a call is blocked in on ``conn`` (from another thread) fail at once: the
+    socket is shut down (not closed: libpq still owns the descriptor), so a worker thread stuck
+    on a frozen backend ends instead of keeping the process from exiting."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _reason(exc: BaseException) -> str:
@@ -126,6 +142,8 @@ class PostgresMissionControl:
         task_defaults: Mapping[str, object] | None = None,
         retry_s: float = 10.0,
         connect_timeout_s: int = 3,
+        statement_timeout_ms: int | None = None,
+        server_time: bool | None = None,
     ) -> None:
         self.url = url
         self.shown = redact_url(url)
@@ -136,7 +154,27 @@ class PostgresMissionControl:
         self._create = create or migrate
         self._retry_s = retry_s
         self._connect_timeout_s = max(2, int(connect_timeout_s))
+        # One statement never waits longer than the whole retry budget (a row lock an open
+        # psql transaction holds, a stuck server): cancelled, it is retried, then StoreError.
+        self._statement_timeout_ms = (
+            statement_timeout_ms
+            if statement_timeout_ms is not None
+            else max(1000, int(retry_s * 1000))
+        )
         self._conn: psycopg.Connection[Any] | None = None
+        # One call at a time on the connection. A call stuck on a backend that holds the TCP
+        # connection but never answers (frozen: no timeout of the server's fires) keeps it;
+        # a later call, from another worker thread, gives up after a bounded wait instead of
+        # queueing behind it forever (as PostgresOutbox).
+        self._lock = threading.RLock()
+        self._closing = False
+        self._lock_wait_s = retry_s + self._statement_timeout_ms / 1000 + 2 * connect_timeout_s
+        # Whose "now" decides whether a lease is live: the server's, shared by every host, not
+        # this host's wall clock (one an hour ahead would take live leases). An injected test
+        # clock is used as it is.
+        self._server_time = clock is time.time if server_time is None else server_time
+        self._offset_s = 0.0  # server clock minus ours, measured at most _OFFSET_TTL_S ago
+        self._offset_at: float | None = None
         self.report: ContractReport | None = None  # the SQLite store's contract report
         self.reconnects = 0  # how often a lost connection was replaced (tests, bench)
 
@@ -148,10 +186,19 @@ class PostgresMissionControl:
 
     def _connect(self) -> psycopg.Connection[Any]:
         self._load_password()
+        timeout = f"-c statement_timeout={self._statement_timeout_ms}"
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": self._connect_timeout_s,
             **CONNECT_OPTIONS,
+            "options": f"{CONNECT_OPTIONS['options']} {timeout}",
+            # a server that vanished without a FIN, or stopped acknowledging, is noticed in
+            # seconds rather than hours (as PostgresOutbox)
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 20_000,
         }
         if self._password:
             kwargs["password"] = self._password
@@ -162,6 +209,7 @@ class PostgresMissionControl:
         hook verbs): connect on first use and let a missing table or column surface there as
         MissingColumns, saving a catalog query on the path that runs before every tool use."""
         self._load_password()
+        self._closing = False
         if self._conn is not None or not self._create:
             return self
         self._retry(self._ensure_schema)
@@ -189,6 +237,21 @@ class PostgresMissionControl:
             raise MissingColumns(self.shown, "tasks", missing)
 
     def close(self) -> None:
+        """Idempotent. Bounded: when a call stuck on a frozen backend holds the connection,
+        its socket is shut down (that call fails over to a fresh connection or gives up) and
+        the connection is forgotten, rather than wedging the caller or leaving the thread."""
+        self._closing = True  # a call that fails from here on does not reconnect
+        if not self._lock.acquire(timeout=self._lock_wait_s):
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                shutdown_socket(conn)
+            return
+        try:
+            self._drop()
+        finally:
+            self._lock.release()
+
+    def _drop(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(psycopg.Error):
@@ -208,7 +271,18 @@ class PostgresMissionControl:
 
     def _retry(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn``; on a transient error drop the connection, back off, retry until
-        ``retry_s`` has passed (at least twice). Other database errors are StoreError."""
+        ``retry_s`` has passed (at least twice). Other database errors are StoreError, and so
+        is a previous call (another thread) still holding the connection past a bounded wait."""
+        if not self._lock.acquire(timeout=self._lock_wait_s):
+            raise StoreError(
+                f"{self.shown}: a previous call is still waiting on the server", db=self.shown
+            )
+        try:
+            return self._retry_locked(fn)
+        finally:
+            self._lock.release()
+
+    def _retry_locked(self, fn: Callable[[], _T]) -> _T:
         deadline = time.monotonic() + self._retry_s
         failures = 0
         while True:
@@ -221,9 +295,9 @@ class PostgresMissionControl:
                 if not is_transient(exc):
                     raise StoreError(f"{self.shown}: {_reason(exc)}", db=self.shown) from exc
                 failures += 1
-                self.close()
+                self._drop()
                 delay = backoff_delay(failures, 0.05, 1.0)
-                if failures >= 2 and time.monotonic() + delay > deadline:
+                if self._closing or (failures >= 2 and time.monotonic() + delay > deadline):
                     raise StoreError(
                         f"{self.shown}: {_reason(exc)} (gave up after {failures} attempts)",
                         db=self.shown,
@@ -232,7 +306,19 @@ class PostgresMissionControl:
                 time.sleep(delay)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), UTC).replace(microsecond=0)
+        """The current time: the server's (``server_time``: this host's clock corrected by
+        the offset measured against the server, re-measured every minute), whole seconds."""
+        if self._server_time and (
+            self._offset_at is None or time.monotonic() - self._offset_at > _OFFSET_TTL_S
+        ):
+            before = self._clock()
+            row = self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+            after = self._clock()
+            assert row is not None
+            self._offset_s = float(row[0]) - (before + after) / 2
+            self._offset_at = time.monotonic()
+        now = self._clock() + (self._offset_s if self._server_time else 0.0)
+        return datetime.fromtimestamp(now, UTC).replace(microsecond=0)
 
     def recheck(self) -> ContractReport | None:
         """The SQLite store's contract re-check; the Postgres table is the fleet's own."""

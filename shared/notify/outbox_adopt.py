@@ -6,7 +6,9 @@ Two phases, so a row is never lost nor left for both outboxes to send: the undel
 them any more), then inserted into Postgres (``ON CONFLICT (dedup_key) DO NOTHING``: a repeat is
 a no-op), then marked ``dead`` with ``last_error`` saying where they went, so they are pruned
 like any finished row. A run stopped between the phases leaves them ``moving``; the next one
-takes them again. It never creates the SQLite file or its table, and never touches rows that
+takes them again; a host that goes back to its SQLite outbox instead gets them back as
+``pending`` when that outbox opens (``restore_moving``), so they are sent from the file. It never
+creates the SQLite file or its table, and never touches rows that
 are sending, sent, collapsed or dead.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from shared.sqlite import connect_sync, transaction_sync
 
-__all__ = ["MOVED_NOTE", "mark_moved", "take_undelivered"]
+__all__ = ["MOVED_NOTE", "mark_moved", "restore_moving", "take_undelivered"]
 
 MOVED_NOTE = "moved to the Postgres outbox ([notify] url)"
 
@@ -70,3 +72,13 @@ def mark_moved(path: Path, dedup_keys: Sequence[str]) -> None:
                 )
     finally:
         conn.close()
+
+
+def restore_moving(conn: Any) -> int:
+    """Rows a stopped move left ``moving`` become ``pending`` again: called by the SQLite outbox
+    when it opens, i.e. when the host is (back) on SQLite and no move is under way. Returns
+    how many; the caller's connection, which must have migrated the outbox table."""
+    with transaction_sync(conn):
+        return int(
+            conn.execute("UPDATE outbox SET status = 'pending' WHERE status = 'moving'").rowcount
+        )

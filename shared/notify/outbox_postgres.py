@@ -32,6 +32,7 @@ import psycopg
 
 from shared.backoff import backoff_delay
 from shared.clock import Clock, MonotonicClock, boot_id
+from shared.mc_postgres import shutdown_socket
 from shared.mc_target import McTargetError, check_url, read_password, redact_url
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
 from shared.notify.message import MAX_SILENCE_S, ROW_COLUMNS, Message, OutboxRow, Silence
@@ -48,6 +49,7 @@ Conn = psycopg.Connection[Any]
 STORE_NAME = "outbox-postgres"
 _SCHEMA_LOCK = 0x4F55_5458  # pg_advisory_xact_lock key: one schema creator at a time
 _COLLAPSE_LOCK = 0x4F55_5443  # one collapse at a time, fleet-wide
+_OFFSET_TTL_S = 60.0  # how long a measured server clock offset is trusted
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -112,6 +114,7 @@ class PostgresOutbox:
         connect_timeout_s: int = 3,
         statement_timeout_ms: int = 15_000,
         local_db: Path | None = None,
+        server_time: bool | None = None,
     ) -> None:
         self.url = check_url(url)
         self.shown = redact_url(url)
@@ -129,13 +132,28 @@ class PostgresOutbox:
         self.reconnects = 0  # how often a lost connection was replaced (tests)
         self._local_db = local_db  # the host's SQLite outbox, whose leftovers open() moves
         self.moved = 0  # rows open() moved here from it
+        # Whose "now" a claim's lease and the requeue of abandoned claims are measured by:
+        # the server's, shared by every host (a host whose clock is ahead would requeue, and
+        # send again, a row another host is sending). An injected test clock is used as is.
+        self._server_time = clock is time.time if server_time is None else server_time
+        self._offset_s = 0.0  # server clock minus ours
+        self._offset_at: float | None = None  # monotonic time of the last measurement
 
     @property
     def store_name(self) -> str:
         return STORE_NAME
 
     def now(self) -> float:
-        return self._clock()
+        """Wall-clock seconds: with ``server_time`` this host's clock corrected by the offset
+        to the server's, measured on connecting and re-measured every minute."""
+        return self._clock() + self._offset_s
+
+    def _measure_offset(self, conn: Conn) -> None:
+        before = self._clock()
+        [(server,)] = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchall()
+        after = self._clock()
+        self._offset_s = float(server) - (before + after) / 2
+        self._offset_at = time.monotonic()
 
     def mono(self) -> float:
         return self._mono()
@@ -212,6 +230,10 @@ class PostgresOutbox:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect()
+                if self._server_time and (
+                    self._offset_at is None or time.monotonic() - self._offset_at > _OFFSET_TTL_S
+                ):
+                    self._measure_offset(self._conn)
                 return fn(self._conn)
             except psycopg.Error as exc:
                 if not is_transient(exc):
@@ -281,13 +303,16 @@ class PostgresOutbox:
         self._closing = True
 
         def _close() -> None:
-            # Bounded: a call stuck on a frozen server keeps its connection (and the process
-            # exits without it) rather than wedging the daemon's shutdown.
+            # Bounded: a call stuck on a frozen server has its socket shut down (the call then
+            # fails, and its worker thread ends: a blocked thread keeps the process from
+            # exiting) rather than wedging the daemon's shutdown.
             if self._lock.acquire(timeout=self._lock_wait_s):
                 try:
                     self._drop()
                 finally:
                     self._lock.release()
+            elif self._conn is not None:
+                shutdown_socket(self._conn)
 
         await asyncio.to_thread(_close)
 

@@ -26,6 +26,7 @@ import aiosqlite
 from shared.clock import Clock, MonotonicClock, boot_id
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
 from shared.notify.message import MAX_SILENCE_S, ROW_COLUMNS, Message, OutboxRow, Silence
+from shared.notify.outbox_adopt import restore_moving
 from shared.sqlite import (
     DEFAULT_BUSY_TIMEOUT_MS,
     AsyncDatabase,
@@ -126,6 +127,7 @@ class SqliteOutbox(AsyncDatabase):
             conn = connect_sync(self.path, busy_timeout_ms=self._busy_timeout_ms)
             try:
                 apply_migrations(conn, COMPONENT, MIGRATIONS)
+                restore_moving(conn)  # a move to Postgres that stopped half-way: send here
             finally:
                 conn.close()
 
