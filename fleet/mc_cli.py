@@ -365,7 +365,8 @@ def mc_show(task_id: int, as_json: bool, db_path: str | None, config_path: str |
     "--to",
     default=None,
     metavar="URL",
-    help="... to this postgresql://user@host/db (password: $ALAI_MC_PASSWORD_FILE)",
+    help="... to this postgresql://user@host/db (password: [mission_control] password_file,"
+    " $ALAI_MC_PASSWORD_FILE or the mc-postgres-password credential)",
 )
 @json_option()
 @_db_option
@@ -385,7 +386,7 @@ def mc_migrate(
     if from_ is not None or to is not None:
         if from_ is None or to is None:
             raise click.UsageError("--from and --to go together")
-        _copy_to_postgres(from_, to, as_json)
+        _copy_to_postgres(from_, to, as_json, config_path)
         return
     from shared.mission_control import MissionControl, StoreError, pending_schema_changes
     from shared.sqlite import connect_sync
@@ -461,7 +462,7 @@ def _postgres_schema(target: McTarget, apply_: bool, as_json: bool) -> None:
         click.echo(f"{shown}: {verb}:\n  {changes[0]}")
 
 
-def _copy_to_postgres(from_: str, to: str, as_json: bool) -> None:
+def _copy_to_postgres(from_: str, to: str, as_json: bool, config_path: str | None) -> None:
     from shared.mc_migrate import migrate_sqlite_to_postgres, source_path
     from shared.mc_postgres import PostgresMissionControl
     from shared.mc_target import McTarget, McTargetError, is_postgres_url
@@ -470,10 +471,13 @@ def _copy_to_postgres(from_: str, to: str, as_json: bool) -> None:
     if is_postgres_url(from_):
         raise click.BadParameter("the source must be sqlite:PATH", param_hint="--from")
     try:
-        target = McTarget.from_value(to)
+        # The password as for every other verb: [mission_control] password_file, else
+        # $ALAI_MC_PASSWORD_FILE or the service manager's credential.
+        password_file = _load_config(config_path).mission_control.password_file
+        target = McTarget.from_value(to, password_file)
         if target.url is None:
             raise McTargetError(f"{to}: not a postgresql:// URL")
-        store = PostgresMissionControl(target.url, create=True)
+        store = PostgresMissionControl(target.url, password_file=target.password_file, create=True)
         try:
             report = migrate_sqlite_to_postgres(source_path(from_), store)
         finally:

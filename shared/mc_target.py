@@ -49,14 +49,30 @@ def is_postgres_url(value: str) -> bool:
     return value.split("://", 1)[0].lower() in _SCHEMES and "://" in value
 
 
+def _query_has_password(query: str) -> bool:
+    """libpq takes ``?password=`` (its keys percent-decoded) as well as ``user:password@``."""
+    return any(_is_password_key(part.partition("=")[0]) for part in query.split("&"))
+
+
+def _is_password_key(name: str) -> bool:
+    return unquote(name).strip().lower() == "password"
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (what may be printed or logged)."""
+    """The URL with any password (in the user part or the query) replaced by ``***`` (what
+    may be printed or logged)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
+    if _query_has_password(parts.query):
+        query = "&".join(
+            f"{name}=***" if _is_password_key(name) else f"{name}={value}" if sep else name
+            for name, sep, value in (part.partition("=") for part in parts.query.split("&"))
+        )
+        parts = parts._replace(query=query)
     if parts.password is None:
-        return url
+        return parts.geturl()
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
@@ -72,7 +88,7 @@ def check_url(url: str) -> str:
         _ = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
         raise McTargetError(f"{redact_url(url)}: {exc}") from None
-    if parts.password is not None:
+    if parts.password is not None or _query_has_password(parts.query):
         raise McTargetError(
             f"{redact_url(url)}: the URL holds a password; put it in a file only you can "
             f"read ([mission_control] password_file or ${PASSWORD_FILE_ENV}) and remove it "

@@ -1,10 +1,9 @@
 """An operator's worst day against the Postgres backends (tests/pg_support.py, a real server):
 a row lock another session never lets go; a host whose wall clock is an hour ahead (Mission
-Control leases and the outbox's send leases); a password slipped into the URL's query string
-(xfail: shared/mc_target.py); a second migration after tasks were created on Postgres, one
+Control leases and the outbox's send leases); a password slipped into the URL's query string; a second migration after tasks were created on Postgres, one
 stopped after a batch, and source text Postgres cannot hold; going back to the SQLite outbox
 after a move stopped half-way; a backend frozen with SIGSTOP (later calls, and shutdown).
-Each test failed before its fix (the xfail still fails)."""
+Each test failed before its fix."""
 
 from __future__ import annotations
 
@@ -155,11 +154,6 @@ async def test_a_sender_whose_clock_is_ahead_does_not_requeue_a_send_in_flight(
         await a.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shared/mc_target.py (another helper's): check_url accepts ?password= in the query"
-    " string and redact_url does not hide it, so every message naming the store prints it",
-)
 def test_a_password_in_the_url_query_string_is_refused_and_never_printed(
     pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -365,11 +359,6 @@ async def test_closing_the_outbox_frees_a_call_stuck_on_a_frozen_backend(
         os.kill(pid, signal.SIGCONT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fleet/mc_cli.py (another helper's): `fleet mc migrate --to URL` builds its store"
-    " without [mission_control] password_file, so only $ALAI_MC_PASSWORD_FILE works",
-)
 def test_migrate_takes_the_configured_password_file(
     pg_db: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
 ) -> None:
