@@ -122,7 +122,8 @@ def test_the_standby_retires_the_restore_loop_not_the_inbox_watcher(
     configs = [c["subject"] for c in report["conflicts"] if c["kind"] == "litestream-config"]
     assert configs == [str(host.root / "config" / "litestream-restore.yml")]
     secrets = [c for c in report["conflicts"] if c["kind"] == "secrets-file"]
-    assert "restore-loop need" in secrets[0]["problem"]
+    # restore-loop and the standby's monthly `fleet dr drill` job both read the replicas
+    assert "restore-loop, dr-drill need" in secrets[0]["problem"]
     plan = run_fleet(host.args("cutover", "plan"), env, tmp_path).stdout
     assert "fleet litestream config --role standby" in plan
     assert (
