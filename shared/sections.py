@@ -13,9 +13,17 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared.config_values import (
     check_bind_address,
@@ -26,6 +34,22 @@ from shared.config_values import (
 )
 from shared.schema_contract import valid_column_name
 from shared.shared_tables import TASK_FILLED
+
+
+def _postgres_url(value: str) -> str:
+    """'' (not on Postgres) or a usable postgresql:// URL without a password in it."""
+    from shared.mc_target import McTargetError, check_url
+
+    if not value:
+        return value
+    try:
+        return check_url(value)
+    except McTargetError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: ``[notify] url`` and ``[mission_control] url``
+PostgresUrl = Annotated[str, AfterValidator(_postgres_url)]
 
 __all__ = [
     "AlertingSection",
@@ -183,7 +207,7 @@ class NotifySection(_Section):
     send_lease_s: float = Field(
         60.0, gt=0, description="a claimed row whose sender died is retried after this"
     )
-    url: str = Field(
+    url: PostgresUrl = Field(
         "",
         description=(
             "postgresql://user@host:port/db: one outbox every host shares instead of "
@@ -195,24 +219,12 @@ class NotifySection(_Section):
         None, description="file (mode 0600) holding the Postgres password for url"
     )
 
-    @field_validator("url")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        from shared.mc_target import McTargetError, check_url
-
-        if not value:
-            return value
-        try:
-            return check_url(value)
-        except McTargetError as exc:
-            raise ValueError(str(exc)) from None
-
 
 class MissionControlSection(_Section):
     db: Path = Field(
         Path("<root>/databases/mission-control.db"), description="Mission Control task store"
     )
-    url: str = Field(
+    url: PostgresUrl = Field(
         "",
         description=(
             "postgresql://user@host:port/db: Mission Control on Postgres instead of db "
@@ -223,18 +235,6 @@ class MissionControlSection(_Section):
     password_file: Path | None = Field(
         None, description="file (mode 0600) holding the Postgres password for url"
     )
-
-    @field_validator("url")
-    @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        from shared.mc_target import McTargetError, check_url
-
-        if not value:
-            return value
-        try:
-            return check_url(value)
-        except McTargetError as exc:
-            raise ValueError(str(exc)) from None
 
     task_defaults: dict[str, str | int | float | bool] = Field(
         {},
