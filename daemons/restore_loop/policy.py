@@ -274,8 +274,7 @@ def format_age(seconds: float | None) -> str:
     return f"{s / DAY_S:.1f}d"
 
 
-FLOOR_MIN_S = 0.5  # a busy DB is never polled faster than this
-FLOOR_MARGIN = 0.8  # poll a little faster than the uploads, so jitter does not leave it behind
+FLOOR_MARGIN = 0.9  # poll a little faster than the uploads, so jitter does not leave it behind
 
 
 def busy_floor(
@@ -283,9 +282,12 @@ def busy_floor(
     sync_interval_s: float,
     interval_s: float,
     current: float | None,
+    min_s: float = 1.0,
 ) -> float | None:
     """The poll interval a busy DB's follower needs to keep up, or None (the budget's
-    ``interval_s``).
+    ``interval_s``); never below ``min_s`` (``min_follow_interval_s``: a DB uploading faster
+    than that falls behind and is caught up by a fresh restore, ``falling_behind``, which
+    costs fewer requests than polling it faster than raw followers do).
 
     litestream 0.5.17's abs follower applies one LTX file per poll, so a DB that uploads more
     often than its follower polls falls behind. Floored: poll a little faster than the uploads
@@ -299,5 +301,5 @@ def busy_floor(
         return None
     in_use = interval_s if current is None else min(current, interval_s)
     if uploads_per_s * in_use > 1.2:
-        return max(FLOOR_MIN_S, math.floor(10.0 * FLOOR_MARGIN / uploads_per_s) / 10)
+        return max(min_s, math.floor(10.0 * FLOOR_MARGIN / uploads_per_s) / 10)
     return current

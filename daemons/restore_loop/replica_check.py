@@ -210,6 +210,7 @@ class ReplicaChecker:
             st.target.sync_interval_s,
             st.target.follow_interval_s,
             st.floor_s,
+            self.section.min_follow_interval_s,
         )
         self.floors(st, floor)
 

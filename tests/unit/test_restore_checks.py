@@ -60,13 +60,14 @@ def test_a_busy_db_is_polled_at_its_upload_rate() -> None:
     from daemons.restore_loop.policy import busy_floor
 
     # 1 upload a second (sync 1 s) against a 20 s budget interval: polled a bit faster.
-    assert busy_floor(10.0, 1.0, 20.0, None) == 0.8
-    assert busy_floor(0.25, 1.0, 20.0, None) == 3.2  # one upload every 4 s
-    assert busy_floor(10.0, 0.2, 20.0, None) == 0.5  # never below FLOOR_MIN_S
+    assert busy_floor(10.0, 1.0, 20.0, None) == 1.0  # one upload a second: as raw followers
+    assert busy_floor(0.25, 1.0, 20.0, None) == 3.6  # one upload every 4 s
+    assert busy_floor(10.0, 0.2, 20.0, None) == 1.0  # never below min_follow_interval_s
+    assert busy_floor(10.0, 0.2, 20.0, None, min_s=0.5) == 0.5
     # Hysteresis: a small change in the rate keeps the floor (no restart) ...
     assert busy_floor(0.3, 1.0, 20.0, 3.2) == 3.2
     # ... more uploads per poll at the floor lower it, few at the budget's release it.
-    assert busy_floor(1.0, 1.0, 20.0, 3.2) == 0.8
+    assert busy_floor(1.0, 1.0, 20.0, 3.2) == 1.0
     assert busy_floor(0.01, 1.0, 20.0, 3.2) is None
     assert busy_floor(None, 1.0, 20.0, 3.2) == 3.2  # not measured: unchanged
     assert busy_floor(0.0, 1.0, 20.0, None) is None  # idle
