@@ -1,9 +1,10 @@
 """An operator's worst day against the Postgres backends (tests/pg_support.py, a real server):
 a row lock another session never lets go; a host whose wall clock is an hour ahead (Mission
-Control leases and the outbox's send leases); a password slipped into the URL's query string; a second migration after tasks were created on Postgres, one
-stopped after a batch, and source text Postgres cannot hold; going back to the SQLite outbox
-after a move stopped half-way; a backend frozen with SIGSTOP (later calls, and shutdown).
-Each test failed before its fix."""
+Control leases and the outbox's send leases); a password slipped into the URL's query string;
+a second migration after tasks were created on Postgres, one stopped after a batch, and source
+text Postgres cannot hold; going back to the SQLite outbox after a move stopped half-way; a
+backend frozen with SIGSTOP (later calls, and shutdown); migrate and the configured password
+file. Each test failed before its fix."""
 
 from __future__ import annotations
 
