@@ -115,12 +115,19 @@ class DaemonRunner:
         if reason:
             raise RefusedToStart(f"{self.name}: {reason}")
 
+    @property
+    def fenceable(self) -> bool:
+        """A writer (a daemon its role rule keeps off a standby) running as primary: the one
+        kind of daemon a newer promotion epoch fences. Fixed for the runner's life."""
+        return (
+            self.role is Role.PRIMARY
+            and self.daemon_cls.refuse_reason(self.section, Role.STANDBY) is not None
+        )
+
     def epoch_refusal(self) -> str | None:
-        """A writer (a daemon its role rule keeps off a standby) on a primary that a peer with a
-        newer promotion epoch has superseded must not start (shared.epochs)."""
-        if self.role is not Role.PRIMARY:
-            return None
-        if self.daemon_cls.refuse_reason(self.section, Role.STANDBY) is None:
+        """A writer on a primary that a peer with a newer promotion epoch has superseded must
+        not start, nor run another cycle (shared.epochs; reads two small files)."""
+        if not self.fenceable:
             return None
         return stand_down_reason(self.config.role_file, self.role, self.config.fleet.host)
 
@@ -309,7 +316,8 @@ class DaemonRunner:
         try:
             # A writer that learns of a newer primary while running (its heartbeat probed the
             # peer after it started: a host back from a crash) stops writing at its next cycle.
-            fenced = await asyncio.to_thread(self.epoch_refusal)
+            # Only writers read the epoch files, off the event loop; the rest pay nothing.
+            fenced = await asyncio.to_thread(self.epoch_refusal) if self.fenceable else None
             if fenced is not None:
                 raise Superseded(fenced)
             async with asyncio.timeout(self.section.cycle_timeout_s):
