@@ -217,7 +217,12 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
                 list_per_day=round(list_requests_per_day(self.section, plan)),
             )
         gone = await self.followers.reconcile(
-            self.dbs, plan, ls, seeds=self._previous_txids, may_revive=lambda: not self._promoted
+            self.dbs,
+            plan,
+            ls,
+            seeds=self._previous_txids,
+            may_revive=lambda: not self._promoted,
+            prepare=self.checker.first_listing,
         )
         for target in gone:
             self.checker.forget(target)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ __all__ = [
 
 _LOGFMT_RE = re.compile(r'([A-Za-z_][\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
 _QUIET_MSGS = ("follow: applied updates",)
+_QUIET_MARKS = tuple(f'msg="{m}"' for m in _QUIET_MSGS)
 
 
 class LitestreamError(Exception):
@@ -138,12 +140,18 @@ class ChildLog:
         self.tail: deque[str] = deque(maxlen=keep)
         self._last_error: tuple[str, float] | None = None
         self._suppressed = 0
+        # A follower prints a progress line for every LTX file it applies (~1 a second for a
+        # busy DB); with debug off those are only kept in the tail, not parsed.
+        enabled = getattr(log, "is_enabled_for", None)
+        self._debug = not callable(enabled) or bool(enabled(logging.DEBUG))
 
     def feed(self, line: str) -> None:
         line = line.rstrip()
         if not line:
             return
         self.tail.append(line)
+        if not self._debug and "level=INFO" in line and any(q in line for q in _QUIET_MARKS):
+            return
         fields = parse_logfmt(line)
         msg = fields.pop("msg", line)
         level = fields.pop("level", "").upper()

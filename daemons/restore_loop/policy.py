@@ -25,6 +25,7 @@ __all__ = [
     "diverged",
     "format_age",
     "lag_seconds",
+    "level0_upload_rate",
     "parse_ltx_json",
     "parse_txid",
     "should_replace",
@@ -272,6 +273,28 @@ def format_age(seconds: float | None) -> str:
     if s < 2 * DAY_S:
         return f"{s / 3600:.1f}h"
     return f"{s / DAY_S:.1f}d"
+
+
+def level0_upload_rate(
+    view: ReplicaView, now: float, *, window_s: float = 30.0, quiet_after_s: float = 10.0
+) -> float | None:
+    """A DB's upload rate (level-0 LTX files a second) from one listing, so a follower can
+    start at its busy floor instead of being restarted once two listings measured it: the
+    level-0 files of the last ``window_s`` before the newest one (the primary's own
+    timestamps, compared with each other), when the newest is at most ``quiet_after_s`` old
+    (an older one: the DB is not being written now, 0). None when the listing cannot tell
+    (fewer than 3 such files, or they span under 5 s)."""
+    level0 = sorted(f.timestamp for f in view.files if f.level == 0)
+    if not level0:
+        return None
+    newest = level0[-1]
+    if now - newest > quiet_after_s:
+        return 0.0
+    recent = [t for t in level0 if t >= newest - window_s]
+    span = newest - recent[0]
+    if len(recent) < 3 or span < 5.0:
+        return None
+    return (len(recent) - 1) / span
 
 
 FLOOR_MARGIN = 0.9  # poll a little faster than the uploads, so jitter does not leave it behind

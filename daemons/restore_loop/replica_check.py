@@ -29,7 +29,13 @@ from daemons.restore_loop.assessment import (
 from daemons.restore_loop.config import RestoreLoopSection
 from daemons.restore_loop.follower_pool import CopyContext, DbState
 from daemons.restore_loop.litestream import Litestream, LitestreamError
-from daemons.restore_loop.policy import CheckRound, ReplicaView, busy_floor, stall_threshold_s
+from daemons.restore_loop.policy import (
+    CheckRound,
+    ReplicaView,
+    busy_floor,
+    level0_upload_rate,
+    stall_threshold_s,
+)
 from daemons.restore_loop.snapshot import SnapshotRestorer, snapshot_txid_path
 from daemons.restore_loop.state import RestoreTarget
 
@@ -114,6 +120,26 @@ class ReplicaChecker:
             if needs_all_levels(listed, st.local_txid):
                 listed = await ls.ltx(st.target.path, level="all")
             return listed
+
+    async def first_listing(self, states: Iterable[DbState], ls: Litestream) -> None:
+        """Before new followers start: one listing each (``concurrency`` at once), so a busy
+        DB's follower starts at its upload rate's floor (litestream cannot change a running
+        child's interval; otherwise it is restarted fresh once two listings measured the rate)
+        and the first check needs no listing of its own. A failed listing changes nothing: the
+        follower starts at the budget's interval and the checks list it as usual."""
+        check_round = CheckRound(give_up_after=self.section.concurrency)
+
+        async def one(st: DbState) -> None:
+            try:
+                view = await self.list_replica(st, ls, check_round)
+            except LitestreamError:
+                return
+            self._measure_writes(st, view)
+            st.replica_error, st.replica, st.replica_missing = "", view, view.missing
+            st.listed_at = self.clock()
+            self._floor(st)
+
+        await asyncio.gather(*(one(st) for st in states if st.target.mode == "follow"))
 
     async def check(
         self,
@@ -223,6 +249,10 @@ class ReplicaChecker:
             return
         if st.list_mark is None or newest < st.list_mark[1]:
             st.list_mark = (now, newest)
+            if st.writes_per_s is None:  # a first listing: its level-0 files tell the rate
+                rate = level0_upload_rate(view, now)
+                if rate is not None:
+                    st.writes_per_s, st.rate_listed_at = rate, now
             return
         since, txid = st.list_mark
         if now - since >= RATE_MIN_S:
