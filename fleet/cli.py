@@ -113,7 +113,7 @@ def complete_daemon_name(
 # The app's own command groups that live in other modules: "name" -> "module:attribute".
 APP_COMMANDS: dict[str, str] = {
     "units": "fleet.units_cli:units",
-    "observability": "fleet.units_cli:observability",
+    "observability": "fleet.observability_cli:observability",
     "mc": "fleet.mc_cli:mc",
     "db": "fleet.db_cli:db",
     "doctor": "fleet.db_cli:doctor",
