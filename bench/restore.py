@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.restore_probes import (  # noqa: E402
+    daemon_counters,
     newest_row_ts,
     read_rows,
     summary,
@@ -245,6 +246,7 @@ def run(args: argparse.Namespace) -> None:
         newest = {n: primary.db_path(n) for n in names}
         live_ref = lambda n: newest_row_ts(newest[n])  # noqa: E731
         cpu0 = {"restore-loop": tree_cpu(follow.pid), "raw": tree_cpu(raw.pid)}
+        counters0 = daemon_counters(work / "restore-loop.log")
         count0 = {k: p.snapshot() for k, p in proxies.items()}
         samplers = {
             "restore-loop": Sampler({n: ours[n] for n in active}, live_ref).start(),
@@ -255,6 +257,8 @@ def run(args: argparse.Namespace) -> None:
         window = time.monotonic() - t0
         counts = {k: p.snapshot() - count0[k] for k, p in proxies.items()}
         cpu1 = {"restore-loop": tree_cpu(follow.pid), "raw": tree_cpu(raw.pid)}
+        counters1 = daemon_counters(work / "restore-loop.log")
+        events = {k: v - counters0.get(k, 0.0) for k, v in counters1.items()}
         stale = {k: summary([s for _, s in v.stop()]) for k, v in samplers.items()}
         status = subprocess.run(
             [str(FLEET), "restore", "status", "--json"],
@@ -317,6 +321,7 @@ def run(args: argparse.Namespace) -> None:
             window=window,
             counts=counts,
             cpu=(cpu0, cpu1),
+            events=events,
             totals=(ours_cpu_total, raw_cpu_total, time.monotonic() - started),
             stale=stale,
             late=late,
@@ -394,6 +399,14 @@ def report_figures(args: argparse.Namespace, **f: Any) -> None:
             f"(python/supervisor {100 * own / window:4.1f}%, "
             f"litestream {100 * kids / window:4.1f}%)"
         )
+    ended = cpu1["restore-loop"]["ended"] - cpu0["restore-loop"]["ended"]
+    ev = f["events"]
+    restarts = ", ".join(f"{k[9:]} {v:.0f}" for k, v in sorted(ev.items()) if k[:9] == "restarts:")
+    print(
+        f"  restore-loop's litestream: {100 * ended / window:.1f}% in processes that ended in "
+        f"the window ({ev.get('listings', 0):.0f} listings; follower restarts: "
+        f"{restarts or 'none'})"
+    )
     print(f"  restore-loop / raw: {per['restore-loop'] / max(per['raw'], 1e-6):.2f}x")
     print(
         f"  whole run incl. start-up and promote (wait4): restore-loop {ours_total:.1f}s, "

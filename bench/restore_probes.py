@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 __all__ = [
+    "daemon_counters",
     "newest_row_ts",
     "read_rows",
     "summary",
@@ -56,7 +57,38 @@ def tree_cpu(root: int) -> dict[str, float]:
         "self": cpu.get(root, 0.0),
         "children": sum(cpu.get(p, 0.0) + reaped.get(p, 0.0) for p in tree if p != root)
         + reaped.get(root, 0.0),
+        # children of root that have ended (listings, restores, restarted followers)
+        "ended": reaped.get(root, 0.0),
     }
+
+
+def daemon_counters(log: Path) -> dict[str, float]:
+    """restore-loop's listing and restart counters, from its /metrics (the port is in its
+    "daemon started" log line); {} when it cannot be read."""
+    import json
+    import urllib.request
+
+    port = None
+    try:
+        for raw in log.read_text(errors="replace").splitlines():
+            if '"daemon started"' in raw:
+                port = json.loads(raw).get("metrics_port")
+                break
+        if not port:
+            return {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for row in text.splitlines():
+        if row.startswith("fleet_restore_replica_listings_total"):
+            out["listings"] = out.get("listings", 0.0) + float(row.split()[-1])
+        elif row.startswith("fleet_restore_follower_restarts_total{"):
+            reason = row.split('reason="', 1)[1].split('"', 1)[0]
+            key = f"restarts:{reason}"
+            out[key] = out.get(key, 0.0) + float(row.split()[-1])
+    return out
 
 
 def read_rows(path: Path) -> list[tuple[int, float]]:

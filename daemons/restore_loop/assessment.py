@@ -105,9 +105,32 @@ def needs_listing(
     behind = newest is not None and (local_txid is None or local_txid < newest)
     # Behind: list again when it did not advance (stuck?) or once a follow interval (falling
     # behind? a follower applies one LTX file per poll).
-    return behind and (
-        local_txid == copy.local_txid or now - copy.listed_at >= copy.target.follow_interval_s
-    )
+    if behind:
+        return local_txid == copy.local_txid or (
+            now - copy.listed_at >= copy.target.follow_interval_s
+        )
+    return saturated(copy, local_txid, now, verify_s)
+
+
+def saturated(copy: CopyState, local_txid: int | None, now: float, verify_s: float) -> bool:
+    """Past the last listing but applying a file every poll at the budget's interval: one LTX
+    file a poll is all a follower can do, so the DB may upload faster and only a listing tells
+    its rate (then ``busy_floor``). Not for a floored follower (polling at the upload rate is
+    what it is for), nor where no floor could apply (an interval under 1.2 sync intervals), and
+    at most once per ``verify_s`` after a listing measured the rate."""
+    view, t = copy.replica, copy.target
+    if copy.floor_s is not None or t.follow_interval_s <= 1.2 * t.sync_interval_s:
+        return False
+    if view is None or copy.listed_at is None or local_txid is None:
+        return False
+    newest = view.newest_txid
+    if newest is None or local_txid <= newest:
+        return False
+    if copy.rate_listed_at is not None and now - copy.rate_listed_at < verify_s:
+        return False
+    elapsed = now - copy.listed_at
+    polls = elapsed / t.follow_interval_s
+    return polls >= 2 and local_txid - newest >= polls
 
 
 def progress_only(copy: CopyState, local_txid: int | None, now: float) -> Freshness:

@@ -71,3 +71,24 @@ def test_a_busy_db_is_polled_at_its_upload_rate() -> None:
     assert busy_floor(0.01, 1.0, 20.0, 3.2) is None
     assert busy_floor(None, 1.0, 20.0, 3.2) == 3.2  # not measured: unchanged
     assert busy_floor(0.0, 1.0, 20.0, None) is None  # idle
+
+
+def test_a_follower_applying_a_file_every_poll_is_listed_to_learn_the_rate() -> None:
+    # Budget interval 20 s, sync 1 s: listed at T0 with newest TXID 9; the follower restored
+    # past it and applies one file a poll (all a litestream follower can do), so only a listing
+    # tells whether the DB uploads faster (then it is floored to the upload rate).
+    target = RestoreTarget("a", "P0", Path("/db/a.db"), "follow", 20.0, 60.0, 60.0)
+    base = CopyState(target, replica=LISTED, listed_at=T0, local_txid=11)
+    assert not needs(base, 11, T0 + 30)  # 1.5 polls: too early to tell
+    assert needs(base, 11, T0 + 40)  # 2 polls, 2 files: saturated
+    assert not needs(base, 10, T0 + 40)  # 1 file in 2 polls: keeps up at its interval
+    assert not needs(base, 9, T0 + 60)  # idle, caught up
+    floored = CopyState(target, replica=LISTED, listed_at=T0, local_txid=11, floor_s=1.0)
+    assert not needs(floored, 60, T0 + 50)  # at its floor one file a poll is the point
+    measured = CopyState(
+        target, replica=LISTED, listed_at=T0, local_txid=11, rate_listed_at=T0 - 10
+    )
+    assert not needs(measured, 11, T0 + 40)  # a listing measured the rate lately
+    # An interval no floor could shorten (1 s at a 1 s sync interval): never.
+    fast = RestoreTarget("a", "P0", Path("/db/a.db"), "follow", 1.0, 60.0, 60.0)
+    assert not needs(CopyState(fast, replica=LISTED, listed_at=T0), 20, T0 + 10)
