@@ -130,6 +130,11 @@ def run(args: RunArgs) -> NoReturn:
     from shared.config import ConfigError
     from shared.exitcodes import ExitCode
 
+    # httpx's __init__ tries its command-line tool (``httpx._main``), which imports click (and
+    # pygments and rich where installed) before failing on a host without rich: ~1-2 MiB that a
+    # daemon, which never runs that tool, keeps for its life. Missing, the import fails at once
+    # and httpx sets ``httpx.main = None``, as it does on a host without rich.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     name, config_path, dry_run = args.name, args.config_path, args.dry_run
     known = by_name()
     try:
