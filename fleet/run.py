@@ -61,11 +61,12 @@ def parse_args(args: list[str]) -> RunArgs | None:
     return RunArgs(name, config_path=config_path, **flags)
 
 
-def fast_main(args: list[str]) -> int | None:
-    """``fleet run ARGS`` without click when ``parse_args`` takes them; None: use click."""
+def fast_main(args: list[str]) -> None:
+    """``fleet run ARGS`` without click when ``parse_args`` takes them (it then never
+    returns); returns when click is to answer them."""
     parsed = parse_args(args)
     if parsed is None:
-        return None
+        return
     from shared.exitcodes import ExitCode
 
     try:
