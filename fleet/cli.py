@@ -65,29 +65,10 @@ def _load_root_config(path: str | None) -> FleetConfig:
 
 
 def _load_run_config(path: str | None, name: str | None) -> FleetConfig:
-    """The config ``fleet run NAME`` runs with: only the shared sections' and NAME's own
-    ``*_file`` secrets are read (``--all``: every section's). ConfigError if bad."""
-    from fleet.config import load_config
-    from shared.config import secret_sections_for
+    """The config ``fleet run NAME`` runs with (``fleet.run.load_run_config``)."""
+    from fleet.run import load_run_config
 
-    sections = secret_sections_for(name.replace("-", "_")) if name else None
-    return load_config(path, secret_sections=sections)
-
-
-def _use_host_hash_key(config: FleetConfig, *, create: bool) -> None:
-    """Key the log hashes of addresses with this host's key (made at the first start; a dry
-    run makes nothing and keeps a key of its own if there is none yet). Exit 78 naming the
-    file when it is not private or not a key, 1 when it cannot be read or made."""
-    from shared.logging import HASH_KEY_FILE, HashKeyError, load_hash_key, use_hash_key
-
-    try:
-        key = load_hash_key(config.state_dir / HASH_KEY_FILE, create=create)
-    except HashKeyError as exc:
-        if exc.permanent:
-            _die(EX_CONFIG, f"invalid configuration: 1 error(s)\n  log-hash key {exc}")
-        _die(EX_FAIL, f"fleet: log-hash key {exc}")
-    if key is not None:
-        use_hash_key(key)
+    return load_run_config(path, name)
 
 
 def _config_errors_exit(errors: list[tuple[str, str]]) -> None:
@@ -181,74 +162,16 @@ def run(
     name: str | None, run_all: bool, once: bool, dry_run: bool, config_path: str | None
 ) -> None:
     """Run daemon NAME (or --all) until SIGTERM/SIGINT; SIGHUP reloads the config."""
-    import asyncio
-
-    from fleet.registry import by_name, manifests
+    from fleet.registry import by_name
+    from fleet.run import RunArgs
+    from fleet.run import run as run_daemons_here
 
     known = by_name()
     if bool(name) == run_all:
         raise click.UsageError("give a daemon NAME or --all (not both)")
     if name and name not in known:
         raise click.UsageError(f"unknown daemon {name!r}; known: {', '.join(sorted(known))}")
-    from pathlib import Path
-
-    from fleet.secret_files import env_file_errors, env_files
-    from shared.config import ConfigError
-
-    try:
-        config = _load_run_config(config_path, name)
-    except ConfigError as exc:
-        _die(EX_CONFIG, exc.render())
-    from shared.logfile import log_file_path
-    from shared.logging import LogFileError, configure_logging
-    from shared.runtime import run_daemons
-
-    def chosen(cfg: FleetConfig) -> list[DaemonManifest]:
-        if name:
-            return [known[name]]
-        return [m for m in manifests() if cfg.daemon_section(m.section_name).enabled]
-
-    _config_errors_exit(env_file_errors(env_files(config, chosen(config), Path.home())))
-    _use_host_hash_key(config, create=not dry_run)
-    daemon = name or "fleet"
-
-    def log_to(cfg: FleetConfig) -> Path | None:
-        """Logging per ``cfg``; its log file, if any (LogFileError when it cannot be opened)."""
-        template = cfg.fleet.log_file
-        log_file = log_file_path(template, daemon) if template is not None else None
-        configure_logging(
-            host=cfg.fleet.host, level=cfg.fleet.log_level, daemon=daemon, log_file=log_file
-        )
-        return log_file
-
-    try:
-        log_file = log_to(config)
-    except LogFileError as exc:
-        _config_errors_exit([("fleet.log_file", str(exc))])
-    if log_file is not None and sys.stderr.isatty():
-        click.echo(f"fleet: logging to {log_file}", err=True)  # not to this terminal
-
-    def reload() -> tuple[FleetConfig, list[DaemonManifest]]:
-        """SIGHUP: the config file (and FLEET_* of this process) again; ConfigError if bad,
-        or if its log file cannot be opened (logging then stays as it was)."""
-        fresh = _load_run_config(config_path, name)
-        try:
-            log_to(fresh)
-        except LogFileError as exc:
-            raise ConfigError([("fleet.log_file", str(exc))]) from None
-        return fresh, chosen(fresh)
-
-    code = asyncio.run(
-        run_daemons(
-            chosen(config),
-            config,
-            once=once,
-            dry_run=dry_run,
-            fleet=manifests(),
-            reload=reload,
-        )
-    )
-    raise SystemExit(code)
+    run_daemons_here(RunArgs(name, run_all, once, dry_run, config_path))
 
 
 @cli.command("check-config")

@@ -1,6 +1,7 @@
 """The ``fleet`` console script. Hook-path verbs that must start in well under 200 ms (they
 run before every write an agent makes) are dispatched here, from the registry's stdlib-only fast
-paths; everything else, and ``--help`` of those verbs too, goes to the click CLI in
+paths; ``fleet run`` in its plain forms goes to ``fleet.run`` (a daemon process never imports
+click); everything else, and ``--help`` of those verbs too, goes to the click CLI in
 ``fleet.cli``. This module must never import anything beyond the standard library (and
 ``fleet.registry``, which is stdlib only) at top level.
 """
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if target is not None:
         module_name, _, func = target.partition(":")
         raise SystemExit(getattr(importlib.import_module(module_name), func)(args[2:]))
+    if args[:1] == ["run"]:
+        from fleet.run import fast_main  # a daemon starts without click (~1 MiB, issue 15)
+
+        fast_main(args[1:])  # returns only when it leaves the words to click
     from fleet.cli import main as cli_main
 
     cli_main(args)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.http import PeerError, request_with_deadline
 from shared.text import visible_text
+
+if TYPE_CHECKING:  # imported with the first request: an idle daemon never loads httpx
+    import httpx
 
 __all__ = [
     "LLMClient",
@@ -131,12 +132,19 @@ class LLMClient:
         self.model = model
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            headers=headers,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client  # built at the first request (httpx and its TLS context cost MiB)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s),
+                headers=self._headers,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            )
+        return self._client
 
     async def ask(self, messages: list[dict[str, str]], temperature: float) -> LLMReply:
         body = {
@@ -149,7 +157,7 @@ class LLMClient:
         start = time.monotonic()
         try:
             resp = await request_with_deadline(
-                self._client,
+                self._http(),
                 "POST",
                 self.url,
                 deadline_s=self.timeout_s,
@@ -173,4 +181,5 @@ class LLMClient:
         return LLMReply(parse_answer(payload), duration)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()

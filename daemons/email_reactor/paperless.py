@@ -10,12 +10,13 @@ origin (scheme, host and port: ``shared.urls``), and are never logged.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from shared.http import PeerError, request_with_deadline
 from shared.urls import redact_url, same_origin_link
+
+if TYPE_CHECKING:  # imported with the first request: an idle daemon never loads httpx
+    import httpx
 
 __all__ = ["PaperlessClient", "PaperlessError"]
 
@@ -45,7 +46,17 @@ class PaperlessClient:
             headers["CF-Access-Client-Secret"] = cf_secret
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers)
+        self._headers = headers
+        self._client: httpx.AsyncClient | None = None  # built at the first request
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s), headers=self._headers
+            )
+        return self._client
 
     async def correspondents(self) -> list[dict[str, Any]]:
         url: str | None = f"{self.base_url}/api/correspondents/?page_size=100"
@@ -55,7 +66,7 @@ class PaperlessClient:
                 return out
             try:
                 resp = await request_with_deadline(
-                    self._client,
+                    self._http(),
                     "GET",
                     url,
                     deadline_s=self.timeout_s,
@@ -86,7 +97,8 @@ class PaperlessClient:
         return url
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def _page(data: Any) -> tuple[list[Any], str | None]:

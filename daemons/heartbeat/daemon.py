@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import sqlite3
 from dataclasses import dataclass, replace
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from daemons.heartbeat.config import HeartbeatSection, PeerConfig, PingConfig
 from daemons.heartbeat.drill_metrics import DrillMetrics
@@ -42,6 +40,9 @@ from shared.notify import Message
 from shared.roles import Role, RoleFileError, effective_role
 from shared.runtime import CycleResult, Daemon, DaemonContext, RefusedToStart
 from shared.sqlite import StoreError
+
+if TYPE_CHECKING:  # imported with the first probe (``_http``)
+    import httpx
 
 __all__ = ["Heartbeat", "HeartbeatUnhealthy", "PingTarget"]
 
@@ -163,13 +164,23 @@ class Heartbeat(Daemon[HeartbeatSection]):
         self.pending = loaded.pending
         for name, state in self.states.items():
             self._export_peer(name, state)
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,  # peers are on the tailnet; a proxy from the env must not intercept
-            headers={"User-Agent": "alai-fleet-heartbeat"},
-            limits=httpx.Limits(max_connections=max(4, 2 * (len(self.peers) + len(self.pings)))),
-        )
         await self._ensure_server()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The probes' client, built at the first probe: httpx and its TLS context cost ~4 MiB
+        that a heartbeat with no peer and no ping never needs."""
+        if self.client is None:
+            import httpx
+
+            self.client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,  # peers are on the tailnet: no proxy from the env may intercept
+                headers={"User-Agent": "alai-fleet-heartbeat"},
+                limits=httpx.Limits(
+                    max_connections=max(4, 2 * (len(self.peers) + len(self.pings)))
+                ),
+            )
+        return self.client
 
     async def close(self) -> None:
         probes = list(self.in_flight.values())
@@ -261,7 +272,6 @@ class Heartbeat(Daemon[HeartbeatSection]):
         )
 
     def _launch_due(self, *, degraded: bool) -> int:
-        assert self.client is not None
         now = self.ctx.clock()
         launched = 0
         for name, peer in self.peers.items():
@@ -270,7 +280,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 continue
             self.next_due[key] = now + peer.interval_s
             peer_task = asyncio.create_task(
-                probe_peer(self.client, peer.url, peer.timeout_s), name=f"heartbeat-peer-{name}"
+                probe_peer(self._http(), peer.url, peer.timeout_s), name=f"heartbeat-peer-{name}"
             )
             self.in_flight[key] = _Probe("peer", name, now, peer_task)
             launched += 1
@@ -284,7 +294,7 @@ class Heartbeat(Daemon[HeartbeatSection]):
                 continue
             ping_task = asyncio.create_task(
                 send_ping(
-                    self.client,
+                    self._http(),
                     ping_target(ping.url, degraded=degraded),
                     timeout_s=ping.config.timeout_s,
                     retries=ping.config.retries,

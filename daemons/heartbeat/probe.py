@@ -12,12 +12,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from shared.backoff import backoff_delay
 from shared.epochs import Epoch
 from shared.roles import Role
+
+if TYPE_CHECKING:  # imported with the first probe: a heartbeat with no peer or ping never loads it
+    import httpx
 
 __all__ = ["MAX_BODY", "PeerProbe", "PingResult", "describe_error", "probe_peer", "send_ping"]
 
@@ -45,6 +47,8 @@ class PingResult:
 
 def describe_error(exc: BaseException) -> str:
     """A URL-free description of a transport failure."""
+    import httpx
+
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, httpx.ConnectError):
@@ -95,6 +99,8 @@ def _role(value: object) -> Role | None:
 async def probe_peer(client: httpx.AsyncClient, url: str, timeout_s: float) -> PeerProbe:
     """GET the peer's health URL. Up means a 200 or 503 carrying a fleet health answer (503 is
     /health/fleet saying "degraded": the host itself answers)."""
+    import httpx
+
     start = time.monotonic()
     try:
         code, body = await _get_limited(client, url, timeout_s)
@@ -119,6 +125,8 @@ async def send_ping(
 ) -> PingResult:
     """GET ``url`` until a 2xx answer, at most ``1 + retries`` attempts (1 s, 2 s, 4 s ...
     apart, capped at 10 s)."""
+    import httpx
+
     error = ""
     for attempt in range(retries + 1):
         if attempt:

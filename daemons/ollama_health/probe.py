@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -114,16 +115,39 @@ class Prober:
         *,
         monotonic: MonotonicClock = time.monotonic,
     ) -> None:
-        self._client = client or httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        )
+        self._client = client  # for every URL when given (tests)
+        self._plain: httpx.AsyncClient | None = None
+        self._tls: httpx.AsyncClient | None = None
         self._monotonic = monotonic
 
+    def _client_for(self, url: str) -> httpx.AsyncClient:
+        """The client for ``url``. An https URL gets one with the default trust store, built
+        at the first such URL: httpx loads that store (~1.5 MiB) whenever it builds a client,
+        which a fleet probing only http:// hosts never needs. The http client gets a context
+        that trusts nothing: with no redirects followed it never makes a TLS connection, and
+        if it ever did, the handshake would fail rather than go unverified."""
+        if self._client is not None:
+            return self._client
+        tls = url.lower().startswith("https:")
+        client = self._tls if tls else self._plain
+        if client is None:
+            client = httpx.AsyncClient(
+                verify=True if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+                trust_env=False,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+            if tls:
+                self._tls = client
+            else:
+                self._plain = client
+        return client
+
     async def close(self) -> None:
-        await self._client.aclose()
+        for client in (self._client, self._plain, self._tls):
+            if client is not None:
+                await client.aclose()
 
     async def probe_all(self, hosts: Iterable[HostSpec]) -> dict[str, ProbeResult]:
         tasks: dict[str, asyncio.Task[ProbeResult]] = {}
@@ -197,7 +221,7 @@ class Prober:
         return EndpointResult(True, self._monotonic() - start, models=models)
 
     async def _get(self, url: str, timeout: float) -> tuple[bytes | None, int]:
-        async with self._client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
+        async with self._client_for(url).stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
             if resp.status_code != 200:
                 return b"", resp.status_code
             chunks: list[bytes] = []

@@ -166,3 +166,21 @@ def test_parse_models_shapes() -> None:
         parse_models("ollama", b"[" * 200_000 + b"]" * 200_000)
     with pytest.raises(ValueError, match="no 'data' list"):
         parse_models("openai", b'{"models": []}')
+
+
+async def test_http_hosts_load_no_trust_store(fake: FakeOllama, prober: Prober) -> None:
+    """http:// hosts share one client whose TLS context trusts no CA (it never makes a TLS
+    connection); an https:// host gets a client with the default trust store, built then."""
+    assert (await prober.probe_host(spec("anvil", fake.base_url))).ok
+    plain = prober._client_for(fake.base_url)
+    assert prober._client_for("http://127.0.0.1:9") is plain
+    assert prober._tls is None  # no https host yet: no trust store loaded
+    tls = prober._client_for("HTTPS://127.0.0.1:9")
+    assert tls is not plain and prober._client_for("https://127.0.0.1:10") is tls
+
+    def trusted_cas(client: object) -> int:
+        context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        return int(context.cert_store_stats()["x509_ca"])
+
+    assert trusted_cas(plain) == 0
+    assert trusted_cas(tls) > 0
