@@ -267,10 +267,13 @@ class ReplicaChecker:
         now = self.clock()
         if local is None:
             return
-        if st.rate_mark is None or local < st.rate_mark[1]:
-            st.rate_mark = (now, local)
+        f = st.follower
+        started = f.started_at if f is not None else None
+        mark = st.rate_mark
+        if mark is None or local < mark[1] or (started is not None and started > mark[0]):
+            st.rate_mark = (now, local)  # new, reset, or a fresh restore since (a jump)
             return
-        since, txid = st.rate_mark
+        since, txid = mark
         if now - since < RATE_MIN_S:
             return
         st.rate_mark = (now, local)
@@ -279,6 +282,11 @@ class ReplicaChecker:
         newest = st.replica.newest_txid if st.replica is not None else None
         if newest is not None and local < newest:
             return  # behind: its progress (one file a poll) is not the upload rate
+        poll_s = f.child_interval_s if f is not None else None
+        if poll_s and (local - txid) >= 0.8 * (now - since) / poll_s:
+            # A file (nearly) every poll: all a follower can apply, so the DB may upload
+            # faster; its progress is a lower bound, a listing tells (``saturated``).
+            return
         st.writes_per_s = (local - txid) / (now - since)
 
     async def local_txid(self, st: DbState, snapshots: SnapshotRestorer) -> int | None:

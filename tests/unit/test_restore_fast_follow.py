@@ -122,27 +122,26 @@ class ListingOnly:
         return view
 
 
-def test_first_listing_floors_a_busy_db_before_its_follower_starts() -> None:
+def make_checker(clock: Any) -> ReplicaChecker:
     registry = CollectorRegistry()
     ctx = CopyContext(
         section=RestoreLoopSection(),
         work_dir=Path("/nonexistent"),
         log=structlog.get_logger(),
-        clock=lambda: T0 + 0.5,
+        clock=clock,
         dry_run=False,
         is_fenced=lambda name: False,
         start_slots=asyncio.Semaphore(1),
     )
-    floors: dict[str, float | None] = {}
 
     def record_floor(st: DbState, floor_s: float | None) -> bool:
-        floors[st.target.name] = st.floor_s = floor_s
+        st.floor_s = floor_s
         return False
 
     def gauge(name: str, *labels: str) -> Gauge:
         return Gauge(name, name, list(labels), registry=registry)
 
-    checker = ReplicaChecker(
+    return ReplicaChecker(
         ctx,
         lag=gauge("lag", "db", "tier"),
         local=gauge("local", "db"),
@@ -151,6 +150,10 @@ def test_first_listing_floors_a_busy_db_before_its_follower_starts() -> None:
         failures=Counter("f", "f", ["db", "reason"], registry=registry),
         floors=record_floor,
     )
+
+
+def test_first_listing_floors_a_busy_db_before_its_follower_starts() -> None:
+    checker = make_checker(lambda: T0 + 0.5)
 
     def new(name: str) -> DbState:
         path = Path(f"/db/{name}.db")
@@ -167,3 +170,29 @@ def test_first_listing_floors_a_busy_db_before_its_follower_starts() -> None:
     assert idle.floor_s is None and idle.writes_per_s == 0.0
     assert down.floor_s is None and down.listed_at is None  # a failed listing changes nothing
     assert sorted(ls.calls) == ["busy", "down", "idle"]
+
+
+def test_progress_is_no_upload_rate_when_the_follower_applies_a_file_every_poll() -> None:
+    now = [T0]
+    checker = make_checker(lambda: now[0])
+    target = RestoreTarget("a", "P0", Path("/db/a.db"), "follow", 20.0, 60.0, 60.0)
+    st = DbState(target, replica=level0(100), listed_at=T0 - 100)
+    child = RunningChild(20.0)
+    child.started_at = T0 - 100  # type: ignore[attr-defined]
+    st.follower = child  # type: ignore[assignment]
+
+    def progress(at: float, local: int) -> float | None:
+        now[0] = at
+        checker.from_progress(st, local, "")
+        return st.writes_per_s
+
+    assert progress(T0, 10) is None  # the first mark
+    # One file in 10 s with 20 s polls: two files a poll is more than a follower can apply,
+    # so the DB may upload faster: no rate (a listing tells, and then the floor).
+    assert progress(T0 + 10, 11) is None and st.floor_s is None
+    assert progress(T0 + 20, 11) == 0.0  # nothing applied: idle
+    # A fresh restore since the mark (a jump of 29 TXIDs) is no rate either.
+    child.started_at = T0 + 25  # type: ignore[attr-defined]
+    assert progress(T0 + 30, 40) == 0.0
+    # One file in two polls: it keeps up at its interval, and that is the DB's rate.
+    assert progress(T0 + 70, 41) == pytest.approx(1 / 40)
