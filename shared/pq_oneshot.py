@@ -44,6 +44,10 @@ _DIAG_MESSAGE_PRIMARY = ord("M")
 _SEVERITY = re.compile(r"^(?:DEBUG|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC):\s+")
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _lib: ctypes.CDLL | None = None
+#: libpq's notice receiver: drops the server's NOTICE/WARNING messages, as psycopg does with no
+#: handler (libpq's default prints them on stderr, which the click verb never shows)
+_NoticeReceiver = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_IGNORE_NOTICES = _NoticeReceiver(lambda _arg, _res: None)
 
 
 class PqError(Exception):
@@ -91,6 +95,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         ("PQgetvalue", p, [p, i, i]),
         ("PQclear", None, [p]),
         ("PQfinish", None, [p]),
+        ("PQsetNoticeReceiver", p, [p, _NoticeReceiver, p]),
     ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
@@ -142,6 +147,7 @@ def _connect(lib: ctypes.CDLL, params: dict[str, str], timeout_s: float) -> int:
     )
     if not conn:
         raise PqError("connection failed: out of memory", lost=True)
+    lib.PQsetNoticeReceiver(conn, _IGNORE_NOTICES, None)
     deadline = time.monotonic() + timeout_s
     state = _POLLING_WRITING  # libpq's protocol: behave as if the last poll said "writing"
     try:

@@ -223,3 +223,57 @@ def test_a_backend_frozen_mid_query_ends_claim_status_as_a_lost_store(
     assert "no answer from the server within 4 s (gave up after" in err, err
     assert seeded.server.password not in err
     assert both(env, tmp_path, "1", "--db", seeded.url) == (0, "available\n", "")
+
+
+def test_a_server_shut_down_mid_query_fails_the_hook_path_as_the_click_verb(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Both paths wait on a table lock when the server shuts down at once (``-m immediate``:
+    it sends each client a WARNING first). Both exit 3 with the same single line: the
+    server's warning is not printed (libpq's default notice processor would)."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    args = ["mc", "claim-status", "1", "--db", seeded.url]
+    locker = psycopg.connect(seeded.dsn)  # not autocommit: the lock stays until the shutdown
+    locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for code in (FAST, CLICK)
+    ]
+    try:
+        with psycopg.connect(seeded.dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while len(
+                watcher.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                    " AND application_name = 'alai-fleet' AND wait_event_type = 'Lock'",
+                    (seeded.name,),
+                ).fetchall()
+            ) < len(procs):
+                assert time.monotonic() < deadline, "the two reads never reached the lock"
+                time.sleep(0.01)
+        seeded.server.stop("immediate")
+        (fast_out, fast_err), (slow_out, slow_err) = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        locker.close()
+        seeded.server.ensure_running()
+    fast_lines = fast_err.splitlines()
+    assert fast_lines.pop() == "LOADED []", fast_err
+    assert [p.returncode for p in procs] == [3, 3], (fast_err, slow_err)
+    assert (fast_out, slow_out) == ("", "")
+    assert len(fast_lines) == 1, fast_err
+    assert fast_lines[0].startswith("error: mission control store unavailable: "), fast_err
+    assert ATTEMPTS.sub("N", fast_lines[0] + "\n") == ATTEMPTS.sub("N", slow_err), (
+        fast_err,
+        slow_err,
+    )
