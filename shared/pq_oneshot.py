@@ -8,8 +8,9 @@ Loads the system ``libpq.so.5`` (Debian ``libpq5``, which the ``postgresql`` pac
 else the copy inside the ``psycopg_binary`` wheel; ``load_libpq()`` returns None when neither is
 there and the caller then takes the psycopg path. Results come in binary format (no DateStyle
 or TimeZone dependence); only ``text`` and ``timestamptz`` columns are decoded. Standard library
-only; it never prints, logs or keeps a password, and it never changes anything on the server
-(the caller's SQL is one read). It never waits without a deadline: the connection and the query
+only; it never prints, logs or keeps a password, never lets libpq print the server's notices
+(psycopg drops them too), and it never changes anything on the server (the caller's SQL is one
+read). It never waits without a deadline: the connection and the query
 run on libpq's asynchronous API, each phase bounded by the caller's timeout (a server that
 accepts the connection and never answers, a backend frozen mid-query), so a hook cannot hang.
 """
@@ -125,13 +126,15 @@ def _wait(lib: ctypes.CDLL, conn: int, events: int, deadline: float, late: str) 
     """Wait until libpq's socket has ``events`` (select.POLLIN/POLLOUT), at most until
     ``deadline`` (time.monotonic()); PqError(``late``, lost) past it. Returns the events seen
     (0 when libpq has no socket any more: its next call reports why, without waiting)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise PqError(late, lost=True)
     sock = lib.PQsocket(conn)
     if sock < 0:
         return 0
-    remaining = deadline - time.monotonic()
     poller = select.poll()
     poller.register(sock, events)
-    ready = poller.poll(max(0, int(remaining * 1000) + 1)) if remaining > 0 else []
+    ready = poller.poll(int(remaining * 1000) + 1)
     if not ready:
         raise PqError(late, lost=True)
     return ready[0][1]

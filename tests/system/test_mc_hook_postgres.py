@@ -2,8 +2,8 @@
 libpq): it loads none of psycopg, click, pydantic or asyncio, and it answers exactly as the
 click verb does (stdout, stderr, exit code) for a free, held, expired and missing task, with and
 without --json, through --db and $ALAI_MC_URL, and for a missing table, a dead server, a frozen
-server, a table lock nobody lets go and a password file others can read; and it ends, exit 3,
-when the backend freezes mid-query (where the click verb waits)."""
+server, a table lock nobody lets go, a server shut down mid-query and a password file others can
+read; and it ends, exit 3, when the backend freezes mid-query (where the click verb waits)."""
 
 from __future__ import annotations
 
