@@ -2,7 +2,10 @@
 ``$ALAI_MC_URL``): the same output, exit codes and stderr texts as the click verb in
 ``fleet.mc_cli`` (which the tests run on both backends), in a fraction of its cold start: no
 click, no pydantic, no asyncio, no psycopg. One libpq connection (``shared.pq_oneshot``), one
-read, reconnects with backoff for the hook budget (3 s), like ``shared.mc_postgres``.
+read, reconnects with backoff for the hook budget (3 s), like ``shared.mc_postgres``. Every wait
+has a deadline: a connection 3 s, the query 3 s on the server (statement_timeout, as the click
+verb) and 4 s on this side, so a server or backend that stops answering (frozen VM, SIGSTOP)
+fails as a lost store (exit 3) instead of holding the hook.
 
 Anything else (a SQLite target, ``--config``, an option or argument it does not know, no
 libpq on the machine) goes to the click verb unchanged, so this path only ever answers
@@ -33,6 +36,10 @@ __all__ = ["claim_status_main"]
 EX_NO_TASK, EX_STORE, EX_CONFIG = 2, 3, 78  # shared.exitcodes.ExitCode (not imported: enum)
 RETRY_S = 3.0  # shared.mission_control.open_store(hook=True)
 CONNECT_TIMEOUT_S = 3  # shared.mc_postgres.PostgresMissionControl's default
+STATEMENT_TIMEOUT_MS = 3000  # shared.mc_postgres: max(1000, retry_s * 1000) for the hook budget
+#: a query's deadline on this side: past the server's own cancel (which says what the click
+#: verb says), it only fires when the server cannot answer at all (a frozen backend)
+QUERY_TIMEOUT_S = STATEMENT_TIMEOUT_MS / 1000 + 1.0
 _BIGINT_MAX = 2**63 - 1
 _SQL = "SELECT lease_holder, lease_until FROM tasks WHERE id = $1"
 #: SQLSTATE classes psycopg raises as OperationalError (its transient kind)
@@ -103,15 +110,22 @@ def _read(url: str, shown: str, task_id: int) -> tuple[str | None, datetime | No
     password = read_password(None) or ""
     lib = load_libpq()
     assert lib is not None
-    params = {"dbname": url, "connect_timeout": str(CONNECT_TIMEOUT_S), **CONNECT_OPTIONS}
-    params["client_encoding"] = "UTF8"
+    params = {"dbname": url, **CONNECT_OPTIONS, "client_encoding": "UTF8"}
+    params["options"] += f" -c statement_timeout={STATEMENT_TIMEOUT_MS}"
     if password:
         params["password"] = password
     deadline = time.monotonic() + RETRY_S
     failures = 0
     while True:
         try:
-            row = fetch_one(lib, params, _SQL, [str(task_id)])
+            row = fetch_one(
+                lib,
+                params,
+                _SQL,
+                [str(task_id)],
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+                query_timeout_s=QUERY_TIMEOUT_S,
+            )
             if row is None:
                 raise _Exit(EX_NO_TASK, f"error: no such task: {task_id}")
             try:

@@ -1,21 +1,26 @@
 """The hook fast path of `fleet mc claim-status` against a real Postgres (fleet/mc_hook.py over
 libpq): it loads none of psycopg, click, pydantic or asyncio, and it answers exactly as the
 click verb does (stdout, stderr, exit code) for a free, held, expired and missing task, with and
-without --json, through --db and $ALAI_MC_URL, and for a missing table, a dead server and a
-password file others can read."""
+without --json, through --db and $ALAI_MC_URL, and for a missing table, a dead server, a frozen
+server, a table lock nobody lets go, a server shut down mid-query and a password file others can
+read; and it ends, exit 3, when the backend freezes mid-query (where the click verb waits)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from shared.mission_control import McTarget, open_store
-from tests.conftest import free_port
+from tests.conftest import FLEET_BIN, free_port
 from tests.pg_support import PgDatabase
 
 pytestmark = pytest.mark.system
@@ -130,3 +135,145 @@ def test_forms_the_fast_path_does_not_know_go_to_click(
         code, _, err, probe = run(FAST, env, tmp_path, *args)
         assert code == 64 and "Usage:" in err, (args, err)
         assert "'click'" in probe, probe
+
+
+def postmaster_pid(pg: PgDatabase) -> int:
+    return int((pg.server.data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def test_a_frozen_postmaster_fails_the_hook_path_as_the_click_verb(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The server accepts TCP (the kernel's backlog) but never answers the startup packet
+    (its postmaster SIGSTOPped, a frozen VM): each connection attempt ends at its 3 s
+    timeout, and both paths exit 3 with the same text after their reconnects."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    pid = postmaster_pid(seeded)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        code, out, err = both(env, tmp_path, "1", "--db", seeded.url)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (code, out) == (3, ""), err
+    assert err.startswith("error: mission control store unavailable: "), err
+    assert "connection timeout expired (gave up after" in err, err
+    assert both(env, tmp_path, "1", "--db", seeded.url) == (0, "available\n", "")
+
+
+def test_a_table_lock_never_let_go_fails_the_hook_path_as_the_click_verb(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A session holds ``LOCK TABLE tasks`` open (a migration, an operator's psql): the
+    server cancels each read after the hook's statement_timeout (3 s) on both paths, and the
+    fast path's own deadline (later) does not fire first: same exit 3, same text."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    with psycopg.connect(seeded.dsn) as locker:  # not autocommit: the lock stays
+        locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        code, out, err = both(env, tmp_path, "1", "--db", seeded.url)
+        locker.rollback()
+    assert (code, out) == (3, ""), err
+    assert "canceling statement due to statement timeout (gave up after" in err, err
+
+
+def test_a_backend_frozen_mid_query_ends_claim_status_as_a_lost_store(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every backend that serves `fleet mc claim-status` is SIGSTOPped while it runs the
+    query (caught waiting on a table lock, so it is mid-query; then frozen, no server timeout
+    can fire): the hook must end, exit 3 naming its deadline, after its reconnects, and
+    answer again once the server is back."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    frozen: list[int] = []
+    with psycopg.connect(seeded.dsn) as locker:  # not autocommit: the lock stays
+        locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        hook = subprocess.Popen(
+            [str(FLEET_BIN), "mc", "claim-status", "1", "--db", seeded.url],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with psycopg.connect(seeded.dsn, autocommit=True) as watcher:
+                deadline = time.monotonic() + 30
+                while hook.poll() is None:
+                    assert time.monotonic() < deadline, "claim-status still waiting after 30 s"
+                    rows = watcher.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                        " AND application_name = 'alai-fleet' AND wait_event_type = 'Lock'",
+                        (seeded.name,),
+                    ).fetchall()
+                    for (pid,) in rows:
+                        if pid not in frozen:
+                            os.kill(pid, signal.SIGSTOP)
+                            frozen.append(pid)
+                    time.sleep(0.01)
+            out, err = hook.communicate(timeout=30)
+        finally:
+            if hook.poll() is None:
+                hook.kill()
+                hook.communicate()
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        locker.rollback()
+    assert frozen, "no backend was caught mid-query"
+    assert (hook.returncode, out) == (3, ""), err
+    assert err.startswith("error: mission control store unavailable: "), err
+    assert "no answer from the server within 4 s (gave up after" in err, err
+    assert seeded.server.password not in err
+    assert both(env, tmp_path, "1", "--db", seeded.url) == (0, "available\n", "")
+
+
+def test_a_server_shut_down_mid_query_fails_the_hook_path_as_the_click_verb(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Both paths wait on a table lock when the server shuts down at once (``-m immediate``:
+    it sends each client a WARNING first). Both exit 3 with the same single line: the
+    server's warning is not printed (libpq's default notice processor would)."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    args = ["mc", "claim-status", "1", "--db", seeded.url]
+    locker = psycopg.connect(seeded.dsn)  # not autocommit: the lock stays until the shutdown
+    locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for code in (FAST, CLICK)
+    ]
+    try:
+        with psycopg.connect(seeded.dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while len(
+                watcher.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                    " AND application_name = 'alai-fleet' AND wait_event_type = 'Lock'",
+                    (seeded.name,),
+                ).fetchall()
+            ) < len(procs):
+                assert time.monotonic() < deadline, "the two reads never reached the lock"
+                time.sleep(0.01)
+        seeded.server.stop("immediate")
+        (fast_out, fast_err), (slow_out, slow_err) = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        locker.close()
+        seeded.server.ensure_running()
+    fast_lines = fast_err.splitlines()
+    assert fast_lines.pop() == "LOADED []", fast_err
+    assert [p.returncode for p in procs] == [3, 3], (fast_err, slow_err)
+    assert (fast_out, slow_out) == ("", "")
+    assert len(fast_lines) == 1, fast_err
+    assert fast_lines[0].startswith("error: mission control store unavailable: "), fast_err
+    assert ATTEMPTS.sub("N", fast_lines[0] + "\n") == ATTEMPTS.sub("N", slow_err), (
+        fast_err,
+        slow_err,
+    )
