@@ -6,6 +6,10 @@ commit time. Two standbys read the same replicas in the same run:
   follow when the primary's /health stops answering);
 - raw `litestream restore -f` followers, one per DB, at today's P0 interval (1 s).
 
+Both start after the primary has been writing for ``--head-start`` seconds (30), as a standby
+starts beside a running primary, so the window shows the steady state (the whole run, start-up
+included, is printed too).
+
 Each client reaches Azurite through its own counting forwarder, so the primary's PUTs and each
 standby's LISTs are counted apart (the request lines Azurite's debug log shows). It reports
 staleness during the window, CPU per component, LIST/PUT counts extrapolated to a day against
@@ -186,11 +190,16 @@ def run(args: argparse.Namespace) -> None:
             conn.close()
         primary.start_replicate()
         primary.start_writer(rate_per_s=10, max_s=window_s + 900, only=active)
+        head_start = 5.0 if args.quick else args.head_start
         print(
             f"drill: {n_active} P0 DBs at 10 tx/s + {args.idle} idle, abs on Azurite, "
-            f"window {window_s:g}s, primary sync-interval 1s; raw followers at {RAW_INTERVAL}",
+            f"window {window_s:g}s, primary sync-interval 1s, writing {head_start:g}s before "
+            f"the standbys start; raw followers at {RAW_INTERVAL}",
             flush=True,
         )
+        # A standby starts beside a primary that has been running: its first listings then
+        # hold the DBs' recent uploads (how restore-loop learns a busy DB's upload rate).
+        time.sleep(head_start)
         fleet_root = work / "forge"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "NOTIFY_"))}
         env.update(
@@ -477,6 +486,12 @@ def main() -> None:
     parser.add_argument("--dbs", type=int, default=None, help="P0 DBs written (17)")
     parser.add_argument("--idle", type=int, default=0, help="P0 DBs never written (0)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--head-start",
+        type=float,
+        default=30.0,
+        help="seconds the primary writes before the standbys start (30; --quick 5)",
+    )
     run(parser.parse_args())
 
 

@@ -54,6 +54,8 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
         self.fencing = Fencing(ctx.config.role_file, self.paths.fence, self.clock)
         self.check_schedule = CheckSchedule(self.section.check_interval_s)
         self._first_cycle = True
+        #: the status document last written, and when (``status_doc.worth_writing``)
+        self._last_status: tuple[dict[str, Any] | None, float] = (None, 0.0)
         self._previous_txids: dict[str, int] = {}
         self._watcher: asyncio.Task[None] | None = None
         metrics = self.own_metrics()
@@ -147,8 +149,15 @@ class RestoreLoop(Daemon[RestoreLoopSection]):
         self.m_followers.set(running(self.dbs.values()))
 
     async def _write_status(self) -> None:
-        if not self.ctx.dry_run:
-            await asyncio.to_thread(self.paths.write_status, self._status_doc())
+        if self.ctx.dry_run:
+            return
+        doc = self._status_doc()
+        last, written_at = self._last_status
+        if status_doc.worth_writing(
+            last, doc, written_at=written_at, every_s=self.section.check_interval_s
+        ):
+            await asyncio.to_thread(self.paths.write_status, doc)
+            self._last_status = (doc, doc["updated_at"])
 
     # fence watcher ---------------------------------------------------------------------------
     async def _watch_fence(self) -> None:

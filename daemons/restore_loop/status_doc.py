@@ -24,6 +24,7 @@ __all__ = [
     "previous_incidents",
     "previous_txids",
     "status_document",
+    "worth_writing",
 ]
 
 
@@ -139,3 +140,17 @@ def leftover_followers(status: dict[str, Any], own_pid: int) -> list[LeftoverFol
             continue
         out.append(LeftoverFollower(pid, output, row.get("db")))
     return out
+
+
+def worth_writing(
+    previous: dict[str, Any] | None, doc: dict[str, Any], *, written_at: float, every_s: float
+) -> bool:
+    """Whether ``doc`` must be written: something in it changed since ``previous`` (the last
+    one written: a follower's pid, a fence acknowledgement, a check's figures), or
+    ``every_s`` passed since then (``updated_at`` says the daemon is alive). Between checks
+    nothing changes, and a write is an fsync'd file every tick."""
+    if previous is None or doc["updated_at"] - written_at >= every_s:
+        return True
+    return {k: v for k, v in previous.items() if k != "updated_at"} != {
+        k: v for k, v in doc.items() if k != "updated_at"
+    }

@@ -18,6 +18,7 @@ from daemons.restore_loop.status_doc import (
     previous_incidents,
     previous_txids,
     status_document,
+    worth_writing,
 )
 
 T0 = 1_800_000_000.0
@@ -158,3 +159,16 @@ def test_what_the_next_run_takes_back() -> None:
     empty: dict[str, Any] = {}
     assert previous_txids(empty) == {} and previous_incidents(empty) == []
     assert leftover_followers({"databases": None}, own_pid=1) == []
+
+
+def test_the_status_is_written_when_it_changes_or_once_a_check_interval() -> None:
+    def doc(at: float, pid: int = 100, ack: str | None = None) -> dict[str, object]:
+        row = {"db": "alpha", "tier": "P0", "follower_pid": pid, "local_txid": 7}
+        return {"updated_at": at, "fence_ack": ack, "databases": [row]}
+
+    first = doc(1000.0)
+    assert worth_writing(None, first, written_at=0.0, every_s=10.0)
+    assert not worth_writing(first, doc(1002.0), written_at=1000.0, every_s=10.0)  # a tick
+    assert worth_writing(first, doc(1010.0), written_at=1000.0, every_s=10.0)  # alive
+    assert worth_writing(first, doc(1002.0, pid=101), written_at=1000.0, every_s=10.0)
+    assert worth_writing(first, doc(1000.5, ack="f1"), written_at=1000.0, every_s=10.0)
