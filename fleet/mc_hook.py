@@ -3,9 +3,9 @@
 ``fleet.mc_cli`` (which the tests run on both backends), in a fraction of its cold start: no
 click, no pydantic, no asyncio, no psycopg. One libpq connection (``shared.pq_oneshot``), one
 read, reconnects with backoff for the hook budget (3 s), like ``shared.mc_postgres``. Every wait
-has a deadline: a connection 3 s, the query 3 s on the server (statement_timeout, as the click
-verb) and 4 s on this side, so a server or backend that stops answering (frozen VM, SIGSTOP)
-fails as a lost store (exit 3) instead of holding the hook.
+has a deadline: a connection 3 s, the query 3 s on the server (statement_timeout) and 4 s on
+this side (both as the click verb), so a server or backend that stops answering (frozen VM,
+SIGSTOP) fails as a lost store (exit 3) instead of holding the hook.
 
 Anything else (a SQLite target, ``--config``, an option or argument it does not know, no
 libpq on the machine) goes to the click verb unchanged, so this path only ever answers
