@@ -150,7 +150,7 @@ class _BoundedConnection(psycopg.Connection[TupleRow]):
             return super().wait(gen, interval, timeout)
         try:
             return super().wait(gen, interval, self.deadline_s)
-        except _WaitTimeout:
+        except _WaitTimeout:  # what psycopg 3.3's Connection.wait(timeout=) raises
             self.pgconn.nonblocking = 1
             self.close()
             raise NoAnswer(no_answer_text(self.deadline_s)) from None
