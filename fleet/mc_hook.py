@@ -3,9 +3,9 @@
 ``fleet.mc_cli`` (which the tests run on both backends), in a fraction of its cold start: no
 click, no pydantic, no asyncio, no psycopg. One libpq connection (``shared.pq_oneshot``), one
 read, reconnects with backoff for the hook budget (3 s), like ``shared.mc_postgres``. Every wait
-has a deadline: a connection 3 s, the query 3 s on the server (statement_timeout, as the click
-verb) and 4 s on this side, so a server or backend that stops answering (frozen VM, SIGSTOP)
-fails as a lost store (exit 3) instead of holding the hook.
+has a deadline: a connection 3 s, the query 3 s on the server (statement_timeout) and 4 s on
+this side (both as the click verb), so a server or backend that stops answering (frozen VM,
+SIGSTOP) fails as a lost store (exit 3) instead of holding the hook.
 
 Anything else (a SQLite target, ``--config``, an option or argument it does not know, no
 libpq on the machine) goes to the click verb unchanged, so this path only ever answers
@@ -28,7 +28,14 @@ from shared.mc_target import (
     is_postgres_url,
     read_password,
 )
-from shared.pq_oneshot import PqError, decode_text, decode_timestamptz, fetch_one, load_libpq
+from shared.pq_oneshot import (
+    QUERY_DEADLINE_MARGIN_S,
+    PqError,
+    decode_text,
+    decode_timestamptz,
+    fetch_one,
+    load_libpq,
+)
 from shared.timestamps import format_iso
 
 __all__ = ["claim_status_main"]
@@ -37,9 +44,9 @@ EX_NO_TASK, EX_STORE, EX_CONFIG = 2, 3, 78  # shared.exitcodes.ExitCode (not imp
 RETRY_S = 3.0  # shared.mission_control.open_store(hook=True)
 CONNECT_TIMEOUT_S = 3  # shared.mc_postgres.PostgresMissionControl's default
 STATEMENT_TIMEOUT_MS = 3000  # shared.mc_postgres: max(1000, retry_s * 1000) for the hook budget
-#: a query's deadline on this side: past the server's own cancel (which says what the click
-#: verb says), it only fires when the server cannot answer at all (a frozen backend)
-QUERY_TIMEOUT_S = STATEMENT_TIMEOUT_MS / 1000 + 1.0
+#: a query's deadline on this side (the click verb's too): past the server's own cancel (which
+#: says what the click verb says), it only fires when the server cannot answer at all
+QUERY_TIMEOUT_S = STATEMENT_TIMEOUT_MS / 1000 + QUERY_DEADLINE_MARGIN_S
 _BIGINT_MAX = 2**63 - 1
 _SQL = "SELECT lease_holder, lease_until FROM tasks WHERE id = $1"
 #: SQLSTATE classes psycopg raises as OperationalError (its transient kind)

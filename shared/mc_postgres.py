@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.abc import RV, PQGen
+from psycopg.errors import _WaitTimeout
+from psycopg.rows import TupleRow
 
 from shared.backoff import backoff_delay
 from shared.clock import Clock
@@ -41,11 +44,19 @@ from shared.leases import (
     holder_of,
 )
 from shared.mc_target import CONNECT_OPTIONS, read_password, redact_url
+from shared.pq_oneshot import QUERY_DEADLINE_MARGIN_S, no_answer_text
 from shared.schema_contract import ContractReport
 from shared.sqlite import StoreError
 from shared.timestamps import format_sql_ts
 
-__all__ = ["FLEET_COLUMNS", "SCHEMA", "PostgresMissionControl", "is_transient", "shutdown_socket"]
+__all__ = [
+    "FLEET_COLUMNS",
+    "SCHEMA",
+    "NoAnswer",
+    "PostgresMissionControl",
+    "is_transient",
+    "shutdown_socket",
+]
 
 _T = TypeVar("_T")
 
@@ -120,6 +131,31 @@ def shutdown_socket(conn: psycopg.Connection[Any]) -> None:
             sock.close()
 
 
+class NoAnswer(psycopg.OperationalError):
+    """A statement past its client-side deadline: the connection is lost (transient)."""
+
+
+class _BoundedConnection(psycopg.Connection[TupleRow]):
+    """A connection whose every wait on the server (a statement's round trip, a commit) ends
+    at ``deadline_s``, through psycopg's own wait timeout (no signal: any thread). Past it the
+    connection is abandoned (closed: psycopg's connections are non-blocking, so libpq's
+    goodbye cannot wait on the server either) and the call raises NoAnswer. For one-shot CLI
+    processes (the hook verbs): a backend frozen mid-query (SIGSTOP, a frozen VM) keeps the
+    TCP connection and answers nothing, so neither statement_timeout nor keepalives end it."""
+
+    deadline_s: float | None = None
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        if self.deadline_s is None or timeout is not None:
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, self.deadline_s)
+        except _WaitTimeout:  # what psycopg 3.3's Connection.wait(timeout=) raises
+            self.pgconn.nonblocking = 1
+            self.close()
+            raise NoAnswer(no_answer_text(self.deadline_s)) from None
+
+
 def _reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
@@ -144,6 +180,7 @@ class PostgresMissionControl:
         connect_timeout_s: int = 3,
         statement_timeout_ms: int | None = None,
         server_time: bool | None = None,
+        client_deadline: bool = False,
     ) -> None:
         self.url = url
         self.shown = redact_url(url)
@@ -160,6 +197,12 @@ class PostgresMissionControl:
             statement_timeout_ms
             if statement_timeout_ms is not None
             else max(1000, int(retry_s * 1000))
+        )
+        # One-shot CLI processes only (the hook verbs; daemons bound a stuck call with the lock
+        # wait below and shutdown_socket): each wait on the server also ends on this side,
+        # just past the server's own cancel, so a backend frozen mid-query is a lost connection.
+        self._query_deadline_s = (
+            self._statement_timeout_ms / 1000 + QUERY_DEADLINE_MARGIN_S if client_deadline else None
         )
         self._conn: psycopg.Connection[Any] | None = None
         # One call at a time on the connection. A call stuck on a backend that holds the TCP
@@ -202,7 +245,11 @@ class PostgresMissionControl:
         }
         if self._password:
             kwargs["password"] = self._password
-        return psycopg.connect(self.url, **kwargs)
+        if self._query_deadline_s is None:
+            return psycopg.connect(self.url, **kwargs)
+        conn = _BoundedConnection.connect(self.url, **kwargs)
+        conn.deadline_s = self._query_deadline_s
+        return conn
 
     def open(self) -> PostgresMissionControl:
         """With ``create``: connect now and create the table if there is none. Without (the

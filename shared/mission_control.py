@@ -105,8 +105,10 @@ def open_store(
     task_defaults: Mapping[str, object] | None = None,
     hook: bool = False,
 ) -> LeaseStore:
-    """An opened store for ``target``. ``hook``: the pre-tool-hook budget (fail in seconds:
-    1 s busy wait x 3 tries on SQLite, 3 s of reconnects on Postgres). Raises StoreError,
+    """An opened store for ``target``. ``hook``: the pre-tool-hook budget of a one-shot CLI
+    process (fail in seconds: 1 s busy wait x 3 tries on SQLite; on Postgres 3 s of
+    reconnects, each statement bounded on this side too: a frozen backend is a lost
+    connection, `no answer from the server within 4 s`). Raises StoreError,
     McTargetError (a bad password file: exit 78 in the CLI) or
     MissingColumns."""
     if target.url is not None:
@@ -119,6 +121,7 @@ def open_store(
             create=create,
             migrate=migrate,
             retry_s=3.0 if hook else 10.0,
+            client_deadline=hook,
         )
         return pg.open()
     assert target.path is not None

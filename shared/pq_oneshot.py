@@ -28,11 +28,13 @@ from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "CONNECT_TIMEOUT_TEXT",
+    "QUERY_DEADLINE_MARGIN_S",
     "PqError",
     "decode_text",
     "decode_timestamptz",
     "fetch_one",
     "load_libpq",
+    "no_answer_text",
 ]
 
 _CONNECTION_OK, _CONNECTION_BAD = 0, 1
@@ -40,6 +42,10 @@ _POLLING_FAILED, _POLLING_READING, _POLLING_WRITING, _POLLING_OK = 0, 1, 2, 3
 _PGRES_TUPLES_OK = 2
 #: psycopg's words for a connection attempt past its connect_timeout (the click verb's text)
 CONNECT_TIMEOUT_TEXT = "connection timeout expired"
+#: a statement's deadline on the client is the server's statement_timeout plus this: a live
+#: server cancels the statement itself first (and says so); only a server that cannot answer
+#: at all (a backend frozen mid-query) reaches it. The click verbs use it too (mc_postgres).
+QUERY_DEADLINE_MARGIN_S = 1.0
 _DIAG_SQLSTATE = ord("C")
 _DIAG_MESSAGE_PRIMARY = ord("M")
 _SEVERITY = re.compile(r"^(?:DEBUG|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC):\s+")
@@ -117,6 +123,11 @@ def load_libpq() -> ctypes.CDLL | None:
     return _lib
 
 
+def no_answer_text(timeout_s: float) -> str:
+    """What a statement past its client-side deadline fails with, on both paths."""
+    return f"no answer from the server within {timeout_s:g} s"
+
+
 def _clean(raw: bytes | None) -> str:
     text = (raw or b"").decode("utf-8", "replace")
     return _SEVERITY.sub("", text).strip() or "no error details available"
@@ -172,7 +183,7 @@ def _execute(
     """Send ``sql`` and collect its result as PQexecParams would (the last one, None when
     nothing could be sent), without blocking past ``timeout_s`` on a server that stops
     answering (non-blocking connection: PQfinish cannot block on it either)."""
-    late = f"no answer from the server within {timeout_s:g} s"
+    late = no_answer_text(timeout_s)
     deadline = time.monotonic() + timeout_s
     encoded = [a.encode() for a in args]
     lib.PQsetnonblocking(conn, 1)

@@ -3,7 +3,8 @@ libpq): it loads none of psycopg, click, pydantic or asyncio, and it answers exa
 click verb does (stdout, stderr, exit code) for a free, held, expired and missing task, with and
 without --json, through --db and $ALAI_MC_URL, and for a missing table, a dead server, a frozen
 server, a table lock nobody lets go, a server shut down mid-query and a password file others can
-read; and it ends, exit 3, when the backend freezes mid-query (where the click verb waits)."""
+read; and both end, exit 3 with the same text, when the backend freezes mid-query (as do
+claim, claim-extend and claim-release, which share the click verb's store)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 
 from shared.mission_control import McTarget, open_store
-from tests.conftest import FLEET_BIN, free_port
+from tests.conftest import FLEET_BIN, free_port, run_fleet
 from tests.pg_support import PgDatabase
 
 pytestmark = pytest.mark.system
@@ -175,54 +176,102 @@ def test_a_table_lock_never_let_go_fails_the_hook_path_as_the_click_verb(
     assert "canceling statement due to statement timeout (gave up after" in err, err
 
 
-def test_a_backend_frozen_mid_query_ends_claim_status_as_a_lost_store(
-    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
-) -> None:
-    """Every backend that serves `fleet mc claim-status` is SIGSTOPped while it runs the
-    query (caught waiting on a table lock, so it is mid-query; then frozen, no server timeout
-    can fire): the hook must end, exit 3 naming its deadline, after its reconnects, and
-    answer again once the server is back."""
-    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+#: what a call on a backend frozen mid-query ends with, on every path (exit 3)
+FROZEN = "no answer from the server within 4 s (gave up after"
+#: every fleet backend waiting on a lock: mid-query (then frozen, no server timeout can fire)
+LOCK_WAITERS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+    " AND application_name = 'alai-fleet' AND wait_event_type = 'Lock'"
+)
+
+
+def run_frozen(
+    pg: PgDatabase, env: dict[str, str], cwd: Path, commands: list[list[str]]
+) -> list[tuple[int, str, str]]:
+    """Run ``commands`` at once while a session holds ``LOCK TABLE tasks`` and every backend
+    that serves them is SIGSTOPped while it waits on that lock (each reconnect's too); each
+    must end within 30 s. Returns (exit code, stdout, stderr) per command; the frozen
+    backends are terminated and continued after."""
     frozen: list[int] = []
-    with psycopg.connect(seeded.dsn) as locker:  # not autocommit: the lock stays
+    with psycopg.connect(pg.dsn) as locker:  # not autocommit: the lock stays
         locker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-        hook = subprocess.Popen(
-            [str(FLEET_BIN), "mc", "claim-status", "1", "--db", seeded.url],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        procs = [
+            subprocess.Popen(
+                cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for cmd in commands
+        ]
         try:
-            with psycopg.connect(seeded.dsn, autocommit=True) as watcher:
+            with psycopg.connect(pg.dsn, autocommit=True) as watcher:
                 deadline = time.monotonic() + 30
-                while hook.poll() is None:
-                    assert time.monotonic() < deadline, "claim-status still waiting after 30 s"
-                    rows = watcher.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-                        " AND application_name = 'alai-fleet' AND wait_event_type = 'Lock'",
-                        (seeded.name,),
-                    ).fetchall()
-                    for (pid,) in rows:
+                while any(p.poll() is None for p in procs):
+                    assert time.monotonic() < deadline, "a verb still waiting after 30 s"
+                    for (pid,) in watcher.execute(LOCK_WAITERS, (pg.name,)).fetchall():
                         if pid not in frozen:
                             os.kill(pid, signal.SIGSTOP)
                             frozen.append(pid)
                     time.sleep(0.01)
-            out, err = hook.communicate(timeout=30)
+            results = [(p.returncode, *p.communicate(timeout=30)) for p in procs]
         finally:
-            if hook.poll() is None:
-                hook.kill()
-                hook.communicate()
-            for pid in frozen:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
+            for pid in frozen:  # ended first: no frozen write may complete once resumed
+                os.kill(pid, signal.SIGTERM)
                 os.kill(pid, signal.SIGCONT)
         locker.rollback()
-    assert frozen, "no backend was caught mid-query"
-    assert (hook.returncode, out) == (3, ""), err
-    assert err.startswith("error: mission control store unavailable: "), err
-    assert "no answer from the server within 4 s (gave up after" in err, err
-    assert seeded.server.password not in err
+    assert len(frozen) >= len(commands), "not every verb was caught mid-query"
+    return results
+
+
+def test_a_backend_frozen_mid_query_ends_claim_status_as_a_lost_store_on_both_paths(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every backend that serves `fleet mc claim-status` (the hook fast path and the click
+    verb) is SIGSTOPped mid-query: both must end, exit 3 naming the deadline after their
+    reconnects, with the same text (the click verb waited forever), and answer again once
+    the server is back."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    args = ["mc", "claim-status", "1", "--db", seeded.url]
+    fast, slow = run_frozen(
+        seeded, env, tmp_path, [[sys.executable, "-c", code, *args] for code in (FAST, CLICK)]
+    )
+    fast_lines = fast[2].splitlines()
+    assert fast_lines.pop() == "LOADED []", fast
+    assert (fast[:2], slow[:2]) == ((3, ""), (3, "")), (fast, slow)
+    assert fast_lines[0].startswith("error: mission control store unavailable: "), fast
+    assert FROZEN in fast_lines[0], fast
+    assert ATTEMPTS.sub("N", "\n".join(fast_lines) + "\n") == ATTEMPTS.sub("N", slow[2]), (
+        fast,
+        slow,
+    )
+    assert seeded.server.password not in fast[2] + slow[2]
     assert both(env, tmp_path, "1", "--db", seeded.url) == (0, "available\n", "")
+
+
+def test_a_backend_frozen_mid_query_ends_the_lease_changing_verbs_as_a_lost_store(
+    seeded: PgDatabase, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`fleet mc claim`, `claim-extend` and `claim-release` (the click verbs, run before
+    every write) on backends SIGSTOPped mid-statement: each ends, exit 3 with the fast path's
+    text, never the URL's password (they waited forever), and works once the server is back."""
+    env = {**fleet_env, "ALAI_MC_PASSWORD_FILE": str(seeded.password_file)}
+    who = ["--actor", "john", "--session", "s2", "--db", seeded.url]
+    verbs = [["claim", "1"], ["claim-extend", "2"], ["claim-release", "2"]]
+    results = run_frozen(
+        seeded, env, tmp_path, [[str(FLEET_BIN), "mc", *verb, *who] for verb in verbs]
+    )
+    shown = McTarget(url=seeded.url).shown()
+    for verb, (code, out, err) in zip(verbs, results, strict=True):
+        assert (code, out) == (3, ""), (verb, err)
+        assert ATTEMPTS.sub("N attempts", err) == (
+            f"error: mission control store unavailable: {shown}: {FROZEN} N attempts)\n"
+        ), (verb, err)
+        assert seeded.server.password not in err, verb
+    for verb in verbs:
+        r = run_fleet(["mc", *verb, *who], env, tmp_path)
+        assert r.returncode == 0, (verb, r.stderr)
 
 
 def test_a_server_shut_down_mid_query_fails_the_hook_path_as_the_click_verb(
