@@ -222,6 +222,15 @@ class Litestream:
         self.log = log
         self.env = env
 
+    def child_env(self) -> dict[str, str]:
+        """The children's environment: ours (or ``env``), with Go's scheduler on one CPU
+        unless GOMAXPROCS is set. A follower polls and applies small files, a listing is one
+        request: the runtime's idle threads on every core cost more CPU than they save
+        (bench/restore.py; set GOMAXPROCS in fleet.env to change it)."""
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("GOMAXPROCS", "1")
+        return env
+
     async def _spawn(self, args: list[str]) -> asyncio.subprocess.Process:
         try:
             return await asyncio.create_subprocess_exec(
@@ -230,7 +239,7 @@ class Litestream:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self.env,
+                env=self.child_env(),
                 preexec_fn=_PREEXEC,
             )
         except OSError as exc:

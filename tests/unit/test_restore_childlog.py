@@ -1,10 +1,12 @@
-"""A follower's output in the daemon's log: errors and warnings always reach it; the progress
-line litestream prints for every LTX file it applies is logged at debug, and with debug off it is
-only kept in the tail (not parsed: ~1 line a second per busy DB)."""
+"""How restore-loop runs litestream's children: their environment (Go on one CPU), and their
+output in the daemon's log: errors and warnings always reach it; the progress line litestream
+prints for every LTX file it applies is logged at debug, and with debug off it is only kept in
+the tail (not parsed: ~1 line a second per busy DB)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,3 +64,13 @@ def test_progress_lines_are_logged_at_debug_when_debug_is_on() -> None:
     assert [(e["method"], e["msg"], e["txid"]) for e in seen] == [
         ("debug", "follow: applied updates", "000000000000002a")
     ]
+
+
+def test_children_run_go_on_one_cpu_unless_gomaxprocs_is_set(tmp_path: Path) -> None:
+    binary, config = tmp_path / "litestream", tmp_path / "litestream.yml"
+    ls = litestream.Litestream(binary, config, call_timeout_s=5, log=None, env={"HOME": "/h"})
+    assert ls.child_env() == {"HOME": "/h", "GOMAXPROCS": "1"}
+    mine = litestream.Litestream(
+        binary, config, call_timeout_s=5, log=None, env={"GOMAXPROCS": "4"}
+    )
+    assert mine.child_env()["GOMAXPROCS"] == "4"  # the operator's choice (fleet.env) wins
