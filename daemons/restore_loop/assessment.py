@@ -94,13 +94,16 @@ def needs_listing(
     from the follower's own progress. Listed: a copy that is not simply following (snapshot
     mode, restoring, failing), one never listed, one behind at the last listing that did not
     advance since (stuck?) or was listed a follow interval ago (falling behind?), and every copy
-    once per ``verify_s``."""
+    once per ``verify_s`` (a follower that applies the primary's fastest possible upload rate,
+    ``at_full_rate``, once per ``VERIFY_FULL_RATE_FACTOR`` of those)."""
     if copy.target.mode != "follow" or not following:
         return True
     if copy.listed_at is None or copy.replica is None or copy.replica.missing:
         return True
     if now - copy.listed_at >= verify_s:
-        return True
+        return not at_full_rate(copy, local_txid, now) or (
+            now - copy.listed_at >= VERIFY_FULL_RATE_FACTOR * verify_s
+        )
     newest = copy.replica.newest_txid
     behind = newest is not None and (local_txid is None or local_txid < newest)
     # Behind: list again when it did not advance (stuck?) or once a follow interval (falling
@@ -110,6 +113,24 @@ def needs_listing(
             now - copy.listed_at >= copy.target.follow_interval_s
         )
     return saturated(copy, local_txid, now, verify_s)
+
+
+VERIFY_FULL_RATE_FACTOR = 5
+
+
+def at_full_rate(copy: CopyState, local_txid: int | None, now: float) -> bool:
+    """A busy DB's follower that polls at least as often as the primary can upload (its floor
+    is at most the sync interval: one level-0 file per sync interval at most) and has applied
+    about that many files since its last progress mark: it cannot be falling behind, so its
+    verification listing can wait (each is a ``litestream ltx`` process, ~35 ms of CPU). When
+    it stops advancing (the DB went idle, the primary died, the follower stuck) it is listed
+    as usual."""
+    t, mark = copy.target, copy.rate_mark
+    if copy.floor_s is None or copy.floor_s > t.sync_interval_s or local_txid is None:
+        return False
+    if mark is None or now - mark[0] < 1.0:
+        return False
+    return local_txid - mark[1] >= 0.8 * (now - mark[0]) / t.sync_interval_s
 
 
 def saturated(copy: CopyState, local_txid: int | None, now: float, verify_s: float) -> bool:

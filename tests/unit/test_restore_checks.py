@@ -92,3 +92,26 @@ def test_a_follower_applying_a_file_every_poll_is_listed_to_learn_the_rate() -> 
     # An interval no floor could shorten (1 s at a 1 s sync interval): never.
     fast = RestoreTarget("a", "P0", Path("/db/a.db"), "follow", 1.0, 60.0, 60.0)
     assert not needs(CopyState(fast, replica=LISTED, listed_at=T0), 20, T0 + 10)
+
+
+def test_a_follower_applying_the_fastest_upload_rate_is_verified_less_often() -> None:
+    # Floored at 1 s with a 1 s sync interval: it polls as often as the primary can upload.
+    # Since its progress mark 10 s ago it applied 9 files: it cannot be falling behind, so the
+    # verification listing (one process, ~35 ms of CPU) waits up to 5 verify intervals.
+    def busy(local_then: int, floor_s: float | None = 1.0) -> CopyState:
+        return CopyState(
+            copy().target,
+            replica=LISTED,
+            listed_at=T0,
+            local_txid=local_then,
+            floor_s=floor_s,
+            rate_mark=(T0 + VERIFY - 10, local_then),
+        )
+
+    assert not needs(busy(100), 109, T0 + VERIFY)  # at full rate: the listing waits
+    assert needs(busy(100), 109, T0 + 5 * VERIFY)  # ... but not for ever
+    assert needs(busy(100), 101, T0 + VERIFY)  # slower than the primary could upload
+    assert needs(busy(100), 100, T0 + VERIFY)  # stopped: idle, primary gone or stuck
+    assert needs(busy(100, floor_s=None), 109, T0 + VERIFY)  # not floored: the budget's
+    slow_floor = busy(100, floor_s=3.6)  # polls slower than one sync interval
+    assert needs(slow_floor, 109, T0 + VERIFY)
