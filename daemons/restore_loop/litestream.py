@@ -225,8 +225,8 @@ class Litestream:
     def child_env(self) -> dict[str, str]:
         """The children's environment: ours (or ``env``), with Go's scheduler on one CPU
         unless GOMAXPROCS is set. A follower polls and applies small files, a listing is one
-        request: the runtime's idle threads on every core cost more CPU than they save
-        (bench/restore.py; set GOMAXPROCS in fleet.env to change it)."""
+        request: Go's scheduler on every core only adds CPU (a listing ~35 ms against ~43 ms;
+        docs/runbooks/restore-loop.md). Set GOMAXPROCS in fleet.env to change it."""
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("GOMAXPROCS", "1")
         return env
