@@ -134,9 +134,7 @@ class ReplicaChecker:
                 view = await self.list_replica(st, ls, check_round)
             except LitestreamError:
                 return
-            self._measure_writes(st, view)
-            st.replica_error, st.replica, st.replica_missing = "", view, view.missing
-            st.listed_at = self.clock()
+            self._record_listing(st, view)
             self._floor(st)
 
         await asyncio.gather(*(one(st) for st in states if st.target.mode == "follow"))
@@ -172,9 +170,7 @@ class ReplicaChecker:
             st.failures += 1
             st.replica_missing = exc.reason == "replica_missing"
         else:
-            self._measure_writes(st, view)
-            st.replica_error, st.replica, st.replica_missing = "", view, view.missing
-            st.listed_at = self.clock()
+            self._record_listing(st, view)
         reset = False
         if target.mode == "snapshot":
             reset = await self.snapshot_if_due(st, view, snapshots)
@@ -239,6 +235,12 @@ class ReplicaChecker:
             self.section.min_follow_interval_s,
         )
         self.floors(st, floor)
+
+    def _record_listing(self, st: DbState, view: ReplicaView) -> None:
+        """A successful listing: the DB's upload rate from it, and it is the copy's last."""
+        self._measure_writes(st, view)
+        st.replica_error, st.replica, st.replica_missing = "", view, view.missing
+        st.listed_at = self.clock()
 
     def _measure_writes(self, st: DbState, view: ReplicaView) -> None:
         """Replicated TXIDs a second (one per LTX file the primary uploads: a sync interval
