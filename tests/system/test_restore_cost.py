@@ -45,9 +45,11 @@ def child_interval(pid: int) -> str:
 
 @pytest.fixture
 def primary(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Replicating; each test starts the writer once its standby follows: a DB already busy
+    when the standby starts would be followed at its upload rate from the start (its first
+    listing shows the rate), and these tests need a slow follower."""
     p = Primary(tmp_path / "anvil", ["alpha", "beta"], tiers={"beta": "P1"}).create()
     p.start_replicate()
-    p.start_writer(rate_per_s=10)
     yield p
     p.close()
 
@@ -75,6 +77,7 @@ def test_fast_follow_when_the_primary_stops_answering(
     try:
         assert notify_socket.wait_for("READY=1", timeout=20)
         assert wait_until(lambda: standby.row("alpha").get("state") == "following", timeout=20)
+        primary.start_writer(rate_per_s=10)
         assert wait_until(lambda: metric(port, "fleet_restore_primary_up") == 1, timeout=10)
         # Healthy primary: slow intervals in effect, in the metric and in the child itself.
         assert metric(port, "fleet_restore_fast_follow") == 0
@@ -130,6 +133,7 @@ def test_promote_with_a_slow_follower_loses_no_more_than_a_fresh_restore(
     if not wait_until(lambda: standby.row("alpha").get("state") == "following", timeout=20):
         standby.stop()
         pytest.fail("restore-loop did not start following")
+    primary.start_writer(rate_per_s=10)
     # A fast follower beside it (raw `litestream restore -f`, 0.2 s): the comparison.
     fast = tmp_path / "fast.db"
     fast_follower = subprocess.Popen(
