@@ -21,6 +21,7 @@ from shared.config import FleetConfig
 from shared.config import load_config as load_shared
 from shared.manifest import DaemonManifest, WrittenDb, fenced_off
 from shared.roles import Role, RoleFileError, effective_role
+from shared.sections import empty_table
 
 __all__ = [
     "example_toml",
@@ -39,7 +40,8 @@ def _model(daemons: tuple[DaemonManifest, ...]) -> type[FleetConfig]:
         taken = m.section_name in FleetConfig.model_fields or hasattr(FleetConfig, m.section_name)
         if taken or m.section_name in fields:
             raise ValueError(f"daemon {m.name!r}: section [{m.section_name}] is already taken")
-        fields[m.section_name] = (m.section, Field(default_factory=m.section))
+        # An empty table the root validates (shared.config: no per-section validator built).
+        fields[m.section_name] = (m.section, Field(default_factory=empty_table))
     return create_model("RootConfig", __base__=FleetConfig, **fields)
 
 

@@ -49,6 +49,7 @@ from shared.sections import (
     NotifySection,
     SlackSection,
     default_host,
+    empty_table,
 )
 
 __all__ = [
@@ -111,13 +112,18 @@ class FleetConfig(BaseSettings):
         extra="forbid",
         case_sensitive=False,
         validate_default=True,
+        # Built at the first load (RootConfig), never for this base alone: a daemon process
+        # holds one compiled validator for the whole config, not one per model as well.
+        defer_build=True,
     )
 
-    fleet: FleetSection = Field(default_factory=FleetSection)
-    slack: SlackSection = Field(default_factory=SlackSection)
-    notify: NotifySection = Field(default_factory=NotifySection)
-    mission_control: MissionControlSection = Field(default_factory=MissionControlSection)
-    alerting: AlertingSection = Field(default_factory=AlertingSection)
+    # Defaults are empty tables validated by the root (validate_default): a section class is
+    # never instantiated on its own, so its own validator is never built (defer_build).
+    fleet: FleetSection = Field(default_factory=empty_table)
+    slack: SlackSection = Field(default_factory=empty_table)
+    notify: NotifySection = Field(default_factory=empty_table)
+    mission_control: MissionControlSection = Field(default_factory=empty_table)
+    alerting: AlertingSection = Field(default_factory=empty_table)
 
     # "<section>.<key>" of the *_file secrets this process was not given (secret_sections).
     _withheld: frozenset[str] = PrivateAttr(default=frozenset())

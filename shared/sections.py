@@ -61,12 +61,19 @@ __all__ = [
     "SettingsModel",
     "SlackSection",
     "default_host",
+    "empty_table",
 ]
 
 
 # Host layouts: where the operator-visible files go. The app's table (fleet/layout.py) says
 # which keys each one presets; keys set in the file or the environment win over it.
 Layout = Literal["default", "alai"]
+
+
+def empty_table() -> Any:
+    """The default of a nested model field: an empty table the enclosing model validates
+    (``validate_default``), so the nested model's own validator is never built."""
+    return {}
 
 
 def default_host() -> str:
@@ -76,9 +83,11 @@ def default_host() -> str:
 class SettingsModel(BaseModel):
     """Base of every config model: unknown keys are errors, floats must be finite, a key named
     as a duration (``*_ms``, ``*_s``, ``*_h``, ``*_days``; numbers or a table of them) holds at
-    most ten years, and no path holds a NUL character."""
+    most ten years, and no path holds a NUL character. Validators are built at first use
+    (``defer_build``): a daemon validates its config through the root model only, so a section's
+    own validator is never built in it (about 0.4 MiB of every daemon's RSS)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
     @field_validator("*")
     @classmethod

@@ -170,4 +170,5 @@ class BlueprintWatchdogSection(DaemonSection):
         return self
 
     def doc_types(self) -> tuple[DocType, ...]:
-        return doc_types_from_settings(self.model_dump())
+        # The fields as they are (lists, ints): no serializer built for a config model.
+        return doc_types_from_settings(dict(self))

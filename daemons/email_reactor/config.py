@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from shared.config_values import check_clock_time, check_http_url, check_regexes, check_timezone
-from shared.sections import DaemonSection, SettingsModel
+from shared.sections import DaemonSection, SettingsModel, empty_table
 
 __all__ = ["STATE_FILE_NAMES", "EmailReactorSection", "HeuristicRules", "SecurityRules"]
 
@@ -246,8 +246,9 @@ class EmailReactorSection(DaemonSection):
     )
     audit_max_bytes: int = Field(20_000_000, gt=0, description="rotate audit JSONL at this size")
     audit_keep: int = Field(10, ge=1, description="rotated audit files kept")
-    security: SecurityRules = Field(default_factory=SecurityRules)
-    heuristics: HeuristicRules = Field(default_factory=HeuristicRules)
+    # Empty tables validated with the section (validate_default; see shared.sections).
+    security: SecurityRules = Field(default_factory=empty_table)
+    heuristics: HeuristicRules = Field(default_factory=empty_table)
 
     @field_validator("digest_time")
     @classmethod

@@ -73,9 +73,10 @@ class OllamaHostSection(SettingsModel):
         return self.health_path or DEFAULT_HEALTH_PATHS[self.kind]
 
 
-def default_hosts() -> dict[str, OllamaHostSection]:
-    """A fresh machine watches one local Ollama; a dead one is reported, never fatal."""
-    return {"anvil": OllamaHostSection(url="http://127.0.0.1:11434", role="primary-infra")}
+def default_hosts() -> dict[str, Any]:
+    """A fresh machine watches one local Ollama; a dead one is reported, never fatal. A plain
+    table the section validates (validate_default), like a configured one."""
+    return {"anvil": {"url": "http://127.0.0.1:11434", "role": "primary-infra"}}
 
 
 class OllamaHealthSection(DaemonSection):
