@@ -1,9 +1,9 @@
 """The ``fleet`` console script. Hook-path verbs that must start in well under 200 ms (they
 run before every write an agent makes) are dispatched here, from the registry's stdlib-only fast
-paths; ``fleet run`` in its plain forms goes to ``fleet.run`` (a daemon process never imports
-click); everything else, and ``--help`` of those verbs too, goes to the click CLI in
-``fleet.cli``. This module must never import anything beyond the standard library (and
-``fleet.registry``, which is stdlib only) at top level.
+paths; ``fleet run`` in its plain forms goes to ``fleet.run`` and ``fleet units launchd-run`` to
+``fleet.launchd_run`` (a daemon process never imports click); everything else, and ``--help`` of
+those verbs too, goes to the click CLI in ``fleet.cli``. This module must never import anything
+beyond the standard library (and ``fleet.registry``, which is stdlib only) at top level.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         from fleet.run import fast_main  # a daemon starts without click (~1 MiB, issue 15)
 
         fast_main(args[1:])  # returns only when it leaves the words to click
+    if args[:2] == ["units", "launchd-run"]:
+        from fleet.launchd_run import fast_main as launchd_main  # the daemon of a launchd job
+
+        launchd_main(args[2:])  # returns only when it leaves the words to click
     from fleet.cli import main as cli_main
 
     cli_main(args)

@@ -381,31 +381,6 @@ def uninstall_cmd(
     raise SystemExit(code)
 
 
-def _launchd_refusal(job: str, why: str, domain: str) -> NoReturn:
-    """Under launchd a refusal exits 0 (KeepAlive{SuccessfulExit=false} would respawn a
-    non-zero exit every ThrottleInterval forever): say why and how to restart it."""
-    from fleet.install import launchd_domain
-
-    click.echo(
-        f"fleet: {job} refused to start (exit 78: {why}); launchd will not restart it. Fix "
-        f"it, then: launchctl kickstart -k {launchd_domain(cast('Mode', domain))}"
-        f"/no.alai.fleet.{job}",
-        err=True,
-    )
-    raise SystemExit(ExitCode.OK)
-
-
-def _secrets(env_file: str) -> dict[str, str] | str:
-    """The variables of a secrets file, or why it is refused (names the file and its mode,
-    never a value)."""
-    from shared.envfile import EnvFileError, read_env_file
-
-    try:
-        return read_env_file(Path(env_file))
-    except EnvFileError as exc:
-        return f"secrets file {exc}"
-
-
 _env_file_option = click.option(
     "--env-file",
     type=click.Path(dir_okay=False),
@@ -443,25 +418,11 @@ def launchd_run_cmd(
 ) -> None:
     """`fleet run NAME` for launchd: exit 78 (invalid config, refused role, a secrets file
     that is not private) becomes exit 0, so KeepAlive{SuccessfulExit=false} restarts crashes
-    but never loops on a refusal."""
-    from fleet.cli import run as run_command
+    but never loops on a refusal. The plists' plain forms take a path without click
+    (fleet.launchd_run); this command answers the others the same way."""
+    from fleet.launchd_run import LaunchdRunArgs, launchd_run
 
-    wanted = [p for p in optional_env_files if os.path.lexists(p)]
-    for path in [*wanted, *([env_file] if env_file is not None else [])]:
-        loaded = _secrets(path)
-        if isinstance(loaded, str):
-            _launchd_refusal(name, loaded, domain)
-        os.environ.update(loaded)
-    callback = run_command.callback
-    assert callback is not None
-    code: Any = ExitCode.OK
-    try:
-        callback(name=name, run_all=False, once=False, dry_run=False, config_path=config_path)
-    except SystemExit as exc:
-        code = exc.code
-    if code == ExitCode.CONFIG:
-        _launchd_refusal(name, "invalid config or wrong role", domain)
-    raise SystemExit(code)
+    launchd_run(LaunchdRunArgs(name, optional_env_files, env_file, domain, config_path))
 
 
 @units.command(
@@ -477,9 +438,11 @@ def launchd_exec_cmd(name: str, env_file: str, domain: str, argv: tuple[str, ...
     refused like launchd-run (exit 0 with the reason) unless the file is private; then exec,
     so the program is the job's process.
     Usage: launchd-exec --name SERVICE --env-file F [--domain D] -- PROGRAM ARGS..."""
-    loaded = _secrets(env_file)
+    from fleet.launchd_run import launchd_refusal, secrets
+
+    loaded = secrets(env_file)
     if isinstance(loaded, str):
-        _launchd_refusal(name, loaded, domain)
+        launchd_refusal(name, loaded, domain)
     try:
         os.execve(argv[0], list(argv), {**os.environ, **loaded})
     except OSError as exc:

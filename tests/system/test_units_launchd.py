@@ -6,8 +6,10 @@ SIGTERM exits 0)."""
 from __future__ import annotations
 
 import plistlib
+import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,28 @@ def test_launchd_run_sigterm_exits_0(
             proc.communicate()
     assert proc.returncode == 0, err
     assert '"stopped"' in out
+
+
+@pytest.mark.system
+def test_launchd_run_never_imports_click(fleet_env: dict[str, str], tmp_path: Path) -> None:
+    """A launchd job is the daemon's process for its whole life: the plists' form starts it
+    without click (about 1.4 MiB of RSS), yet still loads the env file and still refuses."""
+    secrets = tmp_path / "s.env"
+    secrets.write_text("FLEET_CLAIM_SWEEPER__INTERVAL_S=-1\n")
+    secrets.chmod(0o600)
+    words = ["launchd-run", "claim-sweeper", "--env-file", str(secrets), "--domain", "system"]
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(FLEET_BIN), "units", *words],
+        env=fleet_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    modules = set(re.findall(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", proc.stderr))
+    assert "shared.config" in modules, proc.stderr[-2000:]  # it got as far as the config
+    assert "click" not in modules
+    # the value from the env file reached the config, which refused it: exit 0 under launchd
+    assert proc.returncode == 0
+    assert "claim_sweeper.interval_s" in proc.stderr
+    assert "launchctl kickstart -k system/no.alai.fleet.claim-sweeper" in proc.stderr
