@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import getpass
 import grp
+import json
 import os
 import pwd
 import shlex
@@ -324,3 +325,61 @@ def print_dry_run(layout: InstallLayout, gen: Any, directory: Path) -> None:
         f"dry run: {len(new)} new, {len(changed)} changed, {len(stale)} to remove in "
         f"{directory}; nothing was written"
     )
+
+
+# Run by the install's own interpreter (it may be another venv than this process's): compile
+# its site-packages, the fleet's packages wherever they live (an editable checkout too) and the
+# standard library when writable, at PYTHONOPTIMIZE's level; print the directories it could not
+# write that still lack byte-code at that level.
+_COMPILE = r"""
+import compileall, importlib.util, json, os, re, sys, sysconfig
+level = int(sys.argv[1])
+paths = sysconfig.get_paths()
+dirs = [paths["purelib"], paths["platlib"]]
+for name in ("shared", "daemons", "fleet"):
+    spec = importlib.util.find_spec(name)
+    dirs += list(spec.submodule_search_locations or []) if spec else []
+stdlib = os.path.realpath(paths["stdlib"])
+tests = re.compile(r"[\/](test|tests|idlelib|lib2to3)[\/]")
+# the standard library's own site-packages is not this install's
+stdlib_skip = re.compile(r"[\/](test|tests|idlelib|lib2to3|site-packages|dist-packages)[\/]")
+missing = []
+for d in dict.fromkeys(os.path.realpath(p) for p in [*dirs, stdlib]):
+    if os.access(d, os.W_OK):
+        skip = stdlib_skip if d == stdlib else tests
+        compileall.compile_dir(d, quiet=2, optimize=level, rx=skip)
+    elif d != stdlib:
+        missing.append(d)
+    else:  # a distribution's python may ship it compiled at every level
+        probe = os.path.join(d, "json", "__init__.py")
+        if not os.path.exists(importlib.util.cache_from_source(probe, optimization=level)):
+            missing.append(d)
+print(json.dumps(missing))
+"""
+
+
+def compile_for_units(prefix: Path, level: str, timeout_s: float = 600) -> str:
+    """Byte-compile the install at the units' PYTHONOPTIMIZE level (``shared.units``), so the
+    daemons load compiled code instead of compiling every module at every start when their
+    account cannot write the cache. A sentence saying what was done, or what is left to do."""
+    python = prefix / "bin" / "python"
+    exe = str(python) if python.exists() else sys.executable
+    try:
+        out = subprocess.run(
+            [exe, "-c", _COMPILE, level],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=True,
+        )
+        missing = [str(d) for d in json.loads(out.stdout.strip().splitlines()[-1])]
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
+        return f"warning: could not byte-compile {prefix} for PYTHONOPTIMIZE={level}: {exc}"
+    if missing:
+        dirs = " ".join(shlex.quote(d) for d in missing)
+        return (
+            f"warning: {dirs} not writable and not compiled for PYTHONOPTIMIZE={level}; the "
+            f"daemons compile it at every start until root runs: {exe} -m compileall -q "
+            f"-o {level} {dirs}"
+        )
+    return f"byte-compiled {prefix} for the units' PYTHONOPTIMIZE={level}"

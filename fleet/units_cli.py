@@ -282,6 +282,7 @@ def install_cmd(
     --dry-run writes nothing and shows the diff instead. Services that would run as root are
     refused (exit 78) unless --allow-root."""
     from fleet.install import (
+        compile_for_units,
         dest_dir,
         execute,
         install_plan,
@@ -289,7 +290,7 @@ def install_cmd(
         service_dir,
         write_if_changed,
     )
-    from shared.units import is_generated_file
+    from shared.units import PYTHON_OPTIMIZE, is_generated_file
 
     if (dest or destdir) and target == "all":
         raise click.UsageError("--dest and --destdir work with one --target")
@@ -312,6 +313,7 @@ def install_cmd(
 
         for gen in sets:
             print_dry_run(layout, gen, dest_dir(gen.target, layout.mode, dest, destdir))
+        click.echo(f"would byte-compile {layout.prefix} for PYTHONOPTIMIZE={PYTHON_OPTIMIZE}")
         _report_skipped(sets)
         raise SystemExit(code)
     for gen in sets:
@@ -340,6 +342,9 @@ def install_cmd(
                 "note: user units stop at logout unless lingering is on: "
                 f"loginctl enable-linger {getpass.getuser()}"
             )
+    if not destdir:  # a staged package is compiled where it is installed
+        said = compile_for_units(layout.prefix, PYTHON_OPTIMIZE)
+        click.echo(said, err=said.startswith("warning"))
     if daemons and os.geteuid() != 0:
         click.echo("warning: launchd loads a LaunchDaemon only when root owns it", err=True)
     _report_skipped(sets)

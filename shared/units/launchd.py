@@ -20,6 +20,7 @@ from shared.manifest import ProcessType
 from shared.units.logs import launchd_log_paths
 from shared.units.services import (
     DEFAULT_TIMINGS,
+    PYTHON_OPTIMIZE,
     InstallLayout,
     ServiceSpec,
     ServiceTimings,
@@ -191,6 +192,7 @@ def launchd_job(
         "EnvironmentVariables": {
             "PATH": f"{layout.prefix / 'bin'}:/usr/bin:/bin:/usr/sbin:/sbin",
             "PYTHONUNBUFFERED": "1",
+            **({"PYTHONOPTIMIZE": PYTHON_OPTIMIZE} if spec.fleet_daemon else {}),
             **log_env,
         },
         "StandardOutPath": str(stdout_path),

@@ -17,6 +17,7 @@ from shared.exitcodes import EX_CONFIG
 from shared.units.services import (
     DEFAULT_TIMINGS,
     GENERATED_MARKER,
+    PYTHON_OPTIMIZE,
     UNIT_PREFIX,
     InstallLayout,
     ServiceSpec,
@@ -171,6 +172,9 @@ def render_systemd(
         ("SyslogIdentifier", f"{UNIT_PREFIX}{spec.name}"),
         ("Environment", "PYTHONUNBUFFERED=1"),
     ]
+    if spec.fleet_daemon:
+        # EnvironmentFile= settings win over Environment=: PYTHONOPTIMIZE=0 in one undoes it.
+        service.append(("Environment", f"PYTHONOPTIMIZE={PYTHON_OPTIMIZE}"))
     # Files the config names (the alai layout's litestream logs); else the journal.
     if spec.log_file is not None:
         service.append(("StandardOutput", "append:" + _sd_single_path(spec.stdout_path)))

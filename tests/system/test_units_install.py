@@ -5,15 +5,18 @@ installed set; operators' own files are never touched."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import plistlib
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import daemons.claim_sweeper.policy as policy
 from fleet.install import Step, execute
 from shared.units import GENERATED_MARKER, LaunchAgentPlist
 from tests.conftest import run_fleet
@@ -39,9 +42,15 @@ def test_install_and_uninstall_print_the_systemctl_plan(
         "--config",
         str(cfg),
     ]
+    # the units run the daemons at -OO: install compiles the fleet at that level
+    compiled = Path(importlib.util.cache_from_source(policy.__file__, optimization=2))
+    compiled.unlink(missing_ok=True)
     first = run_fleet(args, fleet_env, tmp_path)
     assert first.returncode == 0, first.stderr
+    assert f"byte-compiled {sys.prefix} for the units' PYTHONOPTIMIZE=2" in first.stdout
+    assert compiled.exists()
     unit = dest / "alai-fleet-claim-sweeper.service"
+    assert "\nEnvironment=PYTHONOPTIMIZE=2\n" in unit.read_text()
     assert stat.S_IMODE(unit.stat().st_mode) == 0o644
     assert "systemctl --user daemon-reload" in first.stdout
     assert "systemctl --user enable --now alai-fleet-claim-sweeper.service" in first.stdout
@@ -141,6 +150,7 @@ def test_install_dry_run_prints_the_diff_and_writes_nothing(
     assert "systemctl --user enable --now alai-fleet-claim-sweeper.service" in fresh.stdout
     assert f"would create {root / 'state'} (0700)" in fresh.stdout
     assert "1 new, 0 changed, 0 to remove" in fresh.stdout
+    assert f"would byte-compile {sys.prefix} for PYTHONOPTIMIZE=2" in fresh.stdout
     assert not dest.exists() and not root.exists()  # nothing written, nothing created
 
     assert run_fleet(args, fleet_env, tmp_path).returncode == 0

@@ -52,6 +52,7 @@ def test_plist_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # own file takes what comes before logging starts, and crash tracebacks.
     assert agent.EnvironmentVariables["FLEET_FLEET__LOG_FILE"] == f"{root}/logs/claim-sweeper.log"
     assert agent.StandardOutPath == f"{root}/logs/claim-sweeper.err.log"
+    assert agent.EnvironmentVariables["PYTHONOPTIMIZE"] == "2"  # -OO, as the systemd units
     assert agent.StandardErrorPath == f"{root}/logs/claim-sweeper.err.log"
     assert agent.ProcessType == "Background"
     assert agent.Umask == 0o077
