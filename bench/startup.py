@@ -13,15 +13,16 @@ dependencies" measured in the same run:
   WebClient in a worker thread) against slack-sdk's AsyncWebClient (which loads aiohttp), each
   in a fresh process that loaded the runtime, posting to a fake Slack on 127.0.0.1.
 
-    .venv/bin/python bench/startup.py [--runs N] [--idle-s S]
+    .venv/bin/python bench/startup.py [--runs N] [--idle-s S] [--optimize 0|2]
 
 Every daemon reaches READY under the bench's config: each gets its own ports, ollama-health a
 dead host on 127.0.0.1:9, Slack a dead URL on 127.0.0.1:9, restore-loop the standby role (it
-refuses a primary) and no tier table (its cycles fail, it stays up and idle). The fleet's
-modules are byte-compiled first (into the checkout's ignored __pycache__), as `pip install`
-does on a host: with PYTHONDONTWRITEBYTECODE set, a checkout would otherwise recompile ~40
-modules at every start. Prints medians; asserts nothing. Talks only to 127.0.0.1 and
-sockets in temp dirs.
+refuses a primary) and no tier table (its cycles fail, it stays up and idle). Every process
+runs at the generated units' PYTHONOPTIMIZE (2: -OO; `--optimize 0` for plain python), the
+install byte-compiled at that level first as `fleet units install` does (with
+PYTHONDONTWRITEBYTECODE set, a process would otherwise compile every module at every start).
+`claim-sweeper (launchd)` is the same daemon started the way a launchd plist starts it.
+Prints medians; asserts nothing. Talks only to 127.0.0.1 and sockets in temp dirs.
 Targets (issue 15): idle RSS <= 45 MiB per daemon, `fleet run --all` <= 65 MiB,
 start -> READY <= 0.5 s; `fleet status` <= 0.3 s.
 """
@@ -29,7 +30,6 @@ start -> READY <= 0.5 s; `fleet status` <= 0.3 s.
 from __future__ import annotations
 
 import argparse
-import compileall
 import importlib.util
 import json
 import os
@@ -45,6 +45,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.install import compile_for_units
+from shared.units import PYTHON_OPTIMIZE
+
 FLEET = Path(sys.executable).parent / "fleet"
 OWN = ("shared", "daemons", "fleet", "tests", "bench")
 STATUS_LIBS = "import click, json, subprocess, tomllib"
@@ -57,16 +60,18 @@ PORT_KEYS = (
     "BLUEPRINT_WATCHDOG__METRICS_PORT",
     "CLAIM_SWEEPER__METRICS_PORT",
 )
-# (label, `fleet run` arguments, host role)
+# (label, `fleet` arguments, host role)
 TARGETS = (
-    ("email-reactor", ["email-reactor"], "primary"),
-    ("ollama-health", ["ollama-health"], "primary"),
-    ("restore-loop", ["restore-loop"], "standby"),
-    ("heartbeat", ["heartbeat"], "primary"),
-    ("blueprint-watchdog", ["blueprint-watchdog"], "primary"),
-    ("claim-sweeper", ["claim-sweeper"], "primary"),
-    ("--all (primary)", ["--all"], "primary"),
-    ("--all (standby)", ["--all"], "standby"),
+    ("email-reactor", ["run", "email-reactor"], "primary"),
+    ("ollama-health", ["run", "ollama-health"], "primary"),
+    ("restore-loop", ["run", "restore-loop"], "standby"),
+    ("heartbeat", ["run", "heartbeat"], "primary"),
+    ("blueprint-watchdog", ["run", "blueprint-watchdog"], "primary"),
+    ("claim-sweeper", ["run", "claim-sweeper"], "primary"),
+    # the same daemon as a launchd job starts it (the plists' form)
+    ("claim-sweeper (launchd)", ["units", "launchd-run", "claim-sweeper"], "primary"),
+    ("--all (primary)", ["run", "--all"], "primary"),
+    ("--all (standby)", ["run", "--all"], "standby"),
 )
 # The baseline child: import the given modules, say READY=1 where the daemon would, idle.
 DEPS_CHILD = """
@@ -168,9 +173,9 @@ def third_party(names: list[str]) -> list[str]:
 
 
 def loaded_modules(args: list[str], env: dict[str, str], idle_s: float) -> list[str]:
-    """Every module `fleet run ARGS` imports up to idling, in import order."""
+    """Every module `fleet ARGS` imports up to idling, in import order."""
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", str(FLEET), "run", *args],
+        [sys.executable, "-X", "importtime", str(FLEET), *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -272,10 +277,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle-s", type=float, default=2.0)
+    parser.add_argument(
+        "--optimize",
+        choices=("0", "2"),
+        default=PYTHON_OPTIMIZE,
+        help="PYTHONOPTIMIZE of every process measured (default: the units' level)",
+    )
     args = parser.parse_args()
     med = statistics.median
-    for package in ("shared", "daemons", "fleet"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+    # As `fleet units install` leaves a host: byte-code at the level the processes run at.
+    print(compile_for_units(Path(sys.prefix), args.optimize))
+    os.environ["PYTHONOPTIMIZE"] = args.optimize  # fleet_env hands it to every process
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         deps: dict[str, list[str]] = {}
@@ -290,10 +302,10 @@ def main() -> None:
         slack_async: list[float] = []
         for i in range(args.runs):
             # Interleaved, so a burst of load hits a figure and its baseline alike.
-            for label, run_args, role in TARGETS:
-                root = base / f"r{i}-{label.strip('-').split()[0]}-{role}"
+            for n, (label, run_args, role) in enumerate(TARGETS):
+                root = base / f"r{i}-{n}"
                 env = fleet_env(root, role)
-                fleet[label].append(measure([str(FLEET), "run", *run_args], env, args.idle_s))
+                fleet[label].append(measure([str(FLEET), *run_args], env, args.idle_s))
                 child = [sys.executable, "-c", DEPS_CHILD, *deps[label]]
                 only[label].append(measure(child, env, args.idle_s))
             root = base / f"status-{i}"
@@ -304,6 +316,7 @@ def main() -> None:
             slack_async.append(slack_growth("async"))
 
     print(f"runs: {args.runs} (medians); RSS read from /proc after {args.idle_s:g} s idle")
+    print(f"every process at PYTHONOPTIMIZE={args.optimize} (the units': {PYTHON_OPTIMIZE})")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("baseline: a python process importing only the same third-party modules, then idle")
     head = f"{'fleet':>10}{'deps only':>10}{'ratio':>8}"
