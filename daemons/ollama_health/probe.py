@@ -1,24 +1,32 @@
-"""HTTP probes of the watched LLM servers (httpx.AsyncClient), all at once.
+"""HTTP probes of the watched LLM servers (HTTP/1.1 with h11 over asyncio streams), all at once.
 
 Every host is probed concurrently, and a host's ``url`` and ``tailscale_url`` concurrently too,
-each bounded by the host's ``health_timeout_ms`` as a hard deadline: a cycle lasts about one
-timeout however many hosts are down or hanging. Healthy means HTTP 200 whose JSON body has a
-``models`` list (ollama) or a ``data`` list (openai). A probe never raises: a remote fault (or an
-unexpected error, so one bad host cannot fail the cycle for all) is a result carrying a short
-error. This module must never follow redirects, use proxy
-settings from the environment, or read more than ``MAX_BODY_BYTES`` of an answer.
+each bounded by the host's ``health_timeout_ms`` as a hard deadline on the whole exchange
+(connect, TLS, head and body): a cycle lasts about one timeout however many hosts are down,
+hanging or trickling. A probe is one ``GET`` on a fresh connection (``Connection: close``, as a
+router's first request after an outage would make), closed when done, failed or cancelled.
+Healthy means HTTP 200 whose JSON body has a ``models`` list (ollama) or a ``data`` list
+(openai). A probe never raises: a remote fault (or an unexpected error, so one bad host cannot
+fail the cycle for all) is a result carrying a short error that never quotes a URL or address.
+This module must never follow redirects, use proxy settings from the environment, read more
+than ``MAX_BODY_BYTES`` of a body (or ``MAX_HEAD_BYTES`` of a head), load the default trust
+store before the first ``https://`` URL, or import httpx (~4 MiB of idle RSS for this one
+kind of request; issue 15).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
 
-import httpx
+import h11
 
 from daemons.ollama_health.table import HostSpec
 from shared.clock import MonotonicClock
@@ -26,7 +34,17 @@ from shared.clock import MonotonicClock
 __all__ = ["MAX_BODY_BYTES", "EndpointResult", "ProbeResult", "Prober", "parse_models"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+# Status line and headers (and a chunk-size line): h11 refuses a longer incomplete event.
+# Ollama's and MLX's heads are a few hundred bytes.
+MAX_HEAD_BYTES = 32 * 1024
+READ_BYTES = 64 * 1024
+# A TLS close waits for the peer's close_notify; past this the connection is aborted.
+CLOSE_WAIT_S = 0.5
 USER_AGENT = "alai-fleet-ollama-health"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 3986 characters kept as they are in a path (``%`` too: already-encoded stays so).
+PATH_SAFE = "/:@!$&'()*+,;=%"
+INVALID_ANSWER = "connection closed without a valid HTTP answer"
 
 
 @dataclass(frozen=True)
@@ -72,82 +90,146 @@ def parse_models(kind: str, body: bytes) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _root_os_error(exc: BaseException) -> OSError | None:
-    """The innermost OSError in an exception's cause chain (anyio hides the refusal there)."""
-    found: OSError | None = None
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError):
-            found = current
-        current = current.__cause__ or current.__context__
-    return found
+class ProbeFailed(Exception):
+    """A probe that failed before an HTTP answer; its text is the result's error."""
 
 
-def _describe(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+@dataclass(frozen=True)
+class Target:
+    """Where one probe goes, from its URL."""
+
+    tls: bool
+    host: str  # a name or an IP literal (no brackets), for getaddrinfo and TLS
+    port: int
+    authority: str  # the Host header: port only when not the scheme's default
+    target: str  # path and query, percent-encoded
+
+
+def parse_target(url: str) -> Target:
+    """The probe target of ``url``; raises ProbeFailed saying what is wrong with it (never
+    quoting it: a URL can carry a secret)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port  # raises on a port out of range or not a number
+        if host and not host.isascii():  # a Host header is ASCII: the IDNA form DNS gets
+            host = host.encode("idna").decode("ascii")  # UnicodeError: a ValueError
+    except ValueError:
+        raise ProbeFailed("invalid URL (host or port)") from None
+    if parts.scheme not in DEFAULT_PORTS:  # urlsplit lower-cases the scheme
+        raise ProbeFailed("invalid URL (not http:// or https://)")
+    if not host:
+        raise ProbeFailed("invalid URL (no host)")
+    default = DEFAULT_PORTS[parts.scheme]
+    name = f"[{host}]" if ":" in host else host
+    authority = name if port is None or port == default else f"{name}:{port}"
+    target = quote(parts.path or "/", safe=PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=PATH_SAFE + "?")
+    return Target(
+        parts.scheme == "https", host, default if port is None else port, authority, target
+    )
+
+
+def describe_connect_error(exc: OSError | None) -> str:
+    """A short, address-free text for a failed connect or TLS handshake."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):  # the kernel's connect timeout (ETIMEDOUT)
         return "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        root = _root_os_error(exc)
-        if isinstance(root, ConnectionRefusedError):
-            return "connection refused"
-        text = str(root or exc).lower()
-        if "name or service" in text or "nodename" in text or "resolution" in text:
-            return "name resolution failed"
-        if root is not None and root.strerror:
-            return f"connect failed ({root.strerror.lower()})"
-        return f"connect failed ({str(exc)[:120]})"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection closed without a valid HTTP answer"
-    if isinstance(exc, httpx.ReadError):
-        return "connection reset while reading"
-    return f"{type(exc).__name__} ({str(exc)[:120]})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # "Hostname mismatch, certificate is not valid for 'x'": the part before the comma.
+        reason = (exc.verify_message or "certificate verify failed").split(",")[0]
+        return f"connect failed (TLS certificate not trusted: {reason[:120]})"
+    if isinstance(exc, ssl.SSLError):
+        return f"connect failed (TLS: {(exc.reason or type(exc).__name__)[:120]})"
+    if exc is None:
+        return "connect failed (no address for the host)"
+    reason = exc.strerror or type(exc).__name__
+    return f"connect failed ({reason.lower()[:120]})"
+
+
+async def close_stream(writer: asyncio.StreamWriter) -> None:
+    """Close a probe's connection, waiting a bounded time (a TLS peer may never answer its
+    close_notify), then abort it."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await writer.wait_closed()
+    except (OSError, TimeoutError):  # reset or TLS error while closing; or no close_notify
+        writer.transport.abort()
+
+
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The Content-Length of an answer (h11 checked it is a number), or 0 without one."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return 0
+
+
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: Target
+) -> tuple[bytes | None, int]:
+    """One GET on an open connection: (body, status); body b"" when the status is not 200
+    (not read), None when it is larger than MAX_BODY_BYTES (read no further)."""
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+    request = h11.Request(
+        method="GET",
+        target=target.target,
+        headers=[
+            ("Host", target.authority),
+            ("User-Agent", USER_AGENT),
+            ("Accept", "application/json"),
+            ("Accept-Encoding", "identity"),  # the body is parsed as is
+            ("Connection", "close"),
+        ],
+    )
+    writer.write((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+    await writer.drain()
+    status = 0
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = conn.next_event()  # h11.RemoteProtocolError on anything but valid HTTP/1.x
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(READ_BYTES))  # b"" at EOF: h11 decides
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            if status != 200:
+                return b"", status
+            if declared_length(event.headers) > MAX_BODY_BYTES:
+                return None, status
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > MAX_BODY_BYTES:
+                return None, status
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks), status
+        elif not isinstance(event, h11.InformationalResponse):  # a 1xx: the answer follows
+            # ConnectionClosed or PAUSED before the end: h11 raises first. Never spin on one:
+            # a loop that does not await would hold the event loop past every deadline.
+            raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}", 400)
 
 
 class Prober:
-    """Owns one httpx client (no keep-alive: each probe opens a fresh connection, as a router's
-    first request after an outage would)."""
+    """Probes LLM servers; holds nothing between probes but the TLS context, built at the
+    first https:// URL (the default trust store is ~1.5 MiB, which a fleet probing only
+    http:// hosts never needs)."""
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient | None = None,
-        *,
-        monotonic: MonotonicClock = time.monotonic,
-    ) -> None:
-        self._client = client  # for every URL when given (tests)
-        self._plain: httpx.AsyncClient | None = None
-        self._tls: httpx.AsyncClient | None = None
+    def __init__(self, *, monotonic: MonotonicClock = time.monotonic) -> None:
+        self._tls: ssl.SSLContext | None = None
         self._monotonic = monotonic
 
-    def _client_for(self, url: str) -> httpx.AsyncClient:
-        """The client for ``url``. An https URL gets one with the default trust store, built
-        at the first such URL: httpx loads that store (~1.5 MiB) whenever it builds a client,
-        which a fleet probing only http:// hosts never needs. The http client gets a context
-        that trusts nothing: with no redirects followed it never makes a TLS connection, and
-        if it ever did, the handshake would fail rather than go unverified."""
-        if self._client is not None:
-            return self._client
-        tls = url.lower().startswith("https:")
-        client = self._tls if tls else self._plain
-        if client is None:
-            client = httpx.AsyncClient(
-                verify=True if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
-                trust_env=False,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            )
-            if tls:
-                self._tls = client
-            else:
-                self._plain = client
-        return client
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     async def close(self) -> None:
-        for client in (self._client, self._plain, self._tls):
-            if client is not None:
-                await client.aclose()
+        """Nothing to release: every probe closes its own connection."""
+        self._tls = None
 
     async def probe_all(self, hosts: Iterable[HostSpec]) -> dict[str, ProbeResult]:
         tasks: dict[str, asyncio.Task[ProbeResult]] = {}
@@ -168,7 +250,7 @@ class Prober:
             ts_task = group.create_task(self._endpoint(host, host.tailscale_url))
             lan = await lan_task
             if lan.ok:
-                ts_task.cancel()
+                ts_task.cancel()  # its connection is closed before the group exits
                 return self._result(host, start, lan, "url", None)
             ts = await ts_task
         if ts.ok:
@@ -191,23 +273,28 @@ class Prober:
     async def _endpoint(self, host: HostSpec, base_url: str) -> EndpointResult:
         start = self._monotonic()
         timeout = host.timeout_s
+        deadline = asyncio.timeout(timeout)
 
         def failed(error: str) -> EndpointResult:
             return EndpointResult(False, self._monotonic() - start, error=error)
 
         try:
-            # httpx's timeouts are per phase (a slow drip could outlive them); the asyncio
-            # deadline bounds the whole exchange.
-            async with asyncio.timeout(timeout):
-                body, status = await self._get(base_url + host.health_path, timeout)
+            # The connection is closed (bounded) after the deadline's scope exits, so a slow
+            # close cannot turn an answer received in time into a timeout.
+            async with contextlib.AsyncExitStack() as closing, deadline:
+                body, status = await self._get(base_url + host.health_path, closing)
         except TimeoutError:
-            return failed(f"no answer within {round(timeout * 1000)} ms")
-        except httpx.TimeoutException:
-            return failed(f"no answer within {round(timeout * 1000)} ms")
-        except httpx.HTTPError as exc:
-            return failed(_describe(exc))
+            if deadline.expired():
+                return failed(f"no answer within {round(timeout * 1000)} ms")
+            return failed("timed out")
+        except ProbeFailed as exc:
+            return failed(str(exc))
+        except h11.RemoteProtocolError:  # not HTTP, a head too large, or EOF mid-answer
+            return failed(INVALID_ANSWER)
+        except ConnectionError:  # reset, broken pipe, aborted: after the connect
+            return failed("connection reset while reading")
         except OSError as exc:
-            return failed(f"{type(exc).__name__}: {exc.strerror or exc}")
+            return failed(f"{type(exc).__name__}: {(exc.strerror or 'I/O error')[:120]}")
         except Exception as exc:  # a probe never raises: one bad host must not fail the cycle
             return failed(f"probe error: {type(exc).__name__} ({str(exc)[:120]})")
         if body is None:
@@ -220,15 +307,50 @@ class Prober:
             return failed(str(exc))
         return EndpointResult(True, self._monotonic() - start, models=models)
 
-    async def _get(self, url: str, timeout: float) -> tuple[bytes | None, int]:
-        async with self._client_for(url).stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
-            if resp.status_code != 200:
-                return b"", resp.status_code
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    return None, resp.status_code
-                chunks.append(chunk)
-            return b"".join(chunks), resp.status_code
+    async def _get(self, url: str, closing: contextlib.AsyncExitStack) -> tuple[bytes | None, int]:
+        target = parse_target(url)
+        reader, writer = await self._connect(target)
+        closing.push_async_callback(close_stream, writer)
+        return await exchange(reader, writer, target)
+
+    async def _connect(self, target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``target`` (TLS on top for https), from a socket made here."""
+        sock = await connect_socket(target)
+        try:
+            if not target.tls:
+                return await asyncio.open_connection(sock=sock, limit=READ_BYTES)
+            return await asyncio.open_connection(
+                sock=sock, limit=READ_BYTES, ssl=self._tls_context(), server_hostname=target.host
+            )
+        except OSError as exc:  # the TLS handshake
+            sock.close()
+            raise ProbeFailed(describe_connect_error(exc)) from None
+        except BaseException:  # cancelled (the other URL answered), or the deadline
+            sock.close()
+            raise
+
+
+async def connect_socket(target: Target) -> socket.socket:
+    """A TCP socket connected to the first address of ``target`` that accepts. Addresses are
+    tried here rather than by asyncio, whose error when several fail (Python 3.11) is one
+    OSError quoting the addresses, with no errno to tell a refusal."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ProbeFailed("name resolution failed") from None
+    first_error: OSError | None = None
+    for family, kind, proto, _name, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            first_error = first_error or exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise ProbeFailed(describe_connect_error(first_error))

@@ -1,17 +1,29 @@
 """The prober against fake Ollama / MLX servers on 127.0.0.1: healthy, 500, invalid JSON,
 slow beyond the timeout, connection refused, accept-then-hang, Tailscale fallback, and all hosts
-probed at once (a cycle lasts about one timeout however many hosts hang)."""
+probed at once (a cycle lasts about one timeout however many hosts hang); and, against raw
+servers sending scripted bytes, what its own HTTP/1.1 (h11) must get right: chunked and
+close-ended bodies, oversized answers, a trickling or endless head, garbage, redirects, TLS
+with an untrusted certificate, IPv6, and closing the connection when cut short."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import dataclasses
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
-from daemons.ollama_health.probe import Prober, parse_models
+from daemons.ollama_health.probe import MAX_BODY_BYTES, Prober, parse_models
 from daemons.ollama_health.table import HostSpec
 from tests.conftest import free_port
+from tests.fakes.http import FakeHTTPServer, Response
 from tests.fakes.ollama import FakeOllama
+from tests.fakes.raw_http import RawHTTPServer
 
 TIMEOUT_S = 0.4
 
@@ -49,6 +61,13 @@ async def test_healthy(fake: FakeOllama, prober: Prober) -> None:
     req = fake.requests[0]
     assert (req.method, req.path) == ("GET", "/api/tags")
     assert req.headers["user-agent"].startswith("alai-fleet-ollama-health")
+    assert req.headers["host"] == f"127.0.0.1:{fake.port}"
+    assert req.headers["accept"] == "application/json"
+    assert req.headers["connection"] == "close"  # a fresh connection per probe
+    # The query string of the health path is sent as is.
+    query = dataclasses.replace(spec("anvil", fake.base_url), health_path="/api/tags?v=1")
+    assert (await prober.probe_host(query)).ok
+    assert (fake.requests[1].path, fake.requests[1].query) == ("/api/tags", {"v": ["1"]})
 
 
 async def test_openai_kind_mlx_server(prober: Prober) -> None:
@@ -76,6 +95,11 @@ async def test_openai_kind_mlx_server(prober: Prober) -> None:
         (lambda f: f.fail(200, body=[1, 2]), "no 'models' list"),
         (lambda f: f.slow(TIMEOUT_S * 5), "no answer within 400 ms"),
         (lambda f: f.hang(), "no answer within 400 ms"),  # accept, read, never answer
+        # One byte every 50 ms: the head never completes, no read ever times out.
+        (lambda f: f.trickle(0.05), "no answer within 400 ms"),
+        # Redirects are not followed (the Location would answer 200).
+        (lambda f: f.fail(302, headers={"Location": f.base_url + "/api/tags"}), "HTTP 302"),
+        (lambda f: f.fail(308, headers={"Location": f.base_url + "/api/tags"}), "HTTP 308"),
         (lambda f: f.reset(), "connection"),
         (lambda f: f.close(), "connection closed without a valid HTTP answer"),
     ],
@@ -99,11 +123,19 @@ async def test_connection_refused(fake: FakeOllama, prober: Prober) -> None:
     assert (await prober.probe_host(spec("forge", fake.base_url))).ok
 
 
-async def test_unexpected_error_is_a_failed_probe_not_a_raise(prober: Prober) -> None:
-    """A URL the table should have refused (port out of range) fails inside httpx with an
-    error that is not an HTTPError; the probe reports it instead of failing the cycle."""
-    result = await prober.probe_host(spec("forge", "http://127.0.0.1:114340"))
-    assert not result.ok and result.error is not None and "probe error" in result.error
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("http://127.0.0.1:114340", "invalid URL (host or port)"),  # port out of range
+        ("ftp://127.0.0.1:21", "invalid URL (not http:// or https://)"),
+        ("http:///api", "invalid URL (no host)"),
+    ],
+)
+async def test_bad_urls_are_failed_probes_not_raises(prober: Prober, url: str, needle: str) -> None:
+    """URLs the table should have refused: the probe reports them instead of failing the
+    cycle, without quoting the URL (it may carry a secret)."""
+    result = await prober.probe_host(spec("forge", url))
+    assert not result.ok and result.error == needle
 
 
 async def test_oversized_answer_is_cut_off(fake: FakeOllama, prober: Prober) -> None:
@@ -168,19 +200,203 @@ def test_parse_models_shapes() -> None:
         parse_models("openai", b'{"models": []}')
 
 
-async def test_http_hosts_load_no_trust_store(fake: FakeOllama, prober: Prober) -> None:
-    """http:// hosts share one client whose TLS context trusts no CA (it never makes a TLS
-    connection); an https:// host gets a client with the default trust store, built then."""
+# Raw servers: the bytes on the wire ------------------------------------------------------------
+
+MODELS_JSON = json.dumps({"models": [{"name": "llama3.1:8b"}, {"name": "qwen3:30b"}]}).encode()
+INVALID = "connection closed without a valid HTTP answer"
+TOO_LARGE = f"answer larger than {MAX_BODY_BYTES} bytes"
+
+
+def head(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunks(*pieces: bytes, last: bool = True) -> bytes:
+    body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces)
+    return body + (b"0\r\n\r\n" if last else b"")
+
+
+OK_JSON = "HTTP/1.1 200 OK", "Content-Type: application/json"
+CHUNKED = (*OK_JSON, "Transfer-Encoding: chunked")
+MIB = b" " * (1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [head(*CHUNKED), chunks(MODELS_JSON[:9], MODELS_JSON[9:30], MODELS_JSON[30:])],
+        # The chunked body in separate writes, the head apart from it.
+        [head(*CHUNKED), chunks(MODELS_JSON[:20], last=False), chunks(MODELS_JSON[20:])],
+        # Neither Content-Length nor chunked: the body ends when the server closes.
+        [head(*OK_JSON), MODELS_JSON[:15], MODELS_JSON[15:]],
+        [head("HTTP/1.0 200 OK", "Content-Type: application/json"), MODELS_JSON],
+        # A 100 Continue before the answer is skipped.
+        [
+            head("HTTP/1.1 100 Continue"),
+            head(*OK_JSON, f"Content-Length: {len(MODELS_JSON)}"),
+            MODELS_JSON,
+        ],
+    ],
+    ids=["chunked", "chunked-split", "ended-by-close", "http-1.0", "100-continue"],
+)
+async def test_bodies_framed_every_way_are_read(prober: Prober, answer: list[bytes]) -> None:
+    with RawHTTPServer(answer, then="close") as raw:
+        result = await prober.probe_host(spec("anvil", raw.base_url + "/"))
+        assert result.ok, result.error
+        assert result.models == ("llama3.1:8b", "qwen3:30b")
+        line, headers = raw.request_headers()
+        assert line == "GET //api/tags HTTP/1.1"  # base URL ending in "/" + path, as given
+        assert headers["host"] == f"127.0.0.1:{raw.port}"
+        assert headers["connection"] == "close"
+        assert headers["accept"] == "application/json"
+        assert headers["user-agent"].startswith("alai-fleet-ollama-health")
+        assert "proxy-authorization" not in headers
+
+
+@pytest.mark.parametrize(
+    ("answer", "needle"),
+    [
+        # Declared too large: refused at the head, the rest never comes (it would time out).
+        ([head(*OK_JSON, f"Content-Length: {MAX_BODY_BYTES + 1}"), b'{"models": ['], TOO_LARGE),
+        # Chunked past the limit, never ended: cut at the limit, not at the deadline.
+        ([head(*CHUNKED), chunks(MIB, MIB, MIB, MIB, b"[1]", last=False)], TOO_LARGE),
+        # Ended by close, past the limit, never closed.
+        ([head(*OK_JSON), MIB * 4, b"12345"], TOO_LARGE),
+        # Not HTTP: a blank line ends a "head" h11 cannot parse.
+        ([b"hello, this is not HTTP\r\n\r\n"], INVALID),
+        ([b"HTTP/1.1 2OO OK\r\n\r\n"], INVALID),
+        # A head that never ends, larger than the head limit: refused before the deadline.
+        ([b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 40_000], INVALID),
+    ],
+    ids=["declared", "chunked", "close-ended", "garbage", "bad-status", "endless-head"],
+)
+async def test_answers_cut_off_before_the_deadline(
+    prober: Prober, answer: list[bytes], needle: str
+) -> None:
+    """The server keeps the connection open after these: only the prober's own limits can end
+    the probe before the deadline (its error would then be "no answer within")."""
+    with RawHTTPServer(answer, then="hang") as raw:
+        result = await prober.probe_host(spec("anvil", raw.base_url))
+        assert not result.ok and result.error == needle
+        assert raw.wait_for_client_closes(1, timeout=5)  # and the connection is closed
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [b"SSH-2.0-OpenSSH_9.6\r\n"],  # something else on the port, then close
+        [head(*OK_JSON, "Content-Length: 100"), MODELS_JSON[:10]],  # body cut short
+        [head(*CHUNKED), chunks(MODELS_JSON[:10], last=False)],  # chunked, cut short
+        [b"HTTP/1.1 200 OK\r\nContent-Type: appl"],  # head cut short
+    ],
+    ids=["not-http", "short-body", "short-chunked", "short-head"],
+)
+async def test_eof_before_a_complete_answer(prober: Prober, answer: list[bytes]) -> None:
+    with RawHTTPServer(answer, then="close") as raw:
+        result = await prober.probe_host(spec("anvil", raw.base_url))
+        assert not result.ok and result.error == INVALID
+
+
+async def test_trickling_head_hits_the_deadline(prober: Prober) -> None:
+    """A valid answer one byte every 20 ms (over 4 s in all): no read ever waits long, the
+    whole exchange is what is bounded."""
+    answer = [head(*OK_JSON, f"Content-Length: {len(MODELS_JSON)}"), MODELS_JSON]
+    with RawHTTPServer(answer, trickle_s=0.02, then="hang") as raw:
+        result = await prober.probe_host(spec("anvil", raw.base_url))
+        assert not result.ok and result.error == "no answer within 400 ms"
+
+
+async def test_redirect_is_not_followed(fake: FakeOllama, prober: Prober) -> None:
+    with FakeOllama() as target:
+        fake.fail(301, headers={"Location": target.base_url + "/api/tags"})
+        result = await prober.probe_host(spec("anvil", fake.base_url))
+        assert not result.ok and result.error == "HTTP 301"
+        assert target.requests == []
+
+
+async def test_ipv6_literal_host(prober: Prober) -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+        with RawHTTPServer([b""], host="::1"):
+            pass
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    answer = [head(*OK_JSON, f"Content-Length: {len(MODELS_JSON)}"), MODELS_JSON]
+    with RawHTTPServer(answer, host="::1") as raw:
+        assert raw.base_url == f"http://[::1]:{raw.port}"
+        result = await prober.probe_host(spec("anvil", raw.base_url))
+        assert result.ok, result.error
+        assert raw.request_headers()[1]["host"] == f"[::1]:{raw.port}"
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by itself (no CA in any trust store)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+async def test_https_with_an_untrusted_certificate_fails(
+    fake: FakeOllama, prober: Prober, self_signed: tuple[Path, Path]
+) -> None:
+    """An https:// URL is verified against the default trust store, which is loaded at the
+    first https:// URL only (http:// hosts never load it, nor make a TLS connection)."""
+    cert, key = self_signed
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    answer = [head(*OK_JSON, f"Content-Length: {len(MODELS_JSON)}"), MODELS_JSON]
     assert (await prober.probe_host(spec("anvil", fake.base_url))).ok
-    plain = prober._client_for(fake.base_url)
-    assert prober._client_for("http://127.0.0.1:9") is plain
     assert prober._tls is None  # no https host yet: no trust store loaded
-    tls = prober._client_for("HTTPS://127.0.0.1:9")
-    assert tls is not plain and prober._client_for("https://127.0.0.1:10") is tls
+    with RawHTTPServer(answer, tls=server_tls) as raw:
+        url = raw.base_url.replace("http://", "https://")
+        result = await prober.probe_host(spec("anvil", url))
+        assert not result.ok
+        assert (
+            result.error == "connect failed (TLS certificate not trusted: self-signed certificate)"
+        )
+        assert raw.heads == []  # nothing sent over the untrusted connection
+        assert prober._tls is not None and prober._tls.cert_store_stats()["x509_ca"] > 0
+        # Trusting that certificate (and only in this test), the same URL answers: TLS is
+        # spoken with the right server name, the Host header carries the port.
+        trusting = Prober()
+        trusting._tls = ssl.create_default_context(cafile=str(cert))
+        result = await trusting.probe_host(spec("anvil", url))
+        assert result.ok, result.error
+        assert raw.request_headers()[1]["host"] == f"127.0.0.1:{raw.port}"
+        # A plain http:// probe of the TLS port gets no TLS: the server sees no handshake.
+        plain = await prober.probe_host(spec("anvil", raw.base_url))
+        assert not plain.ok and plain.error is not None
+        assert len(raw.heads) == 1
 
-    def trusted_cas(client: object) -> int:
-        context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
-        return int(context.cert_store_stats()["x509_ca"])
 
-    assert trusted_cas(plain) == 0
-    assert trusted_cas(tls) > 0
+async def test_cut_short_probes_close_their_connection(prober: Prober) -> None:
+    """The Tailscale probe is cancelled when the LAN answer wins, and a probe past its
+    deadline is abandoned: the server sees both connections closed."""
+    with RawHTTPServer([], then="hang") as ts:
+
+        def lan_answer(method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+            ts.wait_for_heads(1, timeout=5)  # the Tailscale request is in flight first
+            return 200, {}, {"models": [{"name": "lan-model"}]}
+
+        with FakeHTTPServer(lan_answer) as lan:
+            result = await prober.probe_host(spec("anvil", lan.base_url, ts.base_url))
+            assert result.ok and result.via == "url" and result.models == ("lan-model",)
+            assert len(ts.heads) == 1
+            assert ts.wait_for_client_closes(1, timeout=5)
+        result = await prober.probe_host(spec("anvil", ts.base_url))
+        assert not result.ok and result.error == "no answer within 400 ms"
+        assert ts.wait_for_client_closes(2, timeout=5)

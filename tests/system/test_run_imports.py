@@ -1,18 +1,22 @@
 """`fleet run NAME` as a real process stays light (issue 15): it never imports click nor httpx's
-command-line tool, and a daemon with nothing to send over HTTP never imports httpx; the forms the
-fast path does not take (help, typos, unknown daemons) still get click's answers; a bad key
-still exits 78 naming it."""
+command-line tool, a daemon with nothing to send over HTTP never imports httpx, and
+ollama-health, which probes its hosts with h11, never imports httpx, httpcore or anyio; the
+forms the fast path does not take (help, typos, unknown daemons) still get click's answers; a
+bad key still exits 78 naming it."""
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FLEET_BIN, free_port, run_fleet
+from tests.conftest import FLEET_BIN, NotifySocket, free_port, run_fleet
+from tests.fakes.ollama import FakeOllama
 
 pytestmark = pytest.mark.system
 
@@ -55,13 +59,51 @@ def test_httpx_cli_is_not_imported_where_httpx_is(
 ) -> None:
     env = {
         **fleet_env,
-        "FLEET_OLLAMA_HEALTH__METRICS_PORT": str(free_port()),
-        "FLEET_OLLAMA_HEALTH__HOSTS": '{"anvil": {"url": "http://127.0.0.1:9"}}',
+        "FLEET_HEARTBEAT__METRICS_PORT": str(free_port()),
+        "FLEET_HEARTBEAT__HEALTH_PORT": "0",
+        "FLEET_HEARTBEAT__PEERS": '[{"name": "forge", "url": "http://127.0.0.1:9/health"}]',
     }
-    _code, modules = imported(["run", "ollama-health", "--once"], env, tmp_path)
-    assert "httpx" in modules  # it probed the (dead) host
+    _code, modules = imported(["run", "heartbeat", "--once"], env, tmp_path)
+    assert "httpx" in modules  # it probed the (dead) peer
     # httpx._main is listed (its import is refused at once); what it would load is not
     assert not {"click", "pygments"} & modules
+
+
+def test_ollama_health_probes_without_httpx(
+    fleet_env: dict[str, str], tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """The long-running daemon, READY and past its first cycle (the fake has answered two
+    probes), has loaded h11 for its probes and none of httpx, httpcore, anyio or what httpx
+    brings along."""
+    log = tmp_path / "importtime.log"
+    with FakeOllama() as anvil, log.open("w") as stderr:
+        env = {
+            **fleet_env,
+            "NOTIFY_SOCKET": notify_socket.path,
+            "FLEET_OLLAMA_HEALTH__METRICS_PORT": str(free_port()),
+            "FLEET_OLLAMA_HEALTH__INTERVAL_S": "0.2",
+            "FLEET_OLLAMA_HEALTH__HOSTS": json.dumps({"anvil": {"url": anvil.base_url}}),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", str(FLEET_BIN), "run", "ollama-health"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,  # a file: importtime's lines would fill a pipe nobody reads yet
+        )
+        try:
+            assert notify_socket.wait_for("READY=1", timeout=30), notify_socket.messages
+            assert anvil.wait_for_requests(2, timeout=30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    modules = set(IMPORT_LINE.findall(log.read_text()))
+    assert "daemons.ollama_health.probe" in modules and "h11" in modules
+    assert not {"httpx", "httpcore", "anyio", "idna", "certifi", "sniffio"} & modules
 
 
 def test_forms_the_fast_path_leaves_to_click(fleet_env: dict[str, str], tmp_path: Path) -> None:
