@@ -13,14 +13,15 @@ dependencies" measured in the same run:
   WebClient in a worker thread) against slack-sdk's AsyncWebClient (which loads aiohttp), each
   in a fresh process that loaded the runtime, posting to a fake Slack on 127.0.0.1.
 
-    .venv/bin/python bench/startup.py [--runs N] [--idle-s S] [--optimize 0|2]
+    .venv/bin/python bench/startup.py [--runs N] [--idle-s S] [--plain]
 
 Every daemon reaches READY under the bench's config: each gets its own ports, ollama-health a
 dead host on 127.0.0.1:9, Slack a dead URL on 127.0.0.1:9, restore-loop the standby role (it
 refuses a primary) and no tier table (its cycles fail, it stays up and idle). Every process
-runs at the generated units' PYTHONOPTIMIZE (2: -OO; `--optimize 0` for plain python), the
-install byte-compiled at that level first as `fleet units install` does (with
-PYTHONDONTWRITEBYTECODE set, a process would otherwise compile every module at every start).
+runs with the generated systemd units' environment (PYTHONOPTIMIZE=2, MALLOC_ARENA_MAX=1;
+`--plain` for plain python), the install byte-compiled at that level first as `fleet units
+install` does (with PYTHONDONTWRITEBYTECODE set, a process would otherwise compile every module
+at every start).
 `claim-sweeper (launchd)` is the same daemon started the way a launchd plist starts it.
 Prints medians; asserts nothing. Talks only to 127.0.0.1 and sockets in temp dirs.
 Targets (issue 15): idle RSS <= 45 MiB per daemon, `fleet run --all` <= 65 MiB,
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.install import compile_for_units
-from shared.units import PYTHON_OPTIMIZE
+from shared.units import MALLOC_ARENA_MAX, PYTHON_OPTIMIZE
 
 FLEET = Path(sys.executable).parent / "fleet"
 OWN = ("shared", "daemons", "fleet", "tests", "bench")
@@ -278,16 +279,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle-s", type=float, default=2.0)
     parser.add_argument(
-        "--optimize",
-        choices=("0", "2"),
-        default=PYTHON_OPTIMIZE,
-        help="PYTHONOPTIMIZE of every process measured (default: the units' level)",
+        "--plain",
+        action="store_true",
+        help="run every process as plain python, not with the systemd units' environment",
     )
     args = parser.parse_args()
     med = statistics.median
-    # As `fleet units install` leaves a host: byte-code at the level the processes run at.
-    print(compile_for_units(Path(sys.prefix), args.optimize))
-    os.environ["PYTHONOPTIMIZE"] = args.optimize  # fleet_env hands it to every process
+    # The units' environment (fleet_env hands it to every process, baselines too), and the
+    # byte-code at that level as `fleet units install` leaves a host.
+    unit_env = {"PYTHONOPTIMIZE": PYTHON_OPTIMIZE, "MALLOC_ARENA_MAX": MALLOC_ARENA_MAX}
+    for key in unit_env:
+        os.environ.pop(key, None)
+    if not args.plain:
+        os.environ.update(unit_env)
+    print(compile_for_units(Path(sys.prefix), os.environ.get("PYTHONOPTIMIZE", "0")))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         deps: dict[str, list[str]] = {}
@@ -316,7 +321,8 @@ def main() -> None:
             slack_async.append(slack_growth("async"))
 
     print(f"runs: {args.runs} (medians); RSS read from /proc after {args.idle_s:g} s idle")
-    print(f"every process at PYTHONOPTIMIZE={args.optimize} (the units': {PYTHON_OPTIMIZE})")
+    shown = " ".join(f"{k}={os.environ[k]}" for k in unit_env if k in os.environ)
+    print(f"every process: {shown + ', as the systemd units' if shown else 'plain python'}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("baseline: a python process importing only the same third-party modules, then idle")
     head = f"{'fleet':>10}{'deps only':>10}{'ratio':>8}"

@@ -3,20 +3,24 @@ own timeout (a dead blob endpoint makes litestream retry silently for minutes), 
 children, and turn litestream's logfmt output into structured log events.
 
 Every call is bounded; a call that times out or is cancelled kills its child before returning.
-Children die with this process (PR_SET_PDEATHSIG on Linux; on macOS they stay in our process
-group, which launchd kills). This module must never decide anything: it runs and reports.
+Children die with this process: on Linux through PR_SET_PDEATHSIG, set by util-linux's
+``setpriv`` which then execs litestream (no Python runs between fork and exec, so the child
+cannot deadlock on a lock another thread held, and the spawn can use vfork; a ctypes
+``preexec_fn`` only where setpriv is missing); on macOS they stay in our process group, which
+launchd kills. This module must never decide anything: it runs and reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import logging
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import deque
@@ -77,12 +81,16 @@ def find_litestream(configured: str = "") -> Path:
     )
 
 
+#: util-linux's setpriv at its fixed places (never looked up on PATH)
+SETPRIV_PATHS = ("/usr/bin/setpriv", "/bin/setpriv")
+
+
 def _prctl_pdeathsig() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
     try:
+        import ctypes  # only here: ~0.4 MiB a daemon otherwise never needs
+
         prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, ImportError):
         return None
 
     def die_with_parent() -> None:
@@ -93,7 +101,25 @@ def _prctl_pdeathsig() -> Callable[[], None] | None:
     return die_with_parent
 
 
-_PREEXEC = _prctl_pdeathsig()
+@functools.cache
+def child_death() -> tuple[tuple[str, ...], Callable[[], None] | None]:
+    """How a child is made to die with this process: a command prefix (``setpriv
+    --pdeathsig KILL --``: PR_SET_PDEATHSIG, then exec; the kernel SIGKILLs the child when the
+    thread that forked it, the event loop's, exits, even if this process is SIGKILLed), else a
+    preexec function doing the same through ctypes. Nothing on macOS (launchd kills the group).
+    """
+    if not sys.platform.startswith("linux"):
+        return (), None
+    for path in SETPRIV_PATHS:
+        if not os.access(path, os.X_OK):
+            continue
+        try:  # --pdeathsig is util-linux 2.33 (2018); an older setpriv refuses it
+            helped = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if "--pdeathsig" in helped.stdout:
+            return (path, "--pdeathsig", "KILL", "--"), None
+    return (), _prctl_pdeathsig()
 
 
 async def kill_process(proc: asyncio.subprocess.Process, grace_s: float = 0.0) -> None:
@@ -232,15 +258,17 @@ class Litestream:
         return env
 
     async def _spawn(self, args: list[str]) -> asyncio.subprocess.Process:
+        prefix, preexec = child_death()
         try:
             return await asyncio.create_subprocess_exec(
+                *prefix,
                 str(self.binary),
                 *args,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self.child_env(),
-                preexec_fn=_PREEXEC,
+                preexec_fn=preexec,
             )
         except OSError as exc:
             raise LitestreamError("spawn", f"cannot run {self.binary}: {exc.strerror}") from None

@@ -17,6 +17,7 @@ from shared.exitcodes import EX_CONFIG
 from shared.units.services import (
     DEFAULT_TIMINGS,
     GENERATED_MARKER,
+    MALLOC_ARENA_MAX,
     PYTHON_OPTIMIZE,
     UNIT_PREFIX,
     InstallLayout,
@@ -175,6 +176,7 @@ def render_systemd(
     if spec.fleet_daemon:
         # EnvironmentFile= settings win over Environment=: PYTHONOPTIMIZE=0 in one undoes it.
         service.append(("Environment", f"PYTHONOPTIMIZE={PYTHON_OPTIMIZE}"))
+        service.append(("Environment", f"MALLOC_ARENA_MAX={MALLOC_ARENA_MAX}"))
     # Files the config names (the alai layout's litestream logs); else the journal.
     if spec.log_file is not None:
         service.append(("StandardOutput", "append:" + _sd_single_path(spec.stdout_path)))

@@ -51,6 +51,7 @@ def test_install_and_uninstall_print_the_systemctl_plan(
     assert compiled.exists()
     unit = dest / "alai-fleet-claim-sweeper.service"
     assert "\nEnvironment=PYTHONOPTIMIZE=2\n" in unit.read_text()
+    assert "\nEnvironment=MALLOC_ARENA_MAX=1\n" in unit.read_text()  # glibc: one malloc arena
     assert stat.S_IMODE(unit.stat().st_mode) == 0o644
     assert "systemctl --user daemon-reload" in first.stdout
     assert "systemctl --user enable --now alai-fleet-claim-sweeper.service" in first.stdout

@@ -53,6 +53,7 @@ def test_plist_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert agent.EnvironmentVariables["FLEET_FLEET__LOG_FILE"] == f"{root}/logs/claim-sweeper.log"
     assert agent.StandardOutPath == f"{root}/logs/claim-sweeper.err.log"
     assert agent.EnvironmentVariables["PYTHONOPTIMIZE"] == "2"  # -OO, as the systemd units
+    assert "MALLOC_ARENA_MAX" not in agent.EnvironmentVariables  # glibc's; macOS ignores it
     assert agent.StandardErrorPath == f"{root}/logs/claim-sweeper.err.log"
     assert agent.ProcessType == "Background"
     assert agent.Umask == 0o077
