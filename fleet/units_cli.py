@@ -426,7 +426,11 @@ def launchd_run_cmd(
     but never loops on a refusal. The plists' plain forms take a path without click
     (fleet.launchd_run); this command answers the others the same way."""
     from fleet.launchd_run import LaunchdRunArgs, launchd_run
+    from fleet.registry import by_name
 
+    known = by_name()
+    if name not in known:
+        raise click.UsageError(f"unknown daemon {name!r}; known: {', '.join(sorted(known))}")
     launchd_run(LaunchdRunArgs(name, optional_env_files, env_file, domain, config_path))
 
 

@@ -159,6 +159,15 @@ def test_launchd_run_sigterm_exits_0(
 
 
 @pytest.mark.system
+def test_launchd_run_of_an_unknown_daemon_is_a_usage_error(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    res = run_fleet(["units", "launchd-run", "no-such-daemon"], fleet_env, tmp_path, timeout=30)
+    assert res.returncode == 64, res.stderr
+    assert "unknown daemon 'no-such-daemon'" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.system
 def test_launchd_run_never_imports_click(fleet_env: dict[str, str], tmp_path: Path) -> None:
     """A launchd job is the daemon's process for its whole life: the plists' form starts it
     without click (about 1.4 MiB of RSS), yet still loads the env file and still refuses."""
