@@ -55,6 +55,17 @@ def fleet_env(fleet_root: Path, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def units_byte_code() -> None:
+    """`fleet units install` byte-compiles this venv for the units' -OO (fleet.install): on a
+    fresh venv that takes tens of seconds once, so it is done here, outside the commands'
+    timeouts (later installs find it done: about a second)."""
+    from fleet.install import compile_for_units
+    from shared.units import PYTHON_OPTIMIZE
+
+    compile_for_units(Path(sys.prefix), PYTHON_OPTIMIZE, timeout_s=900)
+
+
+@pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """One real PostgreSQL server for the session (127.0.0.1, free port). Skipped when the
     server binaries are missing, except under CI (``.ci/run`` installs them), where it fails."""

@@ -28,7 +28,7 @@ from tests.units_support import (
     write_config,
 )
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.usefixtures("units_byte_code")]
 
 CONFIG_FILE = Path("/etc/alai-fleet/fleet.toml")  # where the units say it is (never read here)
 DAEMONS = {m.name for m in manifests()}

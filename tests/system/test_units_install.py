@@ -22,6 +22,9 @@ from shared.units import GENERATED_MARKER, LaunchAgentPlist
 from tests.conftest import run_fleet
 from tests.units_support import write_config
 
+# `units install` byte-compiles the venv; a fresh one once, outside the commands' timeouts
+pytestmark = pytest.mark.usefixtures("units_byte_code")
+
 
 @pytest.mark.system
 def test_install_and_uninstall_print_the_systemctl_plan(

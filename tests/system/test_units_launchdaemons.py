@@ -29,6 +29,9 @@ from tests.cutover_support import fake_env, install_fakes, logged_calls
 from tests.launchd_keys import launchd_plist_problems
 from tests.units_support import REPO, VENV, gen, layout, load, write_config
 
+# `units install` byte-compiles the venv; a fresh one once, outside the commands' timeouts
+pytestmark = pytest.mark.usefixtures("units_byte_code")
+
 DAEMONS_DIR = "/Library/LaunchDaemons"
 _PROCESS_ROW = re.compile(r"^\| `([a-z<>-]+)` \| (Standard|Background|Adaptive|Interactive) \|")
 
