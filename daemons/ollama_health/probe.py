@@ -35,8 +35,9 @@ from shared.clock import MonotonicClock
 __all__ = ["MAX_BODY_BYTES", "EndpointResult", "ProbeResult", "Prober", "parse_models"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-# Status line and headers (and a chunk-size line): h11 refuses a longer incomplete event.
-# Ollama's and MLX's heads are a few hundred bytes.
+# Status line and headers (and a chunk-size line): h11 refuses a longer incomplete event; with
+# the 1xx answers before them, the exchange refuses more. Ollama's and MLX's heads are a few
+# hundred bytes.
 MAX_HEAD_BYTES = 32 * 1024
 READ_BYTES = 64 * 1024
 # A TLS close waits for the peer's close_notify; past this the connection is aborted.
@@ -196,10 +197,15 @@ async def exchange(
     status = 0
     chunks: list[bytes] = []
     size = 0
+    head_size = 0  # received before the final head: 1xx answers count as its head
     while True:
         event = conn.next_event()  # h11.RemoteProtocolError on anything but valid HTTP/1.x
         if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(READ_BYTES))  # b"" at EOF: h11 decides
+            if not status and head_size > MAX_HEAD_BYTES:  # endless interim answers
+                raise h11.RemoteProtocolError("head too large", 431)
+            data = await reader.read(READ_BYTES)
+            head_size += len(data)
+            conn.receive_data(data)  # b"" at EOF: h11 decides
         elif isinstance(event, h11.Response):
             status = event.status_code
             if status != 200:

@@ -268,8 +268,10 @@ async def test_bodies_framed_every_way_are_read(prober: Prober, answer: list[byt
         ([b"HTTP/1.1 2OO OK\r\n\r\n"], INVALID),
         # A head that never ends, larger than the head limit: refused before the deadline.
         ([b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 40_000], INVALID),
+        # Interim answers without end: together they are the head, held to the same limit.
+        ([head("HTTP/1.1 100 Continue") * 2_000], INVALID),
     ],
-    ids=["declared", "chunked", "close-ended", "garbage", "bad-status", "endless-head"],
+    ids=["declared", "chunked", "close-ended", "garbage", "bad-status", "endless-head", "1xx"],
 )
 async def test_answers_cut_off_before_the_deadline(
     prober: Prober, answer: list[bytes], needle: str
