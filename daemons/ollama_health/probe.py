@@ -405,5 +405,10 @@ async def connect_socket(target: Target) -> socket.socket:
             elif not task.cancelled() and task.exception() is None:
                 task.result().close()  # connected too, but later than the winner
         if cancelled := [t for t in started if not t.done()]:
-            await asyncio.wait(cancelled)
+            try:
+                await asyncio.wait(cancelled)
+            except BaseException:  # cancelled meanwhile: the winner is returned to no one
+                if winner is not None:
+                    winner.result().close()
+                raise
     raise ProbeFailed(describe_connect_error(first_error))
