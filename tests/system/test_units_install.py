@@ -133,6 +133,28 @@ def test_execute_stops_at_the_first_failing_checked_step(
 
 
 @pytest.mark.system
+def test_install_compiles_the_fleet_not_its_namesakes_in_the_working_directory(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`fleet units install` run from a directory holding its own shared/, daemons/ or fleet/
+    (a home directory, another project) compiles the fleet's packages, the ones the units
+    import, and writes nothing into that directory."""
+    work = tmp_path / "work"
+    for name in ("shared", "daemons", "fleet"):
+        (work / name).mkdir(parents=True)
+        (work / name / "notes.py").write_text("x = 1\n")
+    cfg = write_config(tmp_path / "fleet.toml", tmp_path / "root")
+    compiled = Path(importlib.util.cache_from_source(policy.__file__, optimization=2))
+    compiled.unlink(missing_ok=True)
+    args = ["units", "install", "--target", "systemd", "--mode", "user"]
+    args += ["--dest", str(tmp_path / "units"), "--config", str(cfg)]
+    res = run_fleet(args, fleet_env, work)
+    assert res.returncode == 0, res.stderr
+    assert compiled.exists()
+    assert not list(work.rglob("__pycache__"))
+
+
+@pytest.mark.system
 def test_install_dry_run_prints_the_diff_and_writes_nothing(
     fleet_env: dict[str, str], tmp_path: Path
 ) -> None:
