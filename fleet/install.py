@@ -366,7 +366,9 @@ def compile_for_units(prefix: Path, level: str, timeout_s: float = 600) -> str:
     exe = str(python) if python.exists() else sys.executable
     try:
         out = subprocess.run(
-            [exe, "-c", _COMPILE, level],
+            # -P: the packages the units import, never a namesake in the working directory
+            # (a "-c" script's sys.path starts with it), which compileall would then walk
+            [exe, "-P", "-c", _COMPILE, level],
             capture_output=True,
             text=True,
             timeout=timeout_s,

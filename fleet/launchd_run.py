@@ -18,7 +18,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fleet.run import RunArgs
 
 __all__ = ["DOMAINS", "LaunchdRunArgs", "fast_main", "launchd_refusal", "launchd_run", "parse_args"]
 
@@ -98,8 +103,10 @@ def secrets(env_file: str) -> dict[str, str] | str:
         return f"secrets file {exc}"
 
 
-def launchd_run(args: LaunchdRunArgs) -> NoReturn:
-    """Load the env files, then run the daemon in this process; exit 78 becomes 0."""
+def launchd_run(args: LaunchdRunArgs, start: Callable[[RunArgs], object] | None = None) -> NoReturn:
+    """Load the env files, then run the daemon in this process; exit 78 becomes 0. ``start``
+    runs it (``fleet.run.run`` unless given: the click command gives ``fleet run``'s own
+    checks of a NAME the plists never give)."""
     from fleet.run import RunArgs, run
     from shared.exitcodes import ExitCode
 
@@ -110,11 +117,12 @@ def launchd_run(args: LaunchdRunArgs) -> NoReturn:
             launchd_refusal(args.name, loaded, args.domain)
         os.environ.update(loaded)
     try:
-        run(RunArgs(args.name, config_path=args.config_path))
+        (start or run)(RunArgs(args.name, config_path=args.config_path))
     except SystemExit as exc:
         if exc.code == ExitCode.CONFIG:
             launchd_refusal(args.name, "invalid config or wrong role", args.domain)
         raise
+    raise SystemExit(ExitCode.OK)
 
 
 def fast_main(args: list[str]) -> None:

@@ -425,13 +425,23 @@ def launchd_run_cmd(
     that is not private) becomes exit 0, so KeepAlive{SuccessfulExit=false} restarts crashes
     but never loops on a refusal. The plists' plain forms take a path without click
     (fleet.launchd_run); this command answers the others the same way."""
+    from fleet.cli import run as run_command
     from fleet.launchd_run import LaunchdRunArgs, launchd_run
-    from fleet.registry import by_name
+    from fleet.run import RunArgs
 
-    known = by_name()
-    if name not in known:
-        raise click.UsageError(f"unknown daemon {name!r}; known: {', '.join(sorted(known))}")
-    launchd_run(LaunchdRunArgs(name, optional_env_files, env_file, domain, config_path))
+    def start(args: RunArgs) -> None:
+        # `fleet run NAME` as click runs it: an unknown or empty NAME is its usage error (exit
+        # 64), after the env files are loaded; fleet.run.run trusts the NAME it is given.
+        click.get_current_context().invoke(
+            run_command,
+            name=args.name,
+            run_all=False,
+            once=False,
+            dry_run=False,
+            config_path=args.config_path,
+        )
+
+    launchd_run(LaunchdRunArgs(name, optional_env_files, env_file, domain, config_path), start)
 
 
 @units.command(

@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import h11
@@ -34,8 +35,9 @@ from shared.clock import MonotonicClock
 __all__ = ["MAX_BODY_BYTES", "EndpointResult", "ProbeResult", "Prober", "parse_models"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
-# Status line and headers (and a chunk-size line): h11 refuses a longer incomplete event.
-# Ollama's and MLX's heads are a few hundred bytes.
+# Status line and headers (and a chunk-size line): h11 refuses a longer incomplete event; with
+# the 1xx answers before them, the exchange refuses more. Ollama's and MLX's heads are a few
+# hundred bytes.
 MAX_HEAD_BYTES = 32 * 1024
 READ_BYTES = 64 * 1024
 # A TLS close waits for the peer's close_notify; past this the connection is aborted.
@@ -45,6 +47,11 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 3986 characters kept as they are in a path (``%`` too: already-encoded stays so).
 PATH_SAFE = "/:@!$&'()*+,;=%"
 INVALID_ANSWER = "connection closed without a valid HTTP answer"
+# The next address of a name is tried when the previous one has not connected by then
+# (RFC 8305's connection attempt delay).
+CONNECT_STAGGER_S = 0.25
+# One getaddrinfo result: family, type, proto, canonical name, address.
+AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
 
 @dataclass(frozen=True)
@@ -190,10 +197,15 @@ async def exchange(
     status = 0
     chunks: list[bytes] = []
     size = 0
+    head_size = 0  # received before the final head: 1xx answers count as its head
     while True:
         event = conn.next_event()  # h11.RemoteProtocolError on anything but valid HTTP/1.x
         if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(READ_BYTES))  # b"" at EOF: h11 decides
+            if not status and head_size > MAX_HEAD_BYTES:  # endless interim answers
+                raise h11.RemoteProtocolError("head too large", 431)
+            data = await reader.read(READ_BYTES)
+            head_size += len(data)
+            conn.receive_data(data)  # b"" at EOF: h11 decides
         elif isinstance(event, h11.Response):
             status = event.status_code
             if status != 200:
@@ -330,27 +342,73 @@ class Prober:
             raise
 
 
+async def connect_address(loop: asyncio.AbstractEventLoop, info: AddressInfo) -> socket.socket:
+    """A TCP socket connected to one address of getaddrinfo's; closed if that fails or is
+    cancelled."""
+    family, kind, proto, _name, address = info
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def connect_socket(target: Target) -> socket.socket:
     """A TCP socket connected to the first address of ``target`` that accepts. Addresses are
     tried here rather than by asyncio, whose error when several fail (Python 3.11) is one
-    OSError quoting the addresses, with no errno to tell a refusal."""
+    OSError quoting the addresses, with no errno to tell a refusal. The next address is tried
+    when the previous one failed or has not connected within ``CONNECT_STAGGER_S`` (happy
+    eyeballs, as httpx did through anyio): a black-holed address (IPv6 without a route, say)
+    cannot spend the whole deadline. Every socket but the one returned is closed."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise ProbeFailed("name resolution failed") from None
+    waiting: list[AddressInfo] = list(infos)
+    started: list[asyncio.Task[socket.socket]] = []
+    pending: set[asyncio.Task[socket.socket]] = set()
+    winner: asyncio.Task[socket.socket] | None = None
     first_error: OSError | None = None
-    for family, kind, proto, _name, address in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            first_error = first_error or exc
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    unexpected: BaseException | None = None
+    try:
+        while (waiting or pending) and winner is None and unexpected is None:
+            if waiting:
+                started.append(asyncio.create_task(connect_address(loop, waiting.pop(0))))
+                pending.add(started[-1])
+            done, pending = await asyncio.wait(
+                pending,
+                timeout=CONNECT_STAGGER_S if waiting else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in (t for t in started if t in done):  # in the order tried
+                exc = task.exception()
+                if exc is None:
+                    winner = winner or task
+                elif isinstance(exc, OSError):
+                    first_error = first_error or exc
+                else:
+                    unexpected = unexpected or exc
+        if winner is not None:
+            return winner.result()
+        if unexpected is not None:
+            raise unexpected
+    finally:
+        for task in started:
+            if task is winner:
+                continue
+            if not task.done():
+                task.cancel()  # its socket is closed when the cancellation lands
+            elif not task.cancelled() and task.exception() is None:
+                task.result().close()  # connected too, but later than the winner
+        if cancelled := [t for t in started if not t.done()]:
+            try:
+                await asyncio.wait(cancelled)
+            except BaseException:  # cancelled meanwhile: the winner is returned to no one
+                if winner is not None:
+                    winner.result().close()
+                raise
     raise ProbeFailed(describe_connect_error(first_error))

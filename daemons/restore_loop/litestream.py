@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -120,6 +122,17 @@ def child_death() -> tuple[tuple[str, ...], Callable[[], None] | None]:
         if "--pdeathsig" in helped.stdout:
             return (path, "--pdeathsig", "KILL", "--"), None
     return (), _prctl_pdeathsig()
+
+
+def exec_problem(binary: Path) -> str | None:
+    """Why ``binary`` cannot be executed (the text exec's error would carry), or None."""
+    try:
+        st = binary.stat()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if stat.S_ISDIR(st.st_mode) or not os.access(binary, os.X_OK):
+        return os.strerror(errno.EACCES)
+    return None
 
 
 async def kill_process(proc: asyncio.subprocess.Process, grace_s: float = 0.0) -> None:
@@ -259,6 +272,12 @@ class Litestream:
 
     async def _spawn(self, args: list[str]) -> asyncio.subprocess.Process:
         prefix, preexec = child_death()
+        if prefix and os.sep in str(self.binary):
+            # setpriv would start, fail to exec it and exit 127 (126) with its own text, read
+            # as litestream's answer: say it here, as the exec failing in our fork does below.
+            problem = exec_problem(self.binary)
+            if problem is not None:
+                raise LitestreamError("spawn", f"cannot run {self.binary}: {problem}")
         try:
             return await asyncio.create_subprocess_exec(
                 *prefix,

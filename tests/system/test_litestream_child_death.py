@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons.restore_loop.litestream import SETPRIV_PATHS, child_death
+from daemons.restore_loop.litestream import SETPRIV_PATHS, Litestream, LitestreamError, child_death
 
 pytestmark = [
     pytest.mark.system,
@@ -78,3 +78,27 @@ def test_a_child_dies_when_the_daemon_is_killed(tmp_path: Path) -> None:
             daemon.wait()
         if child and not gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "why"),
+    [(None, 0, "No such file or directory"), ("#!/bin/sh\n", 0o644, "Permission denied")],
+    ids=["missing", "not-executable"],
+)
+async def test_a_binary_that_cannot_run_is_a_spawn_error(
+    tmp_path: Path, content: str | None, mode: int, why: str
+) -> None:
+    """A litestream gone or not executable when a child is spawned (an upgrade under way) is
+    the ``spawn`` error naming it, as before setpriv went in front: never setpriv's exit 127
+    with its own text, read as litestream's answer."""
+    binary = tmp_path / "litestream"
+    if content is not None:
+        binary.write_text(content)
+        binary.chmod(mode)
+    ls = Litestream(binary, tmp_path / "litestream.yml", call_timeout_s=10, log=None)
+    follower = ls.start_follower(tmp_path / "a.db", tmp_path / "copy.db", 1.0)
+    for call in (ls.version(), follower):
+        with pytest.raises(LitestreamError) as caught:
+            await call
+        assert caught.value.reason == "spawn"
+        assert str(caught.value) == f"cannot run {binary}: {why}"

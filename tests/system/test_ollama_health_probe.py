@@ -7,6 +7,7 @@ with an untrusted certificate, IPv6, and closing the connection when cut short."
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -267,8 +268,10 @@ async def test_bodies_framed_every_way_are_read(prober: Prober, answer: list[byt
         ([b"HTTP/1.1 2OO OK\r\n\r\n"], INVALID),
         # A head that never ends, larger than the head limit: refused before the deadline.
         ([b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 40_000], INVALID),
+        # Interim answers without end: together they are the head, held to the same limit.
+        ([head("HTTP/1.1 100 Continue") * 2_000], INVALID),
     ],
-    ids=["declared", "chunked", "close-ended", "garbage", "bad-status", "endless-head"],
+    ids=["declared", "chunked", "close-ended", "garbage", "bad-status", "endless-head", "1xx"],
 )
 async def test_answers_cut_off_before_the_deadline(
     prober: Prober, answer: list[bytes], needle: str
@@ -400,3 +403,40 @@ async def test_cut_short_probes_close_their_connection(prober: Prober) -> None:
         result = await prober.probe_host(spec("anvil", ts.base_url))
         assert not result.ok and result.error == "no answer within 400 ms"
         assert ts.wait_for_client_closes(2, timeout=5)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose connects never complete: a listener that accepts nothing,
+    its one-place accept queue already taken, so the kernel drops every further SYN."""
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        yield int(listener.getsockname()[1])
+
+
+async def test_a_black_holed_address_does_not_hide_the_next(
+    prober: Prober, black_hole: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with two addresses (IPv6 and IPv4, say), the first one black-holed: the second
+    is tried when the first has not connected within a moment (happy eyeballs, as httpx did
+    through anyio), not after the whole deadline is spent on the first."""
+    answer = [head(*OK_JSON, f"Content-Length: {len(MODELS_JSON)}"), MODELS_JSON]
+    with RawHTTPServer(answer) as raw:
+        dead = spec("forge", f"http://127.0.0.1:{black_hole}")
+        result = await prober.probe_host(dead)
+        assert not result.ok and result.error == "no answer within 400 ms"  # it is dead
+        addresses = [("127.0.0.1", black_hole), ("127.0.0.1", raw.port)]
+        names: list[str] = []
+
+        async def resolve(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+            names.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a) for a in addresses]
+
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+        both = dataclasses.replace(spec("forge", f"http://forge.test:{raw.port}"), timeout_s=10.0)
+        result = await prober.probe_host(both)
+        assert names == ["forge.test"]
+        assert result.ok, result.error
+        assert raw.request_headers()[1]["host"] == f"forge.test:{raw.port}"

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 import daemons.claim_sweeper.policy as policy
+import fleet.install
+import shared.example_config
 from fleet.install import Step, execute
 from shared.units import GENERATED_MARKER, LaunchAgentPlist
 from tests.conftest import run_fleet
@@ -133,6 +135,33 @@ def test_execute_stops_at_the_first_failing_checked_step(
     assert "error: exit 1: fails" in capsys.readouterr().err
     assert execute(steps, now=False, runner=runner) == 0
     assert ran == [["may-fail"], ["fails"]], "printing the plan runs nothing"
+
+
+@pytest.mark.system
+def test_install_compiles_the_fleet_not_its_namesakes_in_the_working_directory(
+    fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`fleet units install` run from a directory holding its own shared/, daemons/ or fleet/
+    (a home directory, another project) compiles the fleet's packages, the ones the units
+    import, and writes nothing into that directory."""
+    work = tmp_path / "work"
+    for name in ("shared", "daemons", "fleet"):
+        (work / name).mkdir(parents=True)
+        (work / name / "notes.py").write_text("x = 1\n")
+    cfg = write_config(tmp_path / "fleet.toml", tmp_path / "root")
+    # modules no daemon imports (no other test compiles them at -OO, nor removes them)
+    compiled = [
+        Path(importlib.util.cache_from_source(str(module.__file__), optimization=2))
+        for module in (fleet.install, shared.example_config)
+    ]
+    for path in compiled:
+        path.unlink(missing_ok=True)
+    args = ["units", "install", "--target", "systemd", "--mode", "user"]
+    args += ["--dest", str(tmp_path / "units"), "--config", str(cfg)]
+    res = run_fleet(args, fleet_env, work)
+    assert res.returncode == 0, res.stderr
+    assert [path.exists() for path in compiled] == [True, True]
+    assert not list(work.rglob("__pycache__"))
 
 
 @pytest.mark.system

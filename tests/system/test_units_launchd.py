@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from shared.exitcodes import ExitCode
 from shared.units import LaunchAgentPlist, stop_timeout_s
 from tests.conftest import FLEET_BIN, NotifySocket, run_fleet
 from tests.units_support import REPO, VENV, gen, layout, load, write_config
@@ -119,6 +120,22 @@ def test_launchd_run_turns_a_refusal_into_exit_0(fleet_env: dict[str, str], tmp_
 
 
 @pytest.mark.system
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [("no-such-daemon", "unknown daemon 'no-such-daemon'"), ("", "give a daemon NAME")],
+)
+def test_launchd_run_of_no_known_daemon_is_a_usage_error(
+    fleet_env: dict[str, str], tmp_path: Path, name: str, needle: str
+) -> None:
+    """A NAME the plists never give goes to click, which answers as `fleet run NAME` does:
+    a usage error (exit 64), never a traceback, and an empty NAME never runs every daemon."""
+    res = run_fleet(["units", "launchd-run", name], fleet_env, tmp_path, timeout=30)
+    assert res.returncode == ExitCode.USAGE, res.stdout + res.stderr
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.system
 def test_launchd_run_keeps_a_startup_failure_non_zero(
     fleet_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -156,15 +173,6 @@ def test_launchd_run_sigterm_exits_0(
             proc.communicate()
     assert proc.returncode == 0, err
     assert '"stopped"' in out
-
-
-@pytest.mark.system
-def test_launchd_run_of_an_unknown_daemon_is_a_usage_error(
-    fleet_env: dict[str, str], tmp_path: Path
-) -> None:
-    res = run_fleet(["units", "launchd-run", "no-such-daemon"], fleet_env, tmp_path, timeout=30)
-    assert res.returncode == 64, res.stderr
-    assert "unknown daemon 'no-such-daemon'" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.system
