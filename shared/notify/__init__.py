@@ -15,7 +15,8 @@ Nothing here may drop a message silently: every row ends as sent, collapsed (int
 summary) or dead (permanent error, counted and logged).
 
 Modules: ``message`` (the plain data), ``collapse`` (the pure collapse plan), ``outbox`` (the
-store's protocol and ``outbox_for``), ``outbox_sqlite`` and ``outbox_postgres`` (the stores),
+store's protocol and ``outbox_for``), ``outbox_sqlite`` and ``outbox_postgres`` (the stores)
+with ``outbox_sql`` (the statements and operations both share),
 ``sink`` and ``slack`` (transports), ``sender`` (the delivery loop), ``metrics``.
 """
 

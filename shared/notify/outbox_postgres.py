@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -35,9 +34,23 @@ from shared.clock import Clock, MonotonicClock, boot_id
 from shared.mc_postgres import shutdown_socket
 from shared.mc_target import McTargetError, check_url, read_password, redact_url
 from shared.notify.collapse import CollapsePlan, PendingAlert, WaitingSummary, plan_collapse
-from shared.notify.message import MAX_SILENCE_S, ROW_COLUMNS, Message, OutboxRow, Silence
 from shared.notify.outbox_adopt import COLUMNS as ADOPT_COLUMNS
 from shared.notify.outbox_adopt import mark_moved, take_undelivered
+from shared.notify.outbox_sql import (
+    ABSORB,
+    COLLAPSE,
+    FOLDED_ALERTS,
+    PENDING_ALERTS,
+    REGROUP,
+    RELEASE,
+    SUMMARY_INSERT,
+    WAITING_SUMMARIES,
+    OutboxQueries,
+    pending_alerts,
+    summary_params,
+    to_pyformat,
+    waiting_summaries,
+)
 from shared.sqlite import StoreError
 
 __all__ = ["SCHEMA", "STORE_NAME", "PostgresOutbox", "is_transient"]
@@ -95,12 +108,14 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-class PostgresOutbox:
+class PostgresOutbox(OutboxQueries):
     """The shared outbox: ``await open()`` (raises StoreError while the server cannot be
-    reached, yet stays wanted: every later use tries again), then the ``OutboxStore`` API;
-    ``close()`` is idempotent."""
+    reached, yet stays wanted: every later use tries again), then the ``OutboxStore`` API
+    (what is the same on SQLite comes from ``OutboxQueries``); ``close()`` is idempotent."""
 
     label = "outbox"
+    placeholder = "%s"
+    silence_table = "outbox_silence"  # one silence for the whole fleet
 
     def __init__(
         self,
@@ -316,89 +331,6 @@ class PostgresOutbox:
 
         await asyncio.to_thread(_close)
 
-    # messages ----------------------------------------------------------------------------
-    async def enqueue(self, msg: Message) -> bool:
-        """Store ``msg``; False if its dedup key was already enqueued, from any host."""
-        count = await self._execute(
-            "INSERT INTO outbox(dedup_key, sink, channel, kind, text, payload, daemon,"
-            " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (dedup_key) DO NOTHING",
-            (
-                msg.dedup_key,
-                msg.sink,
-                msg.channel,
-                msg.kind,
-                msg.text,
-                json.dumps(msg.payload, sort_keys=True),
-                msg.daemon,
-                self.now(),
-            ),
-        )
-        return count == 1
-
-    async def pending_count(self) -> int:
-        rows = await self._fetchall(
-            "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
-        )
-        return int(rows[0][0])
-
-    async def counts(self) -> dict[str, int]:
-        rows = await self._fetchall("SELECT status, count(*) FROM outbox GROUP BY status")
-        return {str(s): int(n) for s, n in rows}
-
-    # silence (one for the whole fleet) ---------------------------------------------------
-    async def silence(self) -> Silence | None:
-        rows = await self._fetchall(
-            "SELECT until, reason, set_at, set_mono, set_boot FROM outbox_silence WHERE id = 1"
-        )
-        if not rows:
-            return None
-        until, reason, set_at, set_mono, set_boot = rows[0]
-        return Silence(
-            float(until),
-            str(reason),
-            float(set_at),
-            float(set_mono) if set_mono is not None else None,
-            str(set_boot) if set_boot is not None else None,
-        )
-
-    def silenced(self, silence: Silence | None) -> bool:
-        return silence is not None and silence.active(self.now(), self.mono(), self.boot)
-
-    async def set_silence(self, duration_s: float, reason: str = "") -> Silence:
-        if not 0 < duration_s <= MAX_SILENCE_S:
-            raise ValueError(
-                f"a silence lasts more than 0 s and at most {MAX_SILENCE_S / 86400:.0f}d "
-                f"({MAX_SILENCE_S:.0f} s), not {duration_s:g} s"
-            )
-        now = self.now()
-        silence = Silence(now + duration_s, reason, now, self.mono(), self.boot)
-        await self._execute(
-            "INSERT INTO outbox_silence(id, until, reason, set_at, set_mono, set_boot)"
-            " VALUES (1, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO UPDATE SET until = excluded.until, reason = excluded.reason,"
-            " set_at = excluded.set_at, set_mono = excluded.set_mono,"
-            " set_boot = excluded.set_boot",
-            (silence.until, reason, now, silence.set_mono, silence.boot),
-        )
-        return silence
-
-    async def clear_silence(self) -> bool:
-        return await self._execute("DELETE FROM outbox_silence WHERE id = 1") == 1
-
-    # sender operations -------------------------------------------------------------------
-    async def requeue_abandoned(self) -> int:
-        return await self._execute(
-            "UPDATE outbox SET status = 'pending', claimed_by = NULL"
-            " WHERE status = 'sending' AND claimed_until < %s",
-            (self.now(),),
-        )
-
-    async def hold_alerts(self) -> int:
-        return await self._execute(
-            "UPDATE outbox SET held = 1 WHERE status = 'pending' AND kind = 'alert' AND held = 0"
-        )
-
     async def collapse(self, stale_alert_s: float, burst: int) -> list[int]:
         """As ``SqliteOutbox.collapse``, in one transaction under a fleet-wide advisory lock."""
         now = self.now()
@@ -414,30 +346,6 @@ class PostgresOutbox:
 
         return await self._run(_do)
 
-    async def ready(
-        self,
-        *,
-        include_alerts: bool,
-        limit: int,
-        per_channel: int | None = None,
-        max_delay_s: float | None = None,
-    ) -> list[OutboxRow]:
-        """As ``SqliteOutbox.ready``: due rows, oldest first, at most ``per_channel`` each."""
-        kinds = ["alert", "push", "summary"] if include_alerts else ["push"]
-        cap = per_channel if per_channel is not None else limit
-        now = self.now()
-        horizon = now + max_delay_s if max_delay_s is not None else float("inf")
-        rows = await self._fetchall(
-            f"SELECT {ROW_COLUMNS} FROM ("
-            f" SELECT {ROW_COLUMNS}, ROW_NUMBER() OVER"
-            " (PARTITION BY sink, channel ORDER BY id) AS rn FROM outbox"
-            " WHERE status = 'pending' AND kind = ANY(%s)"
-            " AND (next_attempt_at <= %s OR next_attempt_at > %s)"
-            ") AS due WHERE rn <= %s ORDER BY id LIMIT %s",
-            (kinds, now, horizon, cap, limit),
-        )
-        return [OutboxRow.from_db(r) for r in rows]
-
     async def claim(self, row_id: int, owner: str, lease_s: float) -> bool:
         """Take ``row_id`` for ``owner`` until the lease lapses; False if another sender (on
         any host) has it or is taking it right now (its row lock is skipped, never waited on)."""
@@ -452,38 +360,6 @@ class PostgresOutbox:
             == 1
         )
 
-    async def mark_sent(self, row_id: int, owner: str) -> None:
-        await self._execute(
-            "UPDATE outbox SET status = 'sent', sent_at = %s, sent_mono = %s, sent_boot = %s,"
-            " last_error = NULL WHERE id = %s AND claimed_by = %s",
-            (self.now(), self.mono(), self.boot, row_id, owner),
-        )
-
-    async def mark_retry(self, row_id: int, owner: str, delay_s: float, error: str) -> None:
-        await self._execute(
-            "UPDATE outbox SET status = 'pending', claimed_by = NULL, next_attempt_at = %s,"
-            " last_error = %s WHERE id = %s AND claimed_by = %s",
-            (self.now() + delay_s, error[:500], row_id, owner),
-        )
-
-    async def mark_dead(self, row_id: int, owner: str, error: str) -> None:
-        await self._execute(
-            "UPDATE outbox SET status = 'dead', last_error = %s WHERE id = %s AND claimed_by = %s",
-            (error[:500], row_id, owner),
-        )
-
-    async def sent_at(self, dedup_keys: Sequence[str]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for start in range(0, len(dedup_keys), 500):
-            chunk = list(dedup_keys[start : start + 500])
-            rows = await self._fetchall(
-                "SELECT dedup_key, sent_at FROM outbox WHERE status = 'sent'"
-                " AND dedup_key = ANY(%s)",
-                (chunk,),
-            )
-            out.update({str(k): float(t) for k, t in rows})
-        return out
-
     async def sent_recently(self, sink: str, channel: str, window_s: float = 60.0) -> int:
         """Sends on (sink, channel) in the last ``window_s`` by any host: this boot's on the
         monotonic clock, every other host's (or boot's) by wall time, never from the future."""
@@ -496,91 +372,38 @@ class PostgresOutbox:
         )
         return int(rows[0][0])
 
-    async def prune(self, older_than_s: float) -> int:
-        return await self._execute(
-            "DELETE FROM outbox WHERE status IN ('sent', 'collapsed', 'dead')"
-            " AND coalesce(sent_at, created_at) < %s"
-            " AND NOT (status = 'collapsed' AND summary_id IS NOT NULL AND summary_id IN"
-            " (SELECT id FROM outbox WHERE status IN ('pending', 'sending')))",
-            (self.now() - older_than_s,),
-        )
-
 
 # collapse, inside the caller's transaction ---------------------------------------------------
 def _pending_alerts(conn: Conn) -> list[PendingAlert]:
-    raw = conn.execute(
-        f"SELECT {ROW_COLUMNS}, held FROM outbox"
-        " WHERE status = 'pending' AND kind = 'alert' ORDER BY id"
-    ).fetchall()
-    return [PendingAlert(OutboxRow.from_db(r), bool(r[10])) for r in raw]
+    return pending_alerts(conn.execute(PENDING_ALERTS).fetchall())
 
 
 def _waiting_summaries(conn: Conn, channels: Collection[tuple[str, str]]) -> list[WaitingSummary]:
-    raw = conn.execute(
-        "SELECT id, sink, channel, attempts, next_attempt_at FROM outbox"
-        " WHERE status = 'pending' AND kind = 'summary' ORDER BY id"
-    ).fetchall()
-    raw = [r for r in raw if (r[1], r[2]) in channels]
+    raw = [r for r in conn.execute(WAITING_SUMMARIES).fetchall() if (r[1], r[2]) in channels]
     if not raw:
         return []
-    folded: dict[int, list[OutboxRow]] = {}
-    for r in conn.execute(
-        f"SELECT {ROW_COLUMNS}, summary_id FROM outbox"
-        " WHERE kind = 'alert' AND summary_id = ANY(%s) ORDER BY id",
-        ([int(r[0]) for r in raw],),
-    ).fetchall():
-        folded.setdefault(int(r[10]), []).append(OutboxRow.from_db(r))
-    return [
-        WaitingSummary(
-            id=int(s_id),
-            sink=str(sink),
-            channel=str(channel),
-            attempts=int(attempts),
-            next_attempt_at=float(next_at),
-            alerts=tuple(folded.get(int(s_id), ())),
-        )
-        for s_id, sink, channel, attempts, next_at in raw
-    ]
+    ids = [int(r[0]) for r in raw]
+    folded = conn.execute(FOLDED_ALERTS.format(marks=", ".join(["%s"] * len(ids))), ids)
+    return waiting_summaries(raw, folded.fetchall())
 
 
 def _apply(conn: Conn, plan: CollapsePlan) -> list[int]:
     """Write ``plan``; every update is guarded by the status the plan saw."""
     cur = conn.cursor()
     if plan.release:
-        cur.executemany("UPDATE outbox SET held = 0 WHERE id = %s", [(i,) for i in plan.release])
+        cur.executemany(to_pyformat(RELEASE), [(i,) for i in plan.release])
     created: list[int] = []
     for summary in plan.summaries:
         row = cur.execute(
-            "INSERT INTO outbox(dedup_key, sink, channel, kind, text, payload,"
-            " daemon, created_at, attempts, next_attempt_at)"
-            " VALUES (%s, %s, %s, 'summary', %s, '{}', 'outbox', %s, %s, %s) RETURNING id",
-            (
-                summary.dedup_key,
-                summary.sink,
-                summary.channel,
-                summary.text,
-                summary.created_at,
-                summary.attempts,
-                summary.next_attempt_at,
-            ),
+            to_pyformat(SUMMARY_INSERT) + " RETURNING id", summary_params(summary)
         ).fetchone()
         summary_id = int(row[0]) if row else 0
-        if summary.collapses:
-            cur.executemany(
-                "UPDATE outbox SET status = 'collapsed', summary_id = %s, held = 0"
-                " WHERE id = %s AND status = 'pending'",
-                [(summary_id, i) for i in summary.collapses],
-            )
-        if summary.regroups:
-            cur.executemany(
-                "UPDATE outbox SET summary_id = %s WHERE id = %s AND kind = 'alert'",
-                [(summary_id, i) for i in summary.regroups],
-            )
-        if summary.absorbs:
-            cur.executemany(
-                "UPDATE outbox SET status = 'collapsed', summary_id = %s"
-                " WHERE id = %s AND status = 'pending'",
-                [(summary_id, i) for i in summary.absorbs],
-            )
+        for sql, ids in (
+            (COLLAPSE, summary.collapses),
+            (REGROUP, summary.regroups),
+            (ABSORB, summary.absorbs),
+        ):
+            if ids:  # psycopg's executemany wants at least one row
+                cur.executemany(to_pyformat(sql), [(summary_id, i) for i in ids])
         created.append(summary_id)
     return created
