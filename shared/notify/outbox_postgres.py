@@ -403,7 +403,7 @@ def _apply(conn: Conn, plan: CollapsePlan) -> list[int]:
             (REGROUP, summary.regroups),
             (ABSORB, summary.absorbs),
         ):
-            if ids:  # psycopg's executemany wants at least one row
+            if ids:  # no round trip when there is nothing to write
                 cur.executemany(to_pyformat(sql), [(summary_id, i) for i in ids])
         created.append(summary_id)
     return created
