@@ -3,7 +3,7 @@ SQL both SQLite and PostgreSQL accept, and the row operations built only on them
 (``OutboxQueries``, a mixin of ``SqliteOutbox`` and ``PostgresOutbox``).
 
 Statements are written with ``?`` placeholders; a backend whose driver wants ``%s`` (psycopg)
-sets ``placeholder`` and every statement is translated once, as it is sent (no statement here
+sets ``placeholder`` and each statement is translated as it is sent (no statement here
 holds a literal ``?`` or ``%``). What really differs stays in each backend's module: the schema
 and its migrations, the connection, the claim (``FOR UPDATE SKIP LOCKED`` on Postgres), the
 rate-limit count (other hosts' sends on Postgres) and how a collapse's transaction is held.
